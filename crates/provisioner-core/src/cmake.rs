@@ -1,0 +1,165 @@
+//! CMake cache entries (`-DNAME[:TYPE]=VALUE`) parsed and normalised, so that equivalent flag lists
+//! produce the same build key and the same argv.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One `-DNAME[:TYPE]=VALUE` entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// Variable name.
+    pub name: String,
+    /// Optional type (`BOOL`, `STRING`, `PATH`, ...), upper-cased.
+    pub kind: Option<String>,
+    /// Value, with booleans spelled `ON`/`OFF`.
+    pub value: String,
+}
+
+impl CacheEntry {
+    /// The entry as one argv element for cmake.
+    pub fn to_flag(&self) -> String {
+        match &self.kind {
+            Some(kind) => format!("-D{}:{}={}", self.name, kind, self.value),
+            None => format!("-D{}={}", self.name, self.value),
+        }
+    }
+
+    /// Whether the value is a CMake true constant.
+    pub fn is_on(&self) -> bool {
+        is_true(&self.value)
+    }
+}
+
+/// Parses one flag; the error says how to write it.
+pub fn parse_cache_entry(flag: &str) -> Result<CacheEntry, String> {
+    let Some(body) = flag.strip_prefix("-D") else {
+        return Err(format!(
+            "`{flag}` is not a CMake cache entry; write -DNAME=VALUE (the generator has its own key, source.build.generator)"
+        ));
+    };
+    let Some((lhs, value)) = body.split_once('=') else {
+        return Err(format!("`{flag}` has no value; write -DNAME=VALUE"));
+    };
+    let (name, kind) = match lhs.split_once(':') {
+        Some((name, kind)) => (name, Some(kind.to_ascii_uppercase())),
+        None => (lhs, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !name_ok {
+        return Err(format!(
+            "`{flag}`: `{name}` is not a CMake variable name (letters, digits, `_`, `.`, `-`)"
+        ));
+    }
+    if value.contains('\0') || value.contains('\n') {
+        return Err(format!("`{name}`: the value contains a NUL byte or a newline"));
+    }
+    let is_bool = kind.as_deref() == Some("BOOL") || is_bool_word(value);
+    let value = if is_bool && is_bool_word(value) {
+        if is_true(value) { "ON" } else { "OFF" }.to_string()
+    } else {
+        value.to_string()
+    };
+    Ok(CacheEntry {
+        name: name.to_string(),
+        kind,
+        value,
+    })
+}
+
+/// A de-duplicated, sorted set of cache entries: for a repeated name the last one wins, as in cmake.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntries(BTreeMap<String, CacheEntry>);
+
+impl CacheEntries {
+    /// Parses flags in order; later entries override earlier ones.
+    pub fn parse<'a>(flags: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut entries = CacheEntries::default();
+        for flag in flags {
+            entries.set(parse_cache_entry(flag)?);
+        }
+        Ok(entries)
+    }
+
+    /// Sets (or replaces) an entry.
+    pub fn set(&mut self, entry: CacheEntry) {
+        self.0.insert(entry.name.clone(), entry);
+    }
+
+    /// Sets an entry only when the user did not.
+    pub fn set_default(&mut self, name: &str, value: &str) {
+        self.0.entry(name.to_string()).or_insert_with(|| CacheEntry {
+            name: name.to_string(),
+            kind: None,
+            value: value.to_string(),
+        });
+    }
+
+    /// Removes an entry, returning it.
+    pub fn remove(&mut self, name: &str) -> Option<CacheEntry> {
+        self.0.remove(name)
+    }
+
+    /// Looks an entry up.
+    pub fn get(&self, name: &str) -> Option<&CacheEntry> {
+        self.0.get(name)
+    }
+
+    /// Whether the entry exists and is a true constant.
+    pub fn is_on(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(CacheEntry::is_on)
+    }
+
+    /// The entries as argv, sorted by name.
+    pub fn to_flags(&self) -> Vec<String> {
+        self.0.values().map(CacheEntry::to_flag).collect()
+    }
+}
+
+fn is_bool_word(value: &str) -> bool {
+    matches!(
+        value.to_ascii_uppercase().as_str(),
+        "ON" | "OFF" | "TRUE" | "FALSE" | "YES" | "NO" | "Y" | "N"
+    ) || value == "0"
+        || value == "1"
+}
+
+fn is_true(value: &str) -> bool {
+    matches!(
+        value.to_ascii_uppercase().as_str(),
+        "ON" | "TRUE" | "YES" | "Y" | "1"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_are_normalised_and_last_wins() {
+        let entries =
+            CacheEntries::parse(["-DGGML_CUDA=1", "-DB=yes", "-DGGML_CUDA:bool=off", "-DX=a b"])
+                .unwrap();
+        assert_eq!(
+            entries.to_flags(),
+            vec!["-DB=ON", "-DGGML_CUDA:BOOL=OFF", "-DX=a b"]
+        );
+    }
+
+    #[test]
+    fn shell_metacharacters_are_plain_values() {
+        let entry = parse_cache_entry("-DNAME=$(touch /tmp/x);`id`|&").unwrap();
+        assert_eq!(entry.value, "$(touch /tmp/x);`id`|&");
+        assert_eq!(entry.to_flag(), "-DNAME=$(touch /tmp/x);`id`|&");
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_entry() {
+        assert!(parse_cache_entry("-G Ninja").unwrap_err().contains("generator"));
+        assert!(parse_cache_entry("-DNOVALUE").unwrap_err().contains("no value"));
+        assert!(parse_cache_entry("-D$(x)=1").unwrap_err().contains("variable name"));
+    }
+}

@@ -1,0 +1,443 @@
+//! The ports: what the core and the engine recipes need from the outside world. Adapters implement
+//! them; tests use the mockall fakes generated with the `mocks` feature (`MockShell`, ...).
+//! Ports that do I/O are async (`async-trait`, so they work as trait objects); pure ones are not.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+#[cfg(feature = "mocks")]
+use mockall::automock;
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::Checksum;
+use crate::config::Engine;
+use crate::error::Result;
+use crate::prepared::Backend;
+
+// ---------------------------------------------------------------------------------------------
+// Shell
+
+/// A program to run: argv only, never a shell command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Program name or path.
+    pub program: String,
+    /// Arguments, each passed as one argv element.
+    pub args: Vec<String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Variables set on top of the inherited environment.
+    pub env: BTreeMap<String, String>,
+    /// Where to append the combined output, line by line.
+    pub log: Option<PathBuf>,
+    /// A label for progress reports; when set, output lines are forwarded to the Progress port.
+    pub progress: Option<String>,
+    /// A file to record the process group id in, so that a later run can kill an orphaned build.
+    pub group_file: Option<PathBuf>,
+}
+
+impl CommandSpec {
+    /// A command with arguments.
+    pub fn new<I, S>(program: &str, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        CommandSpec {
+            program: program.to_string(),
+            args: args.into_iter().map(Into::into).collect(),
+            ..CommandSpec::default()
+        }
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets one environment variable.
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Sets the log file.
+    pub fn log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log = Some(path.into());
+        self
+    }
+
+    /// Sets the progress label.
+    pub fn progress(mut self, label: &str) -> Self {
+        self.progress = Some(label.to_string());
+        self
+    }
+
+    /// The command for humans, shell-quoted.
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .map(shell_quote)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Quotes one word for display (never for execution: nothing here goes through a shell).
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// How a finished process ended and what it printed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal number, when it was killed.
+    pub signal: Option<i32>,
+    /// Standard output (capped at a few MiB).
+    pub stdout: String,
+    /// The last lines of combined output, for error messages.
+    pub tail: String,
+}
+
+impl CommandOutput {
+    /// Whether the process exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The exit status for humans.
+    pub fn status(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "unknown status".to_string(),
+        }
+    }
+}
+
+/// A program found on the host, with a fingerprint that changes when the file does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// Resolved absolute path (symlinks followed).
+    pub path: PathBuf,
+    /// Size and modification time of the resolved file; no process is run to compute it.
+    pub fingerprint: String,
+}
+
+/// Runs processes on the host.
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait Shell: Send + Sync {
+    /// Runs a command to completion in its own process group. Dropping the future kills the group.
+    /// A non-zero exit is not an error here: callers decide with [`CommandOutput::success`].
+    async fn run(&self, command: &CommandSpec) -> Result<CommandOutput>;
+
+    /// Finds a program on PATH without running it.
+    fn locate(&self, program: &str) -> Option<ToolInfo>;
+
+    /// Describes an executable at a known path (used for toolchain roots off PATH).
+    fn inspect(&self, path: &Path) -> Option<ToolInfo>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fetcher
+
+/// A download to perform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// URL.
+    pub url: String,
+    /// Destination file (written via a `.partial` sibling).
+    pub destination: PathBuf,
+    /// Expected checksum; the download fails on mismatch.
+    pub expected: Option<Checksum>,
+    /// Refuse bodies larger than this.
+    pub max_bytes: Option<u64>,
+}
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Checksum computed while streaming.
+    pub checksum: Checksum,
+}
+
+/// Downloads files, hashing while streaming.
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait Fetcher: Send + Sync {
+    /// Downloads `request.url` to `request.destination`, verifying the checksum.
+    async fn fetch(&self, request: &FetchRequest) -> Result<Fetched>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PackageManager
+
+/// An installed distribution package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledPackage {
+    /// Package name.
+    pub name: String,
+    /// Exact installed version.
+    pub version: String,
+    /// Repository it came from, when known.
+    pub repository: Option<String>,
+}
+
+/// Installs and queries distribution packages (pacman, apt, dnf).
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait PackageManager: Send + Sync {
+    /// Manager name (`apt`, `pacman`, `dnf`).
+    fn name(&self) -> &str;
+    /// The installed version of a package, if installed.
+    async fn query(&self, package: &str) -> Result<Option<InstalledPackage>>;
+    /// Installs a package, at exactly `version` when given.
+    async fn install(&self, package: &str, version: Option<String>) -> Result<InstalledPackage>;
+    /// Files owned by an installed package.
+    async fn files(&self, package: &str) -> Result<Vec<PathBuf>>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ContainerRuntime
+
+/// Runs OCI images (podman, docker).
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Runtime name (`podman`, `docker`).
+    fn name(&self) -> &str;
+    /// The local image's digest, if the image is present.
+    async fn local_digest(&self, image: &str) -> Result<Option<String>>;
+    /// Pulls an image by reference and returns its digest.
+    async fn pull(&self, image: &str) -> Result<String>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ModelProvisioner
+
+/// A model to make available locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRequest {
+    /// `file:/path`, a plain path, or another scheme.
+    pub reference: String,
+    /// Model cache directory (for relative names).
+    pub cache_dir: PathBuf,
+    /// Expected checksum.
+    pub checksum: Option<Checksum>,
+}
+
+/// A model present on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Makes models present locally (llama-orch's model-provisioner).
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait ModelProvisioner: Send + Sync {
+    /// Ensures the model is on disk and returns where.
+    async fn ensure_present(&self, request: &ModelRequest) -> Result<ModelArtifact>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy
+
+/// Something with side effects beyond the cache that policy may refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Clone or fetch a git repository.
+    FetchSource {
+        /// Repository URL.
+        url: String,
+    },
+    /// Download a file.
+    Download {
+        /// URL.
+        url: String,
+        /// Whether a checksum pins it.
+        pinned: bool,
+    },
+    /// Install distribution packages.
+    InstallPackages {
+        /// Package names.
+        packages: Vec<String>,
+    },
+}
+
+/// Decides whether an action is allowed (pure: no I/O).
+#[cfg_attr(feature = "mocks", automock)]
+pub trait Policy: Send + Sync {
+    /// `Ok` to go ahead, [`crate::Error::PolicyDenied`] with a hint naming the switch otherwise.
+    fn check(&self, action: &Action) -> Result<()>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clock
+
+/// Wall-clock time, injectable for deterministic tests.
+#[cfg_attr(feature = "mocks", automock)]
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> SystemTime;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+
+/// Progress of long work, for a terminal or a supervisor's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgressEvent {
+    /// A step started.
+    Started {
+        /// What.
+        step: String,
+        /// Extra detail, e.g. the log file.
+        detail: Option<String>,
+    },
+    /// A step advanced.
+    Percent {
+        /// What.
+        step: String,
+        /// 0-100.
+        percent: u8,
+    },
+    /// A step finished.
+    Finished {
+        /// What.
+        step: String,
+    },
+    /// Something worth telling the user.
+    Note {
+        /// The note.
+        message: String,
+    },
+}
+
+/// Receives progress events. The library never prints; the CLI renders these on stderr.
+#[cfg_attr(feature = "mocks", automock)]
+pub trait Progress: Send + Sync {
+    /// Reports an event.
+    fn report(&self, event: ProgressEvent);
+}
+
+/// Discards progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn report(&self, _event: ProgressEvent) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// SourceBuilder
+
+/// CMake variables that carry the resolved commit into the binary (llama.cpp's build info).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInfoVariables {
+    /// Variable receiving the abbreviated commit, e.g. `LLAMA_BUILD_COMMIT`.
+    pub commit: String,
+    /// Variable receiving the build number, e.g. `LLAMA_BUILD_NUMBER`.
+    pub number: String,
+}
+
+/// A source build to ensure: fetched, configured, built and installed under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceBuildSpec {
+    /// Engine (names the cache and the log lines).
+    pub engine: Engine,
+    /// Engine cache root, e.g. `~/.cache/llama-orch/llamacpp`.
+    pub cache_dir: PathBuf,
+    /// Repository URL.
+    pub repo: String,
+    /// Tag, branch or commit.
+    pub reference: String,
+    /// Whether to check out submodules.
+    pub submodules: bool,
+    /// Generator, or `None` for Ninja when present, else make.
+    pub generator: Option<String>,
+    /// Normalised cache entries.
+    pub cmake_flags: Vec<String>,
+    /// Variables set from the resolved commit.
+    pub build_info: Option<BuildInfoVariables>,
+    /// Targets to build.
+    pub targets: Vec<String>,
+    /// Artefacts to install, relative to the build dir (e.g. `bin/llama-server`).
+    pub artifacts: Vec<String>,
+    /// Backend, which decides the extra toolchain (nvcc, hipcc, glslc) and the post-build check.
+    pub backend: Backend,
+}
+
+/// An installed source build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceArtifact {
+    /// Install directory; artefacts keep their file names under `bin/`.
+    pub dir: PathBuf,
+    /// Full commit SHA.
+    pub commit: String,
+    /// Cache key.
+    pub key: String,
+    /// The exact cmake flags used, including the commit-derived ones.
+    pub flags: Vec<String>,
+    /// Tools used and their fingerprints.
+    pub toolchain: BTreeMap<String, String>,
+    /// Whether it was already installed.
+    pub cache_hit: bool,
+    /// The metadata file next to the artefact.
+    pub metadata_file: PathBuf,
+}
+
+/// Fetches, builds and installs source trees, single-flight and atomically.
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait SourceBuilder: Send + Sync {
+    /// Returns the installed build for `spec`, building it when it is not in the cache.
+    async fn ensure_built(&self, spec: &SourceBuildSpec) -> Result<SourceArtifact>;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The set of port implementations a provisioner runs with.
+#[derive(Clone)]
+pub struct Ports {
+    /// Processes.
+    pub shell: Arc<dyn Shell>,
+    /// Source builds.
+    pub source_builder: Arc<dyn SourceBuilder>,
+    /// Models.
+    pub models: Arc<dyn ModelProvisioner>,
+    /// Policy.
+    pub policy: Arc<dyn Policy>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Progress sink.
+    pub progress: Arc<dyn Progress>,
+    /// Downloads (binary mode), when wired.
+    pub fetcher: Option<Arc<dyn Fetcher>>,
+    /// Packages (package mode and tool installs), when wired.
+    pub packages: Option<Arc<dyn PackageManager>>,
+    /// Containers (container mode), when wired.
+    pub containers: Option<Arc<dyn ContainerRuntime>>,
+}
