@@ -1,1 +1,213 @@
-//! placeholder
+//! # policy
+//!
+//! The real [`Policy`] port: decides, without I/O, whether an action with effects outside the
+//! cache may go ahead. Pool-level switches (`allow_package_installs`, `allow_binary_downloads`)
+//! travel with the action; host-level switches (offline mode, a network allowlist) live here.
+//! Local sources (`file://` URLs, paths, loopback hosts) are never network access.
+
+use provisioner_core::{Action, Error, Policy, Result};
+
+/// Host-wide policy settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPolicy {
+    /// No network access except to local sources.
+    pub offline: bool,
+    /// When set, only these hosts (exact names, or `*.suffix`) may be contacted.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Allow downloads that no checksum pins (default: refused).
+    pub allow_unverified_downloads: bool,
+}
+
+impl Policy for HostPolicy {
+    fn check(&self, action: &Action) -> Result<()> {
+        match action {
+            Action::FetchSource { url } => self.check_network(url, "fetching source from"),
+            Action::Download {
+                url,
+                pinned,
+                allowed_by_config,
+            } => {
+                if *allowed_by_config == Some(false) {
+                    return Err(denied(
+                        format!("downloading {url}"),
+                        "set provisioning.allow_binary_downloads: true in the pool's configuration",
+                    ));
+                }
+                if !pinned && !self.allow_unverified_downloads {
+                    return Err(denied(
+                        format!("downloading {url} without a checksum"),
+                        "pin it with provisioning.binary.checksum: sha256:<hex>",
+                    ));
+                }
+                self.check_network(url, "downloading")
+            }
+            Action::InstallPackages {
+                packages,
+                allowed_by_config,
+            } => {
+                if *allowed_by_config {
+                    Ok(())
+                } else {
+                    Err(denied(
+                        format!("installing packages ({})", packages.join(", ")),
+                        "set provisioning.allow_package_installs: true, or install them yourself",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl HostPolicy {
+    fn check_network(&self, url: &str, verb: &str) -> Result<()> {
+        let Some(host) = remote_host(url) else {
+            return Ok(());
+        };
+        if self.offline {
+            return Err(denied(
+                format!("{verb} {url} (offline mode)"),
+                "turn offline mode off (unset LLAMA_ORCH_OFFLINE / drop --offline), or point the config at a local mirror (file://…)",
+            ));
+        }
+        if let Some(allowed) = &self.allowed_hosts
+            && !allowed.iter().any(|pattern| host_matches(pattern, &host))
+        {
+            return Err(denied(
+                format!("{verb} {url}: host `{host}` is not in the network allowlist"),
+                &format!("add `{host}` to the allowlist (LLAMA_ORCH_ALLOWED_HOSTS)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn denied(action: String, hint: &str) -> Error {
+    Error::PolicyDenied {
+        action,
+        hint: Some(hint.to_string()),
+    }
+}
+
+/// The host a URL contacts, or `None` for local sources (paths, `file://`, loopback).
+pub fn remote_host(url: &str) -> Option<String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some(pair) => pair,
+        // scp-like git syntax `user@host:path` is remote; a plain path is local.
+        None => {
+            let (before, _) = url.split_once(':')?;
+            if before.contains('/') {
+                return None;
+            }
+            return Some(before.rsplit('@').next().unwrap_or(before).to_lowercase());
+        }
+    };
+    if scheme.eq_ignore_ascii_case("file") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host = if let Some(stripped) = host_port.strip_prefix('[') {
+        stripped.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    }
+    .to_lowercase();
+    let loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
+    if loopback { None } else { Some(host) }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint_of(result: Result<()>) -> String {
+        let error = result.expect_err("expected a denial");
+        error.hint().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn local_sources_are_not_network() {
+        for url in [
+            "file:///srv/llama.cpp",
+            "/srv/llama.cpp",
+            "./repo",
+            "http://127.0.0.1:5000/x",
+            "https://localhost/x",
+            "http://[::1]:80/x",
+        ] {
+            assert_eq!(remote_host(url), None, "{url}");
+        }
+        assert_eq!(
+            remote_host("https://user:pw@GitHub.com:443/ggml-org/llama.cpp.git").as_deref(),
+            Some("github.com")
+        );
+        assert_eq!(remote_host("git@github.com:ggml-org/llama.cpp.git").as_deref(), Some("github.com"));
+    }
+
+    #[test]
+    fn offline_blocks_remote_fetches_only() {
+        let policy = HostPolicy {
+            offline: true,
+            ..HostPolicy::default()
+        };
+        let remote = Action::FetchSource {
+            url: "https://github.com/ggml-org/llama.cpp.git".into(),
+        };
+        assert!(hint_of(policy.check(&remote)).contains("LLAMA_ORCH_OFFLINE"));
+        let local = Action::FetchSource {
+            url: "file:///srv/llama.cpp".into(),
+        };
+        assert!(policy.check(&local).is_ok());
+    }
+
+    #[test]
+    fn allowlist_names_the_host() {
+        let policy = HostPolicy {
+            allowed_hosts: Some(vec!["*.github.com".into(), "gitlab.com".into()]),
+            ..HostPolicy::default()
+        };
+        let ok = Action::FetchSource {
+            url: "https://codeload.github.com/x".into(),
+        };
+        assert!(policy.check(&ok).is_ok());
+        let bad = Action::FetchSource {
+            url: "https://evil.example/x".into(),
+        };
+        let error = policy.check(&bad).unwrap_err();
+        assert!(error.to_string().contains("evil.example"), "{error}");
+    }
+
+    #[test]
+    fn package_installs_need_the_config_switch() {
+        let policy = HostPolicy::default();
+        let action = |allowed| Action::InstallPackages {
+            packages: vec!["cmake".into()],
+            allowed_by_config: allowed,
+        };
+        assert!(hint_of(policy.check(&action(false))).contains("allow_package_installs: true"));
+        assert!(policy.check(&action(true)).is_ok());
+    }
+
+    #[test]
+    fn downloads_need_a_checksum_and_the_switch() {
+        let policy = HostPolicy::default();
+        let download = |pinned, allowed| Action::Download {
+            url: "https://example.org/llama.tar.gz".into(),
+            pinned,
+            allowed_by_config: allowed,
+        };
+        assert!(policy.check(&download(true, None)).is_ok());
+        assert!(hint_of(policy.check(&download(false, None))).contains("checksum"));
+        assert!(
+            hint_of(policy.check(&download(true, Some(false))))
+                .contains("allow_binary_downloads: true")
+        );
+    }
+}

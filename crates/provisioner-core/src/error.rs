@@ -54,7 +54,7 @@ pub enum Error {
         known: Vec<String>,
     },
     /// The engine exists but does not offer this provisioning mode.
-    #[error("engine `{engine}` does not support provisioning mode `{mode}` (supported: {})", .supported.join(", "))]
+    #[error("engine `{engine}` does not support provisioning mode `{mode}` (supported: {})", supported_list(.supported))]
     UnsupportedMode {
         /// Engine name.
         engine: String,
@@ -271,6 +271,14 @@ fn list(errors: &[FieldError]) -> String {
         .map(|e| format!("  - {e}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn supported_list(modes: &[String]) -> String {
+    if modes.is_empty() {
+        "none in this version".to_string()
+    } else {
+        modes.join(", ")
+    }
 }
 
 fn found_elsewhere(searched: &[PathBuf]) -> String {

@@ -26,5 +26,6 @@ pub use error::{Error, ErrorCode, FieldError, Result};
 pub use layout::Layout;
 pub use plan::{Plan, Step, ToolRequirement};
 pub use ports::*;
-pub use prepared::{Backend, EngineMetadata, IdentityCheck, PreparedEngine, Probe, SourceProvenance};
+pub use prepared::{
+    source_engine_version, Backend, EngineMetadata, IdentityCheck, PreparedEngine, Probe, SourceProvenance};
 pub use provisioner::EngineProvisioner;

@@ -279,11 +279,15 @@ pub enum Action {
         url: String,
         /// Whether a checksum pins it.
         pinned: bool,
+        /// The pool's `provisioning.allow_binary_downloads`.
+        allowed_by_config: Option<bool>,
     },
     /// Install distribution packages.
     InstallPackages {
         /// Package names.
         packages: Vec<String>,
+        /// The pool's `provisioning.allow_package_installs`.
+        allowed_by_config: bool,
     },
 }
 
@@ -407,6 +411,8 @@ pub struct SourceArtifact {
     pub cache_hit: bool,
     /// The metadata file next to the artefact.
     pub metadata_file: PathBuf,
+    /// The engine version recorded in the metadata ([`crate::source_engine_version`]).
+    pub engine_version: String,
 }
 
 /// Fetches, builds and installs source trees, single-flight and atomically.

@@ -128,3 +128,20 @@ pub struct IdentityCheck {
     /// Text the value must contain.
     pub contains: String,
 }
+
+/// The deterministic version of a source build: engine, commit, backend and a digest of the
+/// normalised flags. The toolchain is deliberately left out, so replicas built from the same
+/// inputs on different hosts report the same version.
+pub fn source_engine_version(
+    engine: crate::config::Engine,
+    commit: &str,
+    backend: Backend,
+    flags: &[String],
+) -> String {
+    let digest = blake3::hash(flags.join("\n").as_bytes());
+    format!(
+        "{engine}-{}-{backend}-{}",
+        &commit[..commit.len().min(12)],
+        &digest.to_hex()[..8]
+    )
+}

@@ -1,0 +1,383 @@
+//! The llama.cpp recipe. Source is its default (and, for now, only) mode: the upstream tree is
+//! built with CMake into a self-contained `llama-server`.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use provisioner_core::cmake::{CacheEntries, CacheEntry};
+use provisioner_core::config::LLAMACPP_UPSTREAM_REPO;
+use provisioner_core::tools::source_build_tools;
+use provisioner_core::{
+    Backend, BuildInfoVariables, Checksum, EngineMetadata, Engine, Error, FieldError,
+    IdentityCheck, Layout, Mode, ModelRequest, Plan, PoolConfig, Ports, PreparedEngine, Probe,
+    Result, SourceBuildSpec, SourceProvenance, Step, source_engine_version,
+};
+
+use crate::Recipe;
+use crate::args::normalise_server_flags;
+
+/// The target and artefact of a llama.cpp server build.
+const TARGET: &str = "llama-server";
+const ARTIFACT: &str = "bin/llama-server";
+/// Default HTTP port of llama-server.
+const DEFAULT_PORT: u16 = 8080;
+/// How long a cold model load may take before the engine counts as failed.
+const READY_TIMEOUT_SECONDS: u64 = 120;
+
+/// Old CMake switches and the ggml ones that replaced them.
+const LEGACY_FLAGS: &[(&str, &str)] = &[
+    ("LLAMA_CUBLAS", "GGML_CUDA"),
+    ("LLAMA_CUDA", "GGML_CUDA"),
+    ("GGML_CUBLAS", "GGML_CUDA"),
+    ("LLAMA_HIPBLAS", "GGML_HIP"),
+    ("GGML_HIPBLAS", "GGML_HIP"),
+    ("LLAMA_VULKAN", "GGML_VULKAN"),
+];
+
+/// Defaults the provisioner adds when the config does not set them, and why.
+const DEFAULT_FLAGS: &[(&str, &str)] = &[
+    // An optimised server unless asked otherwise.
+    ("CMAKE_BUILD_TYPE", "Release"),
+    ("LLAMA_BUILD_SERVER", "ON"),
+    ("LLAMA_BUILD_TESTS", "OFF"),
+    ("LLAMA_BUILD_EXAMPLES", "OFF"),
+    // Upstream downloads the web UI at build time by default; a build must not reach the
+    // network behind the policy's back.
+    ("LLAMA_USE_PREBUILT_UI", "OFF"),
+    // One self-contained executable survives the atomic rename into the cache; shared
+    // libraries would carry RPATHs into the staging directory.
+    ("BUILD_SHARED_LIBS", "OFF"),
+];
+
+/// Variables the provisioner sets itself from the resolved commit.
+const BUILD_INFO: (&str, &str) = ("LLAMA_BUILD_COMMIT", "LLAMA_BUILD_NUMBER");
+
+/// The llama.cpp recipe.
+pub struct LlamaCpp;
+
+/// Normalises the configured CMake flags: legacy names mapped to ggml's, booleans spelled
+/// `ON`/`OFF`, duplicates resolved (last wins), defaults added, sorted. Returns the entries and
+/// the backend they select.
+pub fn normalise_cmake_flags(flags: &[String]) -> Result<(CacheEntries, Backend)> {
+    let field = "provisioning.source.build.cmake_flags";
+    let invalid = |message: String| Error::ConfigInvalid {
+        errors: vec![FieldError {
+            path: field.to_string(),
+            message,
+        }],
+    };
+    let mut entries = CacheEntries::parse(flags.iter().map(String::as_str)).map_err(invalid)?;
+    for (legacy, current) in LEGACY_FLAGS {
+        if let Some(old) = entries.remove(legacy) {
+            // The legacy switch is honoured, not dropped: `-DLLAMA_CUBLAS=ON` means CUDA.
+            if entries.get(current).is_none() {
+                entries.set(CacheEntry {
+                    name: current.to_string(),
+                    kind: old.kind,
+                    value: old.value,
+                });
+            }
+        }
+    }
+    for variable in [BUILD_INFO.0, BUILD_INFO.1] {
+        if entries.get(variable).is_some() {
+            return Err(invalid(format!(
+                "{variable} is set by the provisioner from the resolved commit; remove it"
+            )));
+        }
+    }
+    for (name, value) in DEFAULT_FLAGS {
+        entries.set_default(name, value);
+    }
+    let backend = if entries.is_on("GGML_CUDA") {
+        Backend::Cuda
+    } else if entries.is_on("GGML_HIP") {
+        Backend::Hip
+    } else if entries.is_on("GGML_VULKAN") {
+        Backend::Vulkan
+    } else {
+        Backend::Cpu
+    };
+    Ok((entries, backend))
+}
+
+struct SourceInputs {
+    repo: String,
+    reference: String,
+    submodules: bool,
+    generator: Option<String>,
+    entries: CacheEntries,
+    backend: Backend,
+}
+
+fn source_inputs(pool: &PoolConfig) -> Result<SourceInputs> {
+    let source = pool.provisioning.source.as_ref().ok_or_else(|| Error::ConfigInvalid {
+        errors: vec![FieldError {
+            path: "provisioning.source".to_string(),
+            message: "required for mode source".to_string(),
+        }],
+    })?;
+    let reference = source.reference.clone().ok_or_else(|| Error::ConfigInvalid {
+        errors: vec![FieldError {
+            path: "provisioning.source.ref".to_string(),
+            message: "required for mode source".to_string(),
+        }],
+    })?;
+    let (entries, backend) = normalise_cmake_flags(&source.build.cmake_flags)?;
+    Ok(SourceInputs {
+        repo: source
+            .repo
+            .clone()
+            .unwrap_or_else(|| LLAMACPP_UPSTREAM_REPO.to_string()),
+        reference,
+        submodules: source.submodules,
+        generator: source.build.generator.clone(),
+        entries,
+        backend,
+    })
+}
+
+/// The model reference: `provisioning.model.ref`, else the pool's `model` name in the cache.
+fn model_reference(pool: &PoolConfig) -> Result<String> {
+    pool.provisioning
+        .model
+        .as_ref()
+        .and_then(|m| m.reference.clone())
+        .or_else(|| pool.model.clone())
+        .ok_or_else(|| Error::ConfigInvalid {
+            errors: vec![FieldError {
+                path: "provisioning.model.ref".to_string(),
+                message: "required".to_string(),
+            }],
+        })
+}
+
+struct Launch {
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    port: u16,
+}
+
+/// The server command line and environment, with the model path filled in.
+fn launch(pool: &PoolConfig, model: &str, entries: &CacheEntries) -> Result<Launch> {
+    let provisioning = &pool.provisioning;
+    let mut flags = normalise_server_flags(&provisioning.flags, "provisioning.flags")?;
+    let port = provisioning.ports.first().copied().unwrap_or(DEFAULT_PORT);
+    if let Some(Some(value)) = flags.remove("--port")
+        && value != port.to_string()
+    {
+        return Err(Error::ConfigInvalid {
+            errors: vec![FieldError {
+                path: "provisioning.flags".to_string(),
+                message: format!(
+                    "--port {value} disagrees with provisioning.ports[0] = {port}; set the port only in ports"
+                ),
+            }],
+        });
+    }
+    let host = match flags.remove("--host") {
+        Some(Some(host)) => host,
+        _ => "127.0.0.1".to_string(),
+    };
+    if let Some(ctx) = pool.ctx
+        && flags.get("--ctx-size").is_none()
+    {
+        flags.set("--ctx-size", Some(ctx.to_string()));
+    }
+    if let Some(split) = &pool.tensor_split
+        && flags.get("--tensor-split").is_none()
+    {
+        let text: Vec<String> = split.iter().map(|v| v.to_string()).collect();
+        flags.set("--tensor-split", Some(text.join(",")));
+    }
+    let mut args = vec![
+        "--model".to_string(),
+        model.to_string(),
+        "--host".to_string(),
+        host,
+        "--port".to_string(),
+        port.to_string(),
+    ];
+    args.extend(flags.to_argv());
+
+    let mut env = provisioning.env.clone();
+    if !pool.devices.is_empty() {
+        let devices: Vec<String> = pool.devices.iter().map(|d| d.to_string()).collect();
+        env.entry("CUDA_VISIBLE_DEVICES".to_string())
+            .or_insert_with(|| devices.join(","));
+    }
+    if entries.is_on("BUILD_SHARED_LIBS") {
+        env.insert("LD_LIBRARY_PATH".to_string(), "{install_dir}/bin".to_string());
+    }
+    Ok(Launch { args, env, port })
+}
+
+fn readiness(port: u16) -> Probe {
+    Probe {
+        port,
+        path: "/health".to_string(),
+        status: 200,
+        timeout_seconds: READY_TIMEOUT_SECONDS,
+    }
+}
+
+#[async_trait]
+impl Recipe for LlamaCpp {
+    fn engine(&self) -> Engine {
+        Engine::Llamacpp
+    }
+
+    fn modes(&self) -> &'static [Mode] {
+        &[Mode::Source]
+    }
+
+    fn unsupported_hint(&self, mode: Mode) -> Option<String> {
+        Some(match mode {
+            Mode::External => {
+                "an external llama-server is managed outside llama-orch; there is nothing to provision".to_string()
+            }
+            _ => format!(
+                "llama.cpp {mode} mode is not offered by this version; use mode: source (builds upstream with CMake)"
+            ),
+        })
+    }
+
+    fn plan(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan> {
+        let inputs = source_inputs(pool)?;
+        let model = model_reference(pool)?;
+        let launch = launch(pool, "{model}", &inputs.entries)?;
+        let cache_dir = layout.engine_cache(Engine::Llamacpp, pool);
+        Ok(Plan {
+            pool_id: pool.id.clone(),
+            engine: Engine::Llamacpp,
+            mode: Mode::Source,
+            steps: vec![
+                Step::Preflight {
+                    tools: source_build_tools(inputs.generator.as_deref(), inputs.backend),
+                },
+                Step::ResolveModel { reference: model },
+                Step::FetchSource {
+                    repo: inputs.repo,
+                    reference: inputs.reference,
+                    submodules: inputs.submodules,
+                },
+                Step::Configure {
+                    generator: inputs.generator,
+                    cmake_flags: inputs.entries.to_flags(),
+                    commit_flags: vec![BUILD_INFO.0.to_string(), BUILD_INFO.1.to_string()],
+                    backend: inputs.backend,
+                },
+                Step::Build {
+                    targets: vec![TARGET.to_string()],
+                },
+                Step::Install {
+                    cache_dir,
+                    artifacts: vec![ARTIFACT.to_string()],
+                    key_inputs: ["commit", "cmake flags", "generator", "toolchain"]
+                        .map(String::from)
+                        .to_vec(),
+                },
+                Step::Launch {
+                    program: format!("{{install_dir}}/{ARTIFACT}"),
+                    args: launch.args,
+                    env: launch.env,
+                    ports: vec![launch.port],
+                    readiness: readiness(launch.port),
+                },
+            ],
+        })
+    }
+
+    async fn prepare(
+        &self,
+        pool: &PoolConfig,
+        layout: &Layout,
+        ports: &Ports,
+    ) -> Result<PreparedEngine> {
+        let plan = self.plan(pool, layout)?;
+        let inputs = source_inputs(pool)?;
+
+        // The model first: it is cheap to check and a build is not.
+        let model_config = pool.provisioning.model.as_ref();
+        let checksum = model_config
+            .and_then(|m| m.checksum.as_deref())
+            .map(Checksum::parse)
+            .transpose()
+            .map_err(|message| Error::ConfigInvalid {
+                errors: vec![FieldError {
+                    path: "provisioning.model.checksum".to_string(),
+                    message,
+                }],
+            })?;
+        let model = ports
+            .models
+            .ensure_present(&ModelRequest {
+                reference: model_reference(pool)?,
+                cache_dir: layout.model_cache(pool),
+                checksum,
+            })
+            .await?;
+
+        let spec = SourceBuildSpec {
+            engine: Engine::Llamacpp,
+            cache_dir: layout.engine_cache(Engine::Llamacpp, pool),
+            repo: inputs.repo.clone(),
+            reference: inputs.reference.clone(),
+            submodules: inputs.submodules,
+            generator: inputs.generator.clone(),
+            cmake_flags: inputs.entries.to_flags(),
+            build_info: Some(BuildInfoVariables {
+                commit: BUILD_INFO.0.to_string(),
+                number: BUILD_INFO.1.to_string(),
+            }),
+            targets: vec![TARGET.to_string()],
+            artifacts: vec![ARTIFACT.to_string()],
+            backend: inputs.backend,
+        };
+        let artifact = ports.source_builder.ensure_built(&spec).await?;
+
+        let model_path = model.path.to_string_lossy().to_string();
+        let mut launch = launch(pool, &model_path, &inputs.entries)?;
+        let install_bin = artifact.dir.join("bin");
+        for value in launch.env.values_mut() {
+            *value = value.replace("{install_dir}/bin", &install_bin.to_string_lossy());
+        }
+        let engine_version = source_engine_version(
+            Engine::Llamacpp,
+            &artifact.commit,
+            inputs.backend,
+            &spec.cmake_flags,
+        );
+        Ok(PreparedEngine {
+            pool_id: pool.id.clone(),
+            engine: Engine::Llamacpp,
+            bin: artifact.dir.join(ARTIFACT),
+            args: launch.args,
+            env: launch.env,
+            ports: vec![launch.port],
+            workdir: artifact.dir.clone(),
+            engine_version,
+            metadata: EngineMetadata {
+                mode: Mode::Source,
+                source: Some(SourceProvenance {
+                    repo: inputs.repo,
+                    reference: inputs.reference,
+                    commit: artifact.commit.clone(),
+                }),
+                build_flags: artifact.flags.clone(),
+                backend: inputs.backend,
+                readiness: readiness(launch.port),
+                identity: Some(IdentityCheck {
+                    path: "/props".to_string(),
+                    json_pointer: "/build_info".to_string(),
+                    contains: artifact.commit[..artifact.commit.len().min(9)].to_string(),
+                }),
+                model_path: model.path,
+                cache_key: Some(artifact.key),
+                cache_hit: artifact.cache_hit,
+                metadata_file: Some(artifact.metadata_file),
+                plan_digest: plan.digest(),
+            },
+        })
+    }
+}

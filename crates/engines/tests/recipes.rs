@@ -1,0 +1,253 @@
+//! Plans for every engine × mode (snapshots), and llama.cpp's prepare driven through mock ports.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use engines::Provisioner;
+use provisioner_core::{
+    Config, Engine, EngineProvisioner, Error, Format, Layout, MockClock, MockModelProvisioner,
+    MockPolicy, MockShell, MockSourceBuilder, Mode, ModelArtifact, NoProgress, Ports,
+    SourceArtifact, Step,
+};
+
+fn layout() -> Layout {
+    Layout::under_home(Path::new("/home/user"))
+}
+
+fn pool_yaml(engine: Engine, mode: Mode) -> String {
+    format!(
+        r#"
+pools:
+  - id: pool-{engine}-{mode}
+    engine: {engine}
+    devices: [0, 1]
+    ctx: 4096
+    provisioning:
+      mode: {mode}
+      source:
+        repo: https://github.com/ggml-org/llama.cpp.git
+        ref: b6000
+        build:
+          cmake_flags: [-DLLAMA_CUBLAS=ON, -DCMAKE_CUDA_ARCHITECTURES=86, -DGGML_NATIVE=off]
+      container: {{ image: example/{engine}, tag: "1.0" }}
+      package: {{ name: {engine}, version: "1.0" }}
+      binary: {{ url: "https://example.org/{engine}.tar.gz", checksum: "sha256:{zeros}" }}
+      model:
+        ref: file:/models/tiny.gguf
+      ports: [8081]
+      env: {{ LLAMA_LOG_COLORS: "off" }}
+      flags: [--metrics, -ngl, "99", --parallel, "1", --gpu-layers, "98"]
+"#,
+        zeros = "0".repeat(64)
+    )
+}
+
+fn unused_ports() -> Ports {
+    Ports {
+        shell: Arc::new(MockShell::new()),
+        source_builder: Arc::new(MockSourceBuilder::new()),
+        models: Arc::new(MockModelProvisioner::new()),
+        policy: Arc::new(MockPolicy::new()),
+        clock: Arc::new(MockClock::new()),
+        progress: Arc::new(NoProgress),
+        fetcher: None,
+        packages: None,
+        containers: None,
+    }
+}
+
+#[test]
+fn plan_for_every_engine_and_mode() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    for engine in Engine::ALL {
+        for mode in Mode::ALL {
+            let config = Config::parse(&pool_yaml(engine, mode), Format::Yaml, "pool.yaml")
+                .expect("the fixture config is valid");
+            let name = format!("plan_{engine}_{mode}");
+            match provisioner.plan(&config.pools[0]) {
+                Ok(plan) => insta::assert_yaml_snapshot!(name, plan),
+                Err(error) => insta::assert_snapshot!(
+                    name,
+                    format!("error: {error}\nhint: {}", error.hint().unwrap_or("-"))
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn plans_are_deterministic_and_digest_changes_with_inputs() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let text = pool_yaml(Engine::Llamacpp, Mode::Source);
+    let pool = Config::parse(&text, Format::Yaml, "a").unwrap().pools[0].clone();
+    let first = provisioner.plan(&pool).unwrap();
+    assert_eq!(first, provisioner.plan(&pool).unwrap());
+    assert_eq!(first.digest(), provisioner.plan(&pool).unwrap().digest());
+    // Reordered flags with the same meaning give the same plan.
+    let reordered = text.replace(
+        "[-DLLAMA_CUBLAS=ON, -DCMAKE_CUDA_ARCHITECTURES=86, -DGGML_NATIVE=off]",
+        "[-DGGML_NATIVE=OFF, -DCMAKE_CUDA_ARCHITECTURES=86, -DGGML_CUDA=1]",
+    );
+    let same = Config::parse(&reordered, Format::Yaml, "b").unwrap().pools[0].clone();
+    assert_eq!(first.digest(), provisioner.plan(&same).unwrap().digest());
+    let other_ref = text.replace("ref: b6000", "ref: b6001");
+    let other = Config::parse(&other_ref, Format::Yaml, "c").unwrap().pools[0].clone();
+    assert_ne!(first.digest(), provisioner.plan(&other).unwrap().digest());
+}
+
+#[test]
+fn legacy_cublas_selects_cuda_and_needs_nvcc() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let text = pool_yaml(Engine::Llamacpp, Mode::Source);
+    let pool = Config::parse(&text, Format::Yaml, "a").unwrap().pools[0].clone();
+    let plan = provisioner.plan(&pool).unwrap();
+    let configure = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Configure { cmake_flags, backend, .. } => Some((cmake_flags.clone(), *backend)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(configure.0.contains(&"-DGGML_CUDA=ON".to_string()));
+    assert!(!configure.0.iter().any(|f| f.contains("LLAMA_CUBLAS")));
+    assert_eq!(configure.1, provisioner_core::Backend::Cuda);
+}
+
+fn source_pool(extra_flags: &str) -> provisioner_core::PoolConfig {
+    let text = format!(
+        r#"
+pools:
+  - id: p
+    engine: llamacpp
+    provisioning:
+      mode: source
+      source: {{ repo: "file:///srv/llama.cpp", ref: fixture-b0, build: {{ cmake_flags: [-DGGML_NATIVE=OFF] }} }}
+      model: {{ ref: "file:/models/tiny.gguf" }}
+      ports: [9001]
+      flags: [{extra_flags}]
+"#
+    );
+    Config::parse(&text, Format::Yaml, "p.yaml").unwrap().pools[0].clone()
+}
+
+fn artifact(cache_hit: bool) -> SourceArtifact {
+    SourceArtifact {
+        dir: PathBuf::from("/cache/llamacpp/builds-v1/k1"),
+        commit: "f3e37ccca624c32180c329208deac452eef38ba5".to_string(),
+        key: "k1".to_string(),
+        flags: vec!["-DGGML_NATIVE=OFF".to_string()],
+        toolchain: Default::default(),
+        cache_hit,
+        metadata_file: PathBuf::from("/cache/llamacpp/builds-v1/k1/metadata.json"),
+        engine_version: "llamacpp-f3e37ccca624-cpu-00000000".to_string(),
+    }
+}
+
+#[tokio::test]
+async fn prepare_resolves_the_model_first_then_builds_and_describes_the_server() {
+    let mut models = MockModelProvisioner::new();
+    models
+        .expect_ensure_present()
+        .withf(|r| r.reference == "file:/models/tiny.gguf")
+        .times(1)
+        .returning(|_| {
+            Ok(ModelArtifact {
+                path: PathBuf::from("/models/tiny.gguf"),
+                bytes: 1,
+            })
+        });
+    let mut builder = MockSourceBuilder::new();
+    builder
+        .expect_ensure_built()
+        .withf(|spec| {
+            spec.repo == "file:///srv/llama.cpp"
+                && spec.reference == "fixture-b0"
+                && spec.targets == ["llama-server"]
+                && spec.cmake_flags.contains(&"-DLLAMA_USE_PREBUILT_UI=OFF".to_string())
+                && spec.build_info.as_ref().is_some_and(|b| b.commit == "LLAMA_BUILD_COMMIT")
+        })
+        .times(1)
+        .returning(|_| Ok(artifact(true)));
+    let mut clock = MockClock::new();
+    clock
+        .expect_now()
+        .returning(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+    let ports = Ports {
+        models: Arc::new(models),
+        source_builder: Arc::new(builder),
+        clock: Arc::new(clock),
+        ..unused_ports()
+    };
+    let provisioner = Provisioner::new(ports, layout());
+    let pool = source_pool(r#"--alias, "$(touch /tmp/pwned); rm -rf /", --ngl, "0""#);
+    let prepared = provisioner.prepare(&pool).await.unwrap();
+    assert_eq!(
+        prepared.bin,
+        PathBuf::from("/cache/llamacpp/builds-v1/k1/bin/llama-server")
+    );
+    assert_eq!(
+        prepared.args,
+        vec![
+            "--model",
+            "/models/tiny.gguf",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "9001",
+            "--alias",
+            "$(touch /tmp/pwned); rm -rf /",
+            "--n-gpu-layers",
+            "0"
+        ]
+    );
+    assert_eq!(prepared.ports, vec![9001]);
+    assert!(prepared.env.is_empty(), "{:?}", prepared.env);
+    assert!(prepared.engine_version.starts_with("llamacpp-f3e37ccca624-cpu-"));
+    assert!(prepared.metadata.cache_hit);
+    let identity = prepared.metadata.identity.unwrap();
+    assert_eq!((identity.path.as_str(), identity.contains.as_str()), ("/props", "f3e37ccca"));
+}
+
+#[tokio::test]
+async fn a_missing_model_fails_before_any_build() {
+    let mut models = MockModelProvisioner::new();
+    models.expect_ensure_present().returning(|r| {
+        Err(Error::Model {
+            reference: r.reference.clone(),
+            message: "no such file".to_string(),
+            hint: None,
+        })
+    });
+    let mut builder = MockSourceBuilder::new();
+    builder.expect_ensure_built().times(0);
+    let ports = Ports {
+        models: Arc::new(models),
+        source_builder: Arc::new(builder),
+        ..unused_ports()
+    };
+    let error = Provisioner::new(ports, layout())
+        .prepare(&source_pool(""))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Model { .. }), "{error:?}");
+}
+
+#[test]
+fn port_flag_must_agree_with_ports() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let error = provisioner.plan(&source_pool("--port, \"1234\"")).unwrap_err();
+    assert!(error.to_string().contains("--port 1234 disagrees"), "{error}");
+    assert!(provisioner.plan(&source_pool("--port, \"9001\"")).is_ok());
+}
+
+#[test]
+fn build_info_flags_are_reserved() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let mut pool = source_pool("");
+    pool.provisioning.source.as_mut().unwrap().build.cmake_flags =
+        vec!["-DLLAMA_BUILD_COMMIT=abc".to_string()];
+    let error = provisioner.plan(&pool).unwrap_err();
+    assert!(error.to_string().contains("LLAMA_BUILD_COMMIT is set by the provisioner"), "{error}");
+}
