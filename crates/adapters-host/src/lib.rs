@@ -1,1 +1,33 @@
-//! placeholder
+//! # adapters-host
+//!
+//! The host's implementations of the ports that have no natural home in the mode-specific adapter
+//! crates:
+//!
+//! - [`process`]: running processes ([`HostShell`], the only place that spawns them), locating
+//!   programs on PATH, detached spawns and process-group signalling.
+//! - [`clock`]: the wall clock ([`SystemClock`]).
+//! - [`lock`]: cross-process file locks ([`FileLock`]).
+//! - [`install`]: the one install transaction every provisioning mode uses ([`InstallRoot`]):
+//!   single-flight under a lock, built in a staging directory, renamed into place, and committed by
+//!   writing `metadata.json` last.
+//! - [`models`]: the local model provisioner ([`LocalModels`]), which resolves `file:` references
+//!   and plain paths and verifies checksums.
+//! - [`supervisor`]: a small local process supervisor ([`Supervisor`]) that the CLI uses for
+//!   `up`, `down` and `status`.
+//!
+//! Nothing here prints: progress goes to the [`provisioner_core::Progress`] port and diagnostics to
+//! `tracing`.
+
+pub mod clock;
+pub mod install;
+pub mod lock;
+pub mod models;
+pub mod process;
+pub mod supervisor;
+
+pub use clock::SystemClock;
+pub use install::{InstallRoot, Installed, Staging};
+pub use lock::FileLock;
+pub use models::LocalModels;
+pub use process::{DetachedSpec, HostShell, group_alive, kill_group, spawn_detached};
+pub use supervisor::{RunState, Status, Supervisor};

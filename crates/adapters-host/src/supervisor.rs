@@ -1,0 +1,550 @@
+//! A small local process supervisor, used by the CLI for `up`, `down` and `status`
+//! (pool-managerd has its own).
+//!
+//! Each pool's engine runs detached in its own process group with exactly the prepared
+//! environment. What was started is recorded in `<run_dir>/<pool>.json` (and the pid in
+//! `<run_dir>/<pool>.pid`), and its output goes to `<run_dir>/<pool>.log`. A recorded process
+//! counts as alive only while `/proc/<pid>/exe` still resolves to the recorded binary, so a
+//! reused pid is never mistaken for the engine (nor signalled).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use provisioner_core::{Error, IdentityCheck, PreparedEngine, Probe, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::install::write_atomically;
+use crate::process::{DetachedSpec, Signal, group_alive, kill_group, spawn_detached};
+
+/// Timeout of one HTTP request to the engine.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Lines of the engine log shown when it exits before becoming ready.
+const LOG_TAIL_LINES: usize = 20;
+/// How long to wait for a group to vanish after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Largest response body read from the engine.
+const MAX_BODY: u64 = 1024 * 1024;
+
+/// Starts, checks and stops engines on this host, one per pool.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    run_dir: PathBuf,
+}
+
+/// What the supervisor recorded about a started engine.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RunState {
+    /// Pool id.
+    pub pool_id: String,
+    /// Process id, which is also the process group id.
+    pub pid: u32,
+    /// The program started.
+    pub bin: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Ports it listens on; the first is the HTTP API.
+    pub ports: Vec<u16>,
+    /// The prepared engine version.
+    pub engine_version: String,
+    /// Where its output goes.
+    pub log_file: PathBuf,
+    /// When it was started, in seconds since the Unix epoch.
+    pub started_at_unix: u64,
+    /// How to tell that it is ready.
+    pub readiness: Probe,
+    /// How to tell that it is the prepared build.
+    pub identity: Option<IdentityCheck>,
+}
+
+/// A recorded engine and how it is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// What was recorded at start.
+    pub state: RunState,
+    /// Whether the recorded process still runs the recorded binary.
+    pub alive: bool,
+    /// Whether it answered its readiness probe just now.
+    pub ready: bool,
+}
+
+impl Supervisor {
+    /// A supervisor keeping its records in `run_dir`.
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Supervisor {
+            run_dir: run_dir.into(),
+        }
+    }
+
+    /// The directory holding state, pid and log files.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// `<run_dir>/<pool>.json`.
+    pub fn state_file(&self, pool_id: &str) -> PathBuf {
+        self.run_dir.join(format!("{pool_id}.json"))
+    }
+
+    /// `<run_dir>/<pool>.pid`.
+    pub fn pid_file(&self, pool_id: &str) -> PathBuf {
+        self.run_dir.join(format!("{pool_id}.pid"))
+    }
+
+    /// `<run_dir>/<pool>.log`.
+    pub fn log_file(&self, pool_id: &str) -> PathBuf {
+        self.run_dir.join(format!("{pool_id}.log"))
+    }
+
+    /// The recorded state of a pool's engine, if any.
+    pub fn read_state(&self, pool_id: &str) -> Result<Option<RunState>> {
+        check_pool(pool_id)?;
+        let path = self.state_file(pool_id);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(Error::io("read", &path, &error)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|error| Error::Engine {
+                pool: pool_id.to_string(),
+                message: format!("cannot read the state file {}: {error}", path.display()),
+                hint: Some(format!(
+                    "if no engine of this pool is running, remove {} and {}",
+                    path.display(),
+                    self.pid_file(pool_id).display()
+                )),
+            })
+    }
+
+    /// Starts a prepared engine in the background and records it. Refuses when the pool's engine
+    /// already runs or when one of its ports already accepts connections.
+    pub fn start(&self, prepared: &PreparedEngine) -> Result<RunState> {
+        let pool = prepared.pool_id.as_str();
+        check_pool(pool)?;
+        let engine_error = |message: String, hint: Option<String>| Error::Engine {
+            pool: pool.to_string(),
+            message,
+            hint,
+        };
+        if !prepared.bin.is_absolute() {
+            return Err(engine_error(
+                format!(
+                    "the engine program {} is not an absolute path",
+                    prepared.bin.display()
+                ),
+                None,
+            ));
+        }
+        fs::create_dir_all(&self.run_dir).map_err(|e| Error::io("create", &self.run_dir, &e))?;
+
+        if let Some(previous) = self.read_state(pool)? {
+            if is_running(previous.pid, &previous.bin) {
+                return Err(engine_error(
+                    format!(
+                        "already running as pid {} ({}); its log is {}",
+                        previous.pid,
+                        previous.bin.display(),
+                        previous.log_file.display()
+                    ),
+                    Some(format!("orchctl engine down --pool {pool}")),
+                ));
+            }
+            self.remove_records(pool)?;
+        }
+
+        let readiness = &prepared.metadata.readiness;
+        let mut ports = vec![readiness.port];
+        ports.extend(prepared.ports.iter().copied());
+        ports.retain(|&port| port != 0);
+        ports.dedup();
+        for port in ports.iter().copied() {
+            if port_accepts(port) {
+                return Err(engine_error(
+                    format!(
+                        "port {port} on 127.0.0.1 is already in use by another process, so the engine could not listen on it"
+                    ),
+                    Some(format!(
+                        "stop the process listening on port {port} (see `ss -ltnp 'sport = :{port}'`) or configure another port for pool {pool}"
+                    )),
+                ));
+            }
+        }
+
+        let log = self.log_file(pool);
+        rotate_log(&log)?;
+        let pid = spawn_detached(&DetachedSpec {
+            program: prepared.bin.clone(),
+            args: prepared.args.clone(),
+            env: prepared.env.clone(),
+            cwd: prepared.workdir.clone(),
+            log: log.clone(),
+        })?;
+        let state = RunState {
+            pool_id: pool.to_string(),
+            pid,
+            bin: prepared.bin.clone(),
+            args: prepared.args.clone(),
+            ports: prepared.ports.clone(),
+            engine_version: prepared.engine_version.clone(),
+            log_file: log,
+            started_at_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            readiness: readiness.clone(),
+            identity: prepared.metadata.identity.clone(),
+        };
+        if let Err(error) = self.write_records(&state) {
+            // An engine nobody knows about could never be stopped with `down`.
+            kill_group(pid, Signal::SIGKILL);
+            return Err(error);
+        }
+        tracing::info!(pool, pid, "engine started");
+        Ok(state)
+    }
+
+    /// Polls the readiness probe every 100 ms until it answers the expected status. Fails early,
+    /// with the end of the engine's log, when the process exits first.
+    pub async fn wait_ready(&self, state: &RunState, timeout: Duration) -> Result<()> {
+        let probe = &state.readiness;
+        let url = loopback_url(probe.port, &probe.path);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match http_get(probe.port, &probe.path, false).await {
+                Ok((status, _)) if status == probe.status => return Ok(()),
+                Ok((status, _)) => format!("answered {status}"),
+                Err(error) => error,
+            };
+            if !is_running(state.pid, &state.bin) {
+                return Err(Error::Engine {
+                    pool: state.pool_id.clone(),
+                    message: format!(
+                        "the engine (pid {}) exited before it became ready; last lines of {}:\n{}",
+                        state.pid,
+                        state.log_file.display(),
+                        log_tail(&state.log_file, LOG_TAIL_LINES)
+                    ),
+                    hint: Some(format!("read the full log: {}", state.log_file.display())),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Engine {
+                    pool: state.pool_id.clone(),
+                    message: format!(
+                        "not ready after {:.1}s: GET {url} expected status {}, last attempt: {last}",
+                        timeout.as_secs_f64(),
+                        probe.status
+                    ),
+                    hint: Some(format!(
+                        "see the engine log {}; if the model needs longer to load, raise the readiness timeout",
+                        state.log_file.display()
+                    )),
+                });
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// Checks that the running engine reports the prepared build (a no-op without an identity
+    /// check).
+    pub async fn verify_identity(&self, state: &RunState) -> Result<()> {
+        let Some(identity) = &state.identity else {
+            return Ok(());
+        };
+        let port = state.readiness.port;
+        let url = loopback_url(port, &identity.path);
+        let engine_error = |message: String| Error::Engine {
+            pool: state.pool_id.clone(),
+            message,
+            hint: Some(format!(
+                "the process answering on port {port} is not the prepared build; run `orchctl engine down --pool {}` and start it again",
+                state.pool_id
+            )),
+        };
+        let (status, body) = http_get(port, &identity.path, true)
+            .await
+            .map_err(|error| engine_error(format!("cannot GET {url}: {error}")))?;
+        if !(200..300).contains(&status) {
+            return Err(engine_error(format!("GET {url} answered {status}")));
+        }
+        let json: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|error| engine_error(format!("GET {url} did not return JSON: {error}")))?;
+        let Some(value) = json.pointer(&identity.json_pointer) else {
+            return Err(engine_error(format!(
+                "GET {url} has no value at `{}`",
+                identity.json_pointer
+            )));
+        };
+        let observed = match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        if observed.contains(&identity.contains) {
+            Ok(())
+        } else {
+            Err(engine_error(format!(
+                "running engine reports `{observed}`, expected it to contain `{}`",
+                identity.contains
+            )))
+        }
+    }
+
+    /// Stops a pool's engine: SIGTERM to its process group, up to `grace` to exit, then SIGKILL.
+    /// Returns `false` when nothing was recorded for the pool.
+    pub async fn stop(&self, pool_id: &str, grace: Duration) -> Result<bool> {
+        let Some(state) = self.read_state(pool_id)? else {
+            // A stray pid file cannot be verified against a binary: drop it, signal nothing.
+            remove_if_exists(&self.pid_file(pool_id))?;
+            return Ok(false);
+        };
+        let pgid = state.pid;
+        if is_running(pgid, &state.bin) {
+            kill_group(pgid, Signal::SIGTERM);
+            let exited = wait_for_group_exit(pgid, grace).await;
+            if !exited {
+                tracing::info!(
+                    pool = pool_id,
+                    pgid,
+                    "engine ignored SIGTERM; sending SIGKILL"
+                );
+                kill_group(pgid, Signal::SIGKILL);
+                if !wait_for_group_exit(pgid, KILL_WAIT).await {
+                    return Err(Error::Engine {
+                        pool: pool_id.to_string(),
+                        message: format!("process group {pgid} is still alive after SIGKILL"),
+                        hint: Some(format!("check it with `ps -o pid,stat,cmd -g {pgid}`")),
+                    });
+                }
+            }
+        }
+        self.remove_records(pool_id)?;
+        Ok(true)
+    }
+
+    /// The recorded engine of a pool and whether it is alive and ready; `None` if none recorded.
+    pub async fn status(&self, pool_id: &str) -> Result<Option<Status>> {
+        let Some(state) = self.read_state(pool_id)? else {
+            return Ok(None);
+        };
+        let alive = is_running(state.pid, &state.bin);
+        let ready = alive
+            && matches!(
+                http_get(state.readiness.port, &state.readiness.path, false).await,
+                Ok((status, _)) if status == state.readiness.status
+            );
+        Ok(Some(Status {
+            state,
+            alive,
+            ready,
+        }))
+    }
+
+    fn write_records(&self, state: &RunState) -> Result<()> {
+        let json = serde_json::to_vec_pretty(state).map_err(|error| Error::Io {
+            operation: "serialize".to_string(),
+            path: self.state_file(&state.pool_id),
+            message: error.to_string(),
+        })?;
+        write_atomically(
+            &self.pid_file(&state.pool_id),
+            format!("{}\n", state.pid).as_bytes(),
+        )?;
+        write_atomically(&self.state_file(&state.pool_id), &json)
+    }
+
+    fn remove_records(&self, pool_id: &str) -> Result<()> {
+        remove_if_exists(&self.state_file(pool_id))?;
+        remove_if_exists(&self.pid_file(pool_id))
+    }
+}
+
+/// Pool ids name files in the run directory: they must be plain names.
+fn check_pool(pool_id: &str) -> Result<()> {
+    let plain = !pool_id.is_empty()
+        && !pool_id.starts_with('.')
+        && pool_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::Engine {
+            pool: pool_id.to_string(),
+            message:
+                "a pool id must be a plain name (letters, digits, `-_.`) to name its run files"
+                    .to_string(),
+            hint: None,
+        })
+    }
+}
+
+/// Whether `pid` runs the program `bin` (a reused pid runs something else; a zombie nothing).
+fn is_running(pid: u32, bin: &Path) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    if raw <= 1 {
+        return false;
+    }
+    if !Path::new("/proc/self/exe").exists() {
+        // Without procfs the binary cannot be checked; existence is the best available answer.
+        return nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_ok();
+    }
+    let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    // A binary replaced while it runs (e.g. by a rebuild) shows up with this suffix.
+    let exe = match exe
+        .to_str()
+        .and_then(|text| text.strip_suffix(" (deleted)"))
+    {
+        Some(text) => PathBuf::from(text),
+        None => exe,
+    };
+    let expected = fs::canonicalize(bin).unwrap_or_else(|_| bin.to_path_buf());
+    exe == expected
+}
+
+async fn wait_for_group_exit(pgid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn port_accepts(port: u16) -> bool {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok()
+}
+
+/// Keeps the previous run's log as `<pool>.log.1`, so that a new run's log starts empty.
+fn rotate_log(log: &Path) -> Result<()> {
+    let mut previous = log.as_os_str().to_owned();
+    previous.push(".1");
+    match fs::rename(log, &previous) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(Error::io("rename", log, &error)),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(Error::io("remove", path, &error)),
+    }
+}
+
+/// The last lines of a log, indented for an error message.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(bytes) = fs::read(path) else {
+        return "  | (the log cannot be read)".to_string();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    if all.is_empty() {
+        return "  | (the log is empty)".to_string();
+    }
+    all[start..]
+        .iter()
+        .map(|line| format!("  | {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn loopback_url(port: u16, path: &str) -> String {
+    if path.starts_with('/') {
+        format!("http://127.0.0.1:{port}{path}")
+    } else {
+        format!("http://127.0.0.1:{port}/{path}")
+    }
+}
+
+/// `GET http://127.0.0.1:{port}{path}` with a short timeout, no proxy and no redirects; returns
+/// the status and, when asked, the body.
+async fn http_get(
+    port: u16,
+    path: &str,
+    read_body: bool,
+) -> std::result::Result<(u16, String), String> {
+    let url = loopback_url(port, path);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().map_err(|error| error.to_string())?;
+        let status = response.status().as_u16();
+        let body = if read_body {
+            response
+                .body_mut()
+                .with_config()
+                .limit(MAX_BODY)
+                .read_to_string()
+                .map_err(|error| error.to_string())?
+        } else {
+            String::new()
+        };
+        Ok((status, body))
+    })
+    .await
+    .map_err(|error| error.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_ids_must_be_plain_names() {
+        assert!(check_pool("pool-0_a.b").is_ok());
+        for bad in ["", ".x", "a/b", "../x", "a b"] {
+            assert!(check_pool(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        fs::write(&log, text).unwrap();
+        let tail = log_tail(&log, 20);
+        assert!(tail.starts_with("  | line 11\n"), "{tail}");
+        assert!(tail.ends_with("  | line 30"), "{tail}");
+        assert!(log_tail(&dir.path().join("missing"), 20).contains("cannot be read"));
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_engine() {
+        let own = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        assert!(is_running(own, &exe));
+        assert!(!is_running(own, Path::new("/definitely/not/the/engine")));
+        assert!(!is_running(0, &exe));
+    }
+
+    #[test]
+    fn urls_stay_on_loopback() {
+        assert_eq!(
+            loopback_url(8080, "/health"),
+            "http://127.0.0.1:8080/health"
+        );
+        assert_eq!(loopback_url(8080, "props"), "http://127.0.0.1:8080/props");
+    }
+}
