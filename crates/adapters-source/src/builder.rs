@@ -1,0 +1,646 @@
+//! [`CmakeSourceBuilder`]: the `SourceBuilder` port over git and CMake.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use adapters_host::install::{InstallRoot, Installed, Staging};
+use async_trait::async_trait;
+use provisioner_core::tools::{self, Distro};
+use provisioner_core::{
+    Backend, Clock, CommandOutput, CommandSpec, Engine, Error, Policy, Progress, ProgressEvent,
+    Result, Shell, SourceArtifact, SourceBuildSpec, SourceBuilder, ToolInfo, ToolRequirement,
+    source_engine_version,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::artefacts;
+use crate::host::HostFacts;
+use crate::key::{KeyInputs, build_key};
+use crate::mirror::{Git, Mirror, last_line};
+
+/// Bucket of the install root holding the builds: `<cache_dir>/builds-v1/<key>`.
+pub const BUILDS_BUCKET: &str = "builds-v1";
+
+/// What `metadata.json` next to an installed build records (written last, so its presence means
+/// the build is complete).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceBuildMetadata {
+    /// Format of this record; 1.
+    pub format: u32,
+    /// Engine built.
+    pub engine: Engine,
+    /// Cache key (the install directory's name).
+    pub key: String,
+    /// Repository URL.
+    pub repo: String,
+    /// Reference as configured.
+    pub reference: String,
+    /// Full commit SHA built.
+    pub commit: String,
+    /// Deterministic version ([`provisioner_core::source_engine_version`] of the engine, commit,
+    /// backend and the spec's normalised flags).
+    pub engine_version: String,
+    /// CMake generator used.
+    pub generator: String,
+    /// Every cmake flag passed, in argv order.
+    pub flags: Vec<String>,
+    /// Tool name → `path@fingerprint`, ccache included when it was used.
+    pub toolchain: BTreeMap<String, String>,
+    /// Backend built and checked.
+    pub backend: Backend,
+    /// Targets built.
+    pub targets: Vec<String>,
+    /// Artefacts installed under `bin/`, as paths in the build tree.
+    pub artifacts: Vec<String>,
+    /// When the build finished (seconds since the Unix epoch, from the Clock port).
+    pub built_at_unix: u64,
+    /// How long fetching, configuring and building took.
+    pub build_seconds: f64,
+    /// Build log (configure and build output).
+    pub log: PathBuf,
+}
+
+/// Current [`SourceBuildMetadata::format`].
+const METADATA_FORMAT: u32 = 1;
+
+/// Builds CMake projects from git into a keyed, atomic cache. Every process runs through the
+/// Shell port; see the crate documentation for the steps.
+pub struct CmakeSourceBuilder {
+    shell: Arc<dyn Shell>,
+    policy: Arc<dyn Policy>,
+    progress: Arc<dyn Progress>,
+    clock: Arc<dyn Clock>,
+    host: HostFacts,
+}
+
+/// The outcome of preflight: what the build will use.
+#[derive(Debug, Clone, Default)]
+struct Toolchain {
+    generator: String,
+    /// Fingerprints in the key.
+    keyed: BTreeMap<String, String>,
+    /// `keyed` plus ccache.
+    recorded: BTreeMap<String, String>,
+    /// Flags preflight adds (`-DCMAKE_CUDA_COMPILER=...`).
+    flags: Vec<String>,
+    /// Variables for cmake (`CCACHE_BASEDIR`).
+    env: BTreeMap<String, String>,
+}
+
+/// Everything decided before the cache is consulted.
+struct BuildPlan {
+    commit: String,
+    key: String,
+    flags: Vec<String>,
+    toolchain: Toolchain,
+}
+
+fn fingerprint(info: &ToolInfo) -> String {
+    format!("{}@{}", info.path.display(), info.fingerprint)
+}
+
+fn install_hint(tool: &str, distro: Distro) -> String {
+    tools::install_command(tool, distro)
+        .unwrap_or_else(|| format!("install {tool} with your system package manager"))
+}
+
+/// `N` for upstream llama.cpp's release tags `bN`, else 0.
+fn build_number(reference: &str) -> u64 {
+    reference
+        .strip_prefix('b')
+        .filter(|digits| !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()))
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn user_cuda_compiler(flags: &[String]) -> Option<&str> {
+    flags.iter().rev().find_map(|flag| {
+        let rest = flag.strip_prefix("-DCMAKE_CUDA_COMPILER")?;
+        let rest = match rest.strip_prefix(':') {
+            Some(typed) => typed.split_once('=')?.1,
+            None => rest.strip_prefix('=')?,
+        };
+        Some(rest)
+    })
+}
+
+fn command_failed(
+    command: &CommandSpec,
+    output: &CommandOutput,
+    log: &Path,
+    hint: String,
+) -> Error {
+    Error::CommandFailed {
+        command: command.display(),
+        status: output.status(),
+        tail: output.tail.clone(),
+        log: Some(log.to_path_buf()),
+        hint: Some(hint),
+    }
+}
+
+/// Appends cmake's own configure logs to our log, since the build tree is about to be removed.
+/// Best effort: the log is for humans.
+fn keep_cmake_logs(build_dir: &Path, log: &Path) {
+    const MAX_BYTES: usize = 1024 * 1024;
+    for name in ["CMakeError.log", "CMakeConfigureLog.yaml"] {
+        let path = build_dir.join("CMakeFiles").join(name);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let kept = &bytes[bytes.len().saturating_sub(MAX_BYTES)..];
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log)
+            .and_then(|mut file| {
+                writeln!(
+                    file,
+                    "==== {} (kept from the removed build tree)",
+                    path.display()
+                )?;
+                file.write_all(kept)?;
+                file.write_all(b"\n")
+            });
+    }
+}
+
+impl CmakeSourceBuilder {
+    /// A builder over the given ports and host facts.
+    pub fn new(
+        shell: Arc<dyn Shell>,
+        policy: Arc<dyn Policy>,
+        progress: Arc<dyn Progress>,
+        clock: Arc<dyn Clock>,
+        host: HostFacts,
+    ) -> Self {
+        CmakeSourceBuilder {
+            shell,
+            policy,
+            progress,
+            clock,
+            host,
+        }
+    }
+
+    fn report(&self, event: ProgressEvent) {
+        self.progress.report(event);
+    }
+
+    fn started(&self, step: &str, detail: Option<String>) {
+        self.report(ProgressEvent::Started {
+            step: step.to_string(),
+            detail,
+        });
+    }
+
+    fn finished(&self, step: &str) {
+        self.report(ProgressEvent::Finished {
+            step: step.to_string(),
+        });
+    }
+
+    fn missing(&self, requirement: &ToolRequirement, searched: Vec<PathBuf>) -> Error {
+        let first = requirement.programs.first().map_or("", String::as_str);
+        let mut hint = install_hint(first, self.host.distro);
+        if first == "nvcc" {
+            hint.push_str(", or set CUDA_HOME to your CUDA toolkit root");
+        }
+        Error::MissingTool {
+            tool: requirement.programs.join(" or "),
+            purpose: requirement.purpose.clone(),
+            searched,
+            hint: Some(hint),
+        }
+    }
+
+    /// Finds nvcc off PATH: a `-DCMAKE_CUDA_COMPILER` the user gave, else `<root>/bin/nvcc` in the
+    /// usual toolkit roots. Returns the compiler and whether a flag must be added.
+    fn find_nvcc(
+        &self,
+        requirement: &ToolRequirement,
+        spec: &SourceBuildSpec,
+    ) -> Result<(PathBuf, ToolInfo, bool)> {
+        if let Some(given) = user_cuda_compiler(&spec.cmake_flags) {
+            let path = PathBuf::from(given);
+            return match self.shell.inspect(&path) {
+                Some(info) => Ok((path, info, false)),
+                None => Err(self.missing(requirement, vec![path])),
+            };
+        }
+        let roots = tools::cuda_roots(
+            self.host.cuda_home.as_deref(),
+            self.host.cuda_path.as_deref(),
+        );
+        for root in &roots {
+            let candidate = Path::new(root).join("bin").join("nvcc");
+            if let Some(info) = self.shell.inspect(&candidate) {
+                return Ok((candidate, info, true));
+            }
+        }
+        Err(self.missing(requirement, roots.into_iter().map(PathBuf::from).collect()))
+    }
+
+    /// Step 1 and 2: every tool located (no process run) and fingerprinted.
+    fn preflight(&self, spec: &SourceBuildSpec) -> Result<Toolchain> {
+        artefacts::check_artifacts(&spec.artifacts)?;
+        let mut toolchain = Toolchain::default();
+        let mut generator_tool = None;
+        for requirement in tools::source_build_tools(spec.generator.as_deref(), spec.backend) {
+            let found = requirement
+                .programs
+                .iter()
+                .find_map(|program| Some((program.clone(), self.shell.locate(program)?)));
+            let first = requirement.programs.first().cloned().unwrap_or_default();
+            let is_generator = requirement
+                .programs
+                .iter()
+                .any(|p| p == "make" || p == "ninja");
+            // A compiler named in the flags is the one cmake uses, PATH or not.
+            let nvcc_elsewhere = first == "nvcc"
+                && (found.is_none() || user_cuda_compiler(&spec.cmake_flags).is_some());
+            let (role, info) = match found {
+                Some((program, info)) if is_generator => {
+                    generator_tool = Some(program.clone());
+                    (program, info)
+                }
+                Some((_, info)) if !nvcc_elsewhere => (first, info),
+                _ if nvcc_elsewhere => {
+                    let (path, info, add_flag) = self.find_nvcc(&requirement, spec)?;
+                    if add_flag {
+                        let flag = format!("-DCMAKE_CUDA_COMPILER={}", path.display());
+                        self.report(ProgressEvent::Note {
+                            message: format!(
+                                "nvcc is not on PATH; using {} (passing {flag})",
+                                path.display()
+                            ),
+                        });
+                        toolchain.flags.push(flag);
+                    }
+                    (first, info)
+                }
+                _ => return Err(self.missing(&requirement, Vec::new())),
+            };
+            if role != "git" {
+                toolchain.keyed.insert(role, fingerprint(&info));
+            }
+        }
+        toolchain.generator = match (&spec.generator, generator_tool.as_deref()) {
+            (Some(generator), _) => generator.clone(),
+            (None, Some("ninja")) => "Ninja".to_string(),
+            (None, _) => "Unix Makefiles".to_string(),
+        };
+        toolchain.recorded = toolchain.keyed.clone();
+        if let Some(ccache) = self.shell.locate("ccache") {
+            toolchain
+                .recorded
+                .insert("ccache".to_string(), fingerprint(&ccache));
+            toolchain.env.insert(
+                "CCACHE_BASEDIR".to_string(),
+                spec.cache_dir.display().to_string(),
+            );
+        }
+        Ok(toolchain)
+    }
+
+    /// Step 4: the spec's flags, then preflight's, then the commit-derived ones.
+    fn flags(spec: &SourceBuildSpec, toolchain: &Toolchain, commit: &str) -> Vec<String> {
+        let mut flags = spec.cmake_flags.clone();
+        flags.extend(toolchain.flags.iter().cloned());
+        if let Some(info) = &spec.build_info {
+            flags.push(format!(
+                "-D{}={}",
+                info.commit,
+                &commit[..9.min(commit.len())]
+            ));
+            flags.push(format!(
+                "-D{}={}",
+                info.number,
+                build_number(&spec.reference)
+            ));
+        }
+        flags
+    }
+
+    fn git<'a>(&'a self, spec: &'a SourceBuildSpec) -> Git<'a> {
+        Git {
+            shell: self.shell.as_ref(),
+            policy: self.policy.as_ref(),
+            progress: self.progress.as_ref(),
+            spec,
+            log: None,
+            group_file: None,
+        }
+    }
+
+    /// Steps 1 to 5: everything up to the cache key.
+    async fn plan(&self, spec: &SourceBuildSpec) -> Result<BuildPlan> {
+        let toolchain = self.preflight(spec)?;
+        let resolved = self.git(spec).resolve().await?;
+        let flags = Self::flags(spec, &toolchain, &resolved.commit);
+        let key = build_key(&KeyInputs {
+            commit: &resolved.commit,
+            generator: &toolchain.generator,
+            flags: &flags,
+            targets: &spec.targets,
+            artifacts: &spec.artifacts,
+            backend: spec.backend,
+            toolchain: &toolchain.keyed,
+        });
+        Ok(BuildPlan {
+            commit: resolved.commit,
+            key,
+            flags,
+            toolchain,
+        })
+    }
+
+    fn artifact(installed: Installed<SourceBuildMetadata>, cache_hit: bool) -> SourceArtifact {
+        SourceArtifact {
+            dir: installed.dir,
+            commit: installed.metadata.commit,
+            key: installed.metadata.key,
+            flags: installed.metadata.flags,
+            toolchain: installed.metadata.toolchain,
+            cache_hit,
+            metadata_file: installed.metadata_file,
+            engine_version: installed.metadata.engine_version,
+        }
+    }
+
+    /// Step 7: the work done in the staging directory.
+    async fn build(
+        &self,
+        spec: &SourceBuildSpec,
+        plan: &BuildPlan,
+        staging: Staging,
+        log: PathBuf,
+    ) -> Result<SourceBuildMetadata> {
+        let started_at = self.clock.now();
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+        }
+        let header = format!(
+            "==== {} {}@{} commit {} key {} at {}\n",
+            spec.engine,
+            spec.repo,
+            spec.reference,
+            plan.commit,
+            plan.key,
+            unix_seconds(started_at)
+        );
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut file| file.write_all(header.as_bytes()))
+            .map_err(|e| Error::io("write", &log, &e))?;
+
+        let src = staging.work.join("src");
+        self.checkout(spec, plan, &staging, &log, &src).await?;
+
+        let build_dir = src.join("build");
+        let mut configure = CommandSpec::new(
+            "cmake",
+            [
+                "-S".to_string(),
+                src.display().to_string(),
+                "-B".to_string(),
+                build_dir.display().to_string(),
+                "-G".to_string(),
+                plan.toolchain.generator.clone(),
+            ],
+        )
+        .log(&log)
+        .progress("configure");
+        configure.args.extend(plan.flags.iter().cloned());
+        configure.env = plan.toolchain.env.clone();
+        configure.group_file = Some(staging.group_file.clone());
+        self.started("configure", Some(format!("log: {}", log.display())));
+        let output = self.shell.run(&configure).await?;
+        if !output.success() {
+            keep_cmake_logs(&build_dir, &log);
+            return Err(command_failed(
+                &configure,
+                &output,
+                &log,
+                format!(
+                    "cmake could not configure the project; check source.build.cmake_flags and the toolchain. Full output: {}",
+                    log.display()
+                ),
+            ));
+        }
+        self.finished("configure");
+
+        let label = if spec.targets.is_empty() {
+            "build all".to_string()
+        } else {
+            format!("build {}", spec.targets.join(" "))
+        };
+        let mut build = CommandSpec::new(
+            "cmake",
+            ["--build".to_string(), build_dir.display().to_string()],
+        )
+        .log(&log)
+        .progress(&label);
+        for target in &spec.targets {
+            build.args.push("--target".to_string());
+            build.args.push(target.clone());
+        }
+        build.args.push("--parallel".to_string());
+        build.args.push(self.host.jobs.max(1).to_string());
+        build.env = plan.toolchain.env.clone();
+        build.group_file = Some(staging.group_file.clone());
+        self.started(&label, Some(format!("log: {}", log.display())));
+        let output = self.shell.run(&build).await?;
+        if !output.success() {
+            return Err(command_failed(
+                &build,
+                &output,
+                &log,
+                format!(
+                    "the first error in {} is usually the cause; a compiler killed by a signal often ran out of memory",
+                    log.display()
+                ),
+            ));
+        }
+        self.finished(&label);
+
+        let step = format!("install {}", plan.key);
+        self.started(&step, None);
+        artefacts::check_built(&build_dir, &spec.artifacts, &spec.targets)?;
+        artefacts::check_backend(&build_dir, spec.backend, &log)?;
+        artefacts::install(&build_dir, &spec.artifacts, &staging.out)?;
+        self.finished(&step);
+
+        let finished_at = self.clock.now();
+        Ok(SourceBuildMetadata {
+            format: METADATA_FORMAT,
+            engine: spec.engine,
+            key: plan.key.clone(),
+            repo: spec.repo.clone(),
+            reference: spec.reference.clone(),
+            commit: plan.commit.clone(),
+            engine_version: source_engine_version(
+                spec.engine,
+                &plan.commit,
+                spec.backend,
+                &spec.cmake_flags,
+            ),
+            generator: plan.toolchain.generator.clone(),
+            flags: plan.flags.clone(),
+            toolchain: plan.toolchain.recorded.clone(),
+            backend: spec.backend,
+            targets: spec.targets.clone(),
+            artifacts: spec.artifacts.clone(),
+            built_at_unix: unix_seconds(finished_at),
+            build_seconds: finished_at
+                .duration_since(started_at)
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64(),
+            log,
+        })
+    }
+
+    /// Clones the commit out of the mirror (fetching when it is missing) into `src`.
+    async fn checkout(
+        &self,
+        spec: &SourceBuildSpec,
+        plan: &BuildPlan,
+        staging: &Staging,
+        log: &Path,
+        src: &Path,
+    ) -> Result<()> {
+        let git = Git {
+            log: Some(log.to_path_buf()),
+            group_file: Some(staging.group_file.clone()),
+            ..self.git(spec)
+        };
+        let short = &plan.commit[..12.min(plan.commit.len())];
+        let step = format!("checkout {short}");
+        self.started(&step, None);
+        let mirror = Mirror::new(&spec.cache_dir, &spec.repo);
+        {
+            let _lock = git.lock(&mirror.lock).await?;
+            if !git.has_commit(&mirror, &plan.commit).await? {
+                let fetch = format!("fetch {}@{}", spec.repo, spec.reference);
+                self.started(&fetch, None);
+                git.sync(&mirror).await?;
+                self.finished(&fetch);
+                if !git.has_commit(&mirror, &plan.commit).await? {
+                    return Err(git.source_error(
+                        format!("commit {} not found in the repository", plan.commit),
+                        Some(format!(
+                            "the commit may have been removed upstream or lives outside every branch and tag; list what exists with: git ls-remote {}",
+                            spec.repo
+                        )),
+                    ));
+                }
+            }
+            let clone = git.command([
+                "clone".to_string(),
+                "--quiet".to_string(),
+                "--no-checkout".to_string(),
+                "--".to_string(),
+                mirror.dir.display().to_string(),
+                src.display().to_string(),
+            ]);
+            let output = self.shell.run(&clone).await?;
+            if !output.success() {
+                return Err(git.source_error(
+                    format!("cannot clone the local mirror: {}", last_line(&output)),
+                    Some(format!(
+                        "the mirror may be damaged; remove {} to fetch it again",
+                        mirror.dir.display()
+                    )),
+                ));
+            }
+        }
+        let output = git
+            .run_in(src, &["checkout", "--quiet", "--detach", &plan.commit])
+            .await?;
+        if !output.success() {
+            return Err(git.source_error(
+                format!("cannot check out {}: {}", plan.commit, last_line(&output)),
+                None,
+            ));
+        }
+        if spec.submodules {
+            self.policy.check(&provisioner_core::Action::FetchSource {
+                url: spec.repo.clone(),
+            })?;
+            let set_url = git
+                .run_in(src, &["remote", "set-url", "origin", &spec.repo])
+                .await?;
+            let output = if set_url.success() {
+                git.run_in(
+                    src,
+                    &["submodule", "update", "--init", "--recursive", "--quiet"],
+                )
+                .await?
+            } else {
+                set_url
+            };
+            if !output.success() {
+                return Err(git.source_error(
+                    format!("cannot fetch the submodules: {}", last_line(&output)),
+                    Some(format!(
+                        "check your network and credentials for the submodule URLs; the full output is in {}",
+                        log.display()
+                    )),
+                ));
+            }
+        }
+        self.finished(&step);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SourceBuilder for CmakeSourceBuilder {
+    async fn ensure_built(&self, spec: &SourceBuildSpec) -> Result<SourceArtifact> {
+        // Every path below derives from the cache dir; make it absolute once (ccache needs it).
+        let cache_dir = std::path::absolute(&spec.cache_dir)
+            .map_err(|e| Error::io("resolve", &spec.cache_dir, &e))?;
+        let spec = &SourceBuildSpec {
+            cache_dir,
+            ..spec.clone()
+        };
+        let plan = self.plan(spec).await?;
+        let root = InstallRoot::new(&spec.cache_dir, BUILDS_BUCKET, self.progress.clone());
+        let key = plan.key.as_str();
+        let is_valid = |installed: &Installed<SourceBuildMetadata>| {
+            installed.metadata.format == METADATA_FORMAT
+                && installed.metadata.key == key
+                && artefacts::installed_ok(&installed.dir, &spec.artifacts)
+        };
+        if let Some(installed) = root.lookup(key, &is_valid) {
+            self.report(ProgressEvent::Note {
+                message: format!(
+                    "{} build {key} is installed at {} (cache hit)",
+                    spec.engine,
+                    installed.dir.display()
+                ),
+            });
+            return Ok(Self::artifact(installed, true));
+        }
+        let log = root.log_file(key);
+        let installed = root
+            .install(key, &is_valid, |staging| {
+                self.build(spec, &plan, staging, log.clone())
+            })
+            .await?;
+        let cache_hit = !installed.fresh;
+        Ok(Self::artifact(installed, cache_hit))
+    }
+}
+
+#[cfg(test)]
+#[path = "builder_tests.rs"]
+mod tests;
