@@ -30,7 +30,10 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The value of an option, if set.
     pub fn get(&self, option: &str) -> Option<&Option<String>> {
-        self.options.iter().find(|(o, _)| o == option).map(|(_, v)| v)
+        self.options
+            .iter()
+            .find(|(o, _)| o == option)
+            .map(|(_, v)| v)
     }
 
     /// Sets an option, keeping its first position when it exists.
@@ -136,21 +139,35 @@ mod tests {
     #[test]
     fn legacy_gpu_layer_spellings_become_one_option_last_wins() {
         assert_eq!(
-            argv(&["-ngl", "10", "--metrics", "--gpu-layers", "20", "--ngl=33", "--metrics"]),
+            argv(&[
+                "-ngl",
+                "10",
+                "--metrics",
+                "--gpu-layers",
+                "20",
+                "--ngl=33",
+                "--metrics"
+            ]),
             vec!["--n-gpu-layers", "33", "--metrics"]
         );
     }
 
     #[test]
     fn negative_numbers_are_values() {
-        assert_eq!(argv(&["--seed", "-1", "--n-predict", "-2"]), vec!["--seed", "-1", "--n-predict", "-2"]);
+        assert_eq!(
+            argv(&["--seed", "-1", "--n-predict", "-2"]),
+            vec!["--seed", "-1", "--n-predict", "-2"]
+        );
     }
 
     #[test]
     fn the_model_cannot_be_set_by_flags() {
         let flags = vec!["-m".to_string(), "x.gguf".to_string()];
         let error = normalise_server_flags(&flags, "pools[0].provisioning.flags").unwrap_err();
-        assert!(error.to_string().contains("pools[0].provisioning.flags[0]"), "{error}");
+        assert!(
+            error.to_string().contains("pools[0].provisioning.flags[0]"),
+            "{error}"
+        );
     }
 
     #[test]

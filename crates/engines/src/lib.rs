@@ -11,8 +11,7 @@ mod others;
 
 use async_trait::async_trait;
 use provisioner_core::{
-    EngineProvisioner, Engine, Error, Layout, Mode, Plan, PoolConfig, Ports, PreparedEngine,
-    Result,
+    Engine, EngineProvisioner, Error, Layout, Mode, Plan, PoolConfig, Ports, PreparedEngine, Result,
 };
 
 pub use args::{ServerArgs, normalise_server_flags};
@@ -34,8 +33,12 @@ pub trait Recipe: Send + Sync {
     fn plan(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan>;
 
     /// Executes the plan through the ports.
-    async fn prepare(&self, pool: &PoolConfig, layout: &Layout, ports: &Ports)
-    -> Result<PreparedEngine>;
+    async fn prepare(
+        &self,
+        pool: &PoolConfig,
+        layout: &Layout,
+        ports: &Ports,
+    ) -> Result<PreparedEngine>;
 }
 
 /// Every recipe, in one list: adding an engine means adding it here.

@@ -8,9 +8,9 @@ use provisioner_core::cmake::{CacheEntries, CacheEntry};
 use provisioner_core::config::LLAMACPP_UPSTREAM_REPO;
 use provisioner_core::tools::source_build_tools;
 use provisioner_core::{
-    Backend, BuildInfoVariables, Checksum, EngineMetadata, Engine, Error, FieldError,
+    Backend, BuildInfoVariables, Checksum, Engine, EngineMetadata, Error, FieldError,
     IdentityCheck, Layout, Mode, ModelRequest, Plan, PoolConfig, Ports, PreparedEngine, Probe,
-    Result, SourceBuildSpec, SourceProvenance, Step, source_engine_version,
+    Result, SourceBuildSpec, SourceProvenance, Step,
 };
 
 use crate::Recipe;
@@ -111,18 +111,25 @@ struct SourceInputs {
 }
 
 fn source_inputs(pool: &PoolConfig) -> Result<SourceInputs> {
-    let source = pool.provisioning.source.as_ref().ok_or_else(|| Error::ConfigInvalid {
-        errors: vec![FieldError {
-            path: "provisioning.source".to_string(),
-            message: "required for mode source".to_string(),
-        }],
-    })?;
-    let reference = source.reference.clone().ok_or_else(|| Error::ConfigInvalid {
-        errors: vec![FieldError {
-            path: "provisioning.source.ref".to_string(),
-            message: "required for mode source".to_string(),
-        }],
-    })?;
+    let source = pool
+        .provisioning
+        .source
+        .as_ref()
+        .ok_or_else(|| Error::ConfigInvalid {
+            errors: vec![FieldError {
+                path: "provisioning.source".to_string(),
+                message: "required for mode source".to_string(),
+            }],
+        })?;
+    let reference = source
+        .reference
+        .clone()
+        .ok_or_else(|| Error::ConfigInvalid {
+            errors: vec![FieldError {
+                path: "provisioning.source.ref".to_string(),
+                message: "required for mode source".to_string(),
+            }],
+        })?;
     let (entries, backend) = normalise_cmake_flags(&source.build.cmake_flags)?;
     Ok(SourceInputs {
         repo: source
@@ -207,7 +214,10 @@ fn launch(pool: &PoolConfig, model: &str, entries: &CacheEntries) -> Result<Laun
             .or_insert_with(|| devices.join(","));
     }
     if entries.is_on("BUILD_SHARED_LIBS") {
-        env.insert("LD_LIBRARY_PATH".to_string(), "{install_dir}/bin".to_string());
+        env.insert(
+            "LD_LIBRARY_PATH".to_string(),
+            "{install_dir}/bin".to_string(),
+        );
     }
     Ok(Launch { args, env, port })
 }
@@ -342,12 +352,8 @@ impl Recipe for LlamaCpp {
         for value in launch.env.values_mut() {
             *value = value.replace("{install_dir}/bin", &install_bin.to_string_lossy());
         }
-        let engine_version = source_engine_version(
-            Engine::Llamacpp,
-            &artifact.commit,
-            inputs.backend,
-            &spec.cmake_flags,
-        );
+        // The builder records the version in the metadata next to the artefact; one source.
+        let engine_version = artifact.engine_version.clone();
         Ok(PreparedEngine {
             pool_id: pool.id.clone(),
             engine: Engine::Llamacpp,

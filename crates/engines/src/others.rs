@@ -2,7 +2,9 @@
 //! until it exists these recipes offer no mode and say what to do instead.
 
 use async_trait::async_trait;
-use provisioner_core::{Engine, Error, Layout, Mode, Plan, PoolConfig, Ports, PreparedEngine, Result};
+use provisioner_core::{
+    Engine, Error, Layout, Mode, Plan, PoolConfig, Ports, PreparedEngine, Result,
+};
 
 use crate::Recipe;
 
@@ -50,7 +52,9 @@ fn container_hint(label: &str, mode: Mode) -> String {
         Mode::Container => format!(
             "{label} is provisioned as a container image; this version of engine-provisioner has no container runtime adapter yet"
         ),
-        Mode::Binary => format!("{label} publishes no standalone binary; its supported path is the container image"),
+        Mode::Binary => format!(
+            "{label} publishes no standalone binary; its supported path is the container image"
+        ),
         _ => format!("{label} is provisioned as a container image (mode: container)"),
     }
 }

@@ -106,7 +106,11 @@ fn legacy_cublas_selects_cuda_and_needs_nvcc() {
         .steps
         .iter()
         .find_map(|s| match s {
-            Step::Configure { cmake_flags, backend, .. } => Some((cmake_flags.clone(), *backend)),
+            Step::Configure {
+                cmake_flags,
+                backend,
+                ..
+            } => Some((cmake_flags.clone(), *backend)),
             _ => None,
         })
         .unwrap();
@@ -165,8 +169,13 @@ async fn prepare_resolves_the_model_first_then_builds_and_describes_the_server()
             spec.repo == "file:///srv/llama.cpp"
                 && spec.reference == "fixture-b0"
                 && spec.targets == ["llama-server"]
-                && spec.cmake_flags.contains(&"-DLLAMA_USE_PREBUILT_UI=OFF".to_string())
-                && spec.build_info.as_ref().is_some_and(|b| b.commit == "LLAMA_BUILD_COMMIT")
+                && spec
+                    .cmake_flags
+                    .contains(&"-DLLAMA_USE_PREBUILT_UI=OFF".to_string())
+                && spec
+                    .build_info
+                    .as_ref()
+                    .is_some_and(|b| b.commit == "LLAMA_BUILD_COMMIT")
         })
         .times(1)
         .returning(|_| Ok(artifact(true)));
@@ -204,10 +213,16 @@ async fn prepare_resolves_the_model_first_then_builds_and_describes_the_server()
     );
     assert_eq!(prepared.ports, vec![9001]);
     assert!(prepared.env.is_empty(), "{:?}", prepared.env);
-    assert!(prepared.engine_version.starts_with("llamacpp-f3e37ccca624-cpu-"));
+    assert_eq!(
+        prepared.engine_version,
+        "llamacpp-f3e37ccca624-cpu-00000000"
+    );
     assert!(prepared.metadata.cache_hit);
     let identity = prepared.metadata.identity.unwrap();
-    assert_eq!((identity.path.as_str(), identity.contains.as_str()), ("/props", "f3e37ccca"));
+    assert_eq!(
+        (identity.path.as_str(), identity.contains.as_str()),
+        ("/props", "f3e37ccca")
+    );
 }
 
 #[tokio::test]
@@ -237,8 +252,13 @@ async fn a_missing_model_fails_before_any_build() {
 #[test]
 fn port_flag_must_agree_with_ports() {
     let provisioner = Provisioner::new(unused_ports(), layout());
-    let error = provisioner.plan(&source_pool("--port, \"1234\"")).unwrap_err();
-    assert!(error.to_string().contains("--port 1234 disagrees"), "{error}");
+    let error = provisioner
+        .plan(&source_pool("--port, \"1234\""))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("--port 1234 disagrees"),
+        "{error}"
+    );
     assert!(provisioner.plan(&source_pool("--port, \"9001\"")).is_ok());
 }
 
@@ -249,5 +269,10 @@ fn build_info_flags_are_reserved() {
     pool.provisioning.source.as_mut().unwrap().build.cmake_flags =
         vec!["-DLLAMA_BUILD_COMMIT=abc".to_string()];
     let error = provisioner.plan(&pool).unwrap_err();
-    assert!(error.to_string().contains("LLAMA_BUILD_COMMIT is set by the provisioner"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("LLAMA_BUILD_COMMIT is set by the provisioner"),
+        "{error}"
+    );
 }

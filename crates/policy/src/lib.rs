@@ -148,7 +148,10 @@ mod tests {
             remote_host("https://user:pw@GitHub.com:443/ggml-org/llama.cpp.git").as_deref(),
             Some("github.com")
         );
-        assert_eq!(remote_host("git@github.com:ggml-org/llama.cpp.git").as_deref(), Some("github.com"));
+        assert_eq!(
+            remote_host("git@github.com:ggml-org/llama.cpp.git").as_deref(),
+            Some("github.com")
+        );
     }
 
     #[test]

@@ -87,8 +87,20 @@ mod tests {
     fn parses_and_rejects() {
         let sum = Checksum::parse(&format!("SHA256:{}", "A".repeat(64))).unwrap();
         assert_eq!(sum.to_string(), format!("sha256:{}", "a".repeat(64)));
-        assert!(Checksum::parse("md5:abc").unwrap_err().contains("unknown checksum algorithm"));
-        assert!(Checksum::parse("sha512:abc").unwrap_err().contains("128 hex digits"));
-        assert!(Checksum::parse("deadbeef").unwrap_err().contains("no algorithm"));
+        assert!(
+            Checksum::parse("md5:abc")
+                .unwrap_err()
+                .contains("unknown checksum algorithm")
+        );
+        assert!(
+            Checksum::parse("sha512:abc")
+                .unwrap_err()
+                .contains("128 hex digits")
+        );
+        assert!(
+            Checksum::parse("deadbeef")
+                .unwrap_err()
+                .contains("no algorithm")
+        );
     }
 }

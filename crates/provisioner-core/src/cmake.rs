@@ -55,7 +55,9 @@ pub fn parse_cache_entry(flag: &str) -> Result<CacheEntry, String> {
         ));
     }
     if value.contains('\0') || value.contains('\n') {
-        return Err(format!("`{name}`: the value contains a NUL byte or a newline"));
+        return Err(format!(
+            "`{name}`: the value contains a NUL byte or a newline"
+        ));
     }
     let is_bool = kind.as_deref() == Some("BOOL") || is_bool_word(value);
     let value = if is_bool && is_bool_word(value) {
@@ -91,11 +93,13 @@ impl CacheEntries {
 
     /// Sets an entry only when the user did not.
     pub fn set_default(&mut self, name: &str, value: &str) {
-        self.0.entry(name.to_string()).or_insert_with(|| CacheEntry {
-            name: name.to_string(),
-            kind: None,
-            value: value.to_string(),
-        });
+        self.0
+            .entry(name.to_string())
+            .or_insert_with(|| CacheEntry {
+                name: name.to_string(),
+                kind: None,
+                value: value.to_string(),
+            });
     }
 
     /// Removes an entry, returning it.
@@ -140,9 +144,13 @@ mod tests {
 
     #[test]
     fn booleans_are_normalised_and_last_wins() {
-        let entries =
-            CacheEntries::parse(["-DGGML_CUDA=1", "-DB=yes", "-DGGML_CUDA:bool=off", "-DX=a b"])
-                .unwrap();
+        let entries = CacheEntries::parse([
+            "-DGGML_CUDA=1",
+            "-DB=yes",
+            "-DGGML_CUDA:bool=off",
+            "-DX=a b",
+        ])
+        .unwrap();
         assert_eq!(
             entries.to_flags(),
             vec!["-DB=ON", "-DGGML_CUDA:BOOL=OFF", "-DX=a b"]
@@ -158,8 +166,20 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_entry() {
-        assert!(parse_cache_entry("-G Ninja").unwrap_err().contains("generator"));
-        assert!(parse_cache_entry("-DNOVALUE").unwrap_err().contains("no value"));
-        assert!(parse_cache_entry("-D$(x)=1").unwrap_err().contains("variable name"));
+        assert!(
+            parse_cache_entry("-G Ninja")
+                .unwrap_err()
+                .contains("generator")
+        );
+        assert!(
+            parse_cache_entry("-DNOVALUE")
+                .unwrap_err()
+                .contains("no value")
+        );
+        assert!(
+            parse_cache_entry("-D$(x)=1")
+                .unwrap_err()
+                .contains("variable name")
+        );
     }
 }

@@ -427,7 +427,10 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
     let mode = p.mode.as_str();
     for (index, port) in p.ports.iter().enumerate() {
         if *port == 0 {
-            errors.push(field(&at(&format!(".provisioning.ports[{index}]")), "port 0 is not a port"));
+            errors.push(field(
+                &at(&format!(".provisioning.ports[{index}]")),
+                "port 0 is not a port",
+            ));
         }
     }
     for key in p.env.keys() {
@@ -443,7 +446,10 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
     }
     for (index, flag) in p.flags.iter().enumerate() {
         if flag.contains('\0') {
-            errors.push(field(&at(&format!(".provisioning.flags[{index}]")), "contains a NUL byte"));
+            errors.push(field(
+                &at(&format!(".provisioning.flags[{index}]")),
+                "contains a NUL byte",
+            ));
         }
     }
     match p.mode {
@@ -535,9 +541,9 @@ pub fn is_valid_git_ref(reference: &str) -> bool {
         && !reference.contains("..")
         && !reference.contains("@{")
         && !reference.contains("//")
-        && reference
-            .chars()
-            .all(|c| !c.is_ascii_control() && !matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+        && reference.chars().all(|c| {
+            !c.is_ascii_control() && !matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+        })
 }
 
 #[cfg(test)]
@@ -628,7 +634,9 @@ ref = "file:/m.gguf"
     #[test]
     fn unknown_mode_names_the_field() {
         let text = EXAMPLE.replace("mode: source", "mode: magic");
-        let message = Config::parse(&text, Format::Yaml, "c.yaml").unwrap_err().to_string();
+        let message = Config::parse(&text, Format::Yaml, "c.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("pools[0].provisioning.mode"), "{message}");
         assert!(message.contains("magic"), "{message}");
     }
@@ -636,14 +644,20 @@ ref = "file:/m.gguf"
     #[test]
     fn misspelt_field_is_rejected_not_dropped() {
         let text = EXAMPLE.replace("cmake_flags:", "cmake_flag:");
-        let message = Config::parse(&text, Format::Yaml, "c.yaml").unwrap_err().to_string();
-        assert!(message.contains("pools[0].provisioning.source.build"), "{message}");
+        let message = Config::parse(&text, Format::Yaml, "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("pools[0].provisioning.source.build"),
+            "{message}"
+        );
         assert!(message.contains("cmake_flag"), "{message}");
     }
 
     #[test]
     fn malformed_yaml_is_a_syntax_error_with_a_location() {
-        let error = Config::parse("pools:\n  - id: [unclosed\n", Format::Yaml, "bad.yaml").unwrap_err();
+        let error =
+            Config::parse("pools:\n  - id: [unclosed\n", Format::Yaml, "bad.yaml").unwrap_err();
         assert!(matches!(error, Error::ConfigSyntax { .. }), "{error:?}");
         let message = error.to_string();
         assert!(message.contains("bad.yaml"), "{message}");
@@ -706,10 +720,19 @@ pools:
 
     #[test]
     fn git_refs() {
-        for good in ["b6000", "master", "v1.2.3", "703f9e3", "feature/x", "release-1.0"] {
+        for good in [
+            "b6000",
+            "master",
+            "v1.2.3",
+            "703f9e3",
+            "feature/x",
+            "release-1.0",
+        ] {
             assert!(is_valid_git_ref(good), "{good}");
         }
-        for bad in ["", "-x", "a..b", "a b", "x.lock", "a~1", "a^", "HEAD@{1}", "a:b"] {
+        for bad in [
+            "", "-x", "a..b", "a b", "x.lock", "a~1", "a^", "HEAD@{1}", "a:b",
+        ] {
             assert!(!is_valid_git_ref(bad), "{bad}");
         }
     }
@@ -717,7 +740,13 @@ pools:
     #[test]
     fn schema_mentions_every_section() {
         let schema = Config::json_schema();
-        for key in ["pools", "provisioning", "cmake_flags", "allow_package_installs", "checksum"] {
+        for key in [
+            "pools",
+            "provisioning",
+            "cmake_flags",
+            "allow_package_installs",
+            "checksum",
+        ] {
             assert!(schema.contains(key), "schema lacks {key}");
         }
     }

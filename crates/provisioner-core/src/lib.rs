@@ -27,5 +27,7 @@ pub use layout::Layout;
 pub use plan::{Plan, Step, ToolRequirement};
 pub use ports::*;
 pub use prepared::{
-    source_engine_version, Backend, EngineMetadata, IdentityCheck, PreparedEngine, Probe, SourceProvenance};
+    Backend, EngineMetadata, IdentityCheck, PreparedEngine, Probe, SourceProvenance,
+    source_engine_version,
+};
 pub use provisioner::EngineProvisioner;

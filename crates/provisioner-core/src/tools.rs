@@ -112,7 +112,10 @@ mod tests {
     #[test]
     fn distro_detection_uses_id_then_id_like() {
         assert_eq!(Distro::from_os_release("ID=debian\n"), Distro::Debian);
-        assert_eq!(Distro::from_os_release("ID=cachyos\nID_LIKE=arch\n"), Distro::Arch);
+        assert_eq!(
+            Distro::from_os_release("ID=cachyos\nID_LIKE=arch\n"),
+            Distro::Arch
+        );
         assert_eq!(
             Distro::from_os_release("ID=\"myos\"\nID_LIKE=\"rhel fedora\"\n"),
             Distro::Fedora

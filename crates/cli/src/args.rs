@@ -1,0 +1,106 @@
+//! Command-line flags (clap lives here and nowhere else in the workspace).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// orchctl — prepare and run LLM inference engines for llama-orch pools.
+#[derive(Debug, Parser)]
+#[command(name = "orchctl", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Host-wide settings.
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Host-wide settings shared by every command.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Cache root for engine builds and the run dir [default: ~/.cache/llama-orch].
+    #[arg(long, global = true, env = "LLAMA_ORCH_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Model cache [default: ~/.cache/models].
+    #[arg(long, global = true, env = "LLAMA_ORCH_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Refuse all network access except local sources (file://, loopback).
+    #[arg(long, global = true, env = "LLAMA_ORCH_OFFLINE")]
+    pub offline: bool,
+    /// Comma-separated hosts that may be contacted (`*.example.org` patterns allowed).
+    #[arg(
+        long,
+        global = true,
+        env = "LLAMA_ORCH_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// No progress on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Engine lifecycle for a pool.
+    #[command(subcommand)]
+    Engine(EngineCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `orchctl engine …`
+#[derive(Debug, Subcommand)]
+pub enum EngineCommand {
+    /// Show the steps prepare would take, without doing anything.
+    Plan(PoolArgs),
+    /// Make the engine present (fetch, build, install) and print the PreparedEngine.
+    Prepare(PoolArgs),
+    /// Prepare, start detached, wait until ready and check the running build.
+    Up(PoolArgs),
+    /// Stop a running engine (TERM, then KILL after the grace period).
+    Down(DownArgs),
+    /// Show pid, liveness, readiness and engine_version.
+    Status(PoolArgs),
+}
+
+/// Which pool of which config.
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    /// Pool configuration (YAML, or TOML when the name ends in .toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Pool id; may be left out when the config holds one pool.
+    #[arg(long, short)]
+    pub pool: Option<String>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `orchctl engine down`
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Pool selection.
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// Seconds between TERM and KILL.
+    #[arg(long, default_value_t = 10)]
+    pub grace: u64,
+}
+
+/// `orchctl config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of the pool configuration.
+    Schema,
+    /// Parse and validate a configuration.
+    Check {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}

@@ -1,0 +1,125 @@
+//! `orchctl` entry point: parse flags, run the command, map errors to documented exit codes.
+//!
+//! Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 configuration; 4 unsupported
+//! engine/mode; 5 missing tool; 6 source fetch; 7 build; 8 model; 9 policy; 10 file system;
+//! 11 engine not ready or not the prepared build; 12 `status`: not running; 130 cancelled.
+
+mod args;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use cli::commands::{self, Target};
+use cli::render::{StderrProgress, error as render_error};
+use cli::wiring::Settings;
+use provisioner_core::{Error, Progress};
+
+use crate::args::{Cli, Command, ConfigCommand, EngineCommand, PoolArgs};
+
+/// `status` when the engine is not running.
+const NOT_RUNNING: u8 = 12;
+
+fn target(args: &PoolArgs) -> Target {
+    Target {
+        config: args.config.clone(),
+        pool: args.pool.clone(),
+        json: args.json,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = Settings {
+        home: std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/")),
+        cache_dir: cli.host.cache_dir.clone(),
+        models_dir: cli.host.models_dir.clone(),
+        offline: cli.host.offline,
+        allowed_hosts: cli.host.allowed_hosts.clone(),
+    };
+    let progress: Arc<dyn Progress> = Arc::new(StderrProgress::new(cli.host.quiet));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            render_error(&Error::io("start runtime", "-", &e), false);
+            return ExitCode::from(1);
+        }
+    };
+    let json = match &cli.command {
+        Command::Engine(EngineCommand::Down(down)) => down.pool.json,
+        Command::Engine(
+            EngineCommand::Plan(p)
+            | EngineCommand::Prepare(p)
+            | EngineCommand::Up(p)
+            | EngineCommand::Status(p),
+        ) => p.json,
+        Command::Config(_) => false,
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli.command, &settings, progress) => result,
+            _ = shutdown_signal() => Err(Error::Cancelled),
+        }
+    });
+    // Dropping the runtime drops any unfinished work: builds are killed and staging removed.
+    drop(runtime);
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            render_error(&error, json);
+            ExitCode::from(error.code().exit_code() as u8)
+        }
+    }
+}
+
+async fn run(
+    command: Command,
+    settings: &Settings,
+    progress: Arc<dyn Progress>,
+) -> Result<u8, Error> {
+    match command {
+        Command::Config(ConfigCommand::Schema) => commands::schema(),
+        Command::Config(ConfigCommand::Check { config }) => commands::check(&config)?,
+        Command::Engine(EngineCommand::Plan(p)) => commands::plan(settings, &target(&p), progress)?,
+        Command::Engine(EngineCommand::Prepare(p)) => {
+            commands::prepare(settings, &target(&p), progress).await?;
+        }
+        Command::Engine(EngineCommand::Up(p)) => {
+            commands::up(settings, &target(&p), progress).await?
+        }
+        Command::Engine(EngineCommand::Down(d)) => {
+            let grace = Duration::from_secs(d.grace);
+            commands::down(settings, &target(&d.pool), grace, progress).await?;
+        }
+        Command::Engine(EngineCommand::Status(p)) => {
+            if !commands::status(settings, &target(&p), progress).await? {
+                return Ok(NOT_RUNNING);
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hangup.recv() => {}
+    }
+}

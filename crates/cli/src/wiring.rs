@@ -1,0 +1,69 @@
+//! The composition root: real adapters plugged into the ports.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use adapters_host::clock::SystemClock;
+use adapters_host::models::LocalModels;
+use adapters_host::process::HostShell;
+use adapters_source::{CmakeSourceBuilder, HostFacts};
+use engines::Provisioner;
+use policy::HostPolicy;
+use provisioner_core::{Layout, Ports, Progress};
+
+/// Host-wide settings, from flags and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Home directory (for defaults and `~/` in configs).
+    pub home: PathBuf,
+    /// Cache root override.
+    pub cache_dir: Option<PathBuf>,
+    /// Model cache override.
+    pub models_dir: Option<PathBuf>,
+    /// Offline mode.
+    pub offline: bool,
+    /// Network allowlist.
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+impl Settings {
+    /// The directories in use.
+    pub fn layout(&self) -> Layout {
+        let defaults = Layout::under_home(&self.home);
+        Layout::with_cache_root(
+            &self.home,
+            self.cache_dir.clone().unwrap_or(defaults.cache_root),
+            self.models_dir.clone().unwrap_or(defaults.models_dir),
+        )
+    }
+}
+
+/// A provisioner wired to this host.
+pub fn provisioner(settings: &Settings, progress: Arc<dyn Progress>) -> Provisioner {
+    let shell = Arc::new(HostShell::new(progress.clone()));
+    let policy = Arc::new(HostPolicy {
+        offline: settings.offline,
+        allowed_hosts: settings.allowed_hosts.clone(),
+        allow_unverified_downloads: false,
+    });
+    let clock = Arc::new(SystemClock);
+    let builder = CmakeSourceBuilder::new(
+        shell.clone(),
+        policy.clone(),
+        progress.clone(),
+        clock.clone(),
+        HostFacts::detect(),
+    );
+    let ports = Ports {
+        shell,
+        source_builder: Arc::new(builder),
+        models: Arc::new(LocalModels),
+        policy,
+        clock,
+        progress,
+        fetcher: None,
+        packages: None,
+        containers: None,
+    };
+    Provisioner::new(ports, settings.layout())
+}

@@ -1,0 +1,171 @@
+//! `orchctl` on bad input: each case gives a clear message, a documented exit code, and leaves
+//! the cache empty. None of these needs a build.
+
+use std::path::Path;
+
+use tests::orchctl;
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cache: &Path, args: &[&str]) -> Outcome {
+    let output = orchctl(cache).args(args).output().expect("orchctl runs");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
+    }
+}
+
+fn with_config(text: &str, args: &[&str]) -> (Outcome, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pool.yaml");
+    std::fs::write(&config, text).unwrap();
+    let cache = dir.path().join("cache");
+    let mut full: Vec<&str> = args.to_vec();
+    let config_text = config.to_string_lossy().to_string();
+    full.extend(["--config", &config_text]);
+    let outcome = run(&cache, &full);
+    assert!(
+        !cache.join("llamacpp").exists(),
+        "bad input created a build cache"
+    );
+    (outcome, dir)
+}
+
+const GOOD: &str = r#"pools:
+  - id: p
+    engine: llamacpp
+    provisioning:
+      mode: source
+      source: { repo: "file:///nonexistent", ref: b1 }
+      model: { ref: "file:/nonexistent.gguf" }
+"#;
+
+#[test]
+fn malformed_yaml_is_exit_3_with_the_location() {
+    let (out, _dir) = with_config("pools:\n  - id: [oops\n", &["engine", "plan"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read configuration"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("line"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_engine_is_exit_3_naming_field_and_choices() {
+    let (out, _dir) = with_config(&GOOD.replace("llamacpp", "ollama"), &["engine", "prepare"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("pools[0].engine"), "{}", out.stderr);
+    assert!(out.stderr.contains("`llamacpp`"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_mode_is_exit_3() {
+    let (out, _dir) = with_config(
+        &GOOD.replace("mode: source", "mode: teleport"),
+        &["engine", "prepare"],
+    );
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("pools[0].provisioning.mode"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn missing_ref_is_exit_3_naming_the_field() {
+    let (out, _dir) = with_config(&GOOD.replace(", ref: b1", ""), &["engine", "prepare"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("pools[0].provisioning.source.ref: required for mode source"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn unsupported_pair_is_exit_4_with_a_hint() {
+    let text = r#"pools:
+  - id: v
+    engine: vllm
+    provisioning:
+      mode: container
+      container: { image: vllm/vllm-openai, tag: v0.10.0 }
+      model: { ref: "file:/m" }
+"#;
+    let (out, _dir) = with_config(text, &["engine", "plan"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("does not support provisioning mode `container`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("hint: "), "{}", out.stderr);
+}
+
+#[test]
+fn json_errors_are_machine_readable() {
+    let (out, _dir) = with_config(
+        &GOOD.replace("llamacpp", "ollama"),
+        &["engine", "plan", "--json"],
+    );
+    assert_eq!(out.code, 3);
+    let value: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect(&out.stdout);
+    assert_eq!(value["error"]["code"], "config");
+}
+
+#[test]
+fn a_missing_model_fails_before_fetching_anything() {
+    let (out, dir) = with_config(GOOD, &["engine", "prepare"]);
+    assert_eq!(out.code, 8, "{}", out.stderr);
+    assert!(out.stderr.contains("/nonexistent.gguf"), "{}", out.stderr);
+    assert!(!dir.path().join("cache").join("llamacpp").exists());
+}
+
+#[test]
+fn plan_is_stable_json() {
+    let (first, dir) = with_config(GOOD, &["engine", "plan", "--json"]);
+    let config = dir.path().join("pool.yaml").to_string_lossy().to_string();
+    let second = run(
+        &dir.path().join("cache"),
+        &["engine", "plan", "--json", "--config", &config],
+    );
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.stdout, second.stdout);
+    let a: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
+    assert_eq!(a["digest"], b["digest"]);
+    assert_eq!(a["plan"]["steps"][2]["step"], "fetch_source");
+}
+
+#[test]
+fn status_of_a_pool_that_never_ran_is_exit_12() {
+    let (out, _dir) = with_config(GOOD, &["engine", "status", "--json"]);
+    assert_eq!(out.code, 12, "{}", out.stderr);
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(value["running"], false);
+}
+
+#[test]
+fn schema_is_json_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["config", "schema"]);
+    assert_eq!(out.code, 0);
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        value["$schema"]
+            .as_str()
+            .unwrap()
+            .contains("json-schema.org")
+    );
+    assert!(out.stdout.contains("allow_package_installs"));
+}

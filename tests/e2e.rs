@@ -1,0 +1,443 @@
+//! The real thing: the offline llama.cpp fixture cloned by file:// URL, built with real cmake,
+//! `llama-server` brought up by `orchctl`, a real completion from the tiny GGUF model, then down.
+//! Also the bad inputs that need real git and cmake. The cold build (~12 minutes on 2 cores)
+//! happens once per machine: every test shares one keyed cache and the provisioner's own lock.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use provisioner_core::{
+    CommandOutput, CommandSpec, Config, EngineProvisioner, Format, NoProgress, Ports, Shell,
+    ToolInfo,
+};
+use serde_json::{Value, json};
+use tests::{
+    TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl, shared_cache,
+    write_source_config,
+};
+
+/// Prepares the shared build once per test process and returns the PreparedEngine JSON.
+fn main_build() -> &'static Value {
+    static PREPARED: OnceLock<Value> = OnceLock::new();
+    PREPARED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            write_source_config(dir.path(), "e2e-main", free_port(), TEST_CMAKE_FLAGS, &[]);
+        let output = orchctl(&shared_cache())
+            .args(["engine", "prepare", "--json", "--config"])
+            .arg(&config)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("orchctl runs");
+        assert!(
+            output.status.success(),
+            "prepare failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        serde_json::from_slice(&output.stdout).expect("prepare --json prints JSON")
+    })
+}
+
+fn run_json(cache: &Path, args: &[&str], config: &Path) -> (i32, Value, String) {
+    let output = orchctl(cache)
+        .args(args)
+        .arg("--json")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("orchctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap_or(-1), value, stderr)
+}
+
+#[test]
+fn prepare_up_complete_status_down() {
+    let prepared = main_build();
+    let commit = &fixtures().commit;
+    assert_eq!(prepared["metadata"]["source"]["commit"], json!(commit));
+    assert_eq!(prepared["metadata"]["backend"], "cpu");
+    let version = prepared["engine_version"].as_str().unwrap();
+    assert!(
+        version.starts_with(&format!("llamacpp-{}-cpu-", &commit[..12])),
+        "{version}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("pwned");
+    let alias = format!("$(touch {});rm -rf /nonexistent", canary.display());
+    let port = free_port();
+    let config = write_source_config(
+        dir.path(),
+        "e2e-up",
+        port,
+        TEST_CMAKE_FLAGS,
+        &["--alias", &alias, "-ngl", "0", "--parallel", "1"],
+    );
+    let cache = shared_cache();
+
+    let (code, up, stderr) = run_json(&cache, &["engine", "up"], &config);
+    assert_eq!(code, 0, "up failed: {stderr}");
+    assert_eq!(up["engine_version"], json!(version));
+    assert_eq!(
+        up["cache_hit"], true,
+        "the shared build was already prepared"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+
+    let outcome = std::panic::catch_unwind(|| {
+        let (status, body) = http_get(&format!("{base}/health"));
+        assert_eq!(status, 200, "{body}");
+        let (status, completion) = http_post_json(
+            &format!("{base}/completion"),
+            &json!({"prompt": "hello", "n_predict": 8, "temperature": 0, "seed": 1, "ignore_eos": true}),
+        );
+        assert_eq!(status, 200, "{completion}");
+        assert_eq!(completion["tokens_predicted"], 8, "{completion}");
+        assert_eq!(completion["timings"]["predicted_n"], 8, "{completion}");
+
+        let (_, props) = http_get(&format!("{base}/props"));
+        let props: Value = serde_json::from_str(&props).unwrap();
+        assert!(
+            props["build_info"].as_str().unwrap().contains(&commit[..9]),
+            "{props}"
+        );
+
+        // The flag with shell metacharacters reached llama-server as one literal argument.
+        let (_, models) = http_get(&format!("{base}/v1/models"));
+        assert!(models.contains("$(touch"), "{models}");
+        assert!(!canary.exists(), "a flag was interpreted by a shell");
+
+        let (code, status, stderr) = run_json(&cache, &["engine", "status"], &config);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(
+            (status["alive"].clone(), status["ready"].clone()),
+            (json!(true), json!(true))
+        );
+        assert_eq!(status["engine_version"], json!(version));
+    });
+
+    let (code, down, stderr) = run_json(&cache, &["engine", "down"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(down["stopped"], true);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    let (code, status, _) = run_json(&cache, &["engine", "status"], &config);
+    assert_eq!((code, status["running"].clone()), (12, json!(false)));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "server still listening"
+    );
+}
+
+/// Counts the commands that reach the real shell.
+struct CountingShell {
+    inner: adapters_host::process::HostShell,
+    runs: AtomicUsize,
+}
+
+#[async_trait]
+impl Shell for CountingShell {
+    async fn run(&self, command: &CommandSpec) -> provisioner_core::Result<CommandOutput> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.inner.run(command).await
+    }
+    fn locate(&self, program: &str) -> Option<ToolInfo> {
+        self.inner.locate(program)
+    }
+    fn inspect(&self, path: &Path) -> Option<ToolInfo> {
+        self.inner.inspect(path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_prepare_runs_no_git_and_no_cmake() {
+    let prepared = tokio::task::spawn_blocking(main_build).await.unwrap();
+    let log = shared_cache().join("llamacpp/logs").join(format!(
+        "{}.log",
+        prepared["metadata"]["cache_key"].as_str().unwrap()
+    ));
+    let log_size = std::fs::metadata(&log).map(|m| m.len()).ok();
+
+    let progress = Arc::new(NoProgress);
+    let shell = Arc::new(CountingShell {
+        inner: adapters_host::process::HostShell::new(progress.clone()),
+        runs: AtomicUsize::new(0),
+    });
+    let policy = Arc::new(policy::HostPolicy::default());
+    let clock = Arc::new(adapters_host::clock::SystemClock);
+    let builder = adapters_source::CmakeSourceBuilder::new(
+        shell.clone(),
+        policy.clone(),
+        progress.clone(),
+        clock.clone(),
+        adapters_source::HostFacts::detect(),
+    );
+    let ports = Ports {
+        shell: shell.clone(),
+        source_builder: Arc::new(builder),
+        models: Arc::new(adapters_host::models::LocalModels),
+        policy,
+        clock,
+        progress,
+        fetcher: None,
+        packages: None,
+        containers: None,
+    };
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+    let layout = provisioner_core::Layout::with_cache_root(
+        &home,
+        shared_cache(),
+        shared_cache().join("models"),
+    );
+    let provisioner = engines::Provisioner::new(ports, layout);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path =
+        write_source_config(dir.path(), "e2e-warm", free_port(), TEST_CMAKE_FLAGS, &[]);
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let config = Config::parse(&text, Format::Yaml, "warm.yaml").unwrap();
+    let warm = provisioner.prepare(&config.pools[0]).await.unwrap();
+
+    assert!(warm.metadata.cache_hit);
+    assert_eq!(
+        shell.runs.load(Ordering::SeqCst),
+        0,
+        "a warm prepare ran a command"
+    );
+    assert_eq!(json!(warm.engine_version), prepared["engine_version"]);
+    assert_eq!(
+        std::fs::metadata(&log).map(|m| m.len()).ok(),
+        log_size,
+        "the build log grew"
+    );
+}
+
+fn no_builds(cache: &Path) {
+    let builds = cache.join("llamacpp/builds-v1");
+    let entries = std::fs::read_dir(&builds).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        entries,
+        0,
+        "something was installed under {}",
+        builds.display()
+    );
+    let staging = cache.join("llamacpp/.staging");
+    let entries = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        entries,
+        0,
+        "staging left behind under {}",
+        staging.display()
+    );
+}
+
+#[test]
+fn a_ref_that_does_not_exist_is_a_source_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_source_config(dir.path(), "bad-ref", free_port(), TEST_CMAKE_FLAGS, &[]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("ref: {}", fixtures().reference),
+            "ref: no-such-tag",
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let (code, _, stderr) = run_json(&cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("no-such-tag"), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
+    no_builds(&cache);
+}
+
+#[test]
+fn an_unreachable_repository_is_a_source_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_source_config(dir.path(), "bad-repo", free_port(), TEST_CMAKE_FLAGS, &[]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&fixtures().repo_url, "file:///nonexistent/llama.cpp.git"),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let (code, _, stderr) = run_json(&cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("cannot reach the repository"), "{stderr}");
+    no_builds(&cache);
+    let mirrors = std::fs::read_dir(cache.join("llamacpp/git"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(mirrors, 0, "a failed clone left a mirror behind");
+}
+
+#[test]
+fn cuda_without_a_toolkit_fails_fast_and_never_builds_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_source_config(
+        dir.path(),
+        "no-cuda",
+        free_port(),
+        &["-DGGML_NATIVE=OFF", "-DLLAMA_CUBLAS=ON"],
+        &[],
+    );
+    let cache = dir.path().join("cache");
+    let started = Instant::now();
+    let output = orchctl(&cache)
+        .args(["engine", "prepare", "--config"])
+        .arg(&config)
+        .env_remove("CUDA_HOME")
+        .env_remove("CUDA_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if std::path::Path::new("/usr/local/cuda/bin/nvcc").exists() {
+        panic!("this machine has a CUDA toolkit; the fail-fast case cannot be checked here");
+    }
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("nvcc"), "{stderr}");
+    assert!(stderr.contains("/usr/local/cuda"), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !cache.join("llamacpp/git").exists(),
+        "preflight should fail before fetching"
+    );
+    no_builds(&cache);
+}
+
+#[test]
+fn a_configure_failure_shows_cmake_output_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_source_config(
+        dir.path(),
+        "bad-configure",
+        free_port(),
+        &["-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON"],
+        &[],
+    );
+    let cache = dir.path().join("cache");
+    let (code, _, stderr) = run_json(&cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 7, "{stderr}");
+    assert!(
+        stderr.contains("GGML_BACKEND_DL requires BUILD_SHARED_LIBS"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("full log: "), "{stderr}");
+    let log = stderr
+        .split("full log: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap()
+        .trim();
+    let text = std::fs::read_to_string(log).expect("the log named in the error exists");
+    assert!(text.contains("GGML_BACKEND_DL requires BUILD_SHARED_LIBS"));
+    no_builds(&cache);
+}
+
+/// Starts `orchctl engine prepare` and waits until the compiler is running under it.
+fn start_build_and_wait(cache: &Path, config: &Path) -> (Child, u32) {
+    let mut child = orchctl(cache)
+        .args(["engine", "prepare", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(Instant::now() < deadline, "the build never started");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("prepare exited early: {status}");
+        }
+        let staging = cache.join("llamacpp/.staging");
+        let group = std::fs::read_dir(&staging).ok().and_then(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .find_map(|e| std::fs::read_to_string(e.path().join("process-group")).ok())
+        });
+        let building = std::fs::read_dir(cache.join("llamacpp/logs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .is_some_and(|log| log.contains("Building C"));
+        if let (Some(group), true) = (group, building) {
+            return (child, group.trim().parse().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn group_alive(pgid: u32) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), None).is_ok()
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_build_killed_half_way_is_never_reused() {
+    // Warm ccache first so the rebuilds below take seconds, not minutes.
+    main_build();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let config = write_source_config(dir.path(), "killed", free_port(), TEST_CMAKE_FLAGS, &[]);
+
+    // Ctrl-C/SIGTERM: the provisioner kills the build's process group and removes staging.
+    let (mut child, group) = start_build_and_wait(&cache, &config);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "cancelled prepare exit code");
+    wait_until("the build's process group is gone", || !group_alive(group));
+    no_builds(&cache);
+
+    // SIGKILL: nothing can clean up; the orphaned build keeps running in its own group.
+    std::fs::remove_dir_all(cache.join("llamacpp/logs")).ok();
+    let (mut child, group) = start_build_and_wait(&cache, &config);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The next prepare kills the orphan, discards its staging dir and builds cleanly.
+    let (code, prepared, stderr) = run_json(&cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !group_alive(group),
+        "the orphaned build survived the next prepare"
+    );
+    assert_eq!(prepared["metadata"]["cache_hit"], false);
+    assert_eq!(prepared["engine_version"], main_build()["engine_version"]);
+    let bin = prepared["bin"].as_str().unwrap();
+    #[allow(clippy::disallowed_methods)] // the test checks the installed binary runs
+    let version = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&version.stderr);
+    assert!(text.contains(&fixtures().commit[..9]), "{text}");
+    let staging = std::fs::read_dir(cache.join("llamacpp/.staging"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(staging, 0);
+}

@@ -1,0 +1,192 @@
+//! Shared helpers for the cross-crate tests: the offline fixtures, the `orchctl` binary, free
+//! ports and a tiny HTTP client for loopback.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The fixtures made by `scripts/fixtures.sh`.
+#[derive(Debug, Clone)]
+pub struct Fixtures {
+    /// `file://` URL of the local llama.cpp repository.
+    pub repo_url: String,
+    /// Tag to build.
+    pub reference: String,
+    /// Full commit the tag points at.
+    pub commit: String,
+    /// Path of the tiny GGUF model.
+    pub model: PathBuf,
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Runs `scripts/fixtures.sh` once per process (it is idempotent and fast when done).
+pub fn fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        #[allow(clippy::disallowed_methods)] // test harness: runs the fixture script itself
+        let output = Command::new("bash")
+            .arg(repo_root().join("scripts/fixtures.sh"))
+            .output()
+            .expect("bash runs scripts/fixtures.sh");
+        assert!(
+            output.status.success(),
+            "scripts/fixtures.sh failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let vars: BTreeMap<String, String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let get = |k: &str| {
+            vars.get(k)
+                .unwrap_or_else(|| panic!("fixtures.sh printed no {k}"))
+                .clone()
+        };
+        Fixtures {
+            repo_url: get("FIXTURE_REPO_URL"),
+            reference: get("FIXTURE_REF"),
+            commit: get("FIXTURE_COMMIT"),
+            model: PathBuf::from(get("FIXTURE_MODEL")),
+        }
+    })
+}
+
+/// The persistent cache the real tests share, so the ~12 minute cold build happens once per
+/// machine: `ENGINE_PROVISIONER_TEST_CACHE`, default `~/.cache/engine-provisioner/test-cache`.
+pub fn shared_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ENGINE_PROVISIONER_TEST_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache/engine-provisioner/test-cache")
+}
+
+/// The `orchctl` binary built next to the test executable.
+pub fn orchctl_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join("orchctl");
+    assert!(
+        path.exists(),
+        "{} is missing; build it first with `cargo build -p cli` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A command running `orchctl` with an isolated cache and models dir.
+pub fn orchctl(cache: &Path) -> Command {
+    #[allow(clippy::disallowed_methods)] // test harness: drives the real CLI binary
+    let mut command = Command::new(orchctl_path());
+    command
+        .env("LLAMA_ORCH_CACHE_DIR", cache)
+        .env("LLAMA_ORCH_MODELS_DIR", cache.join("models"))
+        .env_remove("LLAMA_ORCH_OFFLINE")
+        .env_remove("LLAMA_ORCH_ALLOWED_HOSTS");
+    command
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Writes a one-pool llama.cpp source config and returns its path.
+pub fn write_source_config(
+    dir: &Path,
+    pool: &str,
+    port: u16,
+    cmake_flags: &[&str],
+    flags: &[&str],
+) -> PathBuf {
+    let fixtures = fixtures();
+    let quote = |items: &[&str]| {
+        items
+            .iter()
+            .map(|s| serde_json::to_string(s).expect("string"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        r#"pools:
+  - id: {pool}
+    engine: llamacpp
+    provisioning:
+      mode: source
+      source:
+        repo: {repo}
+        ref: {reference}
+        build:
+          cmake_flags: [{cmake}]
+      model:
+        ref: file:{model}
+      ports: [{port}]
+      flags: [{flags}]
+"#,
+        repo = fixtures.repo_url,
+        reference = fixtures.reference,
+        model = fixtures.model.display(),
+        cmake = quote(cmake_flags),
+        flags = quote(flags),
+    );
+    let path = dir.join(format!("{pool}.yaml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The CMake flags the tests build llama.cpp with: portable and offline.
+pub const TEST_CMAKE_FLAGS: &[&str] = &["-DGGML_NATIVE=OFF"];
+
+/// GET a loopback URL; returns status and body.
+pub fn http_get(url: &str) -> (u16, String) {
+    let agent = agent();
+    match agent.get(url).call() {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            (
+                status,
+                response.body_mut().read_to_string().unwrap_or_default(),
+            )
+        }
+        Err(error) => panic!("GET {url}: {error}"),
+    }
+}
+
+/// POST JSON to a loopback URL; returns status and the JSON body.
+pub fn http_post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let agent = agent();
+    match agent.post(url).send_json(body) {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let value = response
+                .body_mut()
+                .read_json()
+                .unwrap_or(serde_json::Value::Null);
+            (status, value)
+        }
+        Err(error) => panic!("POST {url}: {error}"),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into()
+}
