@@ -169,3 +169,42 @@ fn schema_is_json_schema() {
     );
     assert!(out.stdout.contains("allow_package_installs"));
 }
+
+#[test]
+fn offline_mode_refuses_a_remote_repository_with_exit_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    std::fs::write(&model, b"GGUF").unwrap();
+    let text = GOOD
+        .replace(
+            "file:///nonexistent",
+            "https://github.com/ggml-org/llama.cpp.git",
+        )
+        .replace(
+            "file:/nonexistent.gguf",
+            &format!("file:{}", model.display()),
+        );
+    let config = dir.path().join("pool.yaml");
+    std::fs::write(&config, text).unwrap();
+    let cache = dir.path().join("cache");
+    for value in ["1", "true", "yes"] {
+        let output = orchctl(&cache)
+            .env("LLAMA_ORCH_OFFLINE", value)
+            .args(["engine", "prepare", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(9),
+            "LLAMA_ORCH_OFFLINE={value}: {stderr}"
+        );
+        assert!(stderr.contains("offline mode"), "{stderr}");
+        assert!(stderr.contains("hint: "), "{stderr}");
+    }
+    assert!(
+        !cache.join("llamacpp/git").exists(),
+        "offline mode fetched anyway"
+    );
+}

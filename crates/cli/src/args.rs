@@ -26,7 +26,13 @@ pub struct HostArgs {
     #[arg(long, global = true, env = "LLAMA_ORCH_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
     /// Refuse all network access except local sources (file://, loopback).
-    #[arg(long, global = true, env = "LLAMA_ORCH_OFFLINE")]
+    #[arg(
+        long,
+        global = true,
+        env = "LLAMA_ORCH_OFFLINE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub offline: bool,
     /// Comma-separated hosts that may be contacted (`*.example.org` patterns allowed).
     #[arg(
