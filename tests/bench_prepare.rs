@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use provisioner_core::{Config, EngineProvisioner, Format, NoProgress, Ports};
+use provisioner_core::{Config, EngineProvisioner, Format, NoProgress};
 use tests::{TEST_CMAKE_FLAGS, fixtures, free_port, shared_cache, write_source_config};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -30,31 +30,13 @@ fn main() -> anyhow::Result<()> {
     )?;
     let pool = config.pools[0].clone();
 
-    let progress = Arc::new(NoProgress);
-    let shell = Arc::new(adapters_host::process::HostShell::new(progress.clone()));
-    let policy = Arc::new(policy::HostPolicy::default());
-    let clock = Arc::new(adapters_host::clock::SystemClock);
-    let builder = adapters_source::CmakeSourceBuilder::new(
-        shell.clone(),
-        policy.clone(),
-        progress.clone(),
-        clock.clone(),
-        adapters_source::HostFacts::detect(),
-    );
-    let ports = Ports {
-        shell,
-        source_builder: Arc::new(builder),
-        models: Arc::new(adapters_host::models::LocalModels),
-        policy,
-        clock,
-        progress,
-        fetcher: None,
-        packages: None,
-        containers: None,
+    let settings = cli::wiring::Settings {
+        home,
+        cache_dir: Some(cache.clone()),
+        models_dir: Some(cache.join("models")),
+        ..Default::default()
     };
-    let layout =
-        provisioner_core::Layout::with_cache_root(&home, cache.clone(), cache.join("models"));
-    let provisioner = engines::Provisioner::new(ports, layout);
+    let provisioner = cli::wiring::provisioner(&settings, Arc::new(NoProgress));
     let runtime = tokio::runtime::Runtime::new()?;
 
     // Make sure the build is installed (cold the first time on a machine).

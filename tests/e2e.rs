@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use provisioner_core::{
-    CommandOutput, CommandSpec, Config, EngineProvisioner, Format, NoProgress, Ports, Shell,
-    ToolInfo,
+    CommandOutput, CommandSpec, Config, EngineProvisioner, Format, NoProgress, Shell, ToolInfo,
 };
 use serde_json::{Value, json};
 use tests::{
@@ -169,33 +168,13 @@ async fn warm_prepare_runs_no_git_and_no_cmake() {
         inner: adapters_host::process::HostShell::new(progress.clone()),
         runs: AtomicUsize::new(0),
     });
-    let policy = Arc::new(policy::HostPolicy::default());
-    let clock = Arc::new(adapters_host::clock::SystemClock);
-    let builder = adapters_source::CmakeSourceBuilder::new(
-        shell.clone(),
-        policy.clone(),
-        progress.clone(),
-        clock.clone(),
-        adapters_source::HostFacts::detect(),
-    );
-    let ports = Ports {
-        shell: shell.clone(),
-        source_builder: Arc::new(builder),
-        models: Arc::new(adapters_host::models::LocalModels),
-        policy,
-        clock,
-        progress,
-        fetcher: None,
-        packages: None,
-        containers: None,
+    let settings = cli::wiring::Settings {
+        home: PathBuf::from(std::env::var_os("HOME").unwrap()),
+        cache_dir: Some(shared_cache()),
+        models_dir: Some(shared_cache().join("models")),
+        ..Default::default()
     };
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap());
-    let layout = provisioner_core::Layout::with_cache_root(
-        &home,
-        shared_cache(),
-        shared_cache().join("models"),
-    );
-    let provisioner = engines::Provisioner::new(ports, layout);
+    let provisioner = cli::wiring::provisioner_with_shell(&settings, progress, shell.clone());
 
     let dir = tempfile::tempdir().unwrap();
     let config_path =

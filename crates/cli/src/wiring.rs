@@ -9,7 +9,7 @@ use adapters_host::process::HostShell;
 use adapters_source::{CmakeSourceBuilder, HostFacts};
 use engines::Provisioner;
 use policy::HostPolicy;
-use provisioner_core::{Layout, Ports, Progress};
+use provisioner_core::{Layout, Ports, Progress, Shell};
 
 /// Host-wide settings, from flags and environment.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +41,16 @@ impl Settings {
 /// A provisioner wired to this host.
 pub fn provisioner(settings: &Settings, progress: Arc<dyn Progress>) -> Provisioner {
     let shell = Arc::new(HostShell::new(progress.clone()));
+    provisioner_with_shell(settings, progress, shell)
+}
+
+/// A provisioner wired to this host around a given Shell (tests wrap the real one to count
+/// the commands that reach it).
+pub fn provisioner_with_shell(
+    settings: &Settings,
+    progress: Arc<dyn Progress>,
+    shell: Arc<dyn Shell>,
+) -> Provisioner {
     let policy = Arc::new(HostPolicy {
         offline: settings.offline,
         allowed_hosts: settings.allowed_hosts.clone(),
