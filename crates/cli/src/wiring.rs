@@ -72,6 +72,7 @@ pub fn provisioner_with_shell(
         clock,
         progress,
         fetcher: None,
+        binaries: None,
         packages: None,
         containers: None,
     };

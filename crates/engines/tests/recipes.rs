@@ -52,6 +52,7 @@ fn unused_ports() -> Ports {
         clock: Arc::new(MockClock::new()),
         progress: Arc::new(NoProgress),
         fetcher: None,
+        binaries: None,
         packages: None,
         containers: None,
     }

@@ -280,9 +280,16 @@ pub struct BinaryConfig {
     /// `sha256:…`, `sha512:…` or `blake3:…`.
     #[serde(default)]
     pub checksum: Option<String>,
-    /// Install root; default `~/.cache/llama-orch/<engine>/bin`.
+    /// Install root; default `~/.cache/llama-orch/<engine>/bin`. Each install lands in
+    /// `<install_dir>/<key>/`, the key derived from the checksum.
     #[serde(default)]
     pub install_dir: Option<String>,
+    /// Upstream version of the artefact (e.g. `b6000`); default: asked from the binary itself.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Exact size in bytes, when known: shown in the plan and enforced on download.
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 /// `provisioning.model`.
@@ -510,11 +517,19 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
         )),
         _ => {}
     }
-    if let Some(binary) = &p.binary
-        && let Some(checksum) = &binary.checksum
-        && let Err(message) = crate::checksum::Checksum::parse(checksum)
-    {
-        errors.push(field(&at(".provisioning.binary.checksum"), &message));
+    if let Some(binary) = &p.binary {
+        if let Some(checksum) = &binary.checksum
+            && let Err(message) = crate::checksum::Checksum::parse(checksum)
+        {
+            errors.push(field(&at(".provisioning.binary.checksum"), &message));
+        }
+        let scheme = binary.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("https" | "http" | "file")) {
+            errors.push(field(
+                &at(".provisioning.binary.url"),
+                "must be an https:// URL (http:// and file:// only for local mirrors)",
+            ));
+        }
     }
     if let Some(model) = &p.model
         && let Some(checksum) = &model.checksum

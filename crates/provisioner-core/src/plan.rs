@@ -53,6 +53,24 @@ pub enum Step {
         /// Whether submodules are checked out.
         submodules: bool,
     },
+    /// Download a pinned artefact, hashing while streaming.
+    Download {
+        /// URL.
+        url: String,
+        /// Expected checksum.
+        checksum: Option<String>,
+        /// Expected size, when pinned.
+        size: Option<u64>,
+    },
+    /// Unpack into staging with every entry validated, then install atomically.
+    Unpack {
+        /// Archive format inferred from the URL.
+        format: String,
+        /// Executable to find inside.
+        executable: String,
+        /// Caps.
+        limits: crate::ports::UnpackLimits,
+    },
     /// CMake configure.
     Configure {
         /// Generator (`Ninja`, `Unix Makefiles`), or the host default.

@@ -328,6 +328,15 @@ pub enum ProgressEvent {
         /// 0-100.
         percent: u8,
     },
+    /// Bytes moved so far (downloads).
+    Bytes {
+        /// What.
+        step: String,
+        /// Bytes done.
+        done: u64,
+        /// Total, when known.
+        total: Option<u64>,
+    },
     /// A step finished.
     Finished {
         /// What.
@@ -424,6 +433,126 @@ pub trait SourceBuilder: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------------------------
+// BinaryInstaller
+
+/// Formats a downloaded artefact can have, inferred from the URL's file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveFormat {
+    /// `.tar.gz`, `.tgz`
+    TarGz,
+    /// `.tar.zst`, `.tzst`
+    TarZst,
+    /// `.tar.xz`, `.txz`
+    TarXz,
+    /// `.zip`
+    Zip,
+    /// Anything else: the file is the executable itself.
+    Bare,
+}
+
+impl ArchiveFormat {
+    /// Infers the format from a URL (query and fragment ignored).
+    pub fn from_url(url: &str) -> ArchiveFormat {
+        let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+        if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+            ArchiveFormat::TarGz
+        } else if path.ends_with(".tar.zst") || path.ends_with(".tzst") {
+            ArchiveFormat::TarZst
+        } else if path.ends_with(".tar.xz") || path.ends_with(".txz") {
+            ArchiveFormat::TarXz
+        } else if path.ends_with(".zip") {
+            ArchiveFormat::Zip
+        } else {
+            ArchiveFormat::Bare
+        }
+    }
+
+    /// The name used in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveFormat::TarGz => "tar.gz",
+            ArchiveFormat::TarZst => "tar.zst",
+            ArchiveFormat::TarXz => "tar.xz",
+            ArchiveFormat::Zip => "zip",
+            ArchiveFormat::Bare => "executable",
+        }
+    }
+}
+
+/// Caps on what an archive may unpack to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnpackLimits {
+    /// Total bytes of all files.
+    pub max_bytes: u64,
+    /// Number of entries.
+    pub max_entries: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            max_bytes: 8 * 1024 * 1024 * 1024,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// A prebuilt artefact to install from a pinned URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryInstallSpec {
+    /// Engine (names logs and metadata).
+    pub engine: Engine,
+    /// Install root: `<engine cache>/bin` or `binary.install_dir`; installs go to `<root>/<key>`.
+    pub install_root: PathBuf,
+    /// Download URL.
+    pub url: String,
+    /// Expected checksum; `None` only where policy allows unverified downloads.
+    pub checksum: Option<Checksum>,
+    /// Exact size, when pinned.
+    pub size: Option<u64>,
+    /// The pool's `allow_binary_downloads`.
+    pub allowed_by_config: Option<bool>,
+    /// File name of the executable to find in the unpacked tree (exactly one must exist).
+    pub executable: String,
+    /// Arguments that make the executable print its version, run once after install.
+    pub version_args: Vec<String>,
+    /// Unpacking caps.
+    pub limits: UnpackLimits,
+}
+
+/// An installed prebuilt artefact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryArtifact {
+    /// Install directory.
+    pub dir: PathBuf,
+    /// The executable inside it.
+    pub executable: PathBuf,
+    /// Directories holding shared libraries shipped with it (for LD_LIBRARY_PATH).
+    pub library_dirs: Vec<PathBuf>,
+    /// Checksum of the downloaded file.
+    pub checksum: Checksum,
+    /// Size of the downloaded file.
+    pub bytes: u64,
+    /// What the executable printed for `version_args` at install time (stdout and stderr).
+    pub version_output: Option<String>,
+    /// Cache key.
+    pub key: String,
+    /// Whether it was already installed.
+    pub cache_hit: bool,
+    /// The metadata file next to the artefact.
+    pub metadata_file: PathBuf,
+}
+
+/// Downloads, verifies, unpacks and installs prebuilt artefacts, single-flight and atomically.
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait BinaryInstaller: Send + Sync {
+    /// Returns the installed artefact for `spec`, downloading it when it is not installed.
+    async fn ensure_installed(&self, spec: &BinaryInstallSpec) -> Result<BinaryArtifact>;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// The set of port implementations a provisioner runs with.
 #[derive(Clone)]
@@ -442,6 +571,8 @@ pub struct Ports {
     pub progress: Arc<dyn Progress>,
     /// Downloads (binary mode), when wired.
     pub fetcher: Option<Arc<dyn Fetcher>>,
+    /// Prebuilt installs (binary mode), when wired.
+    pub binaries: Option<Arc<dyn BinaryInstaller>>,
     /// Packages (package mode and tool installs), when wired.
     pub packages: Option<Arc<dyn PackageManager>>,
     /// Containers (container mode), when wired.

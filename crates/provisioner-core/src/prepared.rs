@@ -145,3 +145,16 @@ pub fn source_engine_version(
         &digest.to_hex()[..8]
     )
 }
+
+/// The deterministic version of a prebuilt artefact: engine, upstream version and checksum.
+pub fn binary_engine_version(
+    engine: crate::config::Engine,
+    version: &str,
+    checksum: &crate::checksum::Checksum,
+) -> String {
+    let version: String = version
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') { c } else { '_' })
+        .collect();
+    format!("{engine}-{version}-{}-{}", checksum.algorithm.as_str(), &checksum.hex[..12])
+}
