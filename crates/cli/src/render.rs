@@ -71,6 +71,38 @@ impl Progress for StderrProgress {
                 }
                 state.last_percent.insert(step, percent);
             }
+            ProgressEvent::Bytes { step, done, total } => {
+                let started = *state
+                    .started
+                    .entry(step.clone())
+                    .or_insert_with(Instant::now);
+                let seconds = started.elapsed().as_secs_f64().max(1e-3);
+                let rate = done as f64 / seconds;
+                let mut line = format!("    {step}: {}", human_bytes(done));
+                let mut percent = None;
+                if let Some(total) = total.filter(|t| *t > 0) {
+                    line.push_str(&format!(" / {}", human_bytes(total)));
+                    percent = Some((done.min(total) * 100 / total) as u8);
+                }
+                line.push_str(&format!(", {}/s", human_bytes(rate as u64)));
+                if let Some(total) = total
+                    && rate > 0.0
+                    && total > done
+                {
+                    line.push_str(&format!(", ETA {:.0} s", (total - done) as f64 / rate));
+                }
+                if self.terminal {
+                    let _ = write!(err, "\r{line}\x1b[K");
+                    state.in_place = true;
+                } else {
+                    let key = percent.unwrap_or((done >> 26).min(255) as u8);
+                    let last = state.last_percent.get(&step).copied();
+                    if last.is_none_or(|l| key / 10 > l / 10) {
+                        let _ = writeln!(err, "{line}");
+                        state.last_percent.insert(step, key);
+                    }
+                }
+            }
             ProgressEvent::Finished { step } => {
                 end_in_place(&mut state, &mut err);
                 let elapsed = state
@@ -81,6 +113,22 @@ impl Progress for StderrProgress {
                 let _ = writeln!(err, "    done: {step}{elapsed}");
             }
         }
+    }
+}
+
+/// Bytes for humans, binary units.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -108,5 +156,17 @@ pub fn error(error: &Error, json: bool) {
             }
         });
         out(&value.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_for_humans() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(200 * 1024 * 1024), "200.0 MiB");
     }
 }

@@ -523,7 +523,10 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
         {
             errors.push(field(&at(".provisioning.binary.checksum"), &message));
         }
-        let scheme = binary.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let scheme = binary
+            .url
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
         if !matches!(scheme.as_deref(), Some("https" | "http" | "file")) {
             errors.push(field(
                 &at(".provisioning.binary.url"),

@@ -454,7 +454,11 @@ pub enum ArchiveFormat {
 impl ArchiveFormat {
     /// Infers the format from a URL (query and fragment ignored).
     pub fn from_url(url: &str) -> ArchiveFormat {
-        let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+        let path = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(url)
+            .to_ascii_lowercase();
         if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
             ArchiveFormat::TarGz
         } else if path.ends_with(".tar.zst") || path.ends_with(".tzst") {

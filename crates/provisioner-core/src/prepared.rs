@@ -154,7 +154,17 @@ pub fn binary_engine_version(
 ) -> String {
     let version: String = version
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    format!("{engine}-{version}-{}-{}", checksum.algorithm.as_str(), &checksum.hex[..12])
+    format!(
+        "{engine}-{version}-{}-{}",
+        checksum.algorithm.as_str(),
+        &checksum.hex[..12]
+    )
 }
