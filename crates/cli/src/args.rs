@@ -42,6 +42,15 @@ pub struct HostArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Option<Vec<String>>,
+    /// Allow plain http:// downloads from remote hosts (loopback mirrors are always allowed).
+    #[arg(
+        long,
+        global = true,
+        env = "LLAMA_ORCH_ALLOW_HTTP",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub allow_http: bool,
     /// No progress on stderr.
     #[arg(long, short, global = true)]
     pub quiet: bool,

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         models_dir: cli.host.models_dir.clone(),
         offline: cli.host.offline,
         allowed_hosts: cli.host.allowed_hosts.clone(),
+        allow_plain_http: cli.host.allow_http,
     };
     let progress: Arc<dyn Progress> = Arc::new(StderrProgress::new(cli.host.quiet));
     let runtime = match tokio::runtime::Builder::new_multi_thread()

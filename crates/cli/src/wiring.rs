@@ -24,6 +24,8 @@ pub struct Settings {
     pub offline: bool,
     /// Network allowlist.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Allow plain HTTP downloads from remote hosts.
+    pub allow_plain_http: bool,
 }
 
 impl Settings {
@@ -55,6 +57,7 @@ pub fn provisioner_with_shell(
         offline: settings.offline,
         allowed_hosts: settings.allowed_hosts.clone(),
         allow_unverified_downloads: false,
+        allow_plain_http: settings.allow_plain_http,
     });
     let clock = Arc::new(SystemClock);
     let builder = CmakeSourceBuilder::new(

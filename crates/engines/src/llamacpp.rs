@@ -1,5 +1,5 @@
-//! The llama.cpp recipe. Source is its default (and, for now, only) mode: the upstream tree is
-//! built with CMake into a self-contained `llama-server`.
+//! The llama.cpp recipe. Source is its default mode: the upstream tree is built with CMake into a
+//! self-contained `llama-server`. Binary mode installs a pinned release archive instead.
 
 use std::collections::BTreeMap;
 
@@ -8,9 +8,10 @@ use provisioner_core::cmake::{CacheEntries, CacheEntry};
 use provisioner_core::config::LLAMACPP_UPSTREAM_REPO;
 use provisioner_core::tools::source_build_tools;
 use provisioner_core::{
-    Backend, BuildInfoVariables, Checksum, Engine, EngineMetadata, Error, FieldError,
-    IdentityCheck, Layout, Mode, ModelRequest, Plan, PoolConfig, Ports, PreparedEngine, Probe,
-    Result, SourceBuildSpec, SourceProvenance, Step,
+    ArchiveFormat, Backend, BinaryInstallSpec, BuildInfoVariables, Checksum, Engine,
+    EngineMetadata, Error, FieldError, IdentityCheck, Layout, Mode, ModelArtifact, ModelRequest,
+    Plan, PoolConfig, Ports, PreparedEngine, Probe, Result, SourceBuildSpec, SourceProvenance,
+    Step, UnpackLimits, binary_engine_version,
 };
 
 use crate::Recipe;
@@ -165,22 +166,30 @@ struct Launch {
     port: u16,
 }
 
-/// The server command line and environment, with the model path filled in.
-fn launch(pool: &PoolConfig, model: &str, entries: &CacheEntries) -> Result<Launch> {
+fn invalid(path: &str, message: String) -> Error {
+    Error::ConfigInvalid {
+        errors: vec![FieldError {
+            path: path.to_string(),
+            message,
+        }],
+    }
+}
+
+/// The server command line and environment, with the model path filled in. `library_path` is
+/// the LD_LIBRARY_PATH the engine needs for shared libraries it ships with, if any.
+fn launch(pool: &PoolConfig, model: &str, library_path: Option<String>) -> Result<Launch> {
     let provisioning = &pool.provisioning;
     let mut flags = normalise_server_flags(&provisioning.flags, "provisioning.flags")?;
     let port = provisioning.ports.first().copied().unwrap_or(DEFAULT_PORT);
     if let Some(Some(value)) = flags.remove("--port")
         && value != port.to_string()
     {
-        return Err(Error::ConfigInvalid {
-            errors: vec![FieldError {
-                path: "provisioning.flags".to_string(),
-                message: format!(
-                    "--port {value} disagrees with provisioning.ports[0] = {port}; set the port only in ports"
-                ),
-            }],
-        });
+        return Err(invalid(
+            "provisioning.flags",
+            format!(
+                "--port {value} disagrees with provisioning.ports[0] = {port}; set the port only in ports"
+            ),
+        ));
     }
     let host = match flags.remove("--host") {
         Some(Some(host)) => host,
@@ -213,11 +222,8 @@ fn launch(pool: &PoolConfig, model: &str, entries: &CacheEntries) -> Result<Laun
         env.entry("CUDA_VISIBLE_DEVICES".to_string())
             .or_insert_with(|| devices.join(","));
     }
-    if entries.is_on("BUILD_SHARED_LIBS") {
-        env.insert(
-            "LD_LIBRARY_PATH".to_string(),
-            "{install_dir}/bin".to_string(),
-        );
+    if let Some(path) = library_path {
+        env.insert("LD_LIBRARY_PATH".to_string(), path);
     }
     Ok(Launch { args, env, port })
 }
@@ -231,31 +237,103 @@ fn readiness(port: u16) -> Probe {
     }
 }
 
-#[async_trait]
-impl Recipe for LlamaCpp {
-    fn engine(&self) -> Engine {
-        Engine::Llamacpp
-    }
-
-    fn modes(&self) -> &'static [Mode] {
-        &[Mode::Source]
-    }
-
-    fn unsupported_hint(&self, mode: Mode) -> Option<String> {
-        Some(match mode {
-            Mode::External => {
-                "an external llama-server is managed outside llama-orch; there is nothing to provision".to_string()
-            }
-            _ => format!(
-                "llama.cpp {mode} mode is not offered by this version; use mode: source (builds upstream with CMake)"
-            ),
+/// Resolves the model through the port before anything expensive happens.
+async fn resolve_model(pool: &PoolConfig, layout: &Layout, ports: &Ports) -> Result<ModelArtifact> {
+    let checksum = pool
+        .provisioning
+        .model
+        .as_ref()
+        .and_then(|m| m.checksum.as_deref())
+        .map(Checksum::parse)
+        .transpose()
+        .map_err(|message| invalid("provisioning.model.checksum", message))?;
+    ports
+        .models
+        .ensure_present(&ModelRequest {
+            reference: model_reference(pool)?,
+            cache_dir: layout.model_cache(pool),
+            checksum,
         })
-    }
+        .await
+}
 
-    fn plan(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan> {
+/// What `llama-server --version` reports, as a version label: `b<build>-<commit>`.
+/// Upstream prints `version: 6000 (abc1234)`; builds with a package version print
+/// `version: 0.5.0-dev (build 0, commit 0c1e57098)`.
+pub fn parse_llamacpp_version(output: &str) -> Option<String> {
+    let line = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("version:"))?
+        .trim();
+    let (head, rest) = line.split_once('(')?;
+    let inner = rest.split(')').next()?;
+    if let Some((build, commit)) = inner.split_once(',') {
+        let build = build.trim().strip_prefix("build")?.trim();
+        let commit = commit.trim().strip_prefix("commit")?.trim();
+        return Some(format!("b{build}-{commit}"));
+    }
+    Some(format!("b{}-{}", head.trim(), inner.trim()))
+}
+
+/// Inputs of binary mode.
+struct BinaryInputs {
+    url: String,
+    checksum: Option<Checksum>,
+    size: Option<u64>,
+    version: Option<String>,
+    install_root: std::path::PathBuf,
+}
+
+fn binary_inputs(pool: &PoolConfig, layout: &Layout) -> Result<BinaryInputs> {
+    let binary = pool.provisioning.binary.as_ref().ok_or_else(|| {
+        invalid(
+            "provisioning.binary",
+            "required for mode binary".to_string(),
+        )
+    })?;
+    let checksum = binary
+        .checksum
+        .as_deref()
+        .map(Checksum::parse)
+        .transpose()
+        .map_err(|message| invalid("provisioning.binary.checksum", message))?;
+    let install_root = match &binary.install_dir {
+        Some(dir) => layout.expand(dir),
+        None => layout.engine_cache(Engine::Llamacpp, pool).join("bin"),
+    };
+    Ok(BinaryInputs {
+        url: binary.url.clone(),
+        checksum,
+        size: binary.size,
+        version: binary.version.clone(),
+        install_root,
+    })
+}
+
+/// The backend a prebuilt llama.cpp was built with, from what it prints at start-up (GPU backends
+/// announce themselves, e.g. `ggml_cuda_init: found 1 CUDA devices`); CPU otherwise.
+pub fn backend_from_output(output: &str) -> Backend {
+    if output.contains("ggml_cuda_init") || output.contains("CUDA devices") {
+        Backend::Cuda
+    } else if output.contains("ROCm") || output.contains("ggml_hip") {
+        Backend::Hip
+    } else if output.contains("ggml_vulkan") || output.contains("Vulkan devices") {
+        Backend::Vulkan
+    } else {
+        Backend::Cpu
+    }
+}
+
+impl LlamaCpp {
+    fn plan_source(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan> {
         let inputs = source_inputs(pool)?;
         let model = model_reference(pool)?;
-        let launch = launch(pool, "{model}", &inputs.entries)?;
+        let shared = inputs.entries.is_on("BUILD_SHARED_LIBS");
+        let launch = launch(
+            pool,
+            "{model}",
+            shared.then(|| "{install_dir}/bin".to_string()),
+        )?;
         let cache_dir = layout.engine_cache(Engine::Llamacpp, pool);
         Ok(Plan {
             pool_id: pool.id.clone(),
@@ -298,36 +376,53 @@ impl Recipe for LlamaCpp {
         })
     }
 
-    async fn prepare(
+    fn plan_binary(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan> {
+        let inputs = binary_inputs(pool, layout)?;
+        let model = model_reference(pool)?;
+        let format = ArchiveFormat::from_url(&inputs.url);
+        let launch = launch(pool, "{model}", Some("{library_dirs}".to_string()))?;
+        Ok(Plan {
+            pool_id: pool.id.clone(),
+            engine: Engine::Llamacpp,
+            mode: Mode::Binary,
+            steps: vec![
+                Step::ResolveModel { reference: model },
+                Step::Download {
+                    url: strip_credentials(&inputs.url),
+                    checksum: inputs.checksum.as_ref().map(|c| c.to_string()),
+                    size: inputs.size,
+                },
+                Step::Unpack {
+                    format: format.as_str().to_string(),
+                    executable: TARGET.to_string(),
+                    limits: UnpackLimits::default(),
+                },
+                Step::Install {
+                    cache_dir: inputs.install_root,
+                    artifacts: vec![TARGET.to_string()],
+                    key_inputs: vec!["checksum".to_string()],
+                },
+                Step::Launch {
+                    program: format!("{{install_dir}}/…/{TARGET}"),
+                    args: launch.args,
+                    env: launch.env,
+                    ports: vec![launch.port],
+                    readiness: readiness(launch.port),
+                },
+            ],
+        })
+    }
+
+    async fn prepare_source(
         &self,
         pool: &PoolConfig,
         layout: &Layout,
         ports: &Ports,
     ) -> Result<PreparedEngine> {
-        let plan = self.plan(pool, layout)?;
+        let plan = self.plan_source(pool, layout)?;
         let inputs = source_inputs(pool)?;
-
         // The model first: it is cheap to check and a build is not.
-        let model_config = pool.provisioning.model.as_ref();
-        let checksum = model_config
-            .and_then(|m| m.checksum.as_deref())
-            .map(Checksum::parse)
-            .transpose()
-            .map_err(|message| Error::ConfigInvalid {
-                errors: vec![FieldError {
-                    path: "provisioning.model.checksum".to_string(),
-                    message,
-                }],
-            })?;
-        let model = ports
-            .models
-            .ensure_present(&ModelRequest {
-                reference: model_reference(pool)?,
-                cache_dir: layout.model_cache(pool),
-                checksum,
-            })
-            .await?;
-
+        let model = resolve_model(pool, layout, ports).await?;
         let spec = SourceBuildSpec {
             engine: Engine::Llamacpp,
             cache_dir: layout.engine_cache(Engine::Llamacpp, pool),
@@ -345,15 +440,9 @@ impl Recipe for LlamaCpp {
             backend: inputs.backend,
         };
         let artifact = ports.source_builder.ensure_built(&spec).await?;
-
-        let model_path = model.path.to_string_lossy().to_string();
-        let mut launch = launch(pool, &model_path, &inputs.entries)?;
-        let install_bin = artifact.dir.join("bin");
-        for value in launch.env.values_mut() {
-            *value = value.replace("{install_dir}/bin", &install_bin.to_string_lossy());
-        }
-        // The builder records the version in the metadata next to the artefact; one source.
-        let engine_version = artifact.engine_version.clone();
+        let shared = inputs.entries.is_on("BUILD_SHARED_LIBS");
+        let library_path = shared.then(|| artifact.dir.join("bin").to_string_lossy().to_string());
+        let launch = launch(pool, &model.path.to_string_lossy(), library_path)?;
         Ok(PreparedEngine {
             pool_id: pool.id.clone(),
             engine: Engine::Llamacpp,
@@ -362,7 +451,8 @@ impl Recipe for LlamaCpp {
             env: launch.env,
             ports: vec![launch.port],
             workdir: artifact.dir.clone(),
-            engine_version,
+            // The builder records the version in the metadata next to the artefact; one source.
+            engine_version: artifact.engine_version.clone(),
             metadata: EngineMetadata {
                 mode: Mode::Source,
                 source: Some(SourceProvenance {
@@ -385,5 +475,177 @@ impl Recipe for LlamaCpp {
                 plan_digest: plan.digest(),
             },
         })
+    }
+
+    async fn prepare_binary(
+        &self,
+        pool: &PoolConfig,
+        layout: &Layout,
+        ports: &Ports,
+    ) -> Result<PreparedEngine> {
+        let plan = self.plan_binary(pool, layout)?;
+        let inputs = binary_inputs(pool, layout)?;
+        let installer = ports
+            .binaries
+            .as_ref()
+            .ok_or_else(|| Error::PortUnavailable {
+                port: "binary installer".to_string(),
+                hint: Some(
+                    "wire adapters-binary's BinaryArtifactInstaller into Ports::binaries"
+                        .to_string(),
+                ),
+            })?;
+        let model = resolve_model(pool, layout, ports).await?;
+        let artifact = installer
+            .ensure_installed(&BinaryInstallSpec {
+                engine: Engine::Llamacpp,
+                install_root: inputs.install_root.clone(),
+                url: inputs.url.clone(),
+                checksum: inputs.checksum.clone(),
+                size: inputs.size,
+                allowed_by_config: pool.provisioning.allow_binary_downloads,
+                executable: TARGET.to_string(),
+                version_args: vec!["--version".to_string()],
+                limits: UnpackLimits::default(),
+            })
+            .await?;
+        let reported = artifact
+            .version_output
+            .as_deref()
+            .and_then(parse_llamacpp_version);
+        let version = inputs
+            .version
+            .clone()
+            .or_else(|| reported.clone())
+            .unwrap_or_else(|| "unknown".to_string());
+        let library_path = (!artifact.library_dirs.is_empty()).then(|| {
+            artifact
+                .library_dirs
+                .iter()
+                .map(|d| d.to_string_lossy().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        });
+        let launch = launch(pool, &model.path.to_string_lossy(), library_path)?;
+        // The identity check needs the commit the binary itself reports.
+        let identity = reported
+            .as_deref()
+            .and_then(|v| v.split_once('-'))
+            .map(|(_, commit)| IdentityCheck {
+                path: "/props".to_string(),
+                json_pointer: "/build_info".to_string(),
+                contains: commit.to_string(),
+            });
+        Ok(PreparedEngine {
+            pool_id: pool.id.clone(),
+            engine: Engine::Llamacpp,
+            bin: artifact.executable.clone(),
+            args: launch.args,
+            env: launch.env,
+            ports: vec![launch.port],
+            workdir: artifact.dir.clone(),
+            engine_version: binary_engine_version(Engine::Llamacpp, &version, &artifact.checksum),
+            metadata: EngineMetadata {
+                mode: Mode::Binary,
+                source: None,
+                build_flags: Vec::new(),
+                backend: backend_from_output(artifact.version_output.as_deref().unwrap_or("")),
+                readiness: readiness(launch.port),
+                identity,
+                model_path: model.path,
+                cache_key: Some(artifact.key),
+                cache_hit: artifact.cache_hit,
+                metadata_file: Some(artifact.metadata_file),
+                plan_digest: plan.digest(),
+            },
+        })
+    }
+}
+
+/// Removes `user:password@` from a URL before it is shown anywhere.
+pub fn strip_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[async_trait]
+impl Recipe for LlamaCpp {
+    fn engine(&self) -> Engine {
+        Engine::Llamacpp
+    }
+
+    fn modes(&self) -> &'static [Mode] {
+        &[Mode::Source, Mode::Binary]
+    }
+
+    fn unsupported_hint(&self, mode: Mode) -> Option<String> {
+        Some(match mode {
+            Mode::External => {
+                "an external llama-server is managed outside llama-orch; there is nothing to provision".to_string()
+            }
+            _ => format!(
+                "llama.cpp {mode} mode is not offered by this version; use mode: source (builds upstream with CMake) or binary (a pinned release archive)"
+            ),
+        })
+    }
+
+    fn plan(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan> {
+        match pool.provisioning.mode {
+            Mode::Binary => self.plan_binary(pool, layout),
+            _ => self.plan_source(pool, layout),
+        }
+    }
+
+    async fn prepare(
+        &self,
+        pool: &PoolConfig,
+        layout: &Layout,
+        ports: &Ports,
+    ) -> Result<PreparedEngine> {
+        match pool.provisioning.mode {
+            Mode::Binary => self.prepare_binary(pool, layout, ports).await,
+            _ => self.prepare_source(pool, layout, ports).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_both_output_styles() {
+        assert_eq!(
+            parse_llamacpp_version(
+                "version: 0.5.0-dev (build 0, commit 0c1e57098)\nbuilt with GNU"
+            )
+            .as_deref(),
+            Some("b0-0c1e57098")
+        );
+        assert_eq!(
+            parse_llamacpp_version("load_backend: x\nversion: 6000 (abc1234)\n").as_deref(),
+            Some("b6000-abc1234")
+        );
+        assert_eq!(parse_llamacpp_version("nothing here"), None);
+    }
+
+    #[test]
+    fn credentials_never_shown() {
+        assert_eq!(
+            strip_credentials("https://user:secret@example.org/a/b.zip"),
+            "https://example.org/a/b.zip"
+        );
+        assert_eq!(
+            strip_credentials("https://example.org/a@b.zip"),
+            "https://example.org/a@b.zip"
+        );
     }
 }

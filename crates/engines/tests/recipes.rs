@@ -277,3 +277,126 @@ fn build_info_flags_are_reserved() {
         "{error}"
     );
 }
+
+fn binary_pool(version: Option<&str>) -> provisioner_core::PoolConfig {
+    let version = version
+        .map(|v| format!(", version: {v}"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"
+pools:
+  - id: b
+    engine: llamacpp
+    provisioning:
+      mode: binary
+      allow_binary_downloads: true
+      binary: {{ url: "https://user:secret@example.org/llama-b6000-bin.zip", checksum: "sha256:{sum}"{version} }}
+      model: {{ ref: "file:/models/tiny.gguf" }}
+      ports: [9002]
+"#,
+        sum = "ab".repeat(32)
+    );
+    Config::parse(&text, Format::Yaml, "b.yaml").unwrap().pools[0].clone()
+}
+
+fn binary_ports(version_output: &'static str) -> Ports {
+    let mut models = MockModelProvisioner::new();
+    models.expect_ensure_present().returning(|_| {
+        Ok(ModelArtifact {
+            path: PathBuf::from("/models/tiny.gguf"),
+            bytes: 1,
+        })
+    });
+    let mut installer = provisioner_core::MockBinaryInstaller::new();
+    installer
+        .expect_ensure_installed()
+        .withf(|spec| {
+            spec.executable == "llama-server"
+                && spec.version_args == ["--version"]
+                && spec.allowed_by_config == Some(true)
+                && spec.install_root == Path::new("/home/user/.cache/llama-orch/llamacpp/bin")
+        })
+        .times(1)
+        .returning(move |spec| {
+            let dir = spec.install_root.join("sha256-abababababababab");
+            Ok(provisioner_core::BinaryArtifact {
+                executable: dir.join("build/bin/llama-server"),
+                library_dirs: vec![dir.join("build/bin")],
+                checksum: spec.checksum.clone().unwrap(),
+                bytes: 10,
+                version_output: Some(version_output.to_string()),
+                key: "sha256-abababababababab".to_string(),
+                cache_hit: false,
+                metadata_file: dir.join("metadata.json"),
+                dir,
+            })
+        });
+    Ports {
+        models: Arc::new(models),
+        binaries: Some(Arc::new(installer)),
+        ..unused_ports()
+    }
+}
+
+#[tokio::test]
+async fn binary_prepare_uses_the_reported_version_and_the_shipped_libraries() {
+    let ports = binary_ports(
+        "ggml_cuda_init: found 1 CUDA devices\nversion: 6000 (abc1234)\nbuilt with GNU",
+    );
+    let prepared = Provisioner::new(ports, layout())
+        .prepare(&binary_pool(None))
+        .await
+        .unwrap();
+    assert_eq!(
+        prepared.engine_version,
+        "llamacpp-b6000-abc1234-sha256-abababababab"
+    );
+    assert_eq!(prepared.metadata.backend, provisioner_core::Backend::Cuda);
+    assert_eq!(
+        prepared.env.get("LD_LIBRARY_PATH").map(String::as_str),
+        Some("/home/user/.cache/llama-orch/llamacpp/bin/sha256-abababababababab/build/bin")
+    );
+    assert!(prepared.bin.ends_with("build/bin/llama-server"));
+    assert_eq!(prepared.metadata.identity.unwrap().contains, "abc1234");
+}
+
+#[tokio::test]
+async fn a_configured_binary_version_wins_over_the_reported_one() {
+    let ports = binary_ports("version: 6000 (abc1234)");
+    let prepared = Provisioner::new(ports, layout())
+        .prepare(&binary_pool(Some("b6000-release")))
+        .await
+        .unwrap();
+    assert_eq!(
+        prepared.engine_version,
+        "llamacpp-b6000-release-sha256-abababababab"
+    );
+    assert_eq!(prepared.metadata.backend, provisioner_core::Backend::Cpu);
+}
+
+#[test]
+fn binary_plan_never_shows_credentials() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let plan = provisioner.plan(&binary_pool(None)).unwrap();
+    let text = serde_json::to_string(&plan).unwrap();
+    assert!(!text.contains("secret"), "{text}");
+    assert!(
+        text.contains("https://example.org/llama-b6000-bin.zip"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn binary_mode_without_an_installer_says_so() {
+    let mut models = MockModelProvisioner::new();
+    models.expect_ensure_present().times(0);
+    let ports = Ports {
+        models: Arc::new(models),
+        ..unused_ports()
+    };
+    let error = Provisioner::new(ports, layout())
+        .prepare(&binary_pool(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::PortUnavailable { .. }), "{error:?}");
+}

@@ -16,6 +16,8 @@ pub struct HostPolicy {
     pub allowed_hosts: Option<Vec<String>>,
     /// Allow downloads that no checksum pins (default: refused).
     pub allow_unverified_downloads: bool,
+    /// Allow plain `http://` downloads from remote hosts (loopback is always allowed).
+    pub allow_plain_http: bool,
 }
 
 impl Policy for HostPolicy {
@@ -37,6 +39,15 @@ impl Policy for HostPolicy {
                     return Err(denied(
                         format!("downloading {url} without a checksum"),
                         "pin it with provisioning.binary.checksum: sha256:<hex>",
+                    ));
+                }
+                if url.to_ascii_lowercase().starts_with("http://")
+                    && remote_host(url).is_some()
+                    && !self.allow_plain_http
+                {
+                    return Err(denied(
+                        format!("downloading {url} over plain HTTP"),
+                        "use an https:// URL, or allow plain HTTP for a trusted mirror (LLAMA_ORCH_ALLOW_HTTP=1)",
                     ));
                 }
                 self.check_network(url, "downloading")
@@ -212,5 +223,47 @@ mod tests {
             hint_of(policy.check(&download(true, Some(false))))
                 .contains("allow_binary_downloads: true")
         );
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_unless_allowed() {
+        let download = |url: &str| Action::Download {
+            url: url.to_string(),
+            pinned: true,
+            allowed_by_config: None,
+        };
+        let strict = HostPolicy::default();
+        assert!(
+            strict
+                .check(&download("http://127.0.0.1:8000/llama.tar.gz"))
+                .is_ok()
+        );
+        assert!(
+            hint_of(strict.check(&download("http://mirror.example/llama.tar.gz")))
+                .contains("LLAMA_ORCH_ALLOW_HTTP")
+        );
+        let relaxed = HostPolicy {
+            allow_plain_http: true,
+            ..HostPolicy::default()
+        };
+        assert!(
+            relaxed
+                .check(&download("http://mirror.example/llama.tar.gz"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn offline_blocks_remote_downloads() {
+        let policy = HostPolicy {
+            offline: true,
+            ..HostPolicy::default()
+        };
+        let action = Action::Download {
+            url: "https://example.org/llama.zip".into(),
+            pinned: true,
+            allowed_by_config: Some(true),
+        };
+        assert!(hint_of(policy.check(&action)).contains("offline"));
     }
 }

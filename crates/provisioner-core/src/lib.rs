@@ -28,6 +28,6 @@ pub use plan::{Plan, Step, ToolRequirement};
 pub use ports::*;
 pub use prepared::{
     Backend, EngineMetadata, IdentityCheck, PreparedEngine, Probe, SourceProvenance,
-    source_engine_version,
+    binary_engine_version, source_engine_version,
 };
 pub use provisioner::EngineProvisioner;
