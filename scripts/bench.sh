@@ -3,4 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fixtures.sh >/dev/null
-cargo run --release -p tests --features real --bin bench-prepare
+cargo build --release -p cli -p tests --features tests/real --bins
+echo "== warm prepare vs cmake --build no-op (source mode)"
+target/release/bench-prepare
+echo "== cold binary install vs curl + sha256sum + tar (binary mode)"
+target/release/bench-binary

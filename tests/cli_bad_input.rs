@@ -208,3 +208,95 @@ fn offline_mode_refuses_a_remote_repository_with_exit_9() {
         "offline mode fetched anyway"
     );
 }
+
+fn binary_config(dir: &Path, binary: &str, extra: &str) -> std::path::PathBuf {
+    let model = dir.join("m.gguf");
+    std::fs::write(&model, b"GGUF").unwrap();
+    let text = format!(
+        "pools:\n  - id: b\n    engine: llamacpp\n    provisioning:\n      mode: binary\n{extra}      binary: {binary}\n      model: {{ ref: \"file:{}\" }}\n",
+        model.display()
+    );
+    let config = dir.join("pool.yaml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn prepare(cache: &Path, config: &Path) -> Outcome {
+    run(
+        cache,
+        &["engine", "prepare", "--config", &config.to_string_lossy()],
+    )
+}
+
+#[test]
+fn an_unknown_checksum_format_is_exit_3_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = binary_config(
+        dir.path(),
+        r#"{ url: "https://example.org/l.zip", checksum: "md5:abcd" }"#,
+        "",
+    );
+    let out = prepare(&dir.path().join("cache"), &config);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("pools[0].provisioning.binary.checksum"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("unknown checksum algorithm `md5`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn binary_downloads_switched_off_are_refused_with_the_config_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let sum = "a".repeat(64);
+    let binary = format!(r#"{{ url: "https://example.org/l.zip", checksum: "sha256:{sum}" }}"#);
+    let config = binary_config(dir.path(), &binary, "      allow_binary_downloads: false\n");
+    let cache = dir.path().join("cache");
+    let out = prepare(&cache, &config);
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("hint: set provisioning.allow_binary_downloads: true"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !cache.join("llamacpp/bin/downloads").exists(),
+        "something was downloaded"
+    );
+}
+
+#[test]
+fn an_unpinned_download_is_refused_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = binary_config(dir.path(), r#"{ url: "https://example.org/l.zip" }"#, "");
+    let cache = dir.path().join("cache");
+    let out = prepare(&cache, &config);
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(out.stderr.contains("without a checksum"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("provisioning.binary.checksum"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn remote_plain_http_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sum = "a".repeat(64);
+    let binary = format!(r#"{{ url: "http://mirror.invalid/l.zip", checksum: "sha256:{sum}" }}"#);
+    let config = binary_config(dir.path(), &binary, "");
+    let out = prepare(&dir.path().join("cache"), &config);
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("LLAMA_ORCH_ALLOW_HTTP"),
+        "{}",
+        out.stderr
+    );
+}

@@ -420,3 +420,161 @@ fn a_build_killed_half_way_is_never_reused() {
         .unwrap_or(0);
     assert_eq!(staging, 0);
 }
+
+/// Serves a directory over plain HTTP on loopback (python's http.server: no Range support, which
+/// is what a simple mirror looks like). Killed on drop.
+struct LoopbackServer {
+    child: Child,
+    port: u16,
+}
+
+impl LoopbackServer {
+    fn start(dir: &Path) -> LoopbackServer {
+        let port = free_port();
+        #[allow(clippy::disallowed_methods)] // the test runs its own HTTP server
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the test HTTP server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        LoopbackServer { child, port }
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Packs the llama-server built from source into a release-style archive
+/// (`llama-b0-bin/llama-server`) and returns its sha256.
+fn release_archive(dir: &Path) -> (PathBuf, String) {
+    let built = PathBuf::from(main_build()["bin"].as_str().unwrap());
+    let root = dir.join("pack/llama-b0-bin");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(&built, root.join("llama-server")).unwrap();
+    let archive = dir.join("llama-b0-bin-linux-x64.tar.gz");
+    #[allow(clippy::disallowed_methods)] // the test makes its fixture archive with tar
+    let status = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir.join("pack"))
+        .arg("llama-b0-bin")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&archive).unwrap();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+    (archive, hex::encode(digest))
+}
+
+fn write_binary_config(dir: &Path, pool: &str, url: &str, checksum: &str, port: u16) -> PathBuf {
+    let text = format!(
+        r#"pools:
+  - id: {pool}
+    engine: llamacpp
+    provisioning:
+      mode: binary
+      binary:
+        url: {url}
+        checksum: {checksum}
+      model:
+        ref: file:{model}
+      ports: [{port}]
+      flags: [--parallel, "1"]
+"#,
+        model = fixtures().model.display(),
+    );
+    let path = dir.join(format!("{pool}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn binary_mode_installs_a_pinned_archive_from_loopback_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, sha256) = release_archive(dir.path());
+    let served = dir.path().join("www");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::rename(&archive, served.join("llama-b0-bin-linux-x64.tar.gz")).unwrap();
+    let server = LoopbackServer::start(&served);
+    let url = format!(
+        "http://127.0.0.1:{}/llama-b0-bin-linux-x64.tar.gz",
+        server.port
+    );
+    let cache = dir.path().join("cache");
+    let port = free_port();
+
+    // A wrong checksum installs nothing.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let config = write_binary_config(dir.path(), "bin-wrong", &url, &wrong, port);
+    let (code, _, stderr) = run_json(&cache, &["engine", "prepare"], &config);
+    assert_ne!(code, 0, "a checksum mismatch must fail");
+    assert!(
+        stderr.contains(&sha256) && stderr.contains(&"0".repeat(64)),
+        "expected vs actual: {stderr}"
+    );
+    let installed = std::fs::read_dir(cache.join("llamacpp/bin"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("sha256-"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(installed, 0, "a mismatching download was installed");
+
+    let config = write_binary_config(
+        dir.path(),
+        "bin-up",
+        &url,
+        &format!("sha256:{sha256}"),
+        port,
+    );
+    let (code, up, stderr) = run_json(&cache, &["engine", "up"], &config);
+    assert_eq!(code, 0, "up failed: {stderr}");
+    let commit = &fixtures().commit;
+    let expected_version = format!("llamacpp-b0-{}-sha256-{}", &commit[..9], &sha256[..12]);
+    assert_eq!(up["engine_version"], json!(expected_version));
+    assert_eq!(up["cache_hit"], false);
+    let base = format!("http://127.0.0.1:{port}");
+    let outcome = std::panic::catch_unwind(|| {
+        let (status, completion) = http_post_json(
+            &format!("{base}/completion"),
+            &json!({"prompt": "hello", "n_predict": 8, "temperature": 0, "ignore_eos": true}),
+        );
+        assert_eq!(status, 200, "{completion}");
+        assert_eq!(completion["tokens_predicted"], 8, "{completion}");
+    });
+    let (code, _, stderr) = run_json(&cache, &["engine", "down"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+
+    // The warm path contacts nothing: with the server gone, prepare is still a cache hit.
+    drop(server);
+    let (code, prepared, stderr) = run_json(&cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(prepared["metadata"]["cache_hit"], true);
+    assert_eq!(prepared["engine_version"], json!(expected_version));
+}

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use adapters_binary::{BinaryArtifactInstaller, FetchSettings, HttpFetcher};
 use adapters_host::clock::SystemClock;
 use adapters_host::models::LocalModels;
 use adapters_host::process::HostShell;
@@ -67,6 +68,14 @@ pub fn provisioner_with_shell(
         clock.clone(),
         HostFacts::detect(),
     );
+    let fetcher = Arc::new(HttpFetcher::new(progress.clone(), FetchSettings::default()));
+    let binaries = BinaryArtifactInstaller::new(
+        fetcher.clone(),
+        shell.clone(),
+        policy.clone(),
+        progress.clone(),
+        clock.clone(),
+    );
     let ports = Ports {
         shell,
         source_builder: Arc::new(builder),
@@ -74,8 +83,8 @@ pub fn provisioner_with_shell(
         policy,
         clock,
         progress,
-        fetcher: None,
-        binaries: None,
+        fetcher: Some(fetcher),
+        binaries: Some(Arc::new(binaries)),
         packages: None,
         containers: None,
     };

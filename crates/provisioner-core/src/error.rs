@@ -111,6 +111,16 @@ pub enum Error {
         /// What to try.
         hint: Option<String>,
     },
+    /// A download failed or did not match its pin (status, stall, truncation, checksum, size).
+    #[error("download {url}: {message}")]
+    Download {
+        /// URL, without credentials.
+        url: String,
+        /// What went wrong, with expected and actual values where there are some.
+        message: String,
+        /// What to try.
+        hint: Option<String>,
+    },
     /// The build finished but its result is not what was asked for.
     #[error("build check failed: {message}")]
     BuildCheck {
@@ -178,6 +188,7 @@ impl Error {
             | Error::MissingTool { hint, .. }
             | Error::CommandFailed { hint, .. }
             | Error::Source { hint, .. }
+            | Error::Download { hint, .. }
             | Error::BuildCheck { hint, .. }
             | Error::Model { hint, .. }
             | Error::PolicyDenied { hint, .. }
@@ -199,7 +210,7 @@ impl Error {
             | Error::AmbiguousPool { .. } => ErrorCode::Config,
             Error::UnsupportedMode { .. } | Error::PortUnavailable { .. } => ErrorCode::Unsupported,
             Error::MissingTool { .. } => ErrorCode::Preflight,
-            Error::Source { .. } => ErrorCode::Source,
+            Error::Source { .. } | Error::Download { .. } => ErrorCode::Source,
             Error::CommandFailed { .. } | Error::Spawn { .. } | Error::BuildCheck { .. } => {
                 ErrorCode::Build
             }
@@ -231,7 +242,7 @@ pub enum ErrorCode {
     Unsupported,
     /// A required tool is missing.
     Preflight,
-    /// Source could not be fetched or resolved.
+    /// Source or a download could not be fetched, resolved or verified.
     Source,
     /// Configure, build or check failed.
     Build,

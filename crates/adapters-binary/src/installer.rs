@@ -1,0 +1,632 @@
+//! [`BinaryArtifactInstaller`]: the [`BinaryInstaller`] port over the Fetcher port, the safe
+//! unpacker and the shared install transaction.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use adapters_host::install::{InstallRoot, Installed, Staging};
+use async_trait::async_trait;
+use provisioner_core::{
+    Action, ArchiveFormat, BinaryArtifact, BinaryInstallSpec, BinaryInstaller, Checksum, Clock,
+    CommandSpec, Engine, Error, FetchRequest, Fetcher, Policy, Progress, ProgressEvent, Result,
+    Shell,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::hash::hash_file;
+use crate::unpack::{copy_executable, display_name, unpack};
+use crate::url::redact;
+
+/// Directory under the install root holding downloads (kept across runs so that a killed
+/// download resumes).
+pub const DOWNLOADS_DIR: &str = "downloads";
+/// Current [`BinaryInstallMetadata::format`].
+pub const METADATA_FORMAT: u32 = 1;
+/// Lines of the version run's output kept in the metadata.
+const VERSION_LINES: usize = 10;
+/// Longest version output kept, in bytes.
+const VERSION_MAX_BYTES: usize = 4096;
+/// Default limit for the version run.
+const DEFAULT_VERSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `metadata.json` next to an installed prebuilt artefact records (written last, so its
+/// presence means the install is complete).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryInstallMetadata {
+    /// Format of this record; [`METADATA_FORMAT`].
+    pub format: u32,
+    /// Engine installed.
+    pub engine: Engine,
+    /// Cache key (the install directory's name).
+    pub key: String,
+    /// Download URL, credentials removed.
+    pub url: String,
+    /// Checksum of the downloaded file (the pinned one, or the SHA-256 computed for an unpinned
+    /// download).
+    pub checksum: Checksum,
+    /// Size of the downloaded file.
+    pub bytes: u64,
+    /// The executable, relative to the install directory.
+    pub executable: PathBuf,
+    /// Directories with shared libraries, relative to the install directory (the executable's
+    /// first).
+    pub library_dirs: Vec<PathBuf>,
+    /// Size of the executable at install time.
+    pub executable_size: u64,
+    /// Modification time of the executable at install time, in nanoseconds since the epoch.
+    pub executable_mtime: u64,
+    /// What the executable printed for the version arguments (first lines, stdout and stderr).
+    pub version_output: Option<String>,
+    /// When the install finished (seconds since the Unix epoch, from the Clock port).
+    pub installed_at_unix: u64,
+}
+
+/// Installs prebuilt engines from pinned URLs: policy check, resumable verified download, safe
+/// unpack, one version run through the Shell port, atomic install. See the crate documentation.
+pub struct BinaryArtifactInstaller {
+    fetcher: Arc<dyn Fetcher>,
+    shell: Arc<dyn Shell>,
+    policy: Arc<dyn Policy>,
+    progress: Arc<dyn Progress>,
+    clock: Arc<dyn Clock>,
+    version_timeout: Duration,
+}
+
+impl std::fmt::Debug for BinaryArtifactInstaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BinaryArtifactInstaller")
+            .field("version_timeout", &self.version_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The install key of a spec: `<algorithm>-<first 16 hex digits>` for a pinned checksum,
+/// `url-<first 16 hex digits of BLAKE3(url)>` otherwise.
+pub fn install_key(spec: &BinaryInstallSpec) -> String {
+    match &spec.checksum {
+        Some(checksum) => format!(
+            "{}-{}",
+            checksum.algorithm.as_str(),
+            &checksum.hex[..16.min(checksum.hex.len())]
+        ),
+        None => {
+            let digest = blake3::hash(spec.url.as_bytes()).to_hex();
+            format!("url-{}", &digest[..16])
+        }
+    }
+}
+
+/// The file extension downloads of a format are stored with.
+fn download_extension(format: ArchiveFormat) -> &'static str {
+    match format {
+        ArchiveFormat::Bare => "bin",
+        other => other.as_str(),
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn mtime_nanos(metadata: &std::fs::Metadata) -> u64 {
+    let seconds = u64::try_from(metadata.mtime()).unwrap_or(0);
+    let nanos = u64::try_from(metadata.mtime_nsec()).unwrap_or(0);
+    seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// A relative path of plain names only (metadata is re-checked before it is trusted).
+fn plain_relative(path: &Path) -> bool {
+    !path.as_os_str().is_empty()
+        && path
+            .components()
+            .all(|component| matches!(component, Component::Normal(_)))
+}
+
+fn check_failed(message: String, hint: &str) -> Error {
+    Error::BuildCheck {
+        message,
+        hint: Some(hint.to_string()),
+    }
+}
+
+/// Whether an installed artefact still is what its metadata says, cheaply: no hashing, no
+/// process.
+fn installed_ok(
+    installed: &Installed<BinaryInstallMetadata>,
+    spec: &BinaryInstallSpec,
+    key: &str,
+    url: &str,
+) -> bool {
+    let metadata = &installed.metadata;
+    let pinned_matches = spec
+        .checksum
+        .as_ref()
+        .is_none_or(|checksum| *checksum == metadata.checksum);
+    if metadata.format != METADATA_FORMAT
+        || metadata.key != key
+        || metadata.url != url
+        || !pinned_matches
+        || !plain_relative(&metadata.executable)
+        || !metadata.library_dirs.iter().all(|dir| plain_relative(dir))
+        || metadata.executable.file_name() != Some(std::ffi::OsStr::new(&spec.executable))
+    {
+        return false;
+    }
+    let Ok(file) = std::fs::symlink_metadata(installed.dir.join(&metadata.executable)) else {
+        return false;
+    };
+    file.is_file()
+        && file.permissions().mode() & 0o111 != 0
+        && file.len() == metadata.executable_size
+        && mtime_nanos(&file) == metadata.executable_mtime
+}
+
+/// Regular files named `name` under `root` (symbolic links are not followed), relative.
+fn find_named(root: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    walk(root, Path::new(""), &mut |relative, file_type| {
+        if file_type.is_file() && relative.file_name() == Some(std::ffi::OsStr::new(name)) {
+            found.push(relative.to_path_buf());
+        }
+    })?;
+    found.sort();
+    Ok(found)
+}
+
+/// Directories under `root` holding `lib*.so` or `lib*.so.*`, relative; `first` leads.
+fn library_dirs(root: &Path, first: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    walk(root, Path::new(""), &mut |relative, file_type| {
+        let is_library = (file_type.is_file() || file_type.is_symlink())
+            && relative
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| {
+                    name.starts_with("lib") && (name.ends_with(".so") || name.contains(".so."))
+                });
+        if is_library {
+            let dir = relative.parent().unwrap_or(Path::new("")).to_path_buf();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    })?;
+    dirs.sort();
+    if let Some(position) = dirs.iter().position(|dir| dir == first) {
+        let dir = dirs.remove(position);
+        dirs.insert(0, dir);
+    }
+    Ok(dirs)
+}
+
+fn walk(
+    root: &Path,
+    relative: &Path,
+    visit: &mut dyn FnMut(&Path, std::fs::FileType),
+) -> Result<()> {
+    let dir = root.join(relative);
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, &e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read", &dir, &e))?;
+        let file_type = entry
+            .file_type()
+            .map_err(|e| Error::io("inspect", entry.path(), &e))?;
+        let child = relative.join(entry.file_name());
+        visit(&child, file_type);
+        if file_type.is_dir() {
+            walk(root, &child, visit)?;
+        }
+    }
+    Ok(())
+}
+
+/// The first lines of what the version run printed.
+fn version_text(tail: &str, stdout: &str) -> Option<String> {
+    let source = if tail.trim().is_empty() { stdout } else { tail };
+    let mut text = source
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| !line.is_empty())
+        .take(VERSION_LINES)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.len() > VERSION_MAX_BYTES {
+        let mut cut = VERSION_MAX_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+/// What the cold path decided before the transaction.
+struct Plan<'a> {
+    spec: &'a BinaryInstallSpec,
+    key: &'a str,
+    url: &'a str,
+    format: ArchiveFormat,
+    download: PathBuf,
+}
+
+impl BinaryArtifactInstaller {
+    /// An installer over the given ports.
+    pub fn new(
+        fetcher: Arc<dyn Fetcher>,
+        shell: Arc<dyn Shell>,
+        policy: Arc<dyn Policy>,
+        progress: Arc<dyn Progress>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        BinaryArtifactInstaller {
+            fetcher,
+            shell,
+            policy,
+            progress,
+            clock,
+            version_timeout: DEFAULT_VERSION_TIMEOUT,
+        }
+    }
+
+    /// Sets how long the version run may take (default 60 s); a binary that ignores its version
+    /// arguments and keeps running is killed and reported.
+    pub fn with_version_timeout(mut self, timeout: Duration) -> Self {
+        self.version_timeout = timeout;
+        self
+    }
+
+    fn report(&self, event: ProgressEvent) {
+        self.progress.report(event);
+    }
+
+    fn artifact(installed: Installed<BinaryInstallMetadata>, cache_hit: bool) -> BinaryArtifact {
+        let dir = installed.dir;
+        let metadata = installed.metadata;
+        BinaryArtifact {
+            executable: dir.join(&metadata.executable),
+            library_dirs: metadata
+                .library_dirs
+                .iter()
+                .map(|relative| dir.join(relative))
+                .collect(),
+            checksum: metadata.checksum,
+            bytes: metadata.bytes,
+            version_output: metadata.version_output,
+            key: metadata.key,
+            cache_hit,
+            metadata_file: installed.metadata_file,
+            dir,
+        }
+    }
+
+    /// Gets the verified download: a complete earlier download when it still verifies, else
+    /// through the Fetcher port.
+    async fn download(&self, plan: &Plan<'_>) -> Result<(Checksum, u64)> {
+        let spec = plan.spec;
+        if let Some(expected) = &spec.checksum
+            && plan.download.is_file()
+        {
+            let path = plan.download.clone();
+            let algorithm = expected.algorithm;
+            let verified = tokio::task::spawn_blocking(move || hash_file(&path, algorithm))
+                .await
+                .ok()
+                .and_then(|result| result.ok());
+            match verified {
+                Some((checksum, bytes))
+                    if checksum == *expected && spec.size.is_none_or(|size| size == bytes) =>
+                {
+                    self.report(ProgressEvent::Note {
+                        message: format!("using the verified download {}", plan.download.display()),
+                    });
+                    return Ok((checksum, bytes));
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&plan.download);
+                }
+            }
+        }
+        let fetched = self
+            .fetcher
+            .fetch(&FetchRequest {
+                url: spec.url.clone(),
+                destination: plan.download.clone(),
+                expected: spec.checksum.clone(),
+                max_bytes: spec.size,
+            })
+            .await?;
+        if let Some(size) = spec.size
+            && fetched.bytes != size
+        {
+            let _ = std::fs::remove_file(&fetched.path);
+            return Err(Error::Download {
+                url: plan.url.to_string(),
+                message: format!(
+                    "size mismatch: expected {size} bytes, got {}",
+                    fetched.bytes
+                ),
+                hint: Some("check provisioning.binary.size against the published file".to_string()),
+            });
+        }
+        Ok((fetched.checksum, fetched.bytes))
+    }
+
+    /// The work inside the install transaction: download, unpack, find, check, describe.
+    async fn install(&self, plan: &Plan<'_>, staging: Staging) -> Result<BinaryInstallMetadata> {
+        let spec = plan.spec;
+        let (checksum, bytes) = self.download(plan).await?;
+
+        let step = format!("unpack {}", plan.key);
+        self.report(ProgressEvent::Started {
+            step: step.clone(),
+            detail: Some(format!("{} archive", plan.format.as_str())),
+        });
+        let archive = plan.download.clone();
+        let out = staging.out.clone();
+        let format = plan.format;
+        let limits = spec.limits;
+        let executable_name = spec.executable.clone();
+        tokio::task::spawn_blocking(move || {
+            if format == ArchiveFormat::Bare {
+                copy_executable(&archive, &out, &executable_name, limits)
+            } else {
+                unpack(&archive, format, &out, limits)
+            }
+        })
+        .await
+        .map_err(|error| Error::Io {
+            operation: "unpack".to_string(),
+            path: plan.download.clone(),
+            message: error.to_string(),
+        })??;
+        self.report(ProgressEvent::Finished { step });
+
+        let found = find_named(&staging.out, &spec.executable)?;
+        let executable = match found.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(check_failed(
+                    format!("the archive has no `{}`", spec.executable),
+                    "check provisioning.binary.executable against the archive's contents",
+                ));
+            }
+            several => {
+                let listed: Vec<String> = several
+                    .iter()
+                    .map(|path| display_name(path.as_os_str().as_bytes()))
+                    .collect();
+                return Err(check_failed(
+                    format!(
+                        "the archive has several files named `{}`: {}",
+                        spec.executable,
+                        listed.join(", ")
+                    ),
+                    "the executable name must identify exactly one file in the archive",
+                ));
+            }
+        };
+        let executable_path = staging.out.join(&executable);
+        let metadata = std::fs::symlink_metadata(&executable_path)
+            .map_err(|e| Error::io("inspect", &executable_path, &e))?;
+        if metadata.permissions().mode() & 0o111 == 0 {
+            // Archives made without Unix modes (zip) lose the bit; this one file is meant to run.
+            std::fs::set_permissions(&executable_path, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io("chmod", &executable_path, &e))?;
+        }
+        let executable_dir = executable.parent().unwrap_or(Path::new("")).to_path_buf();
+        let library_dirs = library_dirs(&staging.out, &executable_dir)?;
+
+        let version_output = self
+            .version_run(
+                spec,
+                &staging,
+                &executable_path,
+                &executable_dir,
+                &library_dirs,
+            )
+            .await?;
+
+        let metadata = std::fs::symlink_metadata(&executable_path)
+            .map_err(|e| Error::io("inspect", &executable_path, &e))?;
+        Ok(BinaryInstallMetadata {
+            format: METADATA_FORMAT,
+            engine: spec.engine,
+            key: plan.key.to_string(),
+            url: plan.url.to_string(),
+            checksum,
+            bytes,
+            executable,
+            library_dirs,
+            executable_size: metadata.len(),
+            executable_mtime: mtime_nanos(&metadata),
+            version_output,
+            installed_at_unix: unix_seconds(self.clock.now()),
+        })
+    }
+
+    /// Runs `<executable> <version_args>` once, through the Shell port.
+    async fn version_run(
+        &self,
+        spec: &BinaryInstallSpec,
+        staging: &Staging,
+        executable: &Path,
+        executable_dir: &Path,
+        library_dirs: &[PathBuf],
+    ) -> Result<Option<String>> {
+        if spec.version_args.is_empty() {
+            return Ok(None);
+        }
+        let mut paths: Vec<String> = library_dirs
+            .iter()
+            .map(|dir| staging.out.join(dir).display().to_string())
+            .collect();
+        if let Some(inherited) = std::env::var_os("LD_LIBRARY_PATH")
+            .and_then(|value| value.into_string().ok())
+            .filter(|value| !value.is_empty())
+        {
+            paths.push(inherited);
+        }
+        let mut command = CommandSpec::new(
+            &executable.display().to_string(),
+            spec.version_args.iter().cloned(),
+        )
+        .cwd(staging.out.join(executable_dir));
+        if !paths.is_empty() {
+            command = command.env("LD_LIBRARY_PATH", paths.join(":"));
+        }
+        command.group_file = Some(staging.group_file.clone());
+        let step = format!("check {}", spec.executable);
+        self.report(ProgressEvent::Started {
+            step: step.clone(),
+            detail: Some(command.display()),
+        });
+        let hint = "the prebuilt binary does not run on this host: a missing shared library, another CPU architecture or an older glibc are the usual causes; pick the release asset built for this system";
+        let output = match tokio::time::timeout(self.version_timeout, self.shell.run(&command))
+            .await
+        {
+            Ok(output) => output?,
+            Err(_) => {
+                return Err(Error::CommandFailed {
+                    command: command.display(),
+                    status: format!(
+                        "still running after {} s; killed",
+                        self.version_timeout.as_secs_f64()
+                    ),
+                    tail: String::new(),
+                    log: None,
+                    hint: Some(format!(
+                        "the version arguments ({}) must make the program print its version and exit",
+                        spec.version_args.join(" ")
+                    )),
+                });
+            }
+        };
+        if !output.success() {
+            return Err(Error::CommandFailed {
+                command: command.display(),
+                status: output.status(),
+                tail: output.tail.clone(),
+                log: None,
+                hint: Some(hint.to_string()),
+            });
+        }
+        self.report(ProgressEvent::Finished { step });
+        Ok(version_text(&output.tail, &output.stdout))
+    }
+}
+
+#[async_trait]
+impl BinaryInstaller for BinaryArtifactInstaller {
+    async fn ensure_installed(&self, spec: &BinaryInstallSpec) -> Result<BinaryArtifact> {
+        if spec.executable.is_empty()
+            || !plain_relative(Path::new(&spec.executable))
+            || spec.executable.contains('/')
+        {
+            return Err(check_failed(
+                format!("executable `{}` must be a plain file name", spec.executable),
+                "set provisioning.binary.executable to the file name, e.g. llama-server",
+            ));
+        }
+        let install_root = std::path::absolute(&spec.install_root)
+            .map_err(|e| Error::io("resolve", &spec.install_root, &e))?;
+        let key = install_key(spec);
+        let url = redact(&spec.url);
+        let root = InstallRoot::new(&install_root, "", self.progress.clone());
+        let is_valid = |installed: &Installed<BinaryInstallMetadata>| {
+            installed_ok(installed, spec, &key, &url)
+        };
+
+        // Warm path: no lock, no network, no process.
+        if let Some(installed) = root.lookup(&key, &is_valid) {
+            self.report(ProgressEvent::Note {
+                message: format!(
+                    "{} {key} is installed at {} (cache hit)",
+                    spec.engine,
+                    installed.dir.display()
+                ),
+            });
+            return Ok(Self::artifact(installed, true));
+        }
+
+        self.policy.check(&Action::Download {
+            url: url.clone(),
+            pinned: spec.checksum.is_some(),
+            allowed_by_config: spec.allowed_by_config,
+        })?;
+
+        let format = ArchiveFormat::from_url(&spec.url);
+        let plan = Plan {
+            spec,
+            key: &key,
+            url: &url,
+            format,
+            download: install_root
+                .join(DOWNLOADS_DIR)
+                .join(format!("{key}.{}", download_extension(format))),
+        };
+        let installed = root
+            .install(&key, &is_valid, |staging| self.install(&plan, staging))
+            .await?;
+        if installed.fresh {
+            match std::fs::remove_file(&plan.download) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(path = %plan.download.display(), %error, "cannot remove the installed download");
+                }
+            }
+        }
+        let cache_hit = !installed.fresh;
+        Ok(Self::artifact(installed, cache_hit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let mut spec = BinaryInstallSpec {
+            engine: Engine::Llamacpp,
+            install_root: PathBuf::from("/x"),
+            url: "https://example.com/a.tar.gz".to_string(),
+            checksum: Some(Checksum::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap()),
+            size: None,
+            allowed_by_config: None,
+            executable: "llama-server".to_string(),
+            version_args: vec![],
+            limits: Default::default(),
+        };
+        assert_eq!(install_key(&spec), "sha256-abababababababab");
+        spec.checksum = None;
+        let key = install_key(&spec);
+        assert!(key.starts_with("url-") && key.len() == 20, "{key}");
+        spec.url.push('x');
+        assert_ne!(install_key(&spec), key);
+    }
+
+    #[test]
+    fn version_text_keeps_first_lines() {
+        let many: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        let text = version_text(&many, "").unwrap();
+        assert_eq!(text.lines().count(), VERSION_LINES);
+        assert!(text.starts_with("line 0"));
+        assert_eq!(
+            version_text("", "only stdout\n").as_deref(),
+            Some("only stdout")
+        );
+        assert_eq!(version_text(" \n", ""), None);
+    }
+
+    #[test]
+    fn plain_relative_paths() {
+        assert!(plain_relative(Path::new("bin/x")));
+        assert!(!plain_relative(Path::new("../x")));
+        assert!(!plain_relative(Path::new("/x")));
+        assert!(!plain_relative(Path::new("")));
+    }
+}
