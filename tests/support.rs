@@ -74,12 +74,17 @@ pub fn shared_cache() -> PathBuf {
 
 /// The `orchctl` binary built next to the test executable.
 pub fn orchctl_path() -> PathBuf {
+    // Test executables sit in target/<profile>/deps, benchmark binaries in target/<profile>.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = dir.join("orchctl");
+    let beside = exe.parent().expect("executable dir").join("orchctl");
+    let path = if beside.exists() {
+        beside
+    } else {
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps")
+            .join("orchctl")
+    };
     assert!(
         path.exists(),
         "{} is missing; build it first with `cargo build -p cli` (scripts/test.sh does)",
