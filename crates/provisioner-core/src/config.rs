@@ -250,11 +250,20 @@ pub struct BuildConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerConfig {
-    /// Image reference without tag, e.g. `vllm/vllm-openai`.
+    /// Image reference without tag, e.g. `vllm/vllm-openai` or `127.0.0.1:5000/llama/server`.
     pub image: String,
-    /// Tag or `sha256:` digest.
+    /// Tag, or a `sha256:` digest.
     #[serde(default)]
     pub tag: Option<String>,
+    /// Pinned manifest digest (`sha256:…`); the registry's answer for the tag must match it.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// The registry speaks plain HTTP (a loopback mirror, say). Default: false.
+    #[serde(default)]
+    pub insecure: bool,
+    /// `podman` or `docker`; default: podman when it works, else docker.
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 /// `provisioning.package`.
@@ -516,6 +525,36 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
             &format!("required for mode {mode} (url and checksum)"),
         )),
         _ => {}
+    }
+    if let Some(container) = &p.container {
+        let digests = [container.tag.as_deref(), container.digest.as_deref()];
+        for (index, value) in digests.into_iter().enumerate() {
+            let Some(value) = value else { continue };
+            let key = if index == 0 { "tag" } else { "digest" };
+            let is_digest = value.starts_with("sha256:");
+            let valid = if is_digest {
+                value.len() == 71 && value[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            } else {
+                index == 0
+                    && !value.is_empty()
+                    && value.len() <= 128
+                    && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            };
+            if !valid {
+                errors.push(field(
+                    &at(&format!(".provisioning.container.{key}")),
+                    "must be a tag (letters, digits, `_`, `.`, `-`) or sha256:<64 lower-case hex>",
+                ));
+            }
+        }
+        if let Some(runtime) = &container.runtime
+            && !matches!(runtime.as_str(), "podman" | "docker")
+        {
+            errors.push(field(
+                &at(".provisioning.container.runtime"),
+                "must be `podman` or `docker`",
+            ));
+        }
     }
     if let Some(binary) = &p.binary {
         if let Some(checksum) = &binary.checksum

@@ -219,16 +219,77 @@ pub trait PackageManager: Send + Sync {
 // ---------------------------------------------------------------------------------------------
 // ContainerRuntime
 
-/// Runs OCI images (podman, docker).
+/// Which container runtime runs the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// podman (preferred).
+    Podman,
+    /// docker (fallback).
+    Docker,
+}
+
+impl RuntimeKind {
+    /// The program name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Podman => "podman",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+}
+
+/// An image to make present locally, pinned by digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// Engine (names logs).
+    pub engine: Engine,
+    /// Repository with its registry, e.g. `127.0.0.1:5000/llama/server` or `vllm/vllm-openai`.
+    pub image: String,
+    /// Tag, when configured.
+    pub tag: Option<String>,
+    /// Pinned digest (`sha256:…`), from `tag: sha256:…` or `digest:`.
+    pub digest: Option<String>,
+    /// The registry speaks plain HTTP.
+    pub insecure: bool,
+    /// Runtime forced by the config.
+    pub runtime: Option<RuntimeKind>,
+    /// GPU devices the container will get: each must exist on this host.
+    pub devices: Vec<String>,
+    /// Ask the registry again even when a tag was resolved before.
+    pub refresh: bool,
+}
+
+/// An image present locally, and the runtime that has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageArtifact {
+    /// Runtime.
+    pub runtime: RuntimeKind,
+    /// Absolute path of the runtime program.
+    pub program: PathBuf,
+    /// Environment the runtime program needs (PATH, HOME, XDG_RUNTIME_DIR, CONTAINERS_CONF,
+    /// DOCKER_HOST, …), taken from the host; never credentials.
+    pub runtime_env: BTreeMap<String, String>,
+    /// `registry/repository@sha256:…`: what `run` is given.
+    pub reference: String,
+    /// Manifest digest.
+    pub digest: String,
+    /// Tag, for humans.
+    pub tag: Option<String>,
+    /// `org.opencontainers.image.revision` label.
+    pub revision: Option<String>,
+    /// `org.opencontainers.image.version` label.
+    pub version: Option<String>,
+    /// Whether the image was already present (no registry contacted).
+    pub cache_hit: bool,
+}
+
+/// Resolves, pulls and verifies OCI images with podman (preferred) or docker (fallback).
 #[cfg_attr(feature = "mocks", automock)]
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
-    /// Runtime name (`podman`, `docker`).
-    fn name(&self) -> &str;
-    /// The local image's digest, if the image is present.
-    async fn local_digest(&self, image: &str) -> Result<Option<String>>;
-    /// Pulls an image by reference and returns its digest.
-    async fn pull(&self, image: &str) -> Result<String>;
+    /// Makes the image present by digest and reports what runs it.
+    async fn ensure_image(&self, spec: &ImageSpec) -> Result<ImageArtifact>;
 }
 
 // ---------------------------------------------------------------------------------------------
