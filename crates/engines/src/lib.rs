@@ -6,6 +6,7 @@
 //! names an adapter, spawns a process or touches the network itself.
 
 mod args;
+pub mod container;
 mod llamacpp;
 mod others;
 

@@ -146,7 +146,7 @@ fn source_inputs(pool: &PoolConfig) -> Result<SourceInputs> {
 }
 
 /// The model reference: `provisioning.model.ref`, else the pool's `model` name in the cache.
-fn model_reference(pool: &PoolConfig) -> Result<String> {
+pub(crate) fn model_reference(pool: &PoolConfig) -> Result<String> {
     pool.provisioning
         .model
         .as_ref()
@@ -160,13 +160,13 @@ fn model_reference(pool: &PoolConfig) -> Result<String> {
         })
 }
 
-struct Launch {
-    args: Vec<String>,
-    env: BTreeMap<String, String>,
-    port: u16,
+pub(crate) struct Launch {
+    pub(crate) args: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) port: u16,
 }
 
-fn invalid(path: &str, message: String) -> Error {
+pub(crate) fn invalid(path: &str, message: String) -> Error {
     Error::ConfigInvalid {
         errors: vec![FieldError {
             path: path.to_string(),
@@ -178,6 +178,17 @@ fn invalid(path: &str, message: String) -> Error {
 /// The server command line and environment, with the model path filled in. `library_path` is
 /// the LD_LIBRARY_PATH the engine needs for shared libraries it ships with, if any.
 fn launch(pool: &PoolConfig, model: &str, library_path: Option<String>) -> Result<Launch> {
+    launch_listening(pool, model, library_path, None)
+}
+
+/// As [`launch`]; `inside` is the port the server listens on inside a container (it then binds
+/// every interface there, and the runtime publishes the port on the host's loopback).
+pub(crate) fn launch_listening(
+    pool: &PoolConfig,
+    model: &str,
+    library_path: Option<String>,
+    inside: Option<u16>,
+) -> Result<Launch> {
     let provisioning = &pool.provisioning;
     let mut flags = normalise_server_flags(&provisioning.flags, "provisioning.flags")?;
     let port = provisioning.ports.first().copied().unwrap_or(DEFAULT_PORT);
@@ -191,10 +202,12 @@ fn launch(pool: &PoolConfig, model: &str, library_path: Option<String>) -> Resul
             ),
         ));
     }
-    let host = match flags.remove("--host") {
-        Some(Some(host)) => host,
+    let host = match (flags.remove("--host"), inside) {
+        (_, Some(_)) => "0.0.0.0".to_string(),
+        (Some(Some(host)), None) => host,
         _ => "127.0.0.1".to_string(),
     };
+    let listen_port = inside.unwrap_or(port);
     if let Some(ctx) = pool.ctx
         && flags.get("--ctx-size").is_none()
     {
@@ -212,7 +225,7 @@ fn launch(pool: &PoolConfig, model: &str, library_path: Option<String>) -> Resul
         "--host".to_string(),
         host,
         "--port".to_string(),
-        port.to_string(),
+        listen_port.to_string(),
     ];
     args.extend(flags.to_argv());
 
@@ -228,7 +241,7 @@ fn launch(pool: &PoolConfig, model: &str, library_path: Option<String>) -> Resul
     Ok(Launch { args, env, port })
 }
 
-fn readiness(port: u16) -> Probe {
+pub(crate) fn readiness(port: u16) -> Probe {
     Probe {
         port,
         path: "/health".to_string(),
@@ -238,7 +251,11 @@ fn readiness(port: u16) -> Probe {
 }
 
 /// Resolves the model through the port before anything expensive happens.
-async fn resolve_model(pool: &PoolConfig, layout: &Layout, ports: &Ports) -> Result<ModelArtifact> {
+pub(crate) async fn resolve_model(
+    pool: &PoolConfig,
+    layout: &Layout,
+    ports: &Ports,
+) -> Result<ModelArtifact> {
     let checksum = pool
         .provisioning
         .model
@@ -583,7 +600,7 @@ impl Recipe for LlamaCpp {
     }
 
     fn modes(&self) -> &'static [Mode] {
-        &[Mode::Source, Mode::Binary]
+        &[Mode::Source, Mode::Binary, Mode::Container]
     }
 
     fn unsupported_hint(&self, mode: Mode) -> Option<String> {
@@ -592,7 +609,7 @@ impl Recipe for LlamaCpp {
                 "an external llama-server is managed outside llama-orch; there is nothing to provision".to_string()
             }
             _ => format!(
-                "llama.cpp {mode} mode is not offered by this version; use mode: source (builds upstream with CMake) or binary (a pinned release archive)"
+                "llama.cpp {mode} mode is not offered by this version; use mode: source (builds upstream with CMake), binary (a pinned release archive) or container (an image pinned by digest)"
             ),
         })
     }
@@ -600,6 +617,7 @@ impl Recipe for LlamaCpp {
     fn plan(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan> {
         match pool.provisioning.mode {
             Mode::Binary => self.plan_binary(pool, layout),
+            Mode::Container => crate::container::plan(pool, layout),
             _ => self.plan_source(pool, layout),
         }
     }
@@ -612,6 +630,7 @@ impl Recipe for LlamaCpp {
     ) -> Result<PreparedEngine> {
         match pool.provisioning.mode {
             Mode::Binary => self.prepare_binary(pool, layout, ports).await,
+            Mode::Container => crate::container::prepare(pool, layout, ports).await,
             _ => self.prepare_source(pool, layout, ports).await,
         }
     }

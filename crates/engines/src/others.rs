@@ -1,16 +1,14 @@
-//! vLLM, TGI and Triton. Their default mode is container, which needs the container adapter;
-//! until it exists these recipes offer no mode and say what to do instead.
+//! vLLM, TGI and Triton: container mode only (their upstream ships images, not standalone
+//! binaries); the run command is rendered by [`crate::container`].
 
 use async_trait::async_trait;
-use provisioner_core::{
-    Engine, Error, Layout, Mode, Plan, PoolConfig, Ports, PreparedEngine, Result,
-};
+use provisioner_core::{Engine, Layout, Mode, Plan, PoolConfig, Ports, PreparedEngine, Result};
 
 use crate::Recipe;
 
 macro_rules! container_only_engine {
     ($name:ident, $engine:expr, $label:literal) => {
-        #[doc = concat!("The ", $label, " recipe (container mode, not offered yet).")]
+        #[doc = concat!("The ", $label, " recipe (container mode).")]
         pub struct $name;
 
         #[async_trait]
@@ -20,24 +18,24 @@ macro_rules! container_only_engine {
             }
 
             fn modes(&self) -> &'static [Mode] {
-                &[]
+                &[Mode::Container]
             }
 
             fn unsupported_hint(&self, mode: Mode) -> Option<String> {
                 Some(container_hint($label, mode))
             }
 
-            fn plan(&self, pool: &PoolConfig, _layout: &Layout) -> Result<Plan> {
-                Err(unsupported(self, pool.provisioning.mode))
+            fn plan(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan> {
+                crate::container::plan(pool, layout)
             }
 
             async fn prepare(
                 &self,
                 pool: &PoolConfig,
-                _layout: &Layout,
-                _ports: &Ports,
+                layout: &Layout,
+                ports: &Ports,
             ) -> Result<PreparedEngine> {
-                Err(unsupported(self, pool.provisioning.mode))
+                crate::container::prepare(pool, layout, ports).await
             }
         }
     };
@@ -49,21 +47,9 @@ container_only_engine!(Triton, Engine::Triton, "Triton");
 
 fn container_hint(label: &str, mode: Mode) -> String {
     match mode {
-        Mode::Container => format!(
-            "{label} is provisioned as a container image; this version of engine-provisioner has no container runtime adapter yet"
-        ),
         Mode::Binary => format!(
-            "{label} publishes no standalone binary; its supported path is the container image"
+            "{label} publishes no standalone binary; use mode: container with its upstream image"
         ),
-        _ => format!("{label} is provisioned as a container image (mode: container)"),
-    }
-}
-
-fn unsupported(recipe: &dyn Recipe, mode: Mode) -> Error {
-    Error::UnsupportedMode {
-        engine: recipe.engine().to_string(),
-        mode: mode.to_string(),
-        supported: recipe.modes().iter().map(|m| m.to_string()).collect(),
-        hint: recipe.unsupported_hint(mode),
+        _ => format!("{label} is provisioned as a container image: use mode: container"),
     }
 }

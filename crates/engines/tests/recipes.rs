@@ -400,3 +400,34 @@ async fn binary_mode_without_an_installer_says_so() {
         .unwrap_err();
     assert!(matches!(error, Error::PortUnavailable { .. }), "{error:?}");
 }
+
+#[test]
+fn docker_run_argv_for_every_engine() {
+    for engine in Engine::ALL {
+        let text = format!(
+            r#"
+pools:
+  - id: gpu-{engine}
+    engine: {engine}
+    devices: [0, "MIG-4f5e6d7c"]
+    provisioning:
+      mode: container
+      container: {{ image: registry.example/{engine}, tag: "1.0", runtime: docker }}
+      model: {{ ref: "file:/srv/models/m" }}
+      env: {{ HF_HUB_OFFLINE: "1" }}
+"#
+        );
+        let pool = Config::parse(&text, Format::Yaml, "d.yaml").unwrap().pools[0].clone();
+        let args = engines::container::run_args(
+            &pool,
+            &engines::container::RunInputs {
+                runtime: provisioner_core::RuntimeKind::Docker,
+                reference: "registry.example/x@sha256:0123",
+                model: Path::new("/srv/models/m"),
+                engine_version: "v",
+            },
+        )
+        .unwrap();
+        insta::assert_yaml_snapshot!(format!("docker_run_{engine}"), args);
+    }
+}

@@ -533,12 +533,17 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
             let key = if index == 0 { "tag" } else { "digest" };
             let is_digest = value.starts_with("sha256:");
             let valid = if is_digest {
-                value.len() == 71 && value[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                value.len() == 71
+                    && value[7..]
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
             } else {
                 index == 0
                     && !value.is_empty()
                     && value.len() <= 128
-                    && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
             };
             if !valid {
                 errors.push(field(

@@ -71,6 +71,17 @@ pub enum Step {
         /// Caps.
         limits: crate::ports::UnpackLimits,
     },
+    /// Resolve an image to a digest, pull it by digest and verify it.
+    PullImage {
+        /// Repository with its registry.
+        image: String,
+        /// Tag, when configured.
+        tag: Option<String>,
+        /// Pinned digest, when configured.
+        digest: Option<String>,
+        /// Runtime: the configured one, or podman falling back to docker.
+        runtime: String,
+    },
     /// CMake configure.
     Configure {
         /// Generator (`Ninja`, `Unix Makefiles`), or the host default.
