@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the demo and the tests need, when they are missing:
-# cmake (the build), ccache (fast rebuilds), curl (the demo's completion request).
+# cmake and ccache (source builds), curl (the demo), podman with runc and catatonit (container
+# mode), docker-registry and apache2-utils (a loopback OCI registry with htpasswd auth),
+# busybox-static (small test images).
 # As root it runs apt-get directly, otherwise through `sudo -n`; if neither works it prints the
 # exact command and stops.
 set -euo pipefail
 need=()
-for pkg in cmake ccache curl; do
-    command -v "$pkg" >/dev/null || need+=("$pkg")
-done
+check() { # check COMMAND-OR-PATH PACKAGE
+    if [ "${1#/}" != "$1" ]; then [ -e "$1" ] && return; else command -v "$1" >/dev/null && return; fi
+    need+=("$2")
+}
+check cmake cmake
+check ccache ccache
+check curl curl
+check podman podman
+check runc runc
+check /usr/libexec/podman/catatonit catatonit
+check docker-registry docker-registry
+check htpasswd apache2-utils
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 [ ${#need[@]} -eq 0 ] && exit 0
 command -v apt-get >/dev/null || {
     echo "error: missing ${need[*]}; install them with your package manager" >&2

@@ -1,7 +1,88 @@
 //! # adapters-container
 //!
-//! Will hold the real `ContainerRuntime` port adapter: podman (preferred) or docker (fallback),
-//! images resolved and pulled by digest through an OCI registry client.
+//! The container mode adapter: [`PodmanOrDocker`] implements the
+//! [`provisioner_core::ContainerRuntime`] port. It makes an OCI image present locally, pinned by
+//! digest, with podman (preferred) or docker (fallback), and reports what runs it.
 //!
-//! Status: not implemented yet. Container mode is reported as unsupported by every engine recipe
-//! until this crate provides the adapter; nothing here pretends otherwise.
+//! ## Steps of `ensure_image`
+//!
+//! 1. **Reference.** `spec.image` (+ `tag`, `digest`) is parsed as the registry client does:
+//!    no registry → `docker.io`, one-component Docker Hub names → `library/…`, no tag and no digest
+//!    → `latest`; a tag of the form `sha256:…` is the digest ([`ImageRef`]).
+//! 2. **Warm path.** When the digest is known without the registry — pinned in the spec, or recorded
+//!    for `registry/repo:tag` in `<cache_dir>/images-v1.json` ([`TagIndex`]) unless `refresh` — one
+//!    `<runtime> image inspect registry/repo@digest` decides: present with that digest →
+//!    `cache_hit: true`, no registry contacted, no other process run (besides `nvidia-smi -L` when
+//!    devices are requested). The labels come from the local image.
+//! 3. **Runtime.** `spec.runtime` when forced, else podman, else docker: located on PATH
+//!    ([`provisioner_core::Shell::locate`]) and probed with `<runtime> info --format json`; the
+//!    choice is kept for the adapter's lifetime. Every runtime command carries
+//!    [`ContainerSettings::env`] (PATH, HOME, XDG_RUNTIME_DIR, CONTAINERS_CONF, DOCKER_HOST, …),
+//!    which is also returned as `runtime_env`. All processes go through the Shell port.
+//! 4. **Devices.** Each `spec.devices` entry must be a GPU index, GPU UUID or MIG UUID listed by
+//!    `nvidia-smi -L` ([`parse_nvidia_smi_list`]); with podman an NVIDIA CDI spec must exist in
+//!    `/etc/cdi` or `/var/run/cdi`.
+//! 5. **Policy.** `Action::FetchSource { url: "https://<registry>/<repo>" }` (`http://` when
+//!    `insecure`) before any registry request, so offline mode refuses non-loopback registries.
+//! 6. **Registry** (oci-client, rustls with ring). Anonymous first; on 401 the credentials for the
+//!    registry host from the auth files ([`ContainerSettings::auth_files`]: `auths.<host>.auth` as
+//!    base64 `user:pass`, or `username`/`password`), else `LLAMA_ORCH_REGISTRY_USER` /
+//!    `LLAMA_ORCH_REGISTRY_PASSWORD`. The tag is resolved to a digest; the manifest is fetched by
+//!    digest; for an index, this platform's manifest is fetched too; then the config blob, whose
+//!    `org.opencontainers.image.revision` / `.version` labels are reported. `insecure` switches to
+//!    plain HTTP for that registry only.
+//! 7. **Pull by digest.** `<runtime> pull [--tls-verify=false] registry/repo@sha256:…` with a
+//!    progress label, unless the image is already present; then `image inspect` must report that
+//!    digest (`Digest` or `RepoDigests`). The tag index is updated atomically.
+//!
+//! ## What is verified
+//!
+//! - A pinned digest that differs from the registry's digest for the tag is refused, naming both.
+//! - Manifest bytes hash to the digest they were fetched by (oci-client checks it and so does this
+//!   crate); the config blob hashes to the digest in the manifest.
+//! - The local image the runtime holds reports the digest (after a pull, and on the warm path).
+//! - Credentials never reach argv, logs, progress, errors or metadata: the runtime gets them in a
+//!   temporary auth file (mode 0600, in a 0700 directory under `<cache_dir>/tmp`, removed after
+//!   the pull) — podman `--authfile FILE`, docker `--config DIR`. [`Credentials`] prints its
+//!   password as `***`. Docker's `credsStore`/credential helpers are not read; podman and docker
+//!   still use their own logins when this crate passes no auth file.
+//!
+//! ## Errors
+//!
+//! - [`Error::MissingTool`](provisioner_core::Error::MissingTool): no runtime installed
+//!   (`podman or docker`, with the podman install commands), or the forced one missing.
+//! - [`Error::CommandFailed`](provisioner_core::Error::CommandFailed): a runtime is installed but
+//!   `info` fails (its output tail is shown), or `pull` fails.
+//! - [`Error::Source`](provisioner_core::Error::Source) with `repo` = `registry/repository` and
+//!   `reference` = the tag or digest: every registry problem — bad reference, unknown repository
+//!   or tag (told apart by listing the repository's tags; the hint shows some), authentication failed (message names the registry, hint the auth file locations,
+//!   never the secret), pinned digest mismatch, tampered manifest or config, unreachable
+//!   registry — and a local image that does not report the digest after the pull.
+//! - [`Error::PolicyDenied`](provisioner_core::Error::PolicyDenied): from the Policy port.
+//! - [`Error::Engine`](provisioner_core::Error::Engine) with `pool` = the engine name: device
+//!   problems (no NVIDIA driver, unknown device — the GPUs found are listed, no CDI spec for
+//!   podman with the `nvidia-ctk cdi generate` hint).
+//! - [`Error::Io`](provisioner_core::Error::Io): the tag index or the temporary auth file.
+//!
+//! ## Docker and plain-HTTP registries
+//!
+//! podman takes `--tls-verify=false` per pull. docker has no such flag: its daemon must list the
+//! registry under `"insecure-registries"` in `/etc/docker/daemon.json`. When the docker CLI talks
+//! to `podman system service` (DOCKER_HOST), the service's `registries.conf` decides
+//! (`[[registry]] location = "HOST:PORT"`, `insecure = true`). See [`DOCKER_INSECURE_HINT`].
+
+pub mod auth;
+pub mod devices;
+pub mod index;
+pub mod reference;
+mod registry;
+pub mod runtime;
+
+pub use auth::{Credentials, TempAuthFile, credentials_in, lookup_credentials};
+pub use devices::{Gpu, MigDevice, find_cdi_spec, parse_nvidia_smi_list, unknown_devices};
+pub use index::{IndexEntry, TagIndex};
+pub use reference::{ImageRef, check_digest, sha256_digest};
+pub use registry::{REVISION_LABEL, VERSION_LABEL};
+pub use runtime::{
+    ContainerSettings, DOCKER_INSECURE_HINT, PODMAN_INSTALL_HINT, PodmanOrDocker, RUNTIME_ENV,
+};

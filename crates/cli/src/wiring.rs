@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use adapters_binary::{BinaryArtifactInstaller, FetchSettings, HttpFetcher};
+use adapters_container::{ContainerSettings, PodmanOrDocker};
 use adapters_host::clock::SystemClock;
 use adapters_host::models::LocalModels;
 use adapters_host::process::HostShell;
@@ -76,6 +77,12 @@ pub fn provisioner_with_shell(
         progress.clone(),
         clock.clone(),
     );
+    let containers = PodmanOrDocker::new(
+        shell.clone(),
+        policy.clone(),
+        progress.clone(),
+        ContainerSettings::from_host(settings.layout().cache_root.join("containers")),
+    );
     let ports = Ports {
         shell,
         source_builder: Arc::new(builder),
@@ -86,7 +93,7 @@ pub fn provisioner_with_shell(
         fetcher: Some(fetcher),
         binaries: Some(Arc::new(binaries)),
         packages: None,
-        containers: None,
+        containers: Some(Arc::new(containers)),
     };
     Provisioner::new(ports, settings.layout())
 }

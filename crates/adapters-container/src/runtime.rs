@@ -1,0 +1,649 @@
+//! [`PodmanOrDocker`]: the [`ContainerRuntime`] port over the podman or docker CLI (through the
+//! [`Shell`] port) and an OCI registry client.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use provisioner_core::{
+    Action, CommandOutput, CommandSpec, ContainerRuntime, Error, ImageArtifact, ImageSpec, Policy,
+    Progress, ProgressEvent, Result, RuntimeKind, Shell,
+};
+use tokio::sync::OnceCell;
+
+use crate::auth::{Credentials, TempAuthFile};
+use crate::devices::{describe, find_cdi_spec, parse_nvidia_smi_list, unknown_devices};
+use crate::index::{IndexEntry, TagIndex};
+use crate::reference::ImageRef;
+use crate::registry::{self, AuthSources, REVISION_LABEL, VERSION_LABEL};
+
+/// Host variables passed to every runtime command and returned as `runtime_env`.
+pub const RUNTIME_ENV: [&str; 9] = [
+    "PATH",
+    "HOME",
+    "XDG_RUNTIME_DIR",
+    "CONTAINERS_CONF",
+    "CONTAINERS_REGISTRIES_CONF",
+    "CONTAINERS_STORAGE_CONF",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "REGISTRY_AUTH_FILE",
+];
+
+/// The install commands shown when neither podman nor docker works.
+pub const PODMAN_INSTALL_HINT: &str = "sudo apt-get install -y podman (Debian/Ubuntu) | sudo pacman -S podman (Arch) | sudo dnf install -y podman (Fedora)";
+
+/// What docker needs to pull from a plain-HTTP registry (it is daemon configuration, not a flag).
+pub const DOCKER_INSECURE_HINT: &str = "docker pulls from a plain-HTTP registry only when the daemon lists it under \"insecure-registries\" in /etc/docker/daemon.json (then restart dockerd); behind DOCKER_HOST=podman system service, the service's registries.conf decides ([[registry]] location=\"HOST:PORT\" insecure=true)";
+
+/// Settings of [`PodmanOrDocker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSettings {
+    /// Where the tag index (`images-v1.json`), its lock and temporary auth files live, e.g.
+    /// `~/.cache/llama-orch/containers`.
+    pub cache_dir: PathBuf,
+    /// Auth files searched, in order, for registry credentials after a 401.
+    pub auth_files: Vec<PathBuf>,
+    /// Host variables the runtime needs ([`RUNTIME_ENV`]), passed to every runtime command and
+    /// returned as [`ImageArtifact::runtime_env`]. Never credentials.
+    pub env: BTreeMap<String, String>,
+    /// `LLAMA_ORCH_REGISTRY_USER` / `LLAMA_ORCH_REGISTRY_PASSWORD`, tried after the auth files.
+    pub credentials: Option<Credentials>,
+    /// Directories searched for an NVIDIA CDI spec when podman is to get GPUs.
+    pub cdi_dirs: Vec<PathBuf>,
+}
+
+impl ContainerSettings {
+    /// Settings from a set of host variables (as [`ContainerSettings::from_host`] reads them).
+    pub fn from_vars(cache_dir: impl Into<PathBuf>, vars: &BTreeMap<String, String>) -> Self {
+        let get = |key: &str| vars.get(key).filter(|v| !v.is_empty()).cloned();
+        let mut auth_files = Vec::new();
+        if let Some(file) = get("REGISTRY_AUTH_FILE") {
+            auth_files.push(PathBuf::from(file));
+        }
+        if let Some(dir) = get("XDG_RUNTIME_DIR") {
+            auth_files.push(Path::new(&dir).join("containers/auth.json"));
+        }
+        if let Some(home) = get("HOME") {
+            auth_files.push(Path::new(&home).join(".config/containers/auth.json"));
+        }
+        match (get("DOCKER_CONFIG"), get("HOME")) {
+            (Some(dir), _) => auth_files.push(Path::new(&dir).join("config.json")),
+            (None, Some(home)) => auth_files.push(Path::new(&home).join(".docker/config.json")),
+            (None, None) => {}
+        }
+        let credentials = match (
+            get("LLAMA_ORCH_REGISTRY_USER"),
+            get("LLAMA_ORCH_REGISTRY_PASSWORD"),
+        ) {
+            (Some(user), Some(password)) => Some(Credentials::new(user, password)),
+            _ => None,
+        };
+        ContainerSettings {
+            cache_dir: cache_dir.into(),
+            auth_files,
+            env: RUNTIME_ENV
+                .iter()
+                .filter_map(|key| get(key).map(|value| (key.to_string(), value)))
+                .collect(),
+            credentials,
+            cdi_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+        }
+    }
+
+    /// Settings from this process's environment.
+    pub fn from_host(cache_dir: impl Into<PathBuf>) -> Self {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        ContainerSettings::from_vars(cache_dir, &vars)
+    }
+}
+
+/// A runtime that works on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Runtime {
+    kind: RuntimeKind,
+    program: PathBuf,
+}
+
+/// The [`ContainerRuntime`] adapter: podman (preferred) or docker (fallback) for local images,
+/// oci-client for the registry. See the crate documentation for the steps and what is verified.
+pub struct PodmanOrDocker {
+    shell: Arc<dyn Shell>,
+    policy: Arc<dyn Policy>,
+    progress: Arc<dyn Progress>,
+    settings: ContainerSettings,
+    index: TagIndex,
+    /// The runtime chosen without a forced kind, for the process lifetime.
+    auto: OnceCell<Runtime>,
+    /// Forced runtimes that were probed: podman, docker.
+    forced: [OnceCell<Runtime>; 2],
+}
+
+impl std::fmt::Debug for PodmanOrDocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodmanOrDocker")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn slot(kind: RuntimeKind) -> usize {
+    match kind {
+        RuntimeKind::Podman => 0,
+        RuntimeKind::Docker => 1,
+    }
+}
+
+impl PodmanOrDocker {
+    /// An adapter running podman/docker through `shell`, asking `policy` before contacting a
+    /// registry and reporting to `progress`.
+    pub fn new(
+        shell: Arc<dyn Shell>,
+        policy: Arc<dyn Policy>,
+        progress: Arc<dyn Progress>,
+        settings: ContainerSettings,
+    ) -> Self {
+        PodmanOrDocker {
+            index: TagIndex::new(&settings.cache_dir),
+            shell,
+            policy,
+            progress,
+            settings,
+            auto: OnceCell::new(),
+            forced: [OnceCell::new(), OnceCell::new()],
+        }
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &ContainerSettings {
+        &self.settings
+    }
+
+    /// The runtime that works on this host: `forced` when given, else podman, else docker. The
+    /// choice is probed once (`<runtime> info`) and kept for the lifetime of this adapter.
+    pub async fn detect(&self, forced: Option<RuntimeKind>) -> Result<(RuntimeKind, PathBuf)> {
+        let runtime = self.runtime(forced).await?;
+        Ok((runtime.kind, runtime.program))
+    }
+
+    async fn runtime(&self, forced: Option<RuntimeKind>) -> Result<Runtime> {
+        match forced {
+            Some(kind) => self.forced[slot(kind)]
+                .get_or_try_init(|| async {
+                    self.probe(kind).await?.ok_or_else(|| missing(Some(kind)))
+                })
+                .await
+                .cloned(),
+            None => self
+                .auto
+                .get_or_try_init(|| async {
+                    let mut broken = None;
+                    for kind in [RuntimeKind::Podman, RuntimeKind::Docker] {
+                        match self.probe(kind).await {
+                            Ok(Some(runtime)) => return Ok(runtime),
+                            Ok(None) => {}
+                            Err(error) => {
+                                self.progress.report(ProgressEvent::Note {
+                                    message: format!(
+                                        "{} is installed but does not work: {error}",
+                                        kind.as_str()
+                                    ),
+                                });
+                                broken.get_or_insert(error);
+                            }
+                        }
+                    }
+                    Err(broken.unwrap_or_else(|| missing(None)))
+                })
+                .await
+                .cloned(),
+        }
+    }
+
+    /// `Ok(None)`: not installed; `Err`: installed, but `info` fails.
+    async fn probe(&self, kind: RuntimeKind) -> Result<Option<Runtime>> {
+        let Some(tool) = self.shell.locate(kind.as_str()) else {
+            return Ok(None);
+        };
+        let runtime = Runtime {
+            kind,
+            program: tool.path,
+        };
+        let command = self.command(&runtime, ["info", "--format", "json"]);
+        let output = self.shell.run(&command).await?;
+        if output.success() {
+            Ok(Some(runtime))
+        } else {
+            Err(failed(
+                &command,
+                &output,
+                match kind {
+                    RuntimeKind::Podman => {
+                        "podman is installed but `podman info` fails; run it yourself to see why (storage, containers.conf, XDG_RUNTIME_DIR for rootless use)"
+                    }
+                    RuntimeKind::Docker => {
+                        "docker is installed but cannot reach its daemon: start it (sudo systemctl start docker), add yourself to the docker group, or set DOCKER_HOST"
+                    }
+                },
+            ))
+        }
+    }
+
+    /// A runtime command carrying the host variables from the settings.
+    fn command<I, S>(&self, runtime: &Runtime, args: I) -> CommandSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut command = CommandSpec::new(&runtime.program.display().to_string(), args);
+        command.env = self.settings.env.clone();
+        command
+    }
+
+    /// `image inspect` of `reference`: `Some(labels)` when present and its digest is `digest`.
+    async fn inspect(
+        &self,
+        runtime: &Runtime,
+        reference: &str,
+        digest: &str,
+    ) -> Result<Option<Inspected>> {
+        let command = self.command(runtime, ["image", "inspect", reference]);
+        let output = self.shell.run(&command).await?;
+        if !output.success() {
+            return Ok(None);
+        }
+        Ok(parse_inspect(&output.stdout, digest))
+    }
+
+    /// The runtime to try on the warm path: the one already chosen, else the first installed
+    /// candidate without probing it (a successful `image inspect` proves that it works).
+    fn warm_candidate(&self, forced: Option<RuntimeKind>) -> Option<Runtime> {
+        let chosen = match forced {
+            Some(kind) => self.forced[slot(kind)].get(),
+            None => self.auto.get(),
+        };
+        if let Some(runtime) = chosen {
+            return Some(runtime.clone());
+        }
+        let kinds = match forced {
+            Some(kind) => vec![kind],
+            None => vec![RuntimeKind::Podman, RuntimeKind::Docker],
+        };
+        kinds.into_iter().find_map(|kind| {
+            self.shell.locate(kind.as_str()).map(|tool| Runtime {
+                kind,
+                program: tool.path,
+            })
+        })
+    }
+
+    fn remember(&self, forced: Option<RuntimeKind>, runtime: &Runtime) {
+        let cell = match forced {
+            Some(kind) => &self.forced[slot(kind)],
+            None => &self.auto,
+        };
+        let _ = cell.set(runtime.clone());
+    }
+
+    fn artifact(
+        &self,
+        runtime: &Runtime,
+        image: &ImageRef,
+        digest: &str,
+        labels: Labels,
+        cache_hit: bool,
+    ) -> ImageArtifact {
+        ImageArtifact {
+            runtime: runtime.kind,
+            program: runtime.program.clone(),
+            runtime_env: self.settings.env.clone(),
+            reference: image.pinned(digest),
+            digest: digest.to_string(),
+            tag: image.tag.clone(),
+            revision: labels.revision,
+            version: labels.version,
+            cache_hit,
+        }
+    }
+
+    /// Checks that every requested GPU exists (and, for podman, that a CDI spec describes them).
+    async fn check_devices(&self, kind: RuntimeKind, spec: &ImageSpec) -> Result<()> {
+        if spec.devices.is_empty() {
+            return Ok(());
+        }
+        let engine = spec.engine.as_str().to_string();
+        let requested = spec.devices.join(", ");
+        let Some(smi) = self.shell.locate("nvidia-smi") else {
+            return Err(Error::Engine {
+                pool: engine,
+                message: format!(
+                    "no NVIDIA driver found (nvidia-smi is not on PATH): the devices {requested} cannot be given to the container"
+                ),
+                hint: Some(
+                    "install the NVIDIA driver and nvidia-container-toolkit, or remove `devices:` to run without GPUs"
+                        .to_string(),
+                ),
+            });
+        };
+        let command = CommandSpec::new(&smi.path.display().to_string(), ["-L"]);
+        let output = self.shell.run(&command).await?;
+        if !output.success() {
+            return Err(Error::Engine {
+                pool: engine,
+                message: format!(
+                    "`{}` failed ({}): the devices {requested} cannot be checked\n{}",
+                    command.display(),
+                    output.status(),
+                    output.tail.trim()
+                ),
+                hint: Some("check the NVIDIA driver with `nvidia-smi`".to_string()),
+            });
+        }
+        let gpus = parse_nvidia_smi_list(&output.stdout);
+        let unknown = unknown_devices(&spec.devices, &gpus);
+        if !unknown.is_empty() {
+            return Err(Error::Engine {
+                pool: engine,
+                message: format!(
+                    "GPU device(s) {} not found on this host; GPUs found: {}",
+                    unknown.join(", "),
+                    describe(&gpus)
+                ),
+                hint: Some(
+                    "name a device by index (0), GPU UUID (GPU-…) or MIG UUID (MIG-…) as `nvidia-smi -L` lists them"
+                        .to_string(),
+                ),
+            });
+        }
+        if kind == RuntimeKind::Podman && find_cdi_spec(&self.settings.cdi_dirs).is_none() {
+            let dirs: Vec<String> = self
+                .settings
+                .cdi_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            return Err(Error::Engine {
+                pool: engine,
+                message: format!(
+                    "podman gives GPUs to containers through CDI, and no NVIDIA CDI spec was found in {}",
+                    dirs.join(" or ")
+                ),
+                hint: Some(
+                    "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml".to_string(),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn pull(
+        &self,
+        runtime: &Runtime,
+        image: &ImageRef,
+        digest: &str,
+        insecure: bool,
+        credentials: Option<&Credentials>,
+    ) -> Result<()> {
+        let reference = image.pinned(digest);
+        let auth = match credentials {
+            Some(credentials) => Some(TempAuthFile::write(
+                &self.settings.cache_dir.join("tmp"),
+                &image.registry,
+                credentials,
+            )?),
+            None => None,
+        };
+        let mut args: Vec<String> = Vec::new();
+        match runtime.kind {
+            RuntimeKind::Podman => {
+                args.push("pull".into());
+                if insecure {
+                    args.push("--tls-verify=false".into());
+                }
+                if let Some(auth) = &auth {
+                    args.push("--authfile".into());
+                    args.push(auth.file().display().to_string());
+                }
+            }
+            RuntimeKind::Docker => {
+                if let Some(auth) = &auth {
+                    args.push("--config".into());
+                    args.push(auth.dir().display().to_string());
+                }
+                args.push("pull".into());
+            }
+        }
+        args.push(reference.clone());
+        let step = format!("pull {reference}");
+        let command = self.command(runtime, args).progress(&step);
+        self.progress.report(ProgressEvent::Started {
+            step: step.clone(),
+            detail: Some(runtime.kind.as_str().to_string()),
+        });
+        let output = self.shell.run(&command).await;
+        drop(auth);
+        let output = output?;
+        if !output.success() {
+            let hint = match (runtime.kind, insecure) {
+                (RuntimeKind::Docker, true) => DOCKER_INSECURE_HINT.to_string(),
+                _ => format!(
+                    "check that {} is reachable from the {} runtime and that the credentials it uses are valid",
+                    image.registry,
+                    runtime.kind.as_str()
+                ),
+            };
+            return Err(failed(&command, &output, &hint));
+        }
+        self.progress.report(ProgressEvent::Finished { step });
+        Ok(())
+    }
+}
+
+fn missing(kind: Option<RuntimeKind>) -> Error {
+    match kind {
+        Some(RuntimeKind::Docker) => Error::MissingTool {
+            tool: "docker".to_string(),
+            purpose: "run container images (the configuration asks for docker)".to_string(),
+            searched: Vec::new(),
+            hint: Some(
+                "sudo apt-get install -y docker.io (Debian/Ubuntu) | sudo pacman -S docker (Arch) | sudo dnf install -y moby-engine (Fedora); or drop `runtime: docker` to use podman"
+                    .to_string(),
+            ),
+        },
+        Some(RuntimeKind::Podman) => Error::MissingTool {
+            tool: "podman".to_string(),
+            purpose: "run container images (the configuration asks for podman)".to_string(),
+            searched: Vec::new(),
+            hint: Some(PODMAN_INSTALL_HINT.to_string()),
+        },
+        None => Error::MissingTool {
+            tool: "podman or docker".to_string(),
+            purpose: "run container images".to_string(),
+            searched: Vec::new(),
+            hint: Some(PODMAN_INSTALL_HINT.to_string()),
+        },
+    }
+}
+
+fn failed(command: &CommandSpec, output: &CommandOutput, hint: &str) -> Error {
+    Error::CommandFailed {
+        command: command.display(),
+        status: output.status(),
+        tail: output.tail.clone(),
+        log: None,
+        hint: Some(hint.to_string()),
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Labels {
+    revision: Option<String>,
+    version: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inspected {
+    labels: Labels,
+}
+
+/// Reads `image inspect` JSON (podman or docker): present with `digest` → its labels.
+fn parse_inspect(stdout: &str, digest: &str) -> Option<Inspected> {
+    let value: serde_json::Value = serde_json::from_str(stdout).ok()?;
+    let image = value.as_array()?.first()?;
+    let suffix = format!("@{digest}");
+    let matches = image["Digest"].as_str() == Some(digest)
+        || image["RepoDigests"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|d| d.as_str().is_some_and(|d| d.ends_with(&suffix)))
+        });
+    if !matches {
+        return None;
+    }
+    let labels = if image["Labels"].is_object() {
+        &image["Labels"]
+    } else {
+        &image["Config"]["Labels"]
+    };
+    let get = |name: &str| {
+        labels
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    Some(Inspected {
+        labels: Labels {
+            revision: get(REVISION_LABEL),
+            version: get(VERSION_LABEL),
+        },
+    })
+}
+
+#[async_trait]
+impl ContainerRuntime for PodmanOrDocker {
+    async fn ensure_image(&self, spec: &ImageSpec) -> Result<ImageArtifact> {
+        let image = ImageRef::from_spec(spec)?;
+        let indexed = match (&image.tag_key(), spec.refresh) {
+            (Some(key), false) => self.index.get(key),
+            _ => None,
+        };
+        // Warm path: a digest known without the registry, and the image present locally.
+        let known = image
+            .digest
+            .clone()
+            .or_else(|| indexed.as_ref().map(|entry| entry.digest.clone()));
+        if let Some(digest) = &known
+            && (image.digest.is_some() || !spec.refresh)
+            && let Some(runtime) = self.warm_candidate(spec.runtime)
+            && let Some(found) = self
+                .inspect(&runtime, &image.pinned(digest), digest)
+                .await?
+        {
+            self.remember(spec.runtime, &runtime);
+            self.check_devices(runtime.kind, spec).await?;
+            let mut labels = found.labels;
+            if let Some(entry) = indexed.filter(|entry| entry.digest == *digest) {
+                labels.revision = labels.revision.or(entry.revision);
+                labels.version = labels.version.or(entry.version);
+            }
+            tracing::debug!(image = %image.pinned(digest), "image present locally");
+            return Ok(self.artifact(&runtime, &image, digest, labels, true));
+        }
+
+        let runtime = self.runtime(spec.runtime).await?;
+        self.check_devices(runtime.kind, spec).await?;
+
+        let scheme = if spec.insecure { "http" } else { "https" };
+        self.policy.check(&Action::FetchSource {
+            url: format!("{scheme}://{}/{}", image.registry, image.repository),
+        })?;
+        let step = format!("resolve {}:{}", image.name(), image.asked());
+        self.progress.report(ProgressEvent::Started {
+            step: step.clone(),
+            detail: None,
+        });
+        let resolved = registry::resolve(
+            &image,
+            spec.insecure,
+            &AuthSources {
+                files: &self.settings.auth_files,
+                fallback: self.settings.credentials.as_ref(),
+            },
+        )
+        .await?;
+        self.progress.report(ProgressEvent::Finished { step });
+        let digest = resolved.digest.clone();
+        let reference = image.pinned(&digest);
+
+        if self.inspect(&runtime, &reference, &digest).await?.is_none() {
+            self.pull(
+                &runtime,
+                &image,
+                &digest,
+                spec.insecure,
+                resolved.credentials.as_ref(),
+            )
+            .await?;
+            if self.inspect(&runtime, &reference, &digest).await?.is_none() {
+                return Err(Error::Source {
+                    repo: image.name(),
+                    reference: digest.clone(),
+                    message: format!(
+                        "after `{} pull {reference}`, `{} image inspect` does not report digest {digest}",
+                        runtime.kind.as_str(),
+                        runtime.kind.as_str()
+                    ),
+                    hint: Some(format!(
+                        "remove the local image (`{} rmi {reference}`) and prepare again",
+                        runtime.kind.as_str()
+                    )),
+                });
+            }
+        }
+        if let Some(key) = image.tag_key() {
+            self.index
+                .put(
+                    &key,
+                    IndexEntry {
+                        digest: digest.clone(),
+                        revision: resolved.revision.clone(),
+                        version: resolved.version.clone(),
+                    },
+                )
+                .await?;
+        }
+        Ok(self.artifact(
+            &runtime,
+            &image,
+            &digest,
+            Labels {
+                revision: resolved.revision,
+                version: resolved.version,
+            },
+            false,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_output_of_podman_and_docker() {
+        let d = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let podman = format!(
+            r#"[{{"Id":"x","Digest":"{d}","RepoDigests":[],"Labels":{{"{REVISION_LABEL}":"abc"}}}}]"#
+        );
+        let found = parse_inspect(&podman, d).unwrap();
+        assert_eq!(found.labels.revision.as_deref(), Some("abc"));
+        let docker = format!(
+            r#"[{{"Id":"x","RepoDigests":["r/x@{d}"],"Config":{{"Labels":{{"{VERSION_LABEL}":"1.2"}}}}}}]"#
+        );
+        let found = parse_inspect(&docker, d).unwrap();
+        assert_eq!(found.labels.version.as_deref(), Some("1.2"));
+        let other = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+        assert!(parse_inspect(&docker, other).is_none());
+        assert!(parse_inspect("not json", d).is_none());
+    }
+}

@@ -1,0 +1,478 @@
+//! Unit tests: reference parsing, credentials, nvidia-smi parsing, device checks and runtime
+//! detection over `MockShell`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use adapters_container::{
+    ContainerSettings, Credentials, ImageRef, PodmanOrDocker, TempAuthFile, credentials_in,
+    lookup_credentials, parse_nvidia_smi_list, unknown_devices,
+};
+use provisioner_core::{
+    CommandOutput, CommandSpec, ContainerRuntime, Engine, Error, ImageSpec, MockShell, NoProgress,
+    RuntimeKind, ToolInfo,
+};
+
+/// Real output of `nvidia-smi -L` on an H100 host (shared/fixtures/gpu-h100).
+const H100_LIST: &str = include_str!("fixtures/nvidia-smi-L.txt");
+
+/// `nvidia-smi -L` on a host with MIG enabled (format of driver 535+).
+const MIG_LIST: &str =
+    "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-44580e09-6ab3-f333-4b4a-a122d00bfb5a)
+  MIG 1g.10gb     Device  0: (UUID: MIG-0f8a7b1e-1d9c-5c1e-9f4b-1234567890ab)
+  MIG 3g.40gb     Device  1: (UUID: MIG-aa8a7b1e-1d9c-5c1e-9f4b-1234567890cd)
+GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-55580e09-6ab3-f333-4b4a-a122d00bfb5b)
+";
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+// ---------------------------------------------------------------------------------------------
+// References
+
+#[test]
+fn references_are_normalised_like_the_registry_client() {
+    let r = ImageRef::parse("busybox", None, None).unwrap();
+    assert_eq!(r.registry, "docker.io");
+    assert_eq!(r.repository, "library/busybox");
+    assert_eq!(r.tag.as_deref(), Some("latest"));
+    assert_eq!(r.digest, None);
+
+    let r = ImageRef::parse("127.0.0.1:5000/llama/server", Some("v1.2"), None).unwrap();
+    assert_eq!(r.registry, "127.0.0.1:5000");
+    assert_eq!(r.repository, "llama/server");
+    assert_eq!(r.tag_key().unwrap(), "127.0.0.1:5000/llama/server:v1.2");
+    assert_eq!(
+        r.pinned(DIGEST),
+        format!("127.0.0.1:5000/llama/server@{DIGEST}")
+    );
+
+    let r = ImageRef::parse("vllm/vllm-openai:v0.6.0", None, None).unwrap();
+    assert_eq!(r.registry, "docker.io");
+    assert_eq!(r.repository, "vllm/vllm-openai");
+    assert_eq!(r.tag.as_deref(), Some("v0.6.0"));
+
+    // `tag: sha256:…` is the digest; no tag is invented then.
+    let r = ImageRef::parse("ghcr.io/ggml-org/llama.cpp", Some(DIGEST), None).unwrap();
+    assert_eq!(r.registry, "ghcr.io");
+    assert_eq!(r.digest.as_deref(), Some(DIGEST));
+    assert_eq!(r.tag, None);
+
+    let r = ImageRef::parse("ghcr.io/x/y", Some("1.0"), Some(DIGEST)).unwrap();
+    assert_eq!(r.tag.as_deref(), Some("1.0"));
+    assert_eq!(r.digest.as_deref(), Some(DIGEST));
+}
+
+#[test]
+fn bad_references_are_refused() {
+    let error = ImageRef::parse("ghcr.io/x/y", None, Some("sha256:abc")).unwrap_err();
+    assert!(matches!(error, Error::Source { .. }), "{error:?}");
+    assert!(error.to_string().contains("not a digest"), "{error}");
+    assert!(ImageRef::parse("UPPER/Case", None, None).is_err());
+    assert!(ImageRef::parse("ghcr.io/x/y", Some("bad tag"), None).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credentials
+
+#[test]
+fn auth_files_in_base64_and_username_password_forms() {
+    // `alice:s3cret` in base64.
+    let base64 = r#"{"auths":{"https://registry.example:5000/v1/":{"auth":"YWxpY2U6czNjcmV0"}}}"#;
+    let found = credentials_in(base64, "registry.example:5000").unwrap();
+    assert_eq!(found.username, "alice");
+    assert_eq!(found.password(), "s3cret");
+    assert!(credentials_in(base64, "other.example").is_none());
+
+    let plain = r#"{"auths":{"127.0.0.1:5000":{"username":"bob","password":"pa:ss"}}}"#;
+    let found = credentials_in(plain, "127.0.0.1:5000").unwrap();
+    assert_eq!(
+        (found.username.as_str(), found.password()),
+        ("bob", "pa:ss")
+    );
+
+    // Docker Hub's key in docker's config.json.
+    let hub = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"YWxpY2U6czNjcmV0"}}}"#;
+    assert_eq!(credentials_in(hub, "docker.io").unwrap().username, "alice");
+}
+
+#[test]
+fn lookup_takes_the_first_file_with_the_host_then_the_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("auth.json");
+    let second = dir.path().join("config.json");
+    std::fs::write(&first, r#"{"auths":{"a.example":{"auth":"YTpi"}}}"#).unwrap();
+    std::fs::write(&second, r#"{"auths":{"b.example":{"auth":"Yzpk"}}}"#).unwrap();
+    let files = vec![dir.path().join("missing.json"), first, second];
+    let env = Credentials::new("env-user", "env-pass");
+    assert_eq!(
+        lookup_credentials("b.example", &files, Some(&env)).unwrap(),
+        Credentials::new("c", "d")
+    );
+    assert_eq!(
+        lookup_credentials("z.example", &files, Some(&env)).unwrap(),
+        env
+    );
+    assert!(lookup_credentials("z.example", &files, None).is_none());
+}
+
+#[test]
+fn credentials_never_print_the_password() {
+    let credentials = Credentials::new("alice", "hunter2-secret");
+    let debug = format!("{credentials:?} {:#?}", Some(&credentials));
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("alice"), "{debug}");
+}
+
+#[test]
+fn temporary_auth_files_are_private_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = Credentials::new("alice", "s3cret");
+    let file = TempAuthFile::write(dir.path(), "127.0.0.1:5000", &credentials).unwrap();
+    let path = file.file().to_path_buf();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dir_mode = std::fs::metadata(file.dir()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        credentials_in(&text, "127.0.0.1:5000").unwrap(),
+        credentials
+    );
+    drop(file);
+    assert!(!path.exists());
+}
+
+#[test]
+fn settings_from_host_variables() {
+    let vars: BTreeMap<String, String> = [
+        ("PATH", "/usr/bin"),
+        ("HOME", "/home/u"),
+        ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ("REGISTRY_AUTH_FILE", "/etc/auth.json"),
+        ("DOCKER_HOST", "unix:///x.sock"),
+        ("LLAMA_ORCH_REGISTRY_USER", "u"),
+        ("LLAMA_ORCH_REGISTRY_PASSWORD", "p"),
+        ("UNRELATED", "x"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let settings = ContainerSettings::from_vars("/cache", &vars);
+    assert_eq!(
+        settings.auth_files,
+        vec![
+            PathBuf::from("/etc/auth.json"),
+            PathBuf::from("/run/user/1000/containers/auth.json"),
+            PathBuf::from("/home/u/.config/containers/auth.json"),
+            PathBuf::from("/home/u/.docker/config.json"),
+        ]
+    );
+    assert_eq!(
+        settings.env.keys().collect::<Vec<_>>(),
+        [
+            "DOCKER_HOST",
+            "HOME",
+            "PATH",
+            "REGISTRY_AUTH_FILE",
+            "XDG_RUNTIME_DIR"
+        ]
+    );
+    assert_eq!(settings.credentials, Some(Credentials::new("u", "p")));
+    assert!(!format!("{settings:?}").contains("\"p\""));
+}
+
+// ---------------------------------------------------------------------------------------------
+// nvidia-smi
+
+#[test]
+fn parses_the_real_h100_listing() {
+    let gpus = parse_nvidia_smi_list(H100_LIST);
+    assert_eq!(gpus.len(), 1);
+    assert_eq!(gpus[0].index, 0);
+    assert_eq!(gpus[0].name, "NVIDIA H100 80GB HBM3");
+    assert_eq!(gpus[0].uuid, "GPU-44580e09-6ab3-f333-4b4a-a122d00bfb5a");
+    assert!(gpus[0].migs.is_empty());
+}
+
+#[test]
+fn parses_mig_devices_under_their_gpu() {
+    let gpus = parse_nvidia_smi_list(MIG_LIST);
+    assert_eq!(gpus.len(), 2);
+    assert_eq!(gpus[0].migs.len(), 2);
+    assert_eq!(gpus[0].migs[1].profile, "3g.40gb");
+    assert_eq!(gpus[0].migs[1].device, 1);
+    assert_eq!(
+        gpus[0].migs[0].uuid,
+        "MIG-0f8a7b1e-1d9c-5c1e-9f4b-1234567890ab"
+    );
+    assert!(gpus[1].migs.is_empty());
+    assert_eq!(gpus[1].index, 1);
+}
+
+#[test]
+fn devices_by_index_uuid_or_mig_uuid() {
+    let gpus = parse_nvidia_smi_list(MIG_LIST);
+    let ok: Vec<String> = [
+        "0",
+        "1",
+        "GPU-55580e09-6ab3-f333-4b4a-a122d00bfb5b",
+        "MIG-aa8a7b1e-1d9c-5c1e-9f4b-1234567890cd",
+        "nvidia.com/gpu=0",
+        "all",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert!(unknown_devices(&ok, &gpus).is_empty());
+    let bad: Vec<String> = vec!["2".into(), "GPU-nope".into(), "0".into()];
+    assert_eq!(unknown_devices(&bad, &gpus), ["2", "GPU-nope"]);
+    assert_eq!(unknown_devices(&["all".to_string()], &[]), ["all"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The adapter over MockShell
+
+fn tool(path: &str) -> ToolInfo {
+    ToolInfo {
+        path: PathBuf::from(path),
+        fingerprint: "1:1".to_string(),
+    }
+}
+
+fn ok(stdout: &str) -> CommandOutput {
+    CommandOutput {
+        code: Some(0),
+        stdout: stdout.to_string(),
+        ..CommandOutput::default()
+    }
+}
+
+fn fail(tail: &str) -> CommandOutput {
+    CommandOutput {
+        code: Some(125),
+        tail: tail.to_string(),
+        ..CommandOutput::default()
+    }
+}
+
+type Script = Arc<dyn Fn(&CommandSpec) -> CommandOutput + Send + Sync>;
+
+/// A shell where `on_path` programs exist and `script` answers commands; commands are recorded.
+fn shell(on_path: &[&str], script: Script) -> (MockShell, Arc<Mutex<Vec<CommandSpec>>>) {
+    let on_path: Vec<String> = on_path.iter().map(|s| s.to_string()).collect();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut shell = MockShell::new();
+    shell.expect_locate().returning(move |program| {
+        on_path
+            .contains(&program.to_string())
+            .then(|| tool(&format!("/usr/bin/{program}")))
+    });
+    let record = seen.clone();
+    shell.expect_run().returning(move |command| {
+        record.lock().unwrap().push(command.clone());
+        Ok(script(command))
+    });
+    (shell, seen)
+}
+
+fn adapter(shell: MockShell, settings: ContainerSettings) -> PodmanOrDocker {
+    PodmanOrDocker::new(
+        Arc::new(shell),
+        Arc::new(policy::HostPolicy::default()),
+        Arc::new(NoProgress),
+        settings,
+    )
+}
+
+fn settings(dir: &std::path::Path) -> ContainerSettings {
+    let mut settings = ContainerSettings::from_vars(dir.join("cache"), &BTreeMap::new());
+    settings.env.insert("PATH".into(), "/usr/bin".into());
+    settings.cdi_dirs = vec![dir.join("cdi")];
+    settings
+}
+
+#[tokio::test]
+async fn podman_missing_falls_back_to_docker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, seen) = shell(
+        &["docker"],
+        Arc::new(|c: &CommandSpec| {
+            assert_eq!(c.program, "/usr/bin/docker");
+            ok("{}")
+        }),
+    );
+    let adapter = adapter(shell, settings(dir.path()));
+    let (kind, program) = adapter.detect(None).await.unwrap();
+    assert_eq!(kind, RuntimeKind::Docker);
+    assert_eq!(program, PathBuf::from("/usr/bin/docker"));
+    // Remembered: a second detection runs nothing.
+    adapter.detect(None).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].args, ["info", "--format", "json"]);
+    assert_eq!(
+        seen[0].env.get("PATH").map(String::as_str),
+        Some("/usr/bin")
+    );
+}
+
+#[tokio::test]
+async fn podman_preferred_when_both_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, _) = shell(&["podman", "docker"], Arc::new(|_: &CommandSpec| ok("{}")));
+    let adapter = adapter(shell, settings(dir.path()));
+    assert_eq!(adapter.detect(None).await.unwrap().0, RuntimeKind::Podman);
+}
+
+#[tokio::test]
+async fn no_runtime_is_a_missing_tool_with_the_podman_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, _) = shell(&[], Arc::new(|_: &CommandSpec| ok("")));
+    let adapter = adapter(shell, settings(dir.path()));
+    let error = adapter.detect(None).await.unwrap_err();
+    match &error {
+        Error::MissingTool { tool, purpose, .. } => {
+            assert_eq!(tool, "podman or docker");
+            assert_eq!(purpose, "run container images");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        error
+            .hint()
+            .unwrap()
+            .contains("sudo apt-get install -y podman"),
+        "{error:?}"
+    );
+    // Through the port as well.
+    let spec = image_spec(Some("v1"), None, vec![]);
+    let error = adapter.ensure_image(&spec).await.unwrap_err();
+    assert!(matches!(error, Error::MissingTool { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn an_installed_runtime_whose_info_fails_shows_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, _) = shell(
+        &["podman"],
+        Arc::new(|_: &CommandSpec| fail("Error: cannot set up namespace: permission denied")),
+    );
+    let adapter = adapter(shell, settings(dir.path()));
+    let error = adapter.detect(None).await.unwrap_err();
+    assert!(matches!(error, Error::CommandFailed { .. }), "{error:?}");
+    assert!(error.to_string().contains("permission denied"), "{error}");
+}
+
+#[tokio::test]
+async fn a_forced_runtime_that_is_missing_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, _) = shell(&["podman"], Arc::new(|_: &CommandSpec| ok("{}")));
+    let adapter = adapter(shell, settings(dir.path()));
+    let error = adapter.detect(Some(RuntimeKind::Docker)).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingTool { tool, .. } if tool == "docker"),
+        "{error:?}"
+    );
+}
+
+fn image_spec(tag: Option<&str>, digest: Option<&str>, devices: Vec<String>) -> ImageSpec {
+    ImageSpec {
+        engine: Engine::Vllm,
+        image: "127.0.0.1:1/llama/server".to_string(),
+        tag: tag.map(str::to_string),
+        digest: digest.map(str::to_string),
+        insecure: true,
+        runtime: None,
+        devices,
+        refresh: false,
+    }
+}
+
+/// Podman has the pinned image; `nvidia-smi -L` answers `listing`.
+fn present_with_gpus(listing: &'static str) -> Script {
+    Arc::new(move |c: &CommandSpec| {
+        if c.program.ends_with("nvidia-smi") {
+            ok(listing)
+        } else if c.args.first().map(String::as_str) == Some("image") {
+            ok(&format!(
+                r#"[{{"Digest":"{DIGEST}","Labels":{{"org.opencontainers.image.revision":"abc123"}}}}]"#
+            ))
+        } else {
+            fail("unexpected")
+        }
+    })
+}
+
+#[tokio::test]
+async fn warm_path_with_a_pinned_digest_runs_one_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, seen) = shell(&["podman"], present_with_gpus(H100_LIST));
+    let adapter = adapter(shell, settings(dir.path()));
+    let artifact = adapter
+        .ensure_image(&image_spec(None, Some(DIGEST), vec![]))
+        .await
+        .unwrap();
+    assert!(artifact.cache_hit);
+    assert_eq!(artifact.revision.as_deref(), Some("abc123"));
+    assert_eq!(
+        artifact.reference,
+        format!("127.0.0.1:1/llama/server@{DIGEST}")
+    );
+    assert_eq!(artifact.runtime_env.get("PATH").unwrap(), "/usr/bin");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0].args,
+        [
+            "image",
+            "inspect",
+            &format!("127.0.0.1:1/llama/server@{DIGEST}")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unknown_devices_list_the_gpus_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut names = vec!["podman", "nvidia-smi"];
+    let (mock, _) = shell(&names, present_with_gpus(H100_LIST));
+    let with_gpus = adapter(mock, settings(dir.path()));
+    let spec = image_spec(None, Some(DIGEST), vec!["3".into()]);
+    let error = with_gpus.ensure_image(&spec).await.unwrap_err();
+    assert!(matches!(error, Error::Engine { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("3 not found"), "{text}");
+    assert!(
+        text.contains("GPU-44580e09-6ab3-f333-4b4a-a122d00bfb5a"),
+        "{text}"
+    );
+
+    // A known device, but podman without a CDI spec.
+    let spec = image_spec(None, Some(DIGEST), vec!["0".into()]);
+    let error = with_gpus.ensure_image(&spec).await.unwrap_err();
+    assert_eq!(
+        error.hint(),
+        Some("sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml")
+    );
+    // With a spec it passes.
+    std::fs::create_dir_all(dir.path().join("cdi")).unwrap();
+    std::fs::write(
+        dir.path().join("cdi/nvidia.yaml"),
+        "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\n",
+    )
+    .unwrap();
+    let artifact = with_gpus.ensure_image(&spec).await.unwrap();
+    assert!(artifact.cache_hit);
+
+    // No nvidia-smi: no driver.
+    names.pop();
+    let (no_driver, _) = shell(&names, present_with_gpus(H100_LIST));
+    let without = adapter(no_driver, settings(dir.path()));
+    let error = without.ensure_image(&spec).await.unwrap_err();
+    assert!(
+        error.to_string().contains("no NVIDIA driver found"),
+        "{error}"
+    );
+}
