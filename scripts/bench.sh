@@ -8,3 +8,5 @@ echo "== warm prepare vs cmake --build no-op (source mode)"
 target/release/bench-prepare
 echo "== cold binary install vs curl + sha256sum + tar (binary mode)"
 target/release/bench-binary
+echo "== container prepare (warm, cold) vs podman pull (container mode)"
+target/release/bench-container

@@ -97,19 +97,24 @@ fn unsupported_pair_is_exit_4_with_a_hint() {
   - id: v
     engine: vllm
     provisioning:
-      mode: container
-      container: { image: vllm/vllm-openai, tag: v0.10.0 }
+      mode: binary
+      binary: { url: "https://example.org/vllm.tar.gz", checksum: "sha256:0000000000000000000000000000000000000000000000000000000000000000" }
       model: { ref: "file:/m" }
 "#;
     let (out, _dir) = with_config(text, &["engine", "plan"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("does not support provisioning mode `container`"),
+            .contains("does not support provisioning mode `binary`"),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("hint: "), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("hint: vLLM publishes no standalone binary; use mode: container"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod containers;
+
 /// The fixtures made by `scripts/fixtures.sh`.
 #[derive(Debug, Clone)]
 pub struct Fixtures {

@@ -210,9 +210,34 @@ impl PodmanOrDocker {
             kind,
             program: tool.path,
         };
+        // `info` takes about a third of a second: a runtime whose binary and environment have
+        // not changed since it last answered is trusted without asking again (a runtime broken
+        // since then still fails, with its own message, at the pull).
+        let proof = self.settings.cache_dir.join("runtimes-v1").join(format!(
+            "{}-{}",
+            kind.as_str(),
+            &blake3::hash(
+                format!(
+                    "{}|{}|{:?}",
+                    runtime.program.display(),
+                    tool.fingerprint,
+                    self.settings.env
+                )
+                .as_bytes()
+            )
+            .to_hex()[..16]
+        ));
+        if proof.exists() {
+            return Ok(Some(runtime));
+        }
         let command = self.command(&runtime, ["info", "--format", "json"]);
         let output = self.shell.run(&command).await?;
         if output.success() {
+            if let Some(parent) = proof.parent()
+                && std::fs::create_dir_all(parent).is_ok()
+            {
+                let _ = std::fs::write(&proof, b"info succeeded\n");
+            }
             Ok(Some(runtime))
         } else {
             Err(failed(
