@@ -150,6 +150,10 @@ fn container_mode_end_to_end() {
         );
         assert_eq!(status, 200, "{completion}");
         assert_eq!(completion["tokens_predicted"], 8, "{completion}");
+        let (code, status, stderr) = orch(&env, &cache, &["engine", "status"], &config);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(status["container"], "running", "{status}");
+        assert_eq!(status["ready"], true, "{status}");
     });
     let (code, _, stderr) = orch(&env, &cache, &["engine", "down"], &config);
     assert_eq!(code, 0, "{stderr}");

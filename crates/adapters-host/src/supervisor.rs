@@ -57,7 +57,23 @@ pub struct RunState {
     pub readiness: Probe,
     /// How to tell that it is the prepared build.
     pub identity: Option<IdentityCheck>,
+    /// The variables a container runtime needs to find its containers again (never the
+    /// engine's own environment, which may hold secrets).
+    #[serde(default)]
+    pub runtime_env: std::collections::BTreeMap<String, String>,
 }
+
+/// Variables of a container runtime's own configuration, kept for `status`.
+const RUNTIME_VARIABLES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "XDG_RUNTIME_DIR",
+    "CONTAINERS_CONF",
+    "CONTAINERS_REGISTRIES_CONF",
+    "CONTAINERS_STORAGE_CONF",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+];
 
 /// A recorded engine and how it is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +84,9 @@ pub struct Status {
     pub alive: bool,
     /// Whether it answered its readiness probe just now.
     pub ready: bool,
+    /// For an engine run by podman or docker: the container's state as the runtime's `inspect`
+    /// reports it (`running`, `exited`, …), or `absent`.
+    pub container: Option<String>,
 }
 
 impl Supervisor {
@@ -197,6 +216,12 @@ impl Supervisor {
                 .unwrap_or(0),
             readiness: readiness.clone(),
             identity: prepared.metadata.identity.clone(),
+            runtime_env: prepared
+                .env
+                .iter()
+                .filter(|(key, _)| RUNTIME_VARIABLES.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
         };
         if let Err(error) = self.write_records(&state) {
             // An engine nobody knows about could never be stopped with `down`.
@@ -336,10 +361,12 @@ impl Supervisor {
                 http_get(state.readiness.port, &state.readiness.path, false).await,
                 Ok((status, _)) if status == state.readiness.status
             );
+        let container = container_state(&state).await;
         Ok(Some(Status {
             state,
             alive,
             ready,
+            container,
         }))
     }
 
@@ -359,6 +386,32 @@ impl Supervisor {
     fn remove_records(&self, pool_id: &str) -> Result<()> {
         remove_if_exists(&self.state_file(pool_id))?;
         remove_if_exists(&self.pid_file(pool_id))
+    }
+}
+
+/// The state of the container behind a `podman run …`/`docker run …` engine, from the runtime's
+/// own `inspect` (run with the environment the engine was started with).
+async fn container_state(state: &RunState) -> Option<String> {
+    let runtime = state.bin.file_name()?.to_str()?;
+    if !matches!(runtime, "podman" | "docker")
+        || state.args.first().map(String::as_str) != Some("run")
+    {
+        return None;
+    }
+    let name = state
+        .args
+        .windows(2)
+        .find(|pair| pair[0] == "--name")
+        .map(|pair| pair[1].clone())?;
+    let mut spec = provisioner_core::CommandSpec::new(
+        &state.bin.to_string_lossy(),
+        ["inspect", "--format", "{{.State.Status}}", name.as_str()],
+    );
+    spec.env = state.runtime_env.clone();
+    let shell = crate::process::HostShell::new(std::sync::Arc::new(provisioner_core::NoProgress));
+    match provisioner_core::Shell::run(&shell, &spec).await {
+        Ok(output) if output.success() => Some(output.stdout.trim().to_string()),
+        _ => Some("absent".to_string()),
     }
 }
 

@@ -222,6 +222,7 @@ pub async fn status(
                 "alive": s.alive,
                 "ready": s.ready,
                 "engine_version": s.state.engine_version,
+                "container": s.container,
                 "ports": s.state.ports,
                 "log_file": s.state.log_file,
             }),
@@ -236,6 +237,9 @@ pub async fn status(
                 out(&format!("alive:          {}", s.alive));
                 out(&format!("ready:          {}", s.ready));
                 out(&format!("engine_version: {}", s.state.engine_version));
+                if let Some(container) = &s.container {
+                    out(&format!("container:      {container}"));
+                }
                 out(&format!("log:            {}", s.state.log_file.display()));
             }
             None => out(&format!("{id} is not running")),
