@@ -67,20 +67,7 @@ pub(crate) fn split(url: &str) -> Option<Parts<'_>> {
 
 /// The URL as it may appear in messages, progress and metadata: `user:password@` removed.
 pub fn redact(url: &str) -> String {
-    match split(url) {
-        Some(parts) if parts.userinfo.is_some() => {
-            let fragment = url.find('#').map_or("", |at| &url[at..]);
-            format!("{}{fragment}", parts.without_credentials())
-        }
-        Some(_) => url.to_string(),
-        // Not a URL we understand: still never show what looks like credentials.
-        None => match (url.find("://"), url.rfind('@')) {
-            (Some(start), Some(at)) if at > start => {
-                format!("{}{}", &url[..start + 3], &url[at + 1..])
-            }
-            _ => url.to_string(),
-        },
-    }
+    provisioner_core::redact_url(url)
 }
 
 /// Where a redirect from `current` to `location` leads, or why it must not be followed: only

@@ -19,17 +19,7 @@ use crate::reference::ImageRef;
 use crate::registry::{self, AuthSources, REVISION_LABEL, VERSION_LABEL};
 
 /// Host variables passed to every runtime command and returned as `runtime_env`.
-pub const RUNTIME_ENV: [&str; 9] = [
-    "PATH",
-    "HOME",
-    "XDG_RUNTIME_DIR",
-    "CONTAINERS_CONF",
-    "CONTAINERS_REGISTRIES_CONF",
-    "CONTAINERS_STORAGE_CONF",
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
-    "REGISTRY_AUTH_FILE",
-];
+pub const RUNTIME_ENV: [&str; 9] = provisioner_core::CONTAINER_RUNTIME_VARIABLES;
 
 /// The install commands shown when neither podman nor docker works.
 pub const PODMAN_INSTALL_HINT: &str = "sudo apt-get install -y podman (Debian/Ubuntu) | sudo pacman -S podman (Arch) | sudo dnf install -y podman (Fedora)";

@@ -63,18 +63,6 @@ pub struct RunState {
     pub runtime_env: std::collections::BTreeMap<String, String>,
 }
 
-/// Variables of a container runtime's own configuration, kept for `status`.
-const RUNTIME_VARIABLES: &[&str] = &[
-    "PATH",
-    "HOME",
-    "XDG_RUNTIME_DIR",
-    "CONTAINERS_CONF",
-    "CONTAINERS_REGISTRIES_CONF",
-    "CONTAINERS_STORAGE_CONF",
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
-];
-
 /// A recorded engine and how it is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -219,7 +207,9 @@ impl Supervisor {
             runtime_env: prepared
                 .env
                 .iter()
-                .filter(|(key, _)| RUNTIME_VARIABLES.contains(&key.as_str()))
+                .filter(|(key, _)| {
+                    provisioner_core::CONTAINER_RUNTIME_VARIABLES.contains(&key.as_str())
+                })
                 .map(|(key, value)| (key.clone(), value.clone()))
                 .collect(),
         };

@@ -16,9 +16,7 @@ use provisioner_core::{
 };
 
 pub use args::{ServerArgs, normalise_server_flags};
-pub use llamacpp::{
-    LlamaCpp, backend_from_output, normalise_cmake_flags, parse_llamacpp_version, strip_credentials,
-};
+pub use llamacpp::{LlamaCpp, backend_from_output, normalise_cmake_flags, parse_llamacpp_version};
 
 /// One engine's knowledge: which modes it offers, how to plan and how to prepare.
 #[async_trait]

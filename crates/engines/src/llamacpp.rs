@@ -405,7 +405,7 @@ impl LlamaCpp {
             steps: vec![
                 Step::ResolveModel { reference: model },
                 Step::Download {
-                    url: strip_credentials(&inputs.url),
+                    url: provisioner_core::redact_url(&inputs.url),
                     checksum: inputs.checksum.as_ref().map(|c| c.to_string()),
                     size: inputs.size,
                 },
@@ -579,20 +579,6 @@ impl LlamaCpp {
     }
 }
 
-/// Removes `user:password@` from a URL before it is shown anywhere.
-pub fn strip_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
 #[async_trait]
 impl Recipe for LlamaCpp {
     fn engine(&self) -> Engine {
@@ -659,11 +645,11 @@ mod tests {
     #[test]
     fn credentials_never_shown() {
         assert_eq!(
-            strip_credentials("https://user:secret@example.org/a/b.zip"),
+            provisioner_core::redact_url("https://user:secret@example.org/a/b.zip"),
             "https://example.org/a/b.zip"
         );
         assert_eq!(
-            strip_credentials("https://example.org/a@b.zip"),
+            provisioner_core::redact_url("https://example.org/a@b.zip"),
             "https://example.org/a@b.zip"
         );
     }

@@ -87,6 +87,34 @@ impl CommandSpec {
     }
 }
 
+/// A URL as it may appear in messages, plans, progress and metadata: `user:password@` removed.
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|at| at + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..start], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Host variables a container runtime needs (its configuration, never credentials): passed to
+/// every runtime command, returned as `ImageArtifact::runtime_env`, and kept by supervisors to
+/// ask the runtime about the container later.
+pub const CONTAINER_RUNTIME_VARIABLES: [&str; 9] = [
+    "PATH",
+    "HOME",
+    "XDG_RUNTIME_DIR",
+    "CONTAINERS_CONF",
+    "CONTAINERS_REGISTRIES_CONF",
+    "CONTAINERS_STORAGE_CONF",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "REGISTRY_AUTH_FILE",
+];
+
 /// Quotes one word for display (never for execution: nothing here goes through a shell).
 pub fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
