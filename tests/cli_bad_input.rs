@@ -305,3 +305,26 @@ fn remote_plain_http_is_refused_unless_allowed() {
         out.stderr
     );
 }
+
+#[test]
+fn structured_logs_carry_the_pool_and_the_error_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pool.yaml");
+    std::fs::write(&config, GOOD).unwrap();
+    let output = orchctl(&dir.path().join("cache"))
+        .env("LLAMA_ORCH_LOG", "info")
+        .env("LLAMA_ORCH_LOG_FORMAT", "json")
+        .args(["engine", "prepare", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let event: serde_json::Value = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .find(|v: &serde_json::Value| v["fields"]["message"] == "prepare failed")
+        .unwrap_or_else(|| panic!("no JSON log event in: {stderr}"));
+    assert_eq!(event["span"]["pool_id"], "p");
+    assert_eq!(event["span"]["engine"], "llamacpp");
+    assert_eq!(event["fields"]["code"], "Model");
+}

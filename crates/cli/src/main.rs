@@ -30,8 +30,26 @@ fn target(args: &PoolArgs) -> Target {
     }
 }
 
+/// Structured logs on stderr, off unless `LLAMA_ORCH_LOG` sets a filter (`info`, `debug`, …);
+/// `LLAMA_ORCH_LOG_FORMAT=json` makes them one JSON object per line.
+fn init_logs() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("LLAMA_ORCH_LOG") else {
+        return;
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = std::env::var("LLAMA_ORCH_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs();
     let settings = Settings {
         home: std::env::var_os("HOME")
             .map(PathBuf::from)

@@ -109,7 +109,30 @@ impl EngineProvisioner for Provisioner {
     }
 
     async fn prepare(&self, pool: &PoolConfig) -> Result<PreparedEngine> {
-        let recipe = self.recipe_for(pool)?;
-        recipe.prepare(pool, &self.layout, &self.ports).await
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "prepare",
+            pool_id = %pool.id,
+            engine = %pool.engine,
+            mode = %pool.provisioning.mode,
+        );
+        async {
+            let recipe = self.recipe_for(pool)?;
+            let result = recipe.prepare(pool, &self.layout, &self.ports).await;
+            match &result {
+                Ok(prepared) => tracing::info!(
+                    engine_version = %prepared.engine_version,
+                    cache_hit = prepared.metadata.cache_hit,
+                    plan_digest = %prepared.metadata.plan_digest,
+                    "prepared"
+                ),
+                Err(error) => {
+                    tracing::warn!(code = ?error.code(), error = %error, "prepare failed")
+                }
+            }
+            result
+        }
+        .instrument(span)
+        .await
     }
 }
