@@ -571,17 +571,10 @@ fn parse_stat(stat: &str) -> Option<(char, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+
     use std::time::Instant;
 
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<ProgressEvent>>);
-
-    impl Progress for Recorder {
-        fn report(&self, event: ProgressEvent) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
+    use provisioner_core::RecordingProgress as Recorder;
 
     fn shell() -> HostShell {
         HostShell::new(Arc::new(provisioner_core::NoProgress))
@@ -689,9 +682,7 @@ mod tests {
         let output = shell.run(&spec).await.unwrap();
         assert!(output.success());
         let percents: Vec<u8> = recorder
-            .0
-            .lock()
-            .unwrap()
+            .events()
             .iter()
             .map(|event| match event {
                 ProgressEvent::Percent { step, percent } => {
@@ -713,7 +704,7 @@ mod tests {
             .await
             .unwrap();
         assert!(output.success());
-        assert!(recorder.0.lock().unwrap().is_empty());
+        assert!(recorder.events().is_empty());
     }
 
     #[tokio::test]

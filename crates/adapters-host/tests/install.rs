@@ -4,43 +4,21 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adapters_host::process::locate;
 use adapters_host::{
     DetachedSpec, HostShell, InstallRoot, Installed, group_alive, kill_group, spawn_detached,
 };
-use provisioner_core::{CommandSpec, Error, NoProgress, Progress, ProgressEvent, Shell};
+use provisioner_core::RecordingProgress as Recorder;
+use provisioner_core::{CommandSpec, Error, NoProgress, Shell};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Meta {
     version: String,
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<ProgressEvent>>);
-
-impl Recorder {
-    fn notes(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|event| match event {
-                ProgressEvent::Note { message } => Some(message.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-impl Progress for Recorder {
-    fn report(&self, event: ProgressEvent) {
-        self.0.lock().unwrap().push(event);
-    }
 }
 
 fn any(_: &Installed<Meta>) -> bool {

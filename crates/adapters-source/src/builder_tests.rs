@@ -9,49 +9,15 @@ use std::time::{Duration, UNIX_EPOCH};
 use provisioner_core::tools::Distro;
 use provisioner_core::{
     Backend, BuildInfoVariables, CommandOutput, CommandSpec, Engine, Error, MockClock, MockPolicy,
-    MockShell, Progress, ProgressEvent, SourceBuildSpec, SourceBuilder, ToolInfo,
+    MockShell, SourceBuildSpec, SourceBuilder, ToolInfo,
 };
 
 use super::*;
 use crate::refs::{self, RefKind};
+use provisioner_core::RecordingProgress as Recorder;
 
 const COMMIT: &str = "012345678aabcdef0123456789abcdef01234567";
 const OTHER_COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<ProgressEvent>>);
-
-impl Progress for Recorder {
-    fn report(&self, event: ProgressEvent) {
-        self.0.lock().unwrap().push(event);
-    }
-}
-
-impl Recorder {
-    fn notes(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match e {
-                ProgressEvent::Note { message } => Some(message.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn started(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match e {
-                ProgressEvent::Started { step, .. } => Some(step.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-}
 
 fn tool(path: &str) -> ToolInfo {
     ToolInfo {

@@ -3,8 +3,8 @@
 //! remote repository would be.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adapters_host::{HostShell, SystemClock, group_alive};
@@ -12,9 +12,10 @@ use adapters_source::{
     BUILDS_BUCKET, CmakeSourceBuilder, HostFacts, REF_INDEX_FILE, SourceBuildMetadata,
 };
 use async_trait::async_trait;
+use provisioner_core::RecordingProgress as Recorder;
 use provisioner_core::{
-    Action, Backend, CommandOutput, CommandSpec, Engine, Error, Policy, Progress, ProgressEvent,
-    Result, Shell, SourceBuildSpec, SourceBuilder, ToolInfo,
+    Action, Backend, CommandOutput, CommandSpec, Engine, Error, Policy, Result, Shell,
+    SourceBuildSpec, SourceBuilder, ToolInfo,
 };
 
 /// A small C program built into `bin/`, optionally with a slow generated source (for the
@@ -47,15 +48,6 @@ echo 'int generated(void) { return 42; }' > "$3"
 
 fn main_c(greeting: &str) -> String {
     format!("#include <stdio.h>\nint main(void) {{ puts(\"{greeting}\"); return 0; }}\n")
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<ProgressEvent>>);
-
-impl Progress for Recorder {
-    fn report(&self, event: ProgressEvent) {
-        self.0.lock().unwrap().push(event);
-    }
 }
 
 struct AllowAll;

@@ -453,6 +453,53 @@ impl Progress for NoProgress {
     fn report(&self, _event: ProgressEvent) {}
 }
 
+/// A Progress that keeps every event, for tests (feature `mocks`).
+#[cfg(feature = "mocks")]
+#[derive(Debug, Default)]
+pub struct RecordingProgress(std::sync::Mutex<Vec<ProgressEvent>>);
+
+#[cfg(feature = "mocks")]
+impl RecordingProgress {
+    /// Every event so far, in order.
+    pub fn events(&self) -> Vec<ProgressEvent> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The messages of the `Note` events.
+    pub fn notes(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                ProgressEvent::Note { message } => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The steps of the `Started` events.
+    pub fn started(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                ProgressEvent::Started { step, .. } => Some(step),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every event rendered as text, for "never mentions" checks.
+    pub fn text(&self) -> String {
+        format!("{:?}", self.events())
+    }
+}
+
+#[cfg(feature = "mocks")]
+impl Progress for RecordingProgress {
+    fn report(&self, event: ProgressEvent) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SourceBuilder
 

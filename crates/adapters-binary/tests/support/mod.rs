@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use provisioner_core::{
-    CommandOutput, CommandSpec, Progress, ProgressEvent, Result, Shell, ToolInfo,
-};
+#[allow(unused_imports)] // not every test binary records progress
+pub use provisioner_core::RecordingProgress as Recorder;
+use provisioner_core::{CommandOutput, CommandSpec, Result, Shell, ToolInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -250,27 +250,6 @@ async fn status(stream: &mut TcpStream, code: u16) -> std::io::Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // Ports
-
-/// Progress events, kept.
-#[derive(Default)]
-pub struct Recorder(pub Mutex<Vec<ProgressEvent>>);
-
-impl Progress for Recorder {
-    fn report(&self, event: ProgressEvent) {
-        self.0.lock().unwrap().push(event);
-    }
-}
-
-impl Recorder {
-    pub fn events(&self) -> Vec<ProgressEvent> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// Every event rendered as text, for "never mentions" checks.
-    pub fn text(&self) -> String {
-        format!("{:?}", self.events())
-    }
-}
 
 /// The real HostShell, counting its runs.
 pub struct CountingShell {
