@@ -79,23 +79,8 @@ fn main() -> anyhow::Result<()> {
         &sha256[..16]
     );
 
-    let port = free_port();
-    let mut server = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-            "--directory",
-        ])
-        .arg(&www)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = tests::LoopbackServer::start(&www);
+    let port = server.port;
     let url = format!("http://127.0.0.1:{port}/{archive_name}");
     let config = root.join("binary.yaml");
     std::fs::write(
@@ -140,8 +125,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(status.success(), "baseline failed");
         std::fs::remove_dir_all(&scratch).ok();
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     let (ours, baseline) = (median(ours), median(baseline));
     println!(

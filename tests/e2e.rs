@@ -421,50 +421,6 @@ fn a_build_killed_half_way_is_never_reused() {
     assert_eq!(staging, 0);
 }
 
-/// Serves a directory over plain HTTP on loopback (python's http.server: no Range support, which
-/// is what a simple mirror looks like). Killed on drop.
-struct LoopbackServer {
-    child: Child,
-    port: u16,
-}
-
-impl LoopbackServer {
-    fn start(dir: &Path) -> LoopbackServer {
-        let port = free_port();
-        #[allow(clippy::disallowed_methods)] // the test runs its own HTTP server
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the test HTTP server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        LoopbackServer { child, port }
-    }
-}
-
-impl Drop for LoopbackServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Packs the llama-server built from source into a release-style archive
 /// (`llama-b0-bin/llama-server`) and returns its sha256.
 fn release_archive(dir: &Path) -> (PathBuf, String) {
@@ -517,7 +473,7 @@ fn binary_mode_installs_a_pinned_archive_from_loopback_and_serves() {
     let served = dir.path().join("www");
     std::fs::create_dir_all(&served).unwrap();
     std::fs::rename(&archive, served.join("llama-b0-bin-linux-x64.tar.gz")).unwrap();
-    let server = LoopbackServer::start(&served);
+    let server = tests::LoopbackServer::start(&served);
     let url = format!(
         "http://127.0.0.1:{}/llama-b0-bin-linux-x64.tar.gz",
         server.port

@@ -197,3 +197,49 @@ fn agent() -> ureq::Agent {
         .build()
         .into()
 }
+
+/// Serves a directory over plain HTTP on loopback (python's http.server: no Range support, which
+/// is what a simple mirror looks like). Killed on drop.
+pub struct LoopbackServer {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl LoopbackServer {
+    /// Serves `dir`; waits until the port answers.
+    pub fn start(dir: &Path) -> LoopbackServer {
+        let port = free_port();
+        #[allow(clippy::disallowed_methods)] // the test runs its own HTTP server
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test HTTP server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        LoopbackServer { child, port }
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
