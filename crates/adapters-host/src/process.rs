@@ -104,10 +104,15 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
     command
         .args(&spec.args)
         .envs(&spec.env)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    if spec.terminal {
+        // Interactive (a `sudo` password prompt): stay in the terminal's foreground process
+        // group, or reading the terminal would stop the process with SIGTTIN.
+        command.stdin(Stdio::inherit()).kill_on_drop(true);
+    } else {
+        command.stdin(Stdio::null()).process_group(0);
+    }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
@@ -129,7 +134,9 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
         });
     };
     // From here on, leaving this function early (an error or a dropped future) kills the group.
-    let mut guard = GroupGuard { pgid: Some(pid) };
+    let mut guard = GroupGuard {
+        pgid: (!spec.terminal).then_some(pid),
+    };
     if let Some(group_file) = &spec.group_file {
         write_group_file(group_file, pid)?;
     }

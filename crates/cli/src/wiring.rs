@@ -93,6 +93,7 @@ pub fn provisioner_with_shell(
         fetcher: Some(fetcher),
         binaries: Some(Arc::new(binaries)),
         packages: None,
+        package_installer: None,
         containers: Some(Arc::new(containers)),
     };
     Provisioner::new(ports, settings.layout())

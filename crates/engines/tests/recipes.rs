@@ -54,6 +54,7 @@ fn unused_ports() -> Ports {
         fetcher: None,
         binaries: None,
         packages: None,
+        package_installer: None,
         containers: None,
     }
 }

@@ -270,14 +270,26 @@ pub struct ContainerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackageConfig {
-    /// Package name.
-    pub name: String,
-    /// Exact version to install.
+    /// Package name; default: the distribution's package for the engine (e.g. `llama.cpp-tools`
+    /// on Debian, `llama-cpp` on Arch and Fedora).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Exact version to install, as the package database spells it (`1.0.0-1`, `1:b6000-1`).
+    /// Required: package mode installs nothing unpinned.
     #[serde(default)]
     pub version: Option<String>,
-    /// Repository to install from.
+    /// Repository to install from: apt a `deb …` source line (used alone) or a release name
+    /// (`bookworm-backports`); pacman a repository name or the URL of its `<name>.db`; dnf a
+    /// repository id or base URL.
     #[serde(default)]
     pub repo: Option<String>,
+    /// `apt`, `pacman`, `paru`, `yay` or `dnf`; default: the distribution's manager (an AUR helper
+    /// for AUR packages).
+    #[serde(default)]
+    pub manager: Option<String>,
+    /// `debian`, `arch` or `fedora` (or an id they cover); default: from `/etc/os-release`.
+    #[serde(default)]
+    pub distro: Option<String>,
 }
 
 /// `provisioning.binary`.
@@ -518,13 +530,65 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
         )),
         Mode::Package if p.package.is_none() => errors.push(field(
             &at(".provisioning.package"),
-            &format!("required for mode {mode} (name and version)"),
+            &format!("required for mode {mode} (version, and name where the default does not fit)"),
         )),
+        Mode::Package => {
+            if let Some(package) = &p.package
+                && package.version.is_none()
+            {
+                errors.push(field(
+                    &at(".provisioning.package.version"),
+                    "required: package mode installs an exact version (list them with `apt-cache madison NAME`, `pacman -Si NAME` or `dnf list --showduplicates NAME`)",
+                ));
+            }
+        }
         Mode::Binary if p.binary.is_none() => errors.push(field(
             &at(".provisioning.binary"),
             &format!("required for mode {mode} (url and checksum)"),
         )),
         _ => {}
+    }
+    if let Some(package) = &p.package {
+        if let Some(name) = &package.name
+            && !crate::packages::is_valid_package_name(name)
+        {
+            errors.push(field(
+                &at(".provisioning.package.name"),
+                "must start with a letter or digit and hold only letters, digits and `.` `_` `+` `-` `@`",
+            ));
+        }
+        if let Some(version) = &package.version
+            && !crate::packages::is_valid_package_version(version)
+        {
+            errors.push(field(
+                &at(".provisioning.package.version"),
+                "must start with a digit and hold only letters, digits and `.` `_` `+` `~` `:` `-`",
+            ));
+        }
+        if let Some(repo) = &package.repo
+            && (repo.trim().is_empty() || repo.starts_with('-') || repo.contains(['\n', '\r']))
+        {
+            errors.push(field(
+                &at(".provisioning.package.repo"),
+                "must be a repository name, a URL or one `deb …` source line",
+            ));
+        }
+        if let Some(manager) = &package.manager
+            && crate::packages::ManagerKind::parse(manager).is_none()
+        {
+            errors.push(field(
+                &at(".provisioning.package.manager"),
+                "must be `apt`, `pacman`, `paru`, `yay` or `dnf`",
+            ));
+        }
+        if let Some(distro) = &package.distro
+            && crate::tools::Distro::parse(distro).is_none()
+        {
+            errors.push(field(
+                &at(".provisioning.package.distro"),
+                "must be `debian`, `arch` or `fedora` (or an id they cover, e.g. `ubuntu`, `cachyos`, `rhel`)",
+            ));
+        }
     }
     if let Some(container) = &p.container {
         let digests = [container.tag.as_deref(), container.digest.as_deref()];

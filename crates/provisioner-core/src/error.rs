@@ -147,6 +147,18 @@ pub enum Error {
         /// The config key or switch that allows it.
         hint: Option<String>,
     },
+    /// A package manager could not install, find or verify a package.
+    #[error("{manager} package {package}: {message}")]
+    Package {
+        /// Manager (`apt`, `pacman`, `dnf`, `paru`, `yay`).
+        manager: String,
+        /// Package, with the version asked for when there is one (`name=version`).
+        package: String,
+        /// What went wrong, with the available versions or the files found where relevant.
+        message: String,
+        /// The exact command to run, or the config key to change.
+        hint: Option<String>,
+    },
     /// A file system operation failed.
     #[error("{operation} {}: {message}", .path.display())]
     Io {
@@ -189,6 +201,7 @@ impl Error {
             | Error::CommandFailed { hint, .. }
             | Error::Source { hint, .. }
             | Error::Download { hint, .. }
+            | Error::Package { hint, .. }
             | Error::BuildCheck { hint, .. }
             | Error::Model { hint, .. }
             | Error::PolicyDenied { hint, .. }
@@ -215,6 +228,7 @@ impl Error {
                 ErrorCode::Build
             }
             Error::Model { .. } => ErrorCode::Model,
+            Error::Package { .. } => ErrorCode::Package,
             Error::PolicyDenied { .. } => ErrorCode::Policy,
             Error::Io { .. } => ErrorCode::Io,
             Error::Engine { .. } => ErrorCode::Engine,
@@ -254,6 +268,8 @@ pub enum ErrorCode {
     Io,
     /// Running engine not ready or not the expected build.
     Engine,
+    /// A package could not be installed, found or verified.
+    Package,
     /// Cancelled by the user.
     Cancelled,
 }
@@ -271,6 +287,7 @@ impl ErrorCode {
             ErrorCode::Policy => 9,
             ErrorCode::Io => 10,
             ErrorCode::Engine => 11,
+            ErrorCode::Package => 12,
             ErrorCode::Cancelled => 130,
         }
     }

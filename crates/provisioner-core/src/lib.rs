@@ -14,6 +14,7 @@ pub mod cmake;
 pub mod config;
 pub mod error;
 pub mod layout;
+pub mod packages;
 pub mod plan;
 pub mod ports;
 pub mod prepared;
@@ -24,6 +25,7 @@ pub use checksum::{Algorithm, Checksum};
 pub use config::{Config, Engine, Format, Mode, PoolConfig};
 pub use error::{Error, ErrorCode, FieldError, Result};
 pub use layout::Layout;
+pub use packages::{ManagerKind, package_engine_version};
 pub use plan::{Plan, Step, ToolRequirement};
 pub use ports::*;
 pub use prepared::{

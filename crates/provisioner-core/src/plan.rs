@@ -82,6 +82,22 @@ pub enum Step {
         /// Runtime: the configured one, or podman falling back to docker.
         runtime: String,
     },
+    /// Install a pinned distribution package (or find it installed) and locate the executable
+    /// in its file list.
+    InstallPackage {
+        /// Manager: the configured one, or `None` for the distribution's (detected at prepare).
+        manager: Option<String>,
+        /// Package name: the configured one, or `None` for the distribution's default.
+        package: Option<String>,
+        /// Exact version.
+        version: String,
+        /// Repository, when configured (credentials removed).
+        repository: Option<String>,
+        /// Executable looked up in the package's file list.
+        executable: String,
+        /// The pool's `allow_package_installs`.
+        allowed: bool,
+    },
     /// CMake configure.
     Configure {
         /// Generator (`Ninja`, `Unix Makefiles`), or the host default.

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::checksum::Checksum;
 use crate::config::Engine;
 use crate::error::Result;
+use crate::packages::ManagerKind;
 use crate::prepared::Backend;
+use crate::tools::Distro;
 
 // ---------------------------------------------------------------------------------------------
 // Shell
@@ -37,6 +39,9 @@ pub struct CommandSpec {
     pub progress: Option<String>,
     /// A file to record the process group id in, so that a later run can kill an orphaned build.
     pub group_file: Option<PathBuf>,
+    /// Run in the foreground with the terminal's stdin (interactive `sudo` asking for a
+    /// password); such a command stays in the caller's process group.
+    pub terminal: bool,
 }
 
 impl CommandSpec {
@@ -224,24 +229,120 @@ pub trait Fetcher: Send + Sync {
 pub struct InstalledPackage {
     /// Package name.
     pub name: String,
-    /// Exact installed version.
+    /// Exact installed version, as the package database spells it.
     pub version: String,
-    /// Repository it came from, when known.
+    /// Repository it was installed from, when one was configured or the manager reports it.
     pub repository: Option<String>,
 }
 
-/// Installs and queries distribution packages (pacman, apt, dnf).
+/// A package to install: exactly `version` when given, from `repository` when given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRequest {
+    /// Package name (validated: never starts with `-`, no shell characters).
+    pub name: String,
+    /// Exact version; `None` installs whatever the repositories offer (build tools only).
+    pub version: Option<String>,
+    /// Repository: for apt a `deb …` source line (used alone, in isolation) or a release name
+    /// (`-t`); for pacman a repository name (`extra`) or the URL of a `<name>.db` file; for dnf
+    /// a repository id or a base URL.
+    pub repository: Option<String>,
+}
+
+impl PackageRequest {
+    /// A request for the repositories' version of `name` (build tools).
+    pub fn latest(name: &str) -> Self {
+        PackageRequest {
+            name: name.to_string(),
+            version: None,
+            repository: None,
+        }
+    }
+}
+
+/// Installs and queries distribution packages with one manager (apt, pacman, an AUR helper, dnf).
+/// Every command is argv (never a shell); commands that need root go through `sudo -n` when not
+/// root, interactive `sudo` when a terminal is attached, and otherwise fail with the exact
+/// command to run.
 #[cfg_attr(feature = "mocks", automock)]
 #[async_trait]
 pub trait PackageManager: Send + Sync {
-    /// Manager name (`apt`, `pacman`, `dnf`).
-    fn name(&self) -> &str;
-    /// The installed version of a package, if installed.
-    async fn query(&self, package: &str) -> Result<Option<InstalledPackage>>;
-    /// Installs a package, at exactly `version` when given.
-    async fn install(&self, package: &str, version: Option<String>) -> Result<InstalledPackage>;
-    /// Files owned by an installed package.
-    async fn files(&self, package: &str) -> Result<Vec<PathBuf>>;
+    /// Which manager this is.
+    fn kind(&self) -> ManagerKind;
+
+    /// The command a user would run to install `requests` (for errors and plans).
+    fn install_command(&self, requests: &[PackageRequest]) -> String;
+
+    /// The installed version of a package, if installed (`dpkg-query`, `pacman -Q`, `rpm -q`).
+    async fn query(&self, name: &str) -> Result<Option<InstalledPackage>>;
+
+    /// Versions of `request.name` the repositories offer (for errors naming what exists).
+    async fn available(&self, request: &PackageRequest) -> Result<Vec<String>>;
+
+    /// Installs the packages, each at exactly its version when given, and returns what the
+    /// package database then reports; fails if a pinned version is not what got installed.
+    async fn install(&self, requests: &[PackageRequest]) -> Result<Vec<InstalledPackage>>;
+
+    /// Files owned by an installed package (`dpkg-query -L`, `pacman -Ql`, `rpm -ql`).
+    async fn files(&self, name: &str) -> Result<Vec<PathBuf>>;
+
+    /// Removes a package (used to roll back an install that failed its checks).
+    async fn remove(&self, name: &str) -> Result<()>;
+}
+
+/// An engine to install as a distribution package, pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageInstallSpec {
+    /// Engine (names logs and metadata).
+    pub engine: Engine,
+    /// Engine cache root: the install record lives under `<cache_dir>/packages-v1/<key>`.
+    pub cache_dir: PathBuf,
+    /// Package name; `None`: the distribution's default for the engine
+    /// ([`crate::packages::default_engine_package`], CPU build).
+    pub name: Option<String>,
+    /// Exact version.
+    pub version: String,
+    /// Repository, as in [`PackageRequest::repository`].
+    pub repository: Option<String>,
+    /// Manager forced by the config (`provisioning.package.manager`); else the distribution's.
+    pub manager: Option<ManagerKind>,
+    /// Distribution family forced by the config; else `/etc/os-release`.
+    pub distro: Option<Distro>,
+    /// The pool's `provisioning.allow_package_installs`.
+    pub allowed_by_config: bool,
+    /// File name of the server executable, looked up in the package's file list.
+    pub executable: String,
+    /// Arguments that make the executable print its version, run once after install.
+    pub version_args: Vec<String>,
+}
+
+/// An engine installed from a distribution package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageArtifact {
+    /// Manager that installed it.
+    pub manager: ManagerKind,
+    /// What the package database reports.
+    pub package: InstalledPackage,
+    /// The executable, found in the package's file list.
+    pub executable: PathBuf,
+    /// What the executable printed for `version_args` at install time (stdout and stderr).
+    pub version_output: Option<String>,
+    /// [`crate::package_engine_version`] of the installed package.
+    pub engine_version: String,
+    /// Key of the install record.
+    pub key: String,
+    /// Whether the pinned version was already installed and recorded (nothing was installed).
+    pub cache_hit: bool,
+    /// The install record.
+    pub metadata_file: PathBuf,
+}
+
+/// Installs engines as pinned distribution packages, single-flight, with a record of what was
+/// installed; the warm path asks the package database only.
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait PackageInstaller: Send + Sync {
+    /// Returns the installed package for `spec`, installing it when the pinned version is not.
+    async fn ensure_installed(&self, spec: &PackageInstallSpec) -> Result<PackageArtifact>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,8 +814,10 @@ pub struct Ports {
     pub fetcher: Option<Arc<dyn Fetcher>>,
     /// Prebuilt installs (binary mode), when wired.
     pub binaries: Option<Arc<dyn BinaryInstaller>>,
-    /// Packages (package mode and tool installs), when wired.
+    /// The host's package manager (tool installs for preflight), when wired.
     pub packages: Option<Arc<dyn PackageManager>>,
+    /// Package-mode engine installs, when wired.
+    pub package_installer: Option<Arc<dyn PackageInstaller>>,
     /// Containers (container mode), when wired.
     pub containers: Option<Arc<dyn ContainerRuntime>>,
 }

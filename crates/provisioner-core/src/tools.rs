@@ -5,7 +5,8 @@ use crate::plan::ToolRequirement;
 use crate::prepared::Backend;
 
 /// Linux distribution families with different package managers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Distro {
     /// Debian, Ubuntu and derivatives (apt).
     Debian,
@@ -18,6 +19,24 @@ pub enum Distro {
 }
 
 impl Distro {
+    /// Parses a config value (`debian`, `arch`, `fedora`, or a distribution id they cover).
+    pub fn parse(text: &str) -> Option<Distro> {
+        match Distro::from_os_release(&format!("ID={text}\n")) {
+            Distro::Unknown => None,
+            known => Some(known),
+        }
+    }
+
+    /// Lower-case family name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distro::Debian => "debian",
+            Distro::Arch => "arch",
+            Distro::Fedora => "fedora",
+            Distro::Unknown => "unknown",
+        }
+    }
+
     /// Detects the family from the text of `/etc/os-release` (`ID`, then `ID_LIKE`).
     pub fn from_os_release(text: &str) -> Distro {
         let value = |key: &str| {
@@ -67,26 +86,9 @@ pub fn source_build_tools(generator: Option<&str>, backend: Backend) -> Vec<Tool
 
 /// The command that installs `program` on `distro`, when there is a known package.
 pub fn install_command(program: &str, distro: Distro) -> Option<String> {
-    let package = |debian: &str, arch: &str, fedora: &str| match distro {
-        Distro::Debian => Some(format!("sudo apt-get install -y {debian}")),
-        Distro::Arch => Some(format!("sudo pacman -S --needed {arch}")),
-        Distro::Fedora => Some(format!("sudo dnf install -y {fedora}")),
-        Distro::Unknown => None,
-    };
-    match program {
-        "git" => package("git", "git", "git"),
-        "cmake" => package("cmake", "cmake", "cmake"),
-        "make" => package("make", "make", "make"),
-        "ninja" => package("ninja-build", "ninja", "ninja-build"),
-        "cc" | "gcc" => package("gcc", "gcc", "gcc"),
-        "c++" | "g++" => package("g++", "gcc", "gcc-c++"),
-        "clang" | "clang++" => package("clang", "clang", "clang"),
-        "ccache" => package("ccache", "ccache", "ccache"),
-        "nvcc" => package("nvidia-cuda-toolkit", "cuda", "cuda-toolkit"),
-        "hipcc" => package("hipcc", "rocm-hip-sdk", "rocm-hip-devel"),
-        "glslc" => package("glslc", "shaderc", "glslc"),
-        _ => None,
-    }
+    let package = crate::packages::tool_package(program, distro)?;
+    let manager = crate::packages::ManagerKind::for_distro(distro)?;
+    Some(manager.install_command(&[(package.to_string(), None)]))
 }
 
 /// Places a CUDA toolkit is commonly installed when `nvcc` is not on PATH.
