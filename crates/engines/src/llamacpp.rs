@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use provisioner_core::cmake::{CacheEntries, CacheEntry};
 use provisioner_core::config::LLAMACPP_UPSTREAM_REPO;
-use provisioner_core::tools::source_build_tools;
+use provisioner_core::tools::{Distro, source_build_tools};
 use provisioner_core::{
     ArchiveFormat, Backend, BinaryInstallSpec, BuildInfoVariables, Checksum, Engine,
-    EngineMetadata, Error, FieldError, IdentityCheck, Layout, Mode, ModelArtifact, ModelRequest,
-    Plan, PoolConfig, Ports, PreparedEngine, Probe, Result, SourceBuildSpec, SourceProvenance,
-    Step, UnpackLimits, binary_engine_version,
+    EngineMetadata, Error, FieldError, IdentityCheck, Layout, ManagerKind, Mode, ModelArtifact,
+    ModelRequest, PackageInstallSpec, Plan, PoolConfig, Ports, PreparedEngine, Probe, Result,
+    SourceBuildSpec, SourceProvenance, Step, UnpackLimits, binary_engine_version,
 };
 
 use crate::Recipe;
@@ -327,6 +327,61 @@ fn binary_inputs(pool: &PoolConfig, layout: &Layout) -> Result<BinaryInputs> {
     })
 }
 
+/// Inputs of package mode.
+struct PackageInputs {
+    name: Option<String>,
+    version: String,
+    repository: Option<String>,
+    manager: Option<ManagerKind>,
+    distro: Option<Distro>,
+}
+
+fn package_inputs(pool: &PoolConfig) -> Result<PackageInputs> {
+    let package = pool.provisioning.package.as_ref().ok_or_else(|| {
+        invalid(
+            "provisioning.package",
+            "required for mode package".to_string(),
+        )
+    })?;
+    let version = package.version.clone().ok_or_else(|| {
+        invalid(
+            "provisioning.package.version",
+            "required: package mode installs an exact version".to_string(),
+        )
+    })?;
+    let manager = package
+        .manager
+        .as_deref()
+        .map(|m| {
+            ManagerKind::parse(m).ok_or_else(|| {
+                invalid(
+                    "provisioning.package.manager",
+                    format!("unknown manager `{m}`"),
+                )
+            })
+        })
+        .transpose()?;
+    let distro = package
+        .distro
+        .as_deref()
+        .map(|d| {
+            Distro::parse(d).ok_or_else(|| {
+                invalid(
+                    "provisioning.package.distro",
+                    format!("unknown distribution `{d}`"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(PackageInputs {
+        name: package.name.clone(),
+        version,
+        repository: package.repo.clone(),
+        manager,
+        distro,
+    })
+}
+
 /// The backend a prebuilt llama.cpp was built with, from what it prints at start-up (GPU backends
 /// announce themselves, e.g. `ggml_cuda_init: found 1 CUDA devices`); CPU otherwise.
 pub fn backend_from_output(output: &str) -> Backend {
@@ -427,6 +482,114 @@ impl LlamaCpp {
                     readiness: readiness(launch.port),
                 },
             ],
+        })
+    }
+
+    fn plan_package(&self, pool: &PoolConfig) -> Result<Plan> {
+        let inputs = package_inputs(pool)?;
+        let model = model_reference(pool)?;
+        let launch = launch(pool, "{model}", None)?;
+        Ok(Plan {
+            pool_id: pool.id.clone(),
+            engine: Engine::Llamacpp,
+            mode: Mode::Package,
+            steps: vec![
+                Step::ResolveModel { reference: model },
+                Step::InstallPackage {
+                    manager: inputs.manager.map(|m| m.to_string()),
+                    package: inputs.name,
+                    version: inputs.version,
+                    repository: inputs
+                        .repository
+                        .as_deref()
+                        .map(provisioner_core::redact_url),
+                    executable: TARGET.to_string(),
+                    allowed: pool.provisioning.allow_package_installs,
+                },
+                Step::Launch {
+                    program: format!("{{package files}}/{TARGET}"),
+                    args: launch.args,
+                    env: launch.env,
+                    ports: vec![launch.port],
+                    readiness: readiness(launch.port),
+                },
+            ],
+        })
+    }
+
+    async fn prepare_package(
+        &self,
+        pool: &PoolConfig,
+        layout: &Layout,
+        ports: &Ports,
+    ) -> Result<PreparedEngine> {
+        let plan = self.plan_package(pool)?;
+        let inputs = package_inputs(pool)?;
+        let installer = ports
+            .package_installer
+            .as_ref()
+            .ok_or_else(|| Error::PortUnavailable {
+                port: "package installer".to_string(),
+                hint: Some(
+                    "wire adapters-package's PackageEngineInstaller into Ports::package_installer"
+                        .to_string(),
+                ),
+            })?;
+        let model = resolve_model(pool, layout, ports).await?;
+        let artifact = installer
+            .ensure_installed(&PackageInstallSpec {
+                engine: Engine::Llamacpp,
+                cache_dir: layout.engine_cache(Engine::Llamacpp, pool),
+                name: inputs.name,
+                version: inputs.version,
+                repository: inputs.repository,
+                manager: inputs.manager,
+                distro: inputs.distro,
+                allowed_by_config: pool.provisioning.allow_package_installs,
+                executable: TARGET.to_string(),
+                version_args: vec!["--version".to_string()],
+            })
+            .await?;
+        let launch = launch(pool, &model.path.to_string_lossy(), None)?;
+        let reported = artifact
+            .version_output
+            .as_deref()
+            .and_then(parse_llamacpp_version);
+        let identity = reported
+            .as_deref()
+            .and_then(|v| v.split_once('-'))
+            .map(|(_, commit)| IdentityCheck {
+                path: "/props".to_string(),
+                json_pointer: "/build_info".to_string(),
+                contains: commit.to_string(),
+            });
+        let workdir = artifact
+            .executable
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| artifact.executable.clone());
+        Ok(PreparedEngine {
+            pool_id: pool.id.clone(),
+            engine: Engine::Llamacpp,
+            bin: artifact.executable.clone(),
+            args: launch.args,
+            env: launch.env,
+            ports: vec![launch.port],
+            workdir,
+            engine_version: artifact.engine_version.clone(),
+            metadata: EngineMetadata {
+                mode: Mode::Package,
+                source: None,
+                build_flags: Vec::new(),
+                backend: backend_from_output(artifact.version_output.as_deref().unwrap_or("")),
+                readiness: readiness(launch.port),
+                identity,
+                model_path: model.path,
+                cache_key: Some(artifact.key),
+                cache_hit: artifact.cache_hit,
+                metadata_file: Some(artifact.metadata_file),
+                plan_digest: plan.digest(),
+            },
         })
     }
 
@@ -586,7 +749,7 @@ impl Recipe for LlamaCpp {
     }
 
     fn modes(&self) -> &'static [Mode] {
-        &[Mode::Source, Mode::Binary, Mode::Container]
+        &[Mode::Source, Mode::Binary, Mode::Container, Mode::Package]
     }
 
     fn unsupported_hint(&self, mode: Mode) -> Option<String> {
@@ -595,7 +758,7 @@ impl Recipe for LlamaCpp {
                 "an external llama-server is managed outside llama-orch; there is nothing to provision".to_string()
             }
             _ => format!(
-                "llama.cpp {mode} mode is not offered by this version; use mode: source (builds upstream with CMake), binary (a pinned release archive) or container (an image pinned by digest)"
+                "llama.cpp {mode} mode is not offered by this version; use mode: source (builds upstream with CMake), binary (a pinned release archive), container (an image pinned by digest) or package (a pinned distribution package)"
             ),
         })
     }
@@ -603,6 +766,7 @@ impl Recipe for LlamaCpp {
     fn plan(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan> {
         match pool.provisioning.mode {
             Mode::Binary => self.plan_binary(pool, layout),
+            Mode::Package => self.plan_package(pool),
             Mode::Container => crate::container::plan(pool, layout),
             _ => self.plan_source(pool, layout),
         }
@@ -616,6 +780,7 @@ impl Recipe for LlamaCpp {
     ) -> Result<PreparedEngine> {
         match pool.provisioning.mode {
             Mode::Binary => self.prepare_binary(pool, layout, ports).await,
+            Mode::Package => self.prepare_package(pool, layout, ports).await,
             Mode::Container => crate::container::prepare(pool, layout, ports).await,
             _ => self.prepare_source(pool, layout, ports).await,
         }

@@ -432,3 +432,151 @@ pools:
         insta::assert_yaml_snapshot!(format!("docker_run_{engine}"), args);
     }
 }
+
+fn package_pool(extra: &str) -> provisioner_core::PoolConfig {
+    let text = format!(
+        r#"
+pools:
+  - id: p
+    engine: llamacpp
+    provisioning:
+      mode: package
+      allow_package_installs: true
+      package: {{ name: ep-llama-server, version: "1.1.0", repo: "deb [trusted=yes] file:/srv/repo ./"{extra} }}
+      model: {{ ref: "file:/models/tiny.gguf" }}
+      ports: [9003]
+"#
+    );
+    Config::parse(&text, Format::Yaml, "p.yaml").unwrap().pools[0].clone()
+}
+
+fn package_ports(cache_hit: bool) -> Ports {
+    let mut models = MockModelProvisioner::new();
+    models.expect_ensure_present().returning(|_| {
+        Ok(ModelArtifact {
+            path: PathBuf::from("/models/tiny.gguf"),
+            bytes: 1,
+        })
+    });
+    let mut installer = provisioner_core::MockPackageInstaller::new();
+    installer
+        .expect_ensure_installed()
+        .withf(|spec| {
+            spec.name.as_deref() == Some("ep-llama-server")
+                && spec.version == "1.1.0"
+                && spec.repository.as_deref() == Some("deb [trusted=yes] file:/srv/repo ./")
+                && spec.manager == Some(provisioner_core::ManagerKind::Apt)
+                && spec.distro.is_none()
+                && spec.allowed_by_config
+                && spec.executable == "llama-server"
+                && spec.version_args == ["--version"]
+                && spec.cache_dir == Path::new("/home/user/.cache/llama-orch/llamacpp")
+        })
+        .times(1)
+        .returning(move |spec| {
+            Ok(provisioner_core::PackageArtifact {
+                manager: provisioner_core::ManagerKind::Apt,
+                package: provisioner_core::InstalledPackage {
+                    name: "ep-llama-server".to_string(),
+                    version: spec.version.clone(),
+                    repository: spec.repository.clone(),
+                },
+                executable: PathBuf::from("/usr/bin/llama-server"),
+                version_output: Some("version: 0.5.0-dev (build 0, commit f3e37ccca)".into()),
+                engine_version: "llamacpp-apt-ep-llama-server-1.1.0@repo-0123abcd".to_string(),
+                key: "0123456789abcdef".to_string(),
+                cache_hit,
+                metadata_file: spec
+                    .cache_dir
+                    .join("packages-v1/0123456789abcdef/metadata.json"),
+            })
+        });
+    Ports {
+        models: Arc::new(models),
+        package_installer: Some(Arc::new(installer)),
+        ..unused_ports()
+    }
+}
+
+#[tokio::test]
+async fn package_prepare_launches_the_packaged_server_with_the_installed_version() {
+    let prepared = Provisioner::new(package_ports(true), layout())
+        .prepare(&package_pool(", manager: apt"))
+        .await
+        .unwrap();
+    assert_eq!(prepared.bin, Path::new("/usr/bin/llama-server"));
+    assert_eq!(
+        prepared.engine_version,
+        "llamacpp-apt-ep-llama-server-1.1.0@repo-0123abcd"
+    );
+    assert_eq!(prepared.metadata.mode, Mode::Package);
+    assert!(prepared.metadata.cache_hit);
+    assert_eq!(prepared.metadata.identity.unwrap().contains, "f3e37ccca");
+    assert_eq!(prepared.ports, vec![9003]);
+    assert!(
+        prepared
+            .args
+            .windows(2)
+            .any(|w| w == ["--model", "/models/tiny.gguf"])
+    );
+}
+
+#[test]
+fn package_plan_shows_the_pin_and_whether_installs_are_allowed() {
+    let plan = Provisioner::new(unused_ports(), layout())
+        .plan(&package_pool(""))
+        .unwrap();
+    let step = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, provisioner_core::Step::InstallPackage { .. }))
+        .expect("an InstallPackage step");
+    assert_eq!(
+        step,
+        &provisioner_core::Step::InstallPackage {
+            manager: None,
+            package: Some("ep-llama-server".to_string()),
+            version: "1.1.0".to_string(),
+            repository: Some("deb [trusted=yes] file:/srv/repo ./".to_string()),
+            executable: "llama-server".to_string(),
+            allowed: true,
+        }
+    );
+}
+
+#[tokio::test]
+async fn package_mode_without_an_installer_says_so() {
+    let mut models = MockModelProvisioner::new();
+    models.expect_ensure_present().times(0);
+    let ports = Ports {
+        models: Arc::new(models),
+        ..unused_ports()
+    };
+    let error = Provisioner::new(ports, layout())
+        .prepare(&package_pool(""))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::PortUnavailable { .. }), "{error:?}");
+}
+
+#[test]
+fn package_mode_needs_a_pinned_version_and_a_safe_name() {
+    let text = r#"
+pools:
+  - id: p
+    engine: llamacpp
+    provisioning:
+      mode: package
+      package: { name: "llama; touch /tmp/pwned", manager: zypper, distro: gentoo }
+"#;
+    let error = Config::parse(text, Format::Yaml, "p.yaml").unwrap_err();
+    let message = error.to_string();
+    for path in [
+        "provisioning.package.version",
+        "provisioning.package.name",
+        "provisioning.package.manager",
+        "provisioning.package.distro",
+    ] {
+        assert!(message.contains(path), "{path} missing in: {message}");
+    }
+}
