@@ -10,9 +10,9 @@ use adapters_host::install::{InstallRoot, Installed, Staging};
 use async_trait::async_trait;
 use provisioner_core::tools::{self, Distro};
 use provisioner_core::{
-    Backend, Clock, CommandOutput, CommandSpec, Engine, Error, Policy, Progress, ProgressEvent,
-    Result, Shell, SourceArtifact, SourceBuildSpec, SourceBuilder, ToolInfo, ToolRequirement,
-    source_engine_version,
+    Action, Backend, Clock, CommandOutput, CommandSpec, Engine, Error, PackageManager,
+    PackageRequest, Policy, Progress, ProgressEvent, Result, Shell, SourceArtifact,
+    SourceBuildSpec, SourceBuilder, ToolInfo, ToolRequirement, source_engine_version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,7 @@ pub struct CmakeSourceBuilder {
     progress: Arc<dyn Progress>,
     clock: Arc<dyn Clock>,
     host: HostFacts,
+    packages: Option<Arc<dyn PackageManager>>,
 }
 
 /// The outcome of preflight: what the build will use.
@@ -105,6 +106,43 @@ fn fingerprint(info: &ToolInfo) -> String {
 fn install_hint(tool: &str, distro: Distro) -> String {
     tools::install_command(tool, distro)
         .unwrap_or_else(|| format!("install {tool} with your system package manager"))
+}
+
+/// A missing-tool error whose hint installs every missing tool at once, and says how to let the
+/// provisioner do it.
+fn with_install_hint(error: Error, requests: &[PackageRequest], distro: Distro) -> Error {
+    let Error::MissingTool {
+        tool,
+        purpose,
+        searched,
+        hint,
+    } = error
+    else {
+        return error;
+    };
+    let Some(manager) = provisioner_core::ManagerKind::for_distro(distro) else {
+        return Error::MissingTool {
+            tool,
+            purpose,
+            searched,
+            hint,
+        };
+    };
+    let pairs: Vec<(String, Option<String>)> =
+        requests.iter().map(|r| (r.name.clone(), None)).collect();
+    let mut text = manager.install_command(&pairs);
+    if tool == "nvcc" {
+        text.push_str(", or set CUDA_HOME to your CUDA toolkit root");
+    }
+    text.push_str(
+        " (or set provisioning.allow_package_installs: true to let the provisioner install them)",
+    );
+    Error::MissingTool {
+        tool,
+        purpose,
+        searched,
+        hint: Some(text),
+    }
 }
 
 /// `N` for upstream llama.cpp's release tags `bN`, else 0.
@@ -186,7 +224,15 @@ impl CmakeSourceBuilder {
             progress,
             clock,
             host,
+            packages: None,
         }
+    }
+
+    /// Lets preflight install missing tools through the host's package manager, for pools that
+    /// set `allow_package_installs`.
+    pub fn with_packages(mut self, packages: Arc<dyn PackageManager>) -> Self {
+        self.packages = Some(packages);
+        self
     }
 
     fn report(&self, event: ProgressEvent) {
@@ -245,6 +291,77 @@ impl CmakeSourceBuilder {
             }
         }
         Err(self.missing(requirement, roots.into_iter().map(PathBuf::from).collect()))
+    }
+
+    /// The requirements no program satisfies (nvcc also looked for off PATH).
+    fn missing_requirements(&self, spec: &SourceBuildSpec) -> Vec<ToolRequirement> {
+        tools::source_build_tools(spec.generator.as_deref(), spec.backend)
+            .into_iter()
+            .filter(|requirement| {
+                let on_path = requirement
+                    .programs
+                    .iter()
+                    .any(|program| self.shell.locate(program).is_some());
+                let is_nvcc = requirement.programs.first().is_some_and(|p| p == "nvcc");
+                if is_nvcc {
+                    self.find_nvcc(requirement, spec).is_err()
+                        && (!on_path || user_cuda_compiler(&spec.cmake_flags).is_some())
+                } else {
+                    !on_path
+                }
+            })
+            .collect()
+    }
+
+    /// Preflight; when tools are missing, installs their packages through the package manager
+    /// if the pool allows it, else fails with one command that installs all of them.
+    async fn preflight_or_install(&self, spec: &SourceBuildSpec) -> Result<Toolchain> {
+        let error = match self.preflight(spec) {
+            Ok(toolchain) => return Ok(toolchain),
+            Err(error @ Error::MissingTool { .. }) => error,
+            Err(other) => return Err(other),
+        };
+        let missing = self.missing_requirements(spec);
+        let packages: Option<Vec<String>> = missing
+            .iter()
+            .map(|r| {
+                let program = r.programs.first()?;
+                provisioner_core::packages::tool_package(program, self.host.distro)
+                    .map(str::to_string)
+            })
+            .collect();
+        let (Some(packages), false) = (packages, missing.is_empty()) else {
+            return Err(error);
+        };
+        let mut unique: Vec<String> = Vec::new();
+        for package in packages {
+            if !unique.contains(&package) {
+                unique.push(package);
+            }
+        }
+        let requests: Vec<PackageRequest> =
+            unique.iter().map(|p| PackageRequest::latest(p)).collect();
+        let manager = match &self.packages {
+            Some(manager) if spec.allow_package_installs => manager.clone(),
+            _ => return Err(with_install_hint(error, &requests, self.host.distro)),
+        };
+        self.policy.check(&Action::InstallPackages {
+            packages: unique.clone(),
+            allowed_by_config: spec.allow_package_installs,
+        })?;
+        let names: Vec<String> = missing.iter().map(|r| r.programs.join(" or ")).collect();
+        self.report(ProgressEvent::Note {
+            message: format!(
+                "{} missing; installing with {}: {}",
+                names.join(", "),
+                manager.kind(),
+                manager.install_command(&requests)
+            ),
+        });
+        self.started("install build tools", Some(unique.join(" ")));
+        manager.install(&requests).await?;
+        self.finished("install build tools");
+        self.preflight(spec)
     }
 
     /// Step 1 and 2: every tool located (no process run) and fingerprinted.
@@ -341,7 +458,7 @@ impl CmakeSourceBuilder {
 
     /// Steps 1 to 5: everything up to the cache key.
     async fn plan(&self, spec: &SourceBuildSpec) -> Result<BuildPlan> {
-        let toolchain = self.preflight(spec)?;
+        let toolchain = self.preflight_or_install(spec).await?;
         let resolved = self.git(spec).resolve().await?;
         let flags = Self::flags(spec, &toolchain, &resolved.commit);
         let key = build_key(&KeyInputs {

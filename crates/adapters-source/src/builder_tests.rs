@@ -186,6 +186,7 @@ fn spec(cache_dir: &Path, reference: &str) -> SourceBuildSpec {
         targets: vec!["llama-server".to_string()],
         artifacts: vec!["bin/llama-server".to_string()],
         backend: Backend::Cpu,
+        allow_package_installs: false,
     }
 }
 
@@ -202,7 +203,112 @@ async fn missing_cmake_fails_preflight_with_the_install_command() {
         }
         other => panic!("expected MissingTool, got {other:?}"),
     }
-    assert_eq!(error.hint(), Some("sudo apt-get install -y cmake"));
+    assert_eq!(
+        error.hint(),
+        Some(
+            "sudo apt-get install -y cmake (or set provisioning.allow_package_installs: true to let the provisioner install them)"
+        )
+    );
+    assert!(host.commands().is_empty());
+}
+
+/// A shell whose `cmake` and `c++` appear once `installed` is set.
+fn shell_installing(host: &FakeHost, installed: Arc<std::sync::atomic::AtomicBool>) -> MockShell {
+    let mut shell = MockShell::new();
+    let on_path = host.on_path.clone();
+    shell.expect_locate().returning(move |program| {
+        let late = ["cmake", "c++"].contains(&program);
+        if late && !installed.load(std::sync::atomic::Ordering::SeqCst) {
+            None
+        } else {
+            on_path.get(program).cloned()
+        }
+    });
+    shell.expect_inspect().returning(|_| None);
+    let host = host.clone();
+    shell
+        .expect_run()
+        .returning(move |command| host.simulate(command));
+    shell
+}
+
+#[tokio::test]
+async fn missing_tools_are_installed_through_the_package_manager_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = FakeHost::new();
+    let installed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut packages = provisioner_core::MockPackageManager::new();
+    packages
+        .expect_kind()
+        .return_const(provisioner_core::ManagerKind::Apt);
+    packages
+        .expect_install_command()
+        .return_const("sudo apt-get install -y cmake g++".to_string());
+    let flag = installed.clone();
+    packages
+        .expect_install()
+        .withf(|requests| {
+            let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
+            names == ["cmake", "g++"] && requests.iter().all(|r| r.version.is_none())
+        })
+        .times(1)
+        .returning(move |requests| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(requests
+                .iter()
+                .map(|r| provisioner_core::InstalledPackage {
+                    name: r.name.clone(),
+                    version: "1".to_string(),
+                    repository: None,
+                })
+                .collect())
+        });
+    let progress = Arc::new(Recorder::default());
+    let b = builder(
+        shell_installing(&host, installed.clone()),
+        allow(),
+        progress.clone(),
+        facts(),
+    )
+    .with_packages(Arc::new(packages));
+    let mut spec = spec(dir.path(), COMMIT);
+    spec.allow_package_installs = true;
+    let error = b.ensure_built(&spec).await.unwrap_err();
+    // Preflight passed after the install: the (simulated) configure ran and failed.
+    assert!(matches!(error, Error::CommandFailed { .. }), "{error:?}");
+    assert!(installed.load(std::sync::atomic::Ordering::SeqCst));
+    let notes = progress.notes().join("\n");
+    assert!(
+        notes.contains("cmake, c++ or g++ or clang++ missing")
+            && notes.contains("sudo apt-get install -y cmake g++"),
+        "{notes}"
+    );
+}
+
+#[tokio::test]
+async fn missing_tools_are_not_installed_unless_the_pool_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = FakeHost::new();
+    let mut packages = provisioner_core::MockPackageManager::new();
+    packages.expect_install().times(0);
+    let b = builder(
+        shell_installing(&host, Arc::default()),
+        allow(),
+        Arc::default(),
+        facts(),
+    )
+    .with_packages(Arc::new(packages));
+    let error = b.ensure_built(&spec(dir.path(), COMMIT)).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingTool { tool, .. } if tool == "cmake"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.hint(),
+        Some(
+            "sudo apt-get install -y cmake g++ (or set provisioning.allow_package_installs: true to let the provisioner install them)"
+        )
+    );
     assert!(host.commands().is_empty());
 }
 

@@ -169,6 +169,7 @@ impl Fixture {
             targets: vec!["hello-server".to_string()],
             artifacts: vec!["bin/hello-server".to_string()],
             backend: Backend::Cpu,
+            allow_package_installs: false,
         }
     }
 

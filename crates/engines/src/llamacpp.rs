@@ -618,6 +618,7 @@ impl LlamaCpp {
             targets: vec![TARGET.to_string()],
             artifacts: vec![ARTIFACT.to_string()],
             backend: inputs.backend,
+            allow_package_installs: pool.provisioning.allow_package_installs,
         };
         let artifact = ports.source_builder.ensure_built(&spec).await?;
         let shared = inputs.entries.is_on("BUILD_SHARED_LIBS");

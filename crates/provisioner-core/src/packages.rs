@@ -160,12 +160,27 @@ const fn engine_package(
 pub const ENGINE_PACKAGES: &[EnginePackage] = &[
     // Debian 13+/Ubuntu 25.04+: `llama.cpp-tools` ships /usr/bin/llama-server; GPU support comes
     // from the libggml0-backend-* packages it can use.
-    engine_package(Distro::Debian, "llama.cpp-tools", Backend::Cpu, Origin::Official),
+    engine_package(
+        Distro::Debian,
+        "llama.cpp-tools",
+        Backend::Cpu,
+        Origin::Official,
+    ),
     // Arch `extra`: llama-cpp (CPU), llama-cpp-rocm (HIP); the AUR has the CUDA and Vulkan builds.
     engine_package(Distro::Arch, "llama-cpp", Backend::Cpu, Origin::Official),
-    engine_package(Distro::Arch, "llama-cpp-rocm", Backend::Hip, Origin::Official),
+    engine_package(
+        Distro::Arch,
+        "llama-cpp-rocm",
+        Backend::Hip,
+        Origin::Official,
+    ),
     engine_package(Distro::Arch, "llama.cpp-cuda", Backend::Cuda, Origin::Aur),
-    engine_package(Distro::Arch, "llama.cpp-vulkan", Backend::Vulkan, Origin::Aur),
+    engine_package(
+        Distro::Arch,
+        "llama.cpp-vulkan",
+        Backend::Vulkan,
+        Origin::Aur,
+    ),
     engine_package(Distro::Arch, "llama.cpp-hip", Backend::Hip, Origin::Aur),
     engine_package(Distro::Arch, "llama.cpp", Backend::Cpu, Origin::Aur),
     // Fedora 40+: `llama-cpp` ships /usr/bin/llama-server.
@@ -227,7 +242,10 @@ pub fn tool_package(program: &str, distro: Distro) -> Option<&'static str> {
 /// digit (never `-`, so it cannot be read as an option) and holds only `a-z A-Z 0-9 . _ + - @`.
 pub fn is_valid_package_name(name: &str) -> bool {
     name.len() <= 128
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-' | '@'))
@@ -256,7 +274,10 @@ pub fn repository_label(repository: &str) -> String {
     if plain {
         repository.to_string()
     } else {
-        format!("repo-{}", &blake3::hash(repository.as_bytes()).to_hex()[..8])
+        format!(
+            "repo-{}",
+            &blake3::hash(repository.as_bytes()).to_hex()[..8]
+        )
     }
 }
 
@@ -300,7 +321,10 @@ mod tests {
 
     #[test]
     fn install_commands_pin_in_each_managers_syntax() {
-        let pinned = [("llama.cpp-tools".to_string(), Some("8064+dfsg-2".to_string()))];
+        let pinned = [(
+            "llama.cpp-tools".to_string(),
+            Some("8064+dfsg-2".to_string()),
+        )];
         assert_eq!(
             ManagerKind::Apt.install_command(&pinned),
             "sudo apt-get install -y llama.cpp-tools=8064+dfsg-2"
@@ -338,7 +362,13 @@ mod tests {
     #[test]
     fn engine_versions_are_exact_and_name_the_repository() {
         assert_eq!(
-            package_engine_version(Engine::Llamacpp, ManagerKind::Apt, "llama-server", "1.0.0", None),
+            package_engine_version(
+                Engine::Llamacpp,
+                ManagerKind::Apt,
+                "llama-server",
+                "1.0.0",
+                None
+            ),
             "llamacpp-apt-llama-server-1.0.0"
         );
         assert_eq!(

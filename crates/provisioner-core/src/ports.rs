@@ -638,6 +638,9 @@ pub struct SourceBuildSpec {
     pub artifacts: Vec<String>,
     /// Backend, which decides the extra toolchain (nvcc, hipcc, glslc) and the post-build check.
     pub backend: Backend,
+    /// The pool's `allow_package_installs`: preflight may install missing tools through the
+    /// host's package manager.
+    pub allow_package_installs: bool,
 }
 
 /// An installed source build.
