@@ -2,7 +2,8 @@
 # Installs the Debian packages the demo and the tests need, when they are missing:
 # cmake and ccache (source builds), curl (the demo), podman with runc and catatonit (container
 # mode), docker-registry and apache2-utils (a loopback OCI registry with htpasswd auth),
-# busybox-static (small test images).
+# busybox-static (small test images), dpkg-dev (a local apt repository), pacman-package-manager
+# and libarchive-tools (pacman into an alternative root).
 # As root it runs apt-get directly, otherwise through `sudo -n`; if neither works it prints the
 # exact command and stops.
 set -euo pipefail
@@ -19,6 +20,9 @@ check runc runc
 check /usr/libexec/podman/catatonit catatonit
 check docker-registry docker-registry
 check htpasswd apache2-utils
+check dpkg-scanpackages dpkg-dev
+check pacman pacman-package-manager
+check bsdtar libarchive-tools
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 [ ${#need[@]} -eq 0 ] && exit 0
 command -v apt-get >/dev/null || {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::{fixtures, free_port, orchctl, shared_cache};
+use crate::{fixtures, free_port};
 
 /// Registry user.
 pub const USER: &str = "orch";
@@ -161,23 +161,7 @@ fn copy_with_libraries(program: &Path, rootfs: &Path, inside: &str) {
 /// An image holding the llama-server built from source, labelled with the commit it was built
 /// from, pushed to the registry with credentials. Returns the repository.
 pub fn push_llama_image(env: &Env, dir: &Path, registry: u16) -> String {
-    let output = orchctl(&shared_cache())
-        .args(["-q", "engine", "prepare", "--json", "--config"])
-        .arg(crate::write_source_config(
-            dir,
-            "image-source",
-            free_port(),
-            crate::TEST_CMAKE_FLAGS,
-            &[],
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "source prepare: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let prepared: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let prepared = crate::source_build();
     let context = dir.join("llama-image");
     copy_with_libraries(
         Path::new(prepared["bin"].as_str().unwrap()),

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -19,26 +19,9 @@ use tests::{
     write_source_config,
 };
 
-/// Prepares the shared build once per test process and returns the PreparedEngine JSON.
+/// The shared source build (built once per machine, see `tests::source_build`).
 fn main_build() -> &'static Value {
-    static PREPARED: OnceLock<Value> = OnceLock::new();
-    PREPARED.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let config =
-            write_source_config(dir.path(), "e2e-main", free_port(), TEST_CMAKE_FLAGS, &[]);
-        let output = orchctl(&shared_cache())
-            .args(["engine", "prepare", "--json", "--config"])
-            .arg(&config)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("orchctl runs");
-        assert!(
-            output.status.success(),
-            "prepare failed: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        serde_json::from_slice(&output.stdout).expect("prepare --json prints JSON")
-    })
+    tests::source_build()
 }
 
 fn run_json(cache: &Path, args: &[&str], config: &Path) -> (i32, Value, String) {

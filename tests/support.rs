@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod containers;
+pub mod debs;
 
 /// The fixtures made by `scripts/fixtures.sh`.
 #[derive(Debug, Clone)]
@@ -154,6 +155,29 @@ pub fn write_source_config(
     let path = dir.join(format!("{pool}.yaml"));
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// Prepares the shared source build of the fixture once per test process (a cache hit after the
+/// first process on a machine) and returns the PreparedEngine JSON `orchctl` printed.
+pub fn source_build() -> &'static serde_json::Value {
+    static PREPARED: OnceLock<serde_json::Value> = OnceLock::new();
+    PREPARED.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config =
+            write_source_config(dir.path(), "e2e-main", free_port(), TEST_CMAKE_FLAGS, &[]);
+        let output = orchctl(&shared_cache())
+            .args(["engine", "prepare", "--json", "--config"])
+            .arg(&config)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("orchctl runs");
+        assert!(
+            output.status.success(),
+            "prepare failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        serde_json::from_slice(&output.stdout).expect("prepare --json prints JSON")
+    })
 }
 
 /// The CMake flags the tests build llama.cpp with: portable and offline.

@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 configuration; 4 unsupported
 //! engine/mode; 5 missing tool; 6 source fetch; 7 build; 8 model; 9 policy; 10 file system;
-//! 11 engine not ready or not the prepared build; 12 `status`: not running; 130 cancelled.
+//! 11 engine not ready or not the prepared build; 12 `status`: not running; 13 package not
+//! installable or not as pinned; 130 cancelled.
 
 mod args;
 

@@ -287,7 +287,7 @@ impl ErrorCode {
             ErrorCode::Policy => 9,
             ErrorCode::Io => 10,
             ErrorCode::Engine => 11,
-            ErrorCode::Package => 12,
+            ErrorCode::Package => 13,
             ErrorCode::Cancelled => 130,
         }
     }
