@@ -562,7 +562,7 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
         {
             errors.push(field(
                 &at(".provisioning.package.version"),
-                "must start with a digit and hold only letters, digits and `.` `_` `+` `~` `:` `-`",
+                "must start with a letter or digit and hold only letters, digits and `.` `_` `+` `~` `:` `-`",
             ));
         }
         if let Some(repo) = &package.repo

@@ -252,11 +252,14 @@ pub fn is_valid_package_name(name: &str) -> bool {
 }
 
 /// Whether `version` is a plausible package version (Debian `epoch:upstream-revision`, pacman
-/// `epoch:pkgver-pkgrel`, RPM `version-release`): starts with a digit and holds only
-/// `a-z A-Z 0-9 . _ + ~ : -`.
+/// `epoch:pkgver-pkgrel` such as Arch's `b6000-1`, RPM `version-release`): starts with a letter
+/// or digit (never `-`) and holds only `a-z A-Z 0-9 . _ + ~ : -`.
 pub fn is_valid_package_version(version: &str) -> bool {
     version.len() <= 128
-        && version.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && version
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && version
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '~' | ':' | '-'))
@@ -355,6 +358,7 @@ mod tests {
         assert!(!is_valid_package_name(""));
         assert!(is_valid_package_version("1:2.3~rc1+dfsg-2"));
         assert!(is_valid_package_version("6000-1.fc42"));
+        assert!(is_valid_package_version("b9727-1"));
         assert!(!is_valid_package_version("-1"));
         assert!(!is_valid_package_version("1.0 && reboot"));
     }

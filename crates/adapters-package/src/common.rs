@@ -1,0 +1,197 @@
+//! Helpers every manager shares: input validation (defence in depth: the config is validated
+//! too), error builders, output parsing and the post-install pin check.
+
+use std::path::PathBuf;
+
+use provisioner_core::packages::{is_valid_package_name, is_valid_package_version};
+use provisioner_core::{
+    CommandOutput, CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager,
+    PackageRequest, Result, redact_url,
+};
+
+/// `name=version`, or `name` when unpinned: how errors name a request.
+pub(crate) fn label(request: &PackageRequest) -> String {
+    match &request.version {
+        Some(version) => format!("{}={version}", request.name),
+        None => request.name.clone(),
+    }
+}
+
+/// Refuses a package name that could be read as an option or holds shell characters.
+pub(crate) fn check_name(manager: ManagerKind, name: &str) -> Result<()> {
+    if is_valid_package_name(name) {
+        return Ok(());
+    }
+    Err(Error::Package {
+        manager: manager.to_string(),
+        package: name.to_string(),
+        message: "not a valid package name (it must start with a letter or digit and hold only letters, digits and `.` `_` `+` `-` `@`); nothing was run".to_string(),
+        hint: Some("check provisioning.package.name".to_string()),
+    })
+}
+
+/// Validates a request's name, version and repository before anything runs.
+pub(crate) fn check_request(manager: ManagerKind, request: &PackageRequest) -> Result<()> {
+    check_name(manager, &request.name)?;
+    if let Some(version) = &request.version
+        && !is_valid_package_version(version)
+    {
+        return Err(Error::Package {
+            manager: manager.to_string(),
+            package: request.name.clone(),
+            message: format!(
+                "`{version}` is not a valid package version (it must start with a letter or digit and hold only letters, digits and `.` `_` `+` `~` `:` `-`); nothing was run"
+            ),
+            hint: Some("check provisioning.package.version".to_string()),
+        });
+    }
+    if let Some(repository) = &request.repository
+        && (repository.trim().is_empty()
+            || repository.starts_with('-')
+            || repository.contains(['\n', '\r', '\0']))
+    {
+        return Err(Error::Package {
+            manager: manager.to_string(),
+            package: label(request),
+            message:
+                "the repository must be one line that does not start with `-`; nothing was run"
+                    .to_string(),
+            hint: Some("check provisioning.package.repo".to_string()),
+        });
+    }
+    Ok(())
+}
+
+/// A failed command as an error, with its output's tail (URL credentials removed from the
+/// command and the hint).
+pub(crate) fn failed(display: String, output: &CommandOutput, hint: Option<String>) -> Error {
+    Error::CommandFailed {
+        command: redact_words(&display),
+        status: output.status(),
+        tail: output.tail.clone(),
+        log: None,
+        hint: hint.map(|hint| redact_words(&hint)),
+    }
+}
+
+/// A command line for humans with `user:password@` removed from every URL in it.
+pub(crate) fn redact_words(text: &str) -> String {
+    text.split(' ')
+        .map(redact_url)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A command whose output is parsed: messages in the C locale.
+pub(crate) fn parsed(program: &str, args: Vec<String>) -> CommandSpec {
+    CommandSpec::new(program, args).env("LC_ALL", "C")
+}
+
+/// The value of `Key : value` lines (`pacman -Si`, `paru -Si`), in order.
+pub(crate) fn field_values(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            (name.trim() == key).then(|| value.trim().to_string())
+        })
+        .collect()
+}
+
+/// Appends `value` unless present.
+pub(crate) fn push_unique(list: &mut Vec<String>, value: String) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+/// Absolute paths, one per line, from a file listing.
+pub(crate) fn absolute_lines(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|line| line.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// A repository as it may be shown or recorded (credentials removed).
+pub(crate) fn shown_repository(repository: Option<&str>) -> Option<String> {
+    repository.map(redact_url)
+}
+
+/// The versions for messages: `a, b` or `none`.
+pub(crate) fn version_list(versions: &[String]) -> String {
+    if versions.is_empty() {
+        "none".to_string()
+    } else {
+        versions.join(", ")
+    }
+}
+
+/// After an install: queries every request and refuses to report success when a pinned version
+/// is not what the package database holds.
+pub(crate) async fn verify_installed(
+    manager: &dyn PackageManager,
+    requests: &[PackageRequest],
+    same_version: fn(&str, &str) -> bool,
+) -> Result<Vec<InstalledPackage>> {
+    let mut installed = Vec::with_capacity(requests.len());
+    for request in requests {
+        let found = manager.query(&request.name).await?;
+        let Some(mut package) = found else {
+            return Err(Error::Package {
+                manager: manager.kind().to_string(),
+                package: label(request),
+                message: "the install command succeeded but the package database reports it is not installed".to_string(),
+                hint: Some(manager.install_command(std::slice::from_ref(request))),
+            });
+        };
+        if let Some(version) = &request.version
+            && !same_version(version, &package.version)
+        {
+            return Err(Error::Package {
+                manager: manager.kind().to_string(),
+                package: label(request),
+                message: format!(
+                    "asked {version}, the package database reports {}; not reporting success",
+                    package.version
+                ),
+                hint: Some(manager.install_command(std::slice::from_ref(request))),
+            });
+        }
+        package.repository = shown_repository(request.repository.as_deref());
+        installed.push(package);
+    }
+    Ok(installed)
+}
+
+/// Exact comparison (apt, pacman).
+pub(crate) fn exact(asked: &str, reported: &str) -> bool {
+    asked == reported
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_split_at_the_first_colon() {
+        let text = "Repository      : extra\nVersion         : 1:2.0-1\nName : x\n";
+        assert_eq!(field_values(text, "Version"), vec!["1:2.0-1".to_string()]);
+        assert_eq!(field_values(text, "Repository"), vec!["extra".to_string()]);
+        assert!(field_values(text, "Missing").is_empty());
+    }
+
+    #[test]
+    fn repositories_with_newlines_or_leading_dashes_are_refused() {
+        let mut request = PackageRequest::latest("x");
+        for bad in ["-o=evil", "deb file:/x ./\ndeb file:/y ./", " "] {
+            request.repository = Some(bad.to_string());
+            assert!(
+                check_request(ManagerKind::Apt, &request).is_err(),
+                "{bad:?}"
+            );
+        }
+        request.repository = Some("deb [trusted=yes] file:/srv/repo ./".to_string());
+        assert!(check_request(ManagerKind::Apt, &request).is_ok());
+    }
+}

@@ -1,0 +1,689 @@
+//! [`PackageEngineInstaller`]: the [`PackageInstaller`] port over [`HostManagers`] and the shared
+//! install transaction.
+//!
+//! The record of an install lives under `<cache_dir>/packages-v1/<key>/metadata.json`. The warm
+//! path reads it and asks the package database once (one process); the cold path runs under the
+//! key's lock, installs only what is not installed at the pin (and only when the pool allows
+//! it), finds the executable in the package's file list, runs it once for its version, and
+//! removes the package again when it fails those checks and was not installed before.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use adapters_host::install::{InstallRoot, Installed, Staging};
+use async_trait::async_trait;
+use provisioner_core::packages::{
+    default_engine_package, engine_packages, is_valid_package_name, is_valid_package_version,
+};
+use provisioner_core::prepared::Backend;
+use provisioner_core::tools::Distro;
+use provisioner_core::{
+    Action, Clock, CommandSpec, Engine, Error, InstalledPackage, ManagerKind, PackageArtifact,
+    PackageInstallSpec, PackageInstaller, PackageManager, PackageRequest, Policy, Progress,
+    ProgressEvent, Result, Shell, package_engine_version, redact_url,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::select::HostManagers;
+
+/// Bucket under the engine cache holding install records.
+pub const BUCKET: &str = "packages-v1";
+/// Current [`PackageInstallMetadata::format`].
+pub const METADATA_FORMAT: u32 = 1;
+/// Lines of the version run's output kept.
+const VERSION_LINES: usize = 10;
+/// Longest version output kept, in bytes.
+const VERSION_MAX_BYTES: usize = 4096;
+/// Files named in an error about a package lacking the executable.
+const LISTED_FILES: usize = 10;
+/// Default limit for the version run.
+const DEFAULT_VERSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `metadata.json` of a package install records (written last: its presence means the
+/// install finished and was checked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageInstallMetadata {
+    /// Format of this record; [`METADATA_FORMAT`].
+    pub format: u32,
+    /// Engine installed.
+    pub engine: Engine,
+    /// Install key (the record directory's name).
+    pub key: String,
+    /// Manager that installed or found it.
+    pub manager: ManagerKind,
+    /// What the package database reported (repository without credentials).
+    pub package: InstalledPackage,
+    /// The executable, an absolute path from the package's file list.
+    pub executable: PathBuf,
+    /// What the executable printed for the version arguments (first lines, stdout and stderr).
+    pub version_output: Option<String>,
+    /// [`package_engine_version`] of the installed package.
+    pub engine_version: String,
+    /// When the record was written (seconds since the Unix epoch, from the Clock port).
+    pub installed_at_unix: u64,
+    /// Whether the pinned version was installed before this provisioner looked (nothing was
+    /// installed; it will not be removed on failure).
+    pub was_installed_before: bool,
+}
+
+/// Installs engines as pinned distribution packages. See the module documentation.
+pub struct PackageEngineInstaller {
+    managers: HostManagers,
+    shell: Arc<dyn Shell>,
+    policy: Arc<dyn Policy>,
+    progress: Arc<dyn Progress>,
+    clock: Arc<dyn Clock>,
+    version_timeout: Duration,
+}
+
+impl std::fmt::Debug for PackageEngineInstaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageEngineInstaller")
+            .field("managers", &self.managers)
+            .field("version_timeout", &self.version_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The install key: the first 16 hex digits of BLAKE3 over engine, manager, package, version and
+/// repository.
+pub fn install_key(
+    engine: Engine,
+    manager: ManagerKind,
+    name: &str,
+    version: &str,
+    repository: Option<&str>,
+) -> String {
+    let text = format!(
+        "{engine}\0{manager}\0{name}\0{version}\0{}",
+        repository.unwrap_or("")
+    );
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// What the cold path decided before the transaction.
+struct Target<'a> {
+    spec: &'a PackageInstallSpec,
+    manager: Arc<dyn PackageManager>,
+    name: String,
+    key: String,
+    distro: Distro,
+}
+
+impl Target<'_> {
+    fn label(&self) -> String {
+        format!("{}={}", self.name, self.spec.version)
+    }
+
+    fn request(&self) -> PackageRequest {
+        PackageRequest {
+            name: self.name.clone(),
+            version: Some(self.spec.version.clone()),
+            repository: self.spec.repository.clone(),
+        }
+    }
+
+    fn error(&self, message: String, hint: Option<String>) -> Error {
+        Error::Package {
+            manager: self.manager.kind().to_string(),
+            package: self.label(),
+            message,
+            hint,
+        }
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The executable among a package's files: named `executable`, in a `bin` or `sbin` directory,
+/// an existing executable file.
+fn find_executable(files: &[PathBuf], executable: &str) -> Option<PathBuf> {
+    files
+        .iter()
+        .filter(|path| path.file_name() == Some(std::ffi::OsStr::new(executable)))
+        .filter(|path| {
+            path.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|dir| dir == "bin" || dir == "sbin")
+        })
+        .find(|path| is_executable_file(path))
+        .cloned()
+}
+
+/// The first lines of what the version run printed (stdout, then the combined tail).
+fn version_text(stdout: &str, tail: &str) -> Option<String> {
+    let mut lines: Vec<&str> = Vec::new();
+    for line in stdout.lines().chain(tail.lines()) {
+        let line = line.trim_end();
+        if !line.is_empty() && !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    let mut text = lines
+        .into_iter()
+        .take(VERSION_LINES)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.len() > VERSION_MAX_BYTES {
+        let mut cut = VERSION_MAX_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+/// Adds what the rollback did to an error's message.
+fn with_rollback(error: Error, rollback: &str) -> Error {
+    match error {
+        Error::Package {
+            manager,
+            package,
+            message,
+            hint,
+        } => Error::Package {
+            manager,
+            package,
+            message: format!("{message}; {rollback}"),
+            hint,
+        },
+        Error::CommandFailed {
+            command,
+            status,
+            tail,
+            log,
+            hint,
+        } => Error::CommandFailed {
+            command,
+            status: format!("{status}; {rollback}"),
+            tail,
+            log,
+            hint,
+        },
+        other => other,
+    }
+}
+
+/// Whether a record describes the install `target` asks for and its executable still exists.
+fn record_ok(installed: &Installed<PackageInstallMetadata>, target: &Target<'_>) -> bool {
+    let metadata = &installed.metadata;
+    metadata.format == METADATA_FORMAT
+        && metadata.key == target.key
+        && metadata.engine == target.spec.engine
+        && metadata.manager == target.manager.kind()
+        && metadata.package.name == target.name
+        && metadata.package.version == target.spec.version
+        && metadata.executable.file_name() == Some(std::ffi::OsStr::new(&target.spec.executable))
+        && is_executable_file(&metadata.executable)
+}
+
+impl PackageEngineInstaller {
+    /// An installer over the given managers and ports.
+    pub fn new(
+        managers: HostManagers,
+        shell: Arc<dyn Shell>,
+        policy: Arc<dyn Policy>,
+        progress: Arc<dyn Progress>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        PackageEngineInstaller {
+            managers,
+            shell,
+            policy,
+            progress,
+            clock,
+            version_timeout: DEFAULT_VERSION_TIMEOUT,
+        }
+    }
+
+    /// Sets how long the version run may take (default 60 s).
+    pub fn with_version_timeout(mut self, timeout: Duration) -> Self {
+        self.version_timeout = timeout;
+        self
+    }
+
+    fn report(&self, event: ProgressEvent) {
+        self.progress.report(event);
+    }
+
+    /// Resolves distribution, package name and manager, and validates what will reach argv.
+    fn target<'a>(&self, spec: &'a PackageInstallSpec) -> Result<Target<'a>> {
+        let distro = spec.distro.unwrap_or(self.managers.distro());
+        let asked = spec.name.clone();
+        let shown = asked
+            .clone()
+            .unwrap_or_else(|| format!("{} package", spec.engine));
+        let invalid = |message: String, hint: &str| Error::Package {
+            manager: spec
+                .manager
+                .map_or_else(|| "package".to_string(), |m| m.to_string()),
+            package: shown.clone(),
+            message,
+            hint: Some(hint.to_string()),
+        };
+        if let Some(name) = &asked
+            && !is_valid_package_name(name)
+        {
+            return Err(invalid(
+                format!(
+                    "`{name}` is not a valid package name (letters, digits and `.` `_` `+` `-` `@`, starting with a letter or digit); nothing was run"
+                ),
+                "check provisioning.package.name",
+            ));
+        }
+        if !is_valid_package_version(&spec.version) {
+            return Err(invalid(
+                format!(
+                    "`{}` is not a valid package version; nothing was run",
+                    spec.version
+                ),
+                "check provisioning.package.version",
+            ));
+        }
+        if spec.executable.is_empty()
+            || spec.executable.contains('/')
+            || spec.executable.starts_with('.')
+        {
+            return Err(invalid(
+                format!("executable `{}` must be a plain file name", spec.executable),
+                "the engine's server executable name, e.g. llama-server",
+            ));
+        }
+        if let Some(repository) = &spec.repository
+            && (repository.trim().is_empty()
+                || repository.starts_with('-')
+                || repository.contains(['\n', '\r', '\0']))
+        {
+            return Err(invalid(
+                "the repository must be one line that does not start with `-`; nothing was run"
+                    .to_string(),
+                "check provisioning.package.repo",
+            ));
+        }
+        let default = default_engine_package(spec.engine, distro, Backend::Cpu);
+        let name = asked
+            .clone()
+            .or_else(|| default.map(|p| p.name.to_string()));
+        let manager = self.managers.manager(
+            spec.manager,
+            Some(distro),
+            name.as_deref(),
+            Some(spec.engine),
+        )?;
+        let Some(name) = name else {
+            let known: Vec<&str> = engine_packages(spec.engine, distro)
+                .iter()
+                .map(|p| p.name)
+                .collect();
+            return Err(Error::Package {
+                manager: manager.kind().to_string(),
+                package: shown,
+                message: format!(
+                    "no default package ships {} on {} (known packages there: {})",
+                    spec.engine,
+                    distro.as_str(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+                hint: Some("set provisioning.package.name".to_string()),
+            });
+        };
+        let key = install_key(
+            spec.engine,
+            manager.kind(),
+            &name,
+            &spec.version,
+            spec.repository.as_deref(),
+        );
+        Ok(Target {
+            spec,
+            manager,
+            name,
+            key,
+            distro,
+        })
+    }
+
+    fn artifact(installed: Installed<PackageInstallMetadata>, cache_hit: bool) -> PackageArtifact {
+        let metadata = installed.metadata;
+        PackageArtifact {
+            manager: metadata.manager,
+            package: metadata.package,
+            executable: metadata.executable,
+            version_output: metadata.version_output,
+            engine_version: metadata.engine_version,
+            key: metadata.key,
+            cache_hit,
+            metadata_file: installed.metadata_file,
+        }
+    }
+
+    /// Removes what this call installed (when nothing was installed before) and says what
+    /// happened, for the error message.
+    async fn roll_back(&self, target: &Target<'_>, before: Option<&InstalledPackage>) -> String {
+        let now = target.manager.query(&target.name).await.ok().flatten();
+        match (before, now) {
+            (None, Some(_)) => {
+                self.report(ProgressEvent::Note {
+                    message: format!("removing {} again: it failed its checks", target.name),
+                });
+                match target.manager.remove(&target.name).await {
+                    Ok(()) => format!("{} was removed again", target.name),
+                    Err(error) => format!("removing {} again failed: {error}", target.name),
+                }
+            }
+            (Some(before), Some(now)) if before.version != now.version => format!(
+                "{} {} was installed before and has been replaced; reinstall it if needed",
+                target.name, before.version
+            ),
+            _ => "nothing was left installed by this attempt".to_string(),
+        }
+    }
+
+    /// The work inside the transaction: install when needed, check, describe.
+    async fn install(
+        &self,
+        target: &Target<'_>,
+        staging: Staging,
+    ) -> Result<PackageInstallMetadata> {
+        let spec = target.spec;
+        let manager = &target.manager;
+        let before = manager.query(&target.name).await?;
+        let was_installed_before = before
+            .as_ref()
+            .is_some_and(|installed| installed.version == spec.version);
+        if was_installed_before {
+            self.report(ProgressEvent::Note {
+                message: format!("{} is already installed; recording it", target.label()),
+            });
+        } else {
+            let request = target.request();
+            if !spec.allowed_by_config {
+                return Err(Error::PolicyDenied {
+                    action: format!("installing {}", target.label()),
+                    hint: Some(format!(
+                        "set provisioning.allow_package_installs: true, or install it yourself: {}",
+                        manager.install_command(std::slice::from_ref(&request))
+                    )),
+                });
+            }
+            self.policy.check(&Action::InstallPackages {
+                packages: vec![target.label()],
+                repository: spec.repository.clone(),
+                allowed_by_config: spec.allowed_by_config,
+            })?;
+            let step = format!("install {} ({})", target.label(), manager.kind());
+            self.report(ProgressEvent::Started {
+                step: step.clone(),
+                detail: spec.repository.as_deref().map(redact_url),
+            });
+            if let Err(error) = manager.install(std::slice::from_ref(&request)).await {
+                let rollback = self.roll_back(target, before.as_ref()).await;
+                return Err(with_rollback(error, &rollback));
+            }
+            self.report(ProgressEvent::Finished { step });
+        }
+
+        let files = manager.files(&target.name).await?;
+        let Some(executable) = find_executable(&files, &spec.executable) else {
+            // Listed before a rollback removes them.
+            let listed: Vec<String> = files
+                .iter()
+                .filter(|path| std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()))
+                .take(LISTED_FILES)
+                .map(|path| path.display().to_string())
+                .collect();
+            let rollback = if was_installed_before {
+                "it was installed before and is left alone".to_string()
+            } else {
+                self.roll_back(target, before.as_ref()).await
+            };
+            let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
+                .iter()
+                .filter(|p| p.executable == spec.executable && p.name != target.name)
+                .map(|p| p.name)
+                .collect();
+            return Err(target.error(
+                format!(
+                    "installed {} but it ships no `{}` in a bin directory (files: {}); {rollback}",
+                    target.label(),
+                    spec.executable,
+                    if listed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        listed.join(", ")
+                    }
+                ),
+                Some(if shipping.is_empty() {
+                    format!(
+                        "set provisioning.package.name to a package that ships {}",
+                        spec.executable
+                    )
+                } else {
+                    format!(
+                        "set provisioning.package.name to a package that ships {} on {}: {}",
+                        spec.executable,
+                        target.distro.as_str(),
+                        shipping.join(", ")
+                    )
+                }),
+            ));
+        };
+
+        let version_output = match self.version_run(spec, &staging, &executable).await {
+            Ok(output) => output,
+            Err(error) => {
+                if was_installed_before {
+                    return Err(error);
+                }
+                let rollback = self.roll_back(target, before.as_ref()).await;
+                return Err(with_rollback(error, &rollback));
+            }
+        };
+
+        let installed = manager
+            .query(&target.name)
+            .await?
+            .filter(|installed| installed.version == spec.version)
+            .ok_or_else(|| {
+                target.error(
+                    "the package database no longer reports the pinned version".to_string(),
+                    None,
+                )
+            })?;
+        let package = InstalledPackage {
+            repository: spec.repository.as_deref().map(redact_url),
+            ..installed
+        };
+        let engine_version = package_engine_version(
+            spec.engine,
+            manager.kind(),
+            &target.name,
+            &package.version,
+            spec.repository.as_deref(),
+        );
+        Ok(PackageInstallMetadata {
+            format: METADATA_FORMAT,
+            engine: spec.engine,
+            key: target.key.clone(),
+            manager: manager.kind(),
+            package,
+            executable,
+            version_output,
+            engine_version,
+            installed_at_unix: unix_seconds(self.clock.now()),
+            was_installed_before,
+        })
+    }
+
+    /// Runs `<executable> <version_args>` once, through the Shell port, with a time limit.
+    async fn version_run(
+        &self,
+        spec: &PackageInstallSpec,
+        staging: &Staging,
+        executable: &Path,
+    ) -> Result<Option<String>> {
+        if spec.version_args.is_empty() {
+            return Ok(None);
+        }
+        let mut command = CommandSpec::new(
+            &executable.display().to_string(),
+            spec.version_args.iter().cloned(),
+        )
+        .cwd(&staging.work);
+        command.group_file = Some(staging.group_file.clone());
+        let step = format!("check {}", spec.executable);
+        self.report(ProgressEvent::Started {
+            step: step.clone(),
+            detail: Some(command.display()),
+        });
+        let output = match tokio::time::timeout(self.version_timeout, self.shell.run(&command))
+            .await
+        {
+            Ok(output) => output?,
+            Err(_) => {
+                return Err(Error::CommandFailed {
+                    command: command.display(),
+                    status: format!(
+                        "still running after {} s; killed",
+                        self.version_timeout.as_secs_f64()
+                    ),
+                    tail: String::new(),
+                    log: None,
+                    hint: Some(format!(
+                        "the version arguments ({}) must make the program print its version and exit",
+                        spec.version_args.join(" ")
+                    )),
+                });
+            }
+        };
+        if !output.success() {
+            return Err(Error::CommandFailed {
+                command: command.display(),
+                status: output.status(),
+                tail: output.tail.clone(),
+                log: None,
+                hint: Some(
+                    "the packaged server does not run on this host: check its dependencies (ldd) or pin another version"
+                        .to_string(),
+                ),
+            });
+        }
+        self.report(ProgressEvent::Finished { step });
+        Ok(version_text(&output.stdout, &output.tail))
+    }
+}
+
+#[async_trait]
+impl PackageInstaller for PackageEngineInstaller {
+    async fn ensure_installed(&self, spec: &PackageInstallSpec) -> Result<PackageArtifact> {
+        let target = self.target(spec)?;
+        let root = InstallRoot::new(&spec.cache_dir, BUCKET, self.progress.clone());
+        let valid = |installed: &Installed<PackageInstallMetadata>| record_ok(installed, &target);
+
+        // Warm path: the record, then one question to the package database.
+        let recorded = root.lookup(&target.key, &valid);
+        if let Some(installed) = &recorded {
+            let current = target.manager.query(&target.name).await?;
+            if current.is_some_and(|current| current.version == spec.version) {
+                self.report(ProgressEvent::Note {
+                    message: format!(
+                        "{} {} is installed ({}; cache hit)",
+                        spec.engine,
+                        target.label(),
+                        installed.metadata.executable.display()
+                    ),
+                });
+                return Ok(Self::artifact(installed.clone(), true));
+            }
+            self.report(ProgressEvent::Note {
+                message: format!(
+                    "{} is recorded but the package database no longer has it at that version; checking again",
+                    target.label()
+                ),
+            });
+        }
+
+        // The stale record seen above must not satisfy the re-check under the lock; a record
+        // written meanwhile by another process does.
+        let stale = recorded.map(|installed| installed.metadata);
+        let fresh_record = |installed: &Installed<PackageInstallMetadata>| {
+            record_ok(installed, &target) && stale.as_ref() != Some(&installed.metadata)
+        };
+        let installed = root
+            .install(&target.key, &fresh_record, |staging| {
+                self.install(&target, staging)
+            })
+            .await?;
+        let cache_hit = !installed.fresh;
+        Ok(Self::artifact(installed, cache_hit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cover_every_input() {
+        let key = install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", None);
+        assert_eq!(key.len(), 16);
+        assert_ne!(
+            key,
+            install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "2", None)
+        );
+        assert_ne!(
+            key,
+            install_key(Engine::Llamacpp, ManagerKind::Dnf, "a", "1", None)
+        );
+        assert_ne!(
+            key,
+            install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", Some("x"))
+        );
+    }
+
+    #[test]
+    fn version_text_merges_stdout_and_tail() {
+        assert_eq!(
+            version_text("v 1.0\n", "v 1.0\nbuilt with gcc\n").as_deref(),
+            Some("v 1.0\nbuilt with gcc")
+        );
+        assert_eq!(version_text("", " \n"), None);
+    }
+
+    #[test]
+    fn executables_live_in_bin_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("usr/bin");
+        let share = dir.path().join("usr/share/doc");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&share).unwrap();
+        for path in [bin.join("llama-server"), share.join("llama-server")] {
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let files = vec![share.join("llama-server"), bin.join("llama-server")];
+        assert_eq!(
+            find_executable(&files, "llama-server"),
+            Some(bin.join("llama-server"))
+        );
+        std::fs::set_permissions(
+            bin.join("llama-server"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert_eq!(find_executable(&files, "llama-server"), None);
+    }
+}

@@ -1,0 +1,842 @@
+//! [`Pacman`]: the [`PackageManager`] port over `pacman` (Arch and derivatives).
+//!
+//! Repositories: a repository name (`extra`) installs `extra/NAME`; the URL of a `<name>.db`
+//! (`file://` or `https://`) gets a generated `pacman.conf` under the state directory holding
+//! that repository alone (its `[options]` copied from the base config), which is synced with
+//! `-Sy` and used for every command of that install.
+//!
+//! Pinning: a repository database holds one version per package. When it holds the pinned one,
+//! `pacman -S --needed repo/NAME` installs it; otherwise a package file of exactly that version is
+//! looked for (next to a `file://` database, or in the package cache for system repositories)
+//! and installed with `pacman -U`; otherwise the error names what exists and the Arch Linux
+//! Archive URL to install from.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use provisioner_core::{
+    CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager, PackageRequest, Progress,
+    Result, Shell, redact_url, shell_quote,
+};
+
+use crate::common::{
+    check_name, check_request, exact, failed, field_values, label, parsed, push_unique,
+    verify_installed, version_list,
+};
+use crate::privilege::{Privilege, RootRunner, RootTask};
+
+/// Package file extensions pacman installs, most common first.
+const PACKAGE_EXTENSIONS: [&str; 5] = [
+    ".pkg.tar.zst",
+    ".pkg.tar.xz",
+    ".pkg.tar.gz",
+    ".pkg.tar.bz2",
+    ".pkg.tar",
+];
+
+/// `[options]` keys copied from the base config into a generated one.
+const COPIED_OPTIONS: [&str; 8] = [
+    "RootDir",
+    "DBPath",
+    "CacheDir",
+    "LogFile",
+    "GPGDir",
+    "HookDir",
+    "Architecture",
+    "SigLevel",
+];
+
+/// Where pacman works: an alternative root and database, a base config, and the directory for
+/// generated configs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacmanOptions {
+    /// `--root`: install into this directory instead of `/`.
+    pub root: Option<PathBuf>,
+    /// `--dbpath`: the package database.
+    pub dbpath: Option<PathBuf>,
+    /// `--config`: the base configuration (default: pacman's own, `/etc/pacman.conf`).
+    pub config: Option<PathBuf>,
+    /// Generated configurations for `<name>.db` URLs live under here.
+    pub state_dir: PathBuf,
+}
+
+/// pacman: `-S`/`-U` to install, `-Q`/`-Ql`/`-Si` to query. See the module documentation.
+#[derive(Clone)]
+pub struct Pacman {
+    shell: Arc<dyn Shell>,
+    runner: RootRunner,
+    options: PacmanOptions,
+}
+
+impl std::fmt::Debug for Pacman {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacman")
+            .field("options", &self.options)
+            .field("privilege", &self.runner.privilege())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A repository given by the URL of its database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UrlRepo {
+    /// Repository name (the database's file name without `.db`).
+    name: String,
+    /// The URL as configured.
+    url: String,
+    /// The directory URL (`Server =`).
+    server: String,
+    /// The local directory of a `file://` repository.
+    dir: Option<PathBuf>,
+}
+
+/// Where a request's package comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repo {
+    /// Whichever configured repository has it.
+    Any,
+    /// A configured repository, by name.
+    Named(String),
+    /// A repository given by its database URL.
+    Url(UrlRepo),
+}
+
+fn plain_repo_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "local"
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn parse_repo(repository: Option<&str>, package: &str) -> Result<Repo> {
+    let Some(repository) = repository.map(str::trim) else {
+        return Ok(Repo::Any);
+    };
+    let invalid = |message: String| Error::Package {
+        manager: ManagerKind::Pacman.to_string(),
+        package: package.to_string(),
+        message,
+        hint: Some("check provisioning.package.repo".to_string()),
+    };
+    let Some((scheme, rest)) = repository.split_once("://") else {
+        if plain_repo_name(repository) {
+            return Ok(Repo::Named(repository.to_string()));
+        }
+        return Err(invalid(format!(
+            "repository `{repository}` is neither a repository name nor the URL of a `<name>.db` file"
+        )));
+    };
+    if !matches!(scheme, "file" | "http" | "https") {
+        return Err(invalid(format!(
+            "repository URL `{}` must be file://, http:// or https://",
+            redact_url(repository)
+        )));
+    }
+    let path = rest.split(['?', '#']).next().unwrap_or(rest);
+    let Some((_, file)) = path.rsplit_once('/') else {
+        return Err(invalid(format!(
+            "repository URL `{}` must end in `<name>.db`",
+            redact_url(repository)
+        )));
+    };
+    let name = file.strip_suffix(".db").unwrap_or_default();
+    if !plain_repo_name(name) {
+        return Err(invalid(format!(
+            "repository URL `{}` must end in `<name>.db` with a plain repository name",
+            redact_url(repository)
+        )));
+    }
+    let directory = &path[..path.len() - file.len() - 1];
+    let server = format!("{scheme}://{directory}");
+    let dir = if scheme == "file" {
+        let local = directory;
+        if !rest.starts_with('/') {
+            return Err(invalid(format!(
+                "file URL `{repository}` must be absolute (file:///path/{file})"
+            )));
+        }
+        Some(PathBuf::from(if local.is_empty() { "/" } else { local }))
+    } else {
+        None
+    };
+    Ok(Repo::Url(UrlRepo {
+        name: name.to_string(),
+        url: repository.to_string(),
+        server,
+        dir,
+    }))
+}
+
+/// Parses a package file name `NAME-VERSION-ARCH.pkg.tar.*` for `name`; the version is
+/// `[epoch:]pkgver-pkgrel` (exactly one `-`).
+fn package_file_version(file: &str, name: &str) -> Option<String> {
+    let rest = file.strip_prefix(name)?.strip_prefix('-')?;
+    let body = PACKAGE_EXTENSIONS
+        .iter()
+        .find_map(|extension| rest.strip_suffix(extension))?;
+    let (version, arch) = body.rsplit_once('-')?;
+    let one_dash = version.matches('-').count() == 1;
+    (one_dash && !arch.is_empty() && !version.starts_with('-') && !version.ends_with('-'))
+        .then(|| version.to_string())
+}
+
+/// Package files of `name` in `dir`, with their versions, sorted by file name.
+fn package_files(dir: &Path, name: &str) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let file = entry.file_name().into_string().ok()?;
+            let version = package_file_version(&file, name)?;
+            entry
+                .file_type()
+                .ok()
+                .filter(|t| t.is_file())
+                .map(|_| (version, entry.path()))
+        })
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    found
+}
+
+/// `[options]` lines of a config for the keys in [`COPIED_OPTIONS`], in order.
+fn copied_options(base: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut copied = Vec::new();
+    for line in base.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_string();
+            continue;
+        }
+        if section != "options" || line.starts_with('#') {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            let key = key.trim();
+            if COPIED_OPTIONS.contains(&key) {
+                copied.push((key.to_string(), value.trim().to_string()));
+            }
+        }
+    }
+    copied
+}
+
+/// The text of a generated config: `[options]` from the base, the repository alone.
+fn generated_config_text(base: Option<&str>, repo: &UrlRepo, root: Option<&Path>) -> String {
+    let mut options = base.map(copied_options).unwrap_or_default();
+    let has = |options: &[(String, String)], key: &str| options.iter().any(|(k, _)| k == key);
+    if !has(&options, "Architecture") {
+        options.push(("Architecture".to_string(), "auto".to_string()));
+    }
+    if let Some(root) = root
+        && !has(&options, "CacheDir")
+    {
+        options.push((
+            "CacheDir".to_string(),
+            format!("{}/", root.join("var/cache/pacman/pkg").display()),
+        ));
+    }
+    if repo.dir.is_some() {
+        // A local directory the user pointed at: no signatures to check.
+        options.retain(|(key, _)| key != "SigLevel");
+        options.push(("SigLevel".to_string(), "Never".to_string()));
+    }
+    let mut text = format!(
+        "# Generated by engine-provisioner for {}\n[options]\n",
+        redact_url(&repo.url)
+    );
+    for (key, value) in options {
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    text.push_str(&format!("\n[{}]\nServer = {}\n", repo.name, repo.server));
+    text
+}
+
+/// `pacman -Q NAME` under `args`: the installed version, `None` when not installed.
+pub(crate) async fn query_installed(
+    shell: &dyn Shell,
+    args: Vec<String>,
+    name: &str,
+) -> Result<Option<InstalledPackage>> {
+    let mut argv = args;
+    argv.push("-Q".to_string());
+    argv.push(name.to_string());
+    let command = parsed("pacman", argv);
+    let output = shell.run(&command).await?;
+    if !output.success() {
+        if output.tail.contains("was not found") {
+            return Ok(None);
+        }
+        return Err(failed(command.display(), &output, None));
+    }
+    Ok(output.stdout.lines().find_map(|line| {
+        let (found, version) = line.trim().split_once(' ')?;
+        (found == name).then(|| InstalledPackage {
+            name: name.to_string(),
+            version: version.trim().to_string(),
+            repository: None,
+        })
+    }))
+}
+
+/// `pacman -Ql NAME` under `args`: the listed paths, as pacman prints them.
+pub(crate) async fn list_files(
+    shell: &dyn Shell,
+    manager: ManagerKind,
+    args: Vec<String>,
+    name: &str,
+) -> Result<Vec<PathBuf>> {
+    let mut argv = args;
+    argv.push("-Ql".to_string());
+    argv.push(name.to_string());
+    let command = parsed("pacman", argv);
+    let output = shell.run(&command).await?;
+    if !output.success() {
+        return Err(Error::Package {
+            manager: manager.to_string(),
+            package: name.to_string(),
+            message: format!("cannot list its files: {}", output.tail.trim()),
+            hint: None,
+        });
+    }
+    Ok(output
+        .stdout
+        .lines()
+        .filter_map(|line| {
+            let (owner, path) = line.split_once(' ')?;
+            (owner == name && path.starts_with('/')).then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// `pacman -R --noconfirm NAME` as root.
+pub(crate) async fn remove_package(
+    runner: &RootRunner,
+    manager: ManagerKind,
+    args: Vec<String>,
+    name: &str,
+) -> Result<()> {
+    let mut argv = args;
+    argv.extend([
+        "-R".to_string(),
+        "--noconfirm".to_string(),
+        name.to_string(),
+    ]);
+    let command = parsed("pacman", argv);
+    let action = format!("removing {name}");
+    let task = RootTask {
+        manager,
+        package: name,
+        action: &action,
+    };
+    let output = runner.run(&command, &task, &[]).await?;
+    if output.success() {
+        Ok(())
+    } else {
+        Err(failed(
+            runner.display(&command),
+            &output,
+            Some(runner.display(&command)),
+        ))
+    }
+}
+
+impl Pacman {
+    /// pacman over the Shell port; commands needing root run as `privilege` allows.
+    pub fn new(
+        shell: Arc<dyn Shell>,
+        progress: Arc<dyn Progress>,
+        privilege: Privilege,
+        options: PacmanOptions,
+    ) -> Self {
+        Pacman {
+            runner: RootRunner::new(shell.clone(), progress, privilege),
+            shell,
+            options,
+        }
+    }
+
+    /// Where a path pacman lists is on this host: under the alternative root, when one is set
+    /// (pacman 6 prints root-prefixed paths; a bare `/usr/…` is mapped under the root).
+    pub fn host_path(&self, listed: &Path) -> PathBuf {
+        match &self.options.root {
+            Some(root) if !listed.starts_with(root) => {
+                root.join(listed.strip_prefix("/").unwrap_or(listed))
+            }
+            _ => listed.to_path_buf(),
+        }
+    }
+
+    /// `--root`, `--dbpath` and `--config` (the given config, else the base one).
+    fn args(&self, config: Option<&Path>) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(root) = &self.options.root {
+            args.extend(["--root".to_string(), root.display().to_string()]);
+        }
+        if let Some(dbpath) = &self.options.dbpath {
+            args.extend(["--dbpath".to_string(), dbpath.display().to_string()]);
+        }
+        if let Some(config) = config.or(self.options.config.as_deref()) {
+            args.extend(["--config".to_string(), config.display().to_string()]);
+        }
+        args
+    }
+
+    fn package_error(&self, package: String, message: String, hint: Option<String>) -> Error {
+        Error::Package {
+            manager: ManagerKind::Pacman.to_string(),
+            package,
+            message,
+            hint,
+        }
+    }
+
+    /// Writes (when it changed) and returns the generated config for a URL repository.
+    fn generated_config(&self, repo: &UrlRepo) -> Result<PathBuf> {
+        let identity = format!(
+            "{}\0{:?}\0{:?}\0{:?}",
+            repo.url, self.options.config, self.options.root, self.options.dbpath
+        );
+        let dir = self
+            .options
+            .state_dir
+            .join(&blake3::hash(identity.as_bytes()).to_hex()[..8]);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, &e))?;
+        let base = match &self.options.config {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|e| Error::io("read", path, &e))?)
+            }
+            None => None,
+        };
+        let text = generated_config_text(base.as_deref(), repo, self.options.root.as_deref());
+        let path = dir.join("pacman.conf");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            let temporary = dir.join(format!(".pacman.conf.{}.tmp", std::process::id()));
+            std::fs::write(&temporary, &text).map_err(|e| Error::io("write", &temporary, &e))?;
+            std::fs::rename(&temporary, &path).map_err(|e| Error::io("rename", &temporary, &e))?;
+        }
+        Ok(path)
+    }
+
+    /// The package caches searched for older versions of system packages.
+    fn cache_dirs(&self) -> Vec<PathBuf> {
+        let base = self
+            .options
+            .config
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .map(|text| copied_options(&text))
+            .unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = base
+            .iter()
+            .filter(|(key, _)| key == "CacheDir")
+            .flat_map(|(_, value)| value.split_whitespace().map(PathBuf::from))
+            .collect();
+        if dirs.is_empty() {
+            let root = self
+                .options
+                .root
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/"));
+            dirs.push(root.join("var/cache/pacman/pkg"));
+        }
+        dirs
+    }
+
+    /// Package files of exactly `name`-`version` that `-U` can install.
+    fn local_files(&self, repo: &Repo, name: &str) -> Vec<(String, PathBuf)> {
+        match repo {
+            Repo::Url(UrlRepo { dir: Some(dir), .. }) => package_files(dir, name),
+            Repo::Url(_) => Vec::new(),
+            Repo::Any | Repo::Named(_) => self
+                .cache_dirs()
+                .iter()
+                .flat_map(|dir| package_files(dir, name))
+                .collect(),
+        }
+    }
+
+    /// `pacman -Si TARGET`: the repository and version the sync databases offer.
+    async fn offered(
+        &self,
+        config: Option<&Path>,
+        target: &str,
+    ) -> Result<Option<(String, String)>> {
+        let mut args = self.args(config);
+        args.extend(["-Si".to_string(), target.to_string()]);
+        let command = parsed("pacman", args);
+        let output = self.shell.run(&command).await?;
+        if !output.success() {
+            if output.tail.contains("was not found") {
+                return Ok(None);
+            }
+            return Err(failed(command.display(), &output, None));
+        }
+        let repository = field_values(&output.stdout, "Repository")
+            .into_iter()
+            .next();
+        let version = field_values(&output.stdout, "Version").into_iter().next();
+        Ok(version.map(|version| (repository.unwrap_or_default(), version)))
+    }
+
+    fn target(repo: &Repo, name: &str) -> String {
+        match repo {
+            Repo::Any => name.to_string(),
+            Repo::Named(repository) => format!("{repository}/{name}"),
+            Repo::Url(url) => format!("{}/{name}", url.name),
+        }
+    }
+
+    async fn run_root(
+        &self,
+        command: &CommandSpec,
+        request: &PackageRequest,
+        action: &str,
+    ) -> Result<()> {
+        let package = label(request);
+        let task = RootTask {
+            manager: ManagerKind::Pacman,
+            package: &package,
+            action,
+        };
+        let output = self.runner.run(command, &task, &[]).await?;
+        if output.success() {
+            Ok(())
+        } else {
+            Err(failed(
+                self.runner.display(command),
+                &output,
+                Some(self.runner.display(command)),
+            ))
+        }
+    }
+
+    async fn install_one(&self, request: &PackageRequest, synced: &mut Vec<String>) -> Result<()> {
+        let name = &request.name;
+        let repo = parse_repo(request.repository.as_deref(), name)?;
+        let config = match &repo {
+            Repo::Url(url) => Some(self.generated_config(url)?),
+            _ => None,
+        };
+        let action = format!("installing {}", label(request));
+        if let (Repo::Url(url), Some(config)) = (&repo, &config)
+            && !synced.contains(&url.url)
+        {
+            let mut args = self.args(Some(config));
+            args.extend(["-Sy".to_string(), "--noconfirm".to_string()]);
+            let sync = parsed("pacman", args);
+            self.run_root(&sync, request, &action).await?;
+            synced.push(url.url.clone());
+        }
+        let target = Self::target(&repo, name);
+        let sync_install = |target: &str| {
+            let mut args = self.args(config.as_deref());
+            args.extend([
+                "-S".to_string(),
+                "--noconfirm".to_string(),
+                "--needed".to_string(),
+                target.to_string(),
+            ]);
+            parsed("pacman", args)
+        };
+        let Some(pin) = &request.version else {
+            return self
+                .run_root(&sync_install(&target), request, &action)
+                .await;
+        };
+        let offered = self.offered(config.as_deref(), &target).await?;
+        if let Some((repository, version)) = &offered
+            && version == pin
+        {
+            let exact_target = if repository.is_empty() || repo != Repo::Any {
+                target.clone()
+            } else {
+                format!("{repository}/{name}")
+            };
+            return self
+                .run_root(&sync_install(&exact_target), request, &action)
+                .await;
+        }
+        let files = self.local_files(&repo, name);
+        if let Some((_, file)) = files.iter().find(|(version, _)| version == pin) {
+            let mut args = self.args(config.as_deref());
+            args.extend([
+                "-U".to_string(),
+                "--noconfirm".to_string(),
+                file.display().to_string(),
+            ]);
+            return self
+                .run_root(&parsed("pacman", args), request, &action)
+                .await;
+        }
+        let mut versions = Vec::new();
+        if let Some((_, version)) = offered {
+            push_unique(&mut versions, version);
+        }
+        for (version, _) in files {
+            push_unique(&mut versions, version);
+        }
+        Err(self.not_offered(request, pin, &repo, &versions))
+    }
+
+    fn not_offered(
+        &self,
+        request: &PackageRequest,
+        pin: &str,
+        repo: &Repo,
+        versions: &[String],
+    ) -> Error {
+        let name = &request.name;
+        let (from, hint) = match repo {
+            Repo::Url(url) => (
+                format!("`{}`", redact_url(&url.url)),
+                if versions.is_empty() {
+                    "check provisioning.package.repo and provisioning.package.name".to_string()
+                } else {
+                    format!(
+                        "set provisioning.package.version to one of: {} (or put {name}-{pin}-<arch>.pkg.tar.zst next to {}.db)",
+                        version_list(versions),
+                        url.name
+                    )
+                },
+            ),
+            Repo::Any | Repo::Named(_) => {
+                let first = name.chars().next().unwrap_or('_');
+                let mut command = vec!["pacman".to_string()];
+                command.extend(self.args(None));
+                command.extend([
+                    "-U".to_string(),
+                    format!(
+                        "https://archive.archlinux.org/packages/{first}/{name}/{name}-{pin}-x86_64.pkg.tar.zst"
+                    ),
+                ]);
+                let command = command
+                    .iter()
+                    .map(|w| shell_quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let sudo = if self.runner.privilege().root {
+                    ""
+                } else {
+                    "sudo "
+                };
+                let from = match repo {
+                    Repo::Named(repository) => {
+                        format!("repository {repository} and the package cache")
+                    }
+                    _ => "the sync databases and the package cache".to_string(),
+                };
+                (from, format!("{sudo}{command}"))
+            }
+        };
+        self.package_error(
+            label(request),
+            format!(
+                "version {pin} is not available: {from} offer{} {} (a pacman repository keeps one version per package; older ones are in the Arch Linux Archive)",
+                if matches!(repo, Repo::Url(_)) { "s" } else { "" },
+                version_list(versions)
+            ),
+            Some(hint),
+        )
+    }
+
+    fn display_one(&self, request: &PackageRequest) -> String {
+        let sudo = if self.runner.privilege().root {
+            ""
+        } else {
+            "sudo "
+        };
+        let mut words = vec!["pacman".to_string()];
+        words.extend(self.args(None));
+        let repo = parse_repo(request.repository.as_deref(), &request.name).unwrap_or(Repo::Any);
+        match (&repo, &request.version) {
+            (Repo::Url(url), Some(version)) => {
+                words.push("-U".to_string());
+                words.push(format!(
+                    "{}/{}-{version}-{}.pkg.tar.zst",
+                    url.server,
+                    request.name,
+                    std::env::consts::ARCH
+                ));
+            }
+            _ => {
+                words.extend(["-S".to_string(), "--needed".to_string()]);
+                words.push(Self::target(&repo, &request.name));
+            }
+        }
+        let words = words
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!("{sudo}{}", redact_url(&words))
+    }
+}
+
+#[async_trait]
+impl PackageManager for Pacman {
+    fn kind(&self) -> ManagerKind {
+        ManagerKind::Pacman
+    }
+
+    fn install_command(&self, requests: &[PackageRequest]) -> String {
+        requests
+            .iter()
+            .map(|request| self.display_one(request))
+            .collect::<Vec<_>>()
+            .join(" && ")
+    }
+
+    async fn query(&self, name: &str) -> Result<Option<InstalledPackage>> {
+        check_name(ManagerKind::Pacman, name)?;
+        query_installed(self.shell.as_ref(), self.args(None), name).await
+    }
+
+    async fn available(&self, request: &PackageRequest) -> Result<Vec<String>> {
+        check_request(ManagerKind::Pacman, request)?;
+        let repo = parse_repo(request.repository.as_deref(), &request.name)?;
+        let config = match &repo {
+            Repo::Url(url) => Some(self.generated_config(url)?),
+            _ => None,
+        };
+        let mut versions = Vec::new();
+        if let Some((_, version)) = self
+            .offered(config.as_deref(), &Self::target(&repo, &request.name))
+            .await?
+        {
+            versions.push(version);
+        }
+        for (version, _) in self.local_files(&repo, &request.name) {
+            push_unique(&mut versions, version);
+        }
+        Ok(versions)
+    }
+
+    async fn install(&self, requests: &[PackageRequest]) -> Result<Vec<InstalledPackage>> {
+        for request in requests {
+            check_request(ManagerKind::Pacman, request)?;
+            parse_repo(request.repository.as_deref(), &request.name)?;
+        }
+        let mut synced = Vec::new();
+        for request in requests {
+            self.install_one(request, &mut synced).await?;
+        }
+        verify_installed(self, requests, exact).await
+    }
+
+    async fn files(&self, name: &str) -> Result<Vec<PathBuf>> {
+        check_name(ManagerKind::Pacman, name)?;
+        let listed = list_files(
+            self.shell.as_ref(),
+            ManagerKind::Pacman,
+            self.args(None),
+            name,
+        )
+        .await?;
+        Ok(listed.iter().map(|path| self.host_path(path)).collect())
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        check_name(ManagerKind::Pacman, name)?;
+        remove_package(&self.runner, ManagerKind::Pacman, self.args(None), name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_are_names_or_db_urls() {
+        assert_eq!(parse_repo(None, "x").unwrap(), Repo::Any);
+        assert_eq!(
+            parse_repo(Some("extra"), "x").unwrap(),
+            Repo::Named("extra".to_string())
+        );
+        let Repo::Url(url) = parse_repo(Some("file:///srv/repo/eptest.db"), "x").unwrap() else {
+            panic!("not a URL repository");
+        };
+        assert_eq!(url.name, "eptest");
+        assert_eq!(url.server, "file:///srv/repo");
+        assert_eq!(url.dir.as_deref(), Some(Path::new("/srv/repo")));
+        let Repo::Url(url) =
+            parse_repo(Some("https://u:p@mirror.example/arch/custom.db"), "x").unwrap()
+        else {
+            panic!("not a URL repository");
+        };
+        assert_eq!(url.server, "https://u:p@mirror.example/arch");
+        assert_eq!(url.dir, None);
+        for bad in [
+            "ftp://x/y.db",
+            "https://x/y.tar",
+            "https://x/local.db",
+            "a b",
+            "file://relative/x.db",
+        ] {
+            assert!(parse_repo(Some(bad), "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn package_files_need_the_exact_name() {
+        assert_eq!(
+            package_file_version("foo-1.0-1-x86_64.pkg.tar.zst", "foo").as_deref(),
+            Some("1.0-1")
+        );
+        assert_eq!(
+            package_file_version("foo-2:1.0-3-any.pkg.tar.xz", "foo").as_deref(),
+            Some("2:1.0-3")
+        );
+        assert_eq!(
+            package_file_version("foo-bar-1.0-1-x86_64.pkg.tar.zst", "foo"),
+            None
+        );
+        assert_eq!(
+            package_file_version("foo-1.0-1-x86_64.pkg.tar.zst.sig", "foo"),
+            None
+        );
+        assert_eq!(
+            package_file_version("foobar-1.0-1-x86_64.pkg.tar.zst", "foo"),
+            None
+        );
+    }
+
+    #[test]
+    fn generated_configs_copy_options_and_trust_local_repositories_only() {
+        let base = "[options]\nRootDir = /r\nDBPath = /r/db/\nSigLevel = Required\nColor\nHoldPkg = x\n\n[core]\nSigLevel = Never\nServer = https://x\n";
+        let local = UrlRepo {
+            name: "eptest".to_string(),
+            url: "file:///srv/eptest.db".to_string(),
+            server: "file:///srv".to_string(),
+            dir: Some(PathBuf::from("/srv")),
+        };
+        let text = generated_config_text(Some(base), &local, None);
+        assert!(text.contains("RootDir = /r\nDBPath = /r/db/\n"), "{text}");
+        assert!(text.contains("Architecture = auto"), "{text}");
+        assert!(text.contains("SigLevel = Never\n"), "{text}");
+        assert!(!text.contains("Required"), "{text}");
+        assert!(
+            !text.contains("HoldPkg") && !text.contains("[core]"),
+            "{text}"
+        );
+        assert!(text.ends_with("[eptest]\nServer = file:///srv\n"), "{text}");
+        let remote = UrlRepo {
+            dir: None,
+            url: "https://u:secret@x/eptest.db".to_string(),
+            server: "https://u:secret@x".to_string(),
+            ..local
+        };
+        let text = generated_config_text(Some(base), &remote, None);
+        assert!(text.contains("SigLevel = Required"), "{text}");
+        assert!(!text.lines().next().unwrap().contains("secret"), "{text}");
+    }
+}
