@@ -347,6 +347,7 @@ impl CmakeSourceBuilder {
         };
         self.policy.check(&Action::InstallPackages {
             packages: unique.clone(),
+            repository: None,
             allowed_by_config: spec.allow_package_installs,
         })?;
         let names: Vec<String> = missing.iter().map(|r| r.programs.join(" or ")).collect();

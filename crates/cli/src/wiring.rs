@@ -8,6 +8,7 @@ use adapters_container::{ContainerSettings, PodmanOrDocker};
 use adapters_host::clock::SystemClock;
 use adapters_host::models::LocalModels;
 use adapters_host::process::HostShell;
+use adapters_package::{HostManagers, PackageEngineInstaller};
 use adapters_source::{CmakeSourceBuilder, HostFacts};
 use engines::Provisioner;
 use policy::HostPolicy;
@@ -62,12 +63,28 @@ pub fn provisioner_with_shell(
         allow_plain_http: settings.allow_plain_http,
     });
     let clock = Arc::new(SystemClock);
-    let builder = CmakeSourceBuilder::new(
+    let managers = HostManagers::new(
+        shell.clone(),
+        progress.clone(),
+        settings.layout().cache_root.join("packages"),
+    );
+    let host_packages = managers.default_manager();
+    let mut builder = CmakeSourceBuilder::new(
         shell.clone(),
         policy.clone(),
         progress.clone(),
         clock.clone(),
         HostFacts::detect(),
+    );
+    if let Some(manager) = &host_packages {
+        builder = builder.with_packages(manager.clone());
+    }
+    let package_installer = PackageEngineInstaller::new(
+        managers,
+        shell.clone(),
+        policy.clone(),
+        progress.clone(),
+        clock.clone(),
     );
     let fetcher = Arc::new(HttpFetcher::new(progress.clone(), FetchSettings::default()));
     let binaries = BinaryArtifactInstaller::new(
@@ -92,8 +109,8 @@ pub fn provisioner_with_shell(
         progress,
         fetcher: Some(fetcher),
         binaries: Some(Arc::new(binaries)),
-        packages: None,
-        package_installer: None,
+        packages: host_packages,
+        package_installer: Some(Arc::new(package_installer)),
         containers: Some(Arc::new(containers)),
     };
     Provisioner::new(ports, settings.layout())

@@ -54,15 +54,27 @@ impl Policy for HostPolicy {
             }
             Action::InstallPackages {
                 packages,
+                repository,
                 allowed_by_config,
             } => {
-                if *allowed_by_config {
-                    Ok(())
-                } else {
-                    Err(denied(
+                if !*allowed_by_config {
+                    return Err(denied(
                         format!("installing packages ({})", packages.join(", ")),
                         "set provisioning.allow_package_installs: true, or install them yourself",
-                    ))
+                    ));
+                }
+                let verb = format!("installing packages ({}) from", packages.join(", "));
+                match repository.as_deref().and_then(repository_url) {
+                    Some(url) => self.check_network(url, &verb),
+                    // The system's repositories (or a named one) are remote as far as we know.
+                    None if self.offline => Err(denied(
+                        format!(
+                            "installing packages ({}) from the system's repositories (offline mode)",
+                            packages.join(", ")
+                        ),
+                        "turn offline mode off, or point provisioning.package.repo at a local repository (`deb [trusted=yes] file:/path ./`, `file:///path/name.db`)",
+                    )),
+                    None => Ok(()),
                 }
             }
         }
@@ -99,8 +111,31 @@ fn denied(action: String, hint: &str) -> Error {
     }
 }
 
+/// The URL inside a package repository setting: the repository itself when it is a URL, the URI
+/// of a `deb [options] URI suite` line, or `None` for a repository name (`extra`, a release).
+pub fn repository_url(repository: &str) -> Option<&str> {
+    let repository = repository.trim();
+    if let Some(line) = repository.strip_prefix("deb ") {
+        let mut rest = line.trim_start();
+        if rest.starts_with('[') {
+            rest = rest
+                .split_once(']')
+                .map_or("", |(_, after)| after.trim_start());
+        }
+        return rest.split_whitespace().next();
+    }
+    (repository.contains("://") || repository.starts_with("file:")).then_some(repository)
+}
+
 /// The host a URL contacts, or `None` for local sources (paths, `file://`, loopback).
 pub fn remote_host(url: &str) -> Option<String> {
+    // apt spells local repositories `file:/path`.
+    if url
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("file:"))
+    {
+        return None;
+    }
     let (scheme, rest) = match url.split_once("://") {
         Some(pair) => pair,
         // scp-like git syntax `user@host:path` is remote; a plain path is local.
@@ -199,10 +234,60 @@ mod tests {
     }
 
     #[test]
+    fn offline_package_installs_need_a_local_repository() {
+        let policy = HostPolicy {
+            offline: true,
+            ..HostPolicy::default()
+        };
+        let install = |repository: Option<&str>| Action::InstallPackages {
+            packages: vec!["llama.cpp-tools=1".into()],
+            repository: repository.map(str::to_string),
+            allowed_by_config: true,
+        };
+        assert!(
+            policy
+                .check(&install(Some("deb [trusted=yes] file:/srv/repo ./")))
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(&install(Some("file:///srv/repo/local.db")))
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(&install(Some("deb http://127.0.0.1:8080/debian ./")))
+                .is_ok()
+        );
+        for remote in [
+            None,
+            Some("bookworm-backports"),
+            Some("deb https://deb.example.org/debian bookworm main"),
+        ] {
+            let error = policy.check(&install(remote)).unwrap_err();
+            assert!(error.to_string().contains("offline mode"), "{error}");
+        }
+        let online = HostPolicy {
+            allowed_hosts: Some(vec!["deb.debian.org".into()]),
+            ..HostPolicy::default()
+        };
+        let error = online
+            .check(&install(Some("deb https://evil.example/debian ./")))
+            .unwrap_err();
+        assert!(error.to_string().contains("evil.example"), "{error}");
+        assert_eq!(
+            repository_url("deb [arch=amd64 trusted=yes] https://a.example/x stable main"),
+            Some("https://a.example/x")
+        );
+        assert_eq!(repository_url("extra"), None);
+    }
+
+    #[test]
     fn package_installs_need_the_config_switch() {
         let policy = HostPolicy::default();
         let action = |allowed| Action::InstallPackages {
             packages: vec!["cmake".into()],
+            repository: None,
             allowed_by_config: allowed,
         };
         assert!(hint_of(policy.check(&action(false))).contains("allow_package_installs: true"));

@@ -476,6 +476,8 @@ pub enum Action {
     InstallPackages {
         /// Package names.
         packages: Vec<String>,
+        /// The configured repository (a `deb …` line, a URL or a name); `None`: the system's.
+        repository: Option<String>,
         /// The pool's `provisioning.allow_package_installs`.
         allowed_by_config: bool,
     },
