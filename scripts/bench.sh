@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark: warm prepare (cache hit) vs re-running `cmake --build` on an up-to-date tree.
+# Benchmarks, each against a baseline measured in the same run: warm source prepare vs a no-op
+# `cmake --build`; binary install vs curl + sha256sum + tar; container prepare vs podman pull;
+# package prepare (warm, and cold vs apt-get install; installs into this system, needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fixtures.sh >/dev/null
@@ -10,3 +12,5 @@ echo "== cold binary install vs curl + sha256sum + tar (binary mode)"
 target/release/bench-binary
 echo "== container prepare (warm, cold) vs podman pull (container mode)"
 target/release/bench-container
+echo "== package prepare (warm, cold) vs apt-get install (package mode)"
+target/release/bench-package
