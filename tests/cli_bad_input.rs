@@ -328,3 +328,56 @@ fn structured_logs_carry_the_pool_and_the_error_class() {
     assert_eq!(event["span"]["engine"], "llamacpp");
     assert_eq!(event["fields"]["code"], "Model");
 }
+
+#[test]
+fn package_names_with_shell_characters_and_unpinned_versions_are_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("pwned");
+    let text = format!(
+        r#"pools:
+  - id: p
+    engine: llamacpp
+    provisioning:
+      mode: package
+      allow_package_installs: true
+      package: {{ name: "llama.cpp-tools; touch {canary}", manager: zypper }}
+      model: {{ ref: "file:/nonexistent.gguf" }}
+"#,
+        canary = canary.display()
+    );
+    let (out, _dir) = with_config(&text, &["engine", "prepare"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    for field in [
+        "provisioning.package.name",
+        "provisioning.package.version",
+        "provisioning.package.manager",
+    ] {
+        assert!(out.stderr.contains(field), "{field}: {}", out.stderr);
+    }
+    assert!(!canary.exists(), "a package name reached a shell");
+}
+
+#[test]
+fn offline_mode_refuses_package_installs_from_the_systems_repositories() {
+    // Any regular file passes for the model: the refusal comes before the engine would load it.
+    let model = tests::repo_root().join("Cargo.toml");
+    let text = format!(
+        r#"pools:
+  - id: p
+    engine: llamacpp
+    provisioning:
+      mode: package
+      allow_package_installs: true
+      package: {{ name: ep-never-installed, version: "1.0.0", manager: apt }}
+      model: {{ ref: "file:{}" }}
+"#,
+        model.display()
+    );
+    let (out, _dir) = with_config(&text, &["--offline", "engine", "prepare"]);
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("offline mode") && out.stderr.contains("provisioning.package.repo"),
+        "{}",
+        out.stderr
+    );
+}

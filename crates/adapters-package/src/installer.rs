@@ -392,6 +392,28 @@ impl PackageEngineInstaller {
         }
     }
 
+    /// Refuses an install the pool or the host policy does not allow, naming the exact command.
+    fn check_allowed(&self, target: &Target<'_>) -> Result<()> {
+        let spec = target.spec;
+        let manager = &target.manager;
+        let request = target.request();
+        if !spec.allowed_by_config {
+            return Err(Error::PolicyDenied {
+                action: format!("installing {}", target.label()),
+                hint: Some(format!(
+                    "set provisioning.allow_package_installs: true, or install it yourself: {}",
+                    manager.install_command(std::slice::from_ref(&request))
+                )),
+            });
+        }
+        self.policy.check(&Action::InstallPackages {
+            packages: vec![target.label()],
+            repository: spec.repository.clone(),
+            allowed_by_config: spec.allowed_by_config,
+        })?;
+        Ok(())
+    }
+
     /// The work inside the transaction: install when needed, check, describe.
     async fn install(
         &self,
@@ -410,20 +432,7 @@ impl PackageEngineInstaller {
             });
         } else {
             let request = target.request();
-            if !spec.allowed_by_config {
-                return Err(Error::PolicyDenied {
-                    action: format!("installing {}", target.label()),
-                    hint: Some(format!(
-                        "set provisioning.allow_package_installs: true, or install it yourself: {}",
-                        manager.install_command(std::slice::from_ref(&request))
-                    )),
-                });
-            }
-            self.policy.check(&Action::InstallPackages {
-                packages: vec![target.label()],
-                repository: spec.repository.clone(),
-                allowed_by_config: spec.allowed_by_config,
-            })?;
+            self.check_allowed(target)?;
             let step = format!("install {} ({})", target.label(), manager.kind());
             self.report(ProgressEvent::Started {
                 step: step.clone(),
@@ -595,9 +604,10 @@ impl PackageInstaller for PackageEngineInstaller {
 
         // Warm path: the record, then one question to the package database.
         let recorded = root.lookup(&target.key, &valid);
+        let current = target.manager.query(&target.name).await?;
+        let at_pin = current.is_some_and(|current| current.version == spec.version);
         if let Some(installed) = &recorded {
-            let current = target.manager.query(&target.name).await?;
-            if current.is_some_and(|current| current.version == spec.version) {
+            if at_pin {
                 self.report(ProgressEvent::Note {
                     message: format!(
                         "{} {} is installed ({}; cache hit)",
@@ -614,6 +624,11 @@ impl PackageInstaller for PackageEngineInstaller {
                     target.label()
                 ),
             });
+        }
+
+        // Refused installs stop here, before the transaction creates anything in the cache.
+        if !at_pin {
+            self.check_allowed(&target)?;
         }
 
         // The stale record seen above must not satisfy the re-check under the lock; a record

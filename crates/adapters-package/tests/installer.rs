@@ -91,8 +91,10 @@ async fn cold_install_records_and_the_warm_path_runs_one_process() {
     let server = fixture.executable("ep-fake-server");
     fixture
         .shell
-        .once(
+        // Asked before the transaction, then again under its lock.
+        .times(
             "dpkg-query -W",
+            2,
             fail(1, "dpkg-query: no packages found matching ep-fake\n"),
         )
         .always("dpkg-query -W", ok("ii |1.0-1\n"))
@@ -149,7 +151,7 @@ async fn a_record_whose_package_was_removed_is_installed_again() {
         .shell
         .times(
             "dpkg-query -W",
-            1,
+            2,
             fail(1, "dpkg-query: no packages found matching ep-fake\n"),
         )
         .times("dpkg-query -W", 2, ok("ii |1.0-1\n"))
@@ -200,6 +202,10 @@ async fn disallowed_installs_are_denied_with_the_exact_command_after_only_the_qu
         fixture.shell.lines(),
         ["dpkg-query -W -f ${db:Status-Abbrev}|${Version}\n ep-fake"]
     );
+    assert!(
+        !spec.cache_dir.exists(),
+        "a refused install created the cache (locks, records)"
+    );
 }
 
 #[tokio::test]
@@ -246,8 +252,10 @@ async fn a_package_without_the_executable_is_removed_again() {
     std::fs::write(&doc, "").unwrap();
     fixture
         .shell
-        .once(
+        // Asked before the transaction, then again under its lock.
+        .times(
             "dpkg-query -W",
+            2,
             fail(1, "dpkg-query: no packages found matching ep-fake\n"),
         )
         .always("dpkg-query -W", ok("ii |1.0-1\n"))
@@ -315,8 +323,10 @@ async fn a_wrong_version_after_install_is_rolled_back() {
     let fixture = Fixture::new();
     fixture
         .shell
-        .once(
+        // Asked before the transaction, then again under its lock.
+        .times(
             "dpkg-query -W",
+            2,
             fail(1, "dpkg-query: no packages found matching ep-fake\n"),
         )
         .always("dpkg-query -W", ok("ii |1.1-1\n"))
@@ -417,8 +427,10 @@ async fn a_server_that_does_not_run_is_rolled_back() {
     let server = fixture.executable("ep-fake-server");
     fixture
         .shell
-        .once(
+        // Asked before the transaction, then again under its lock.
+        .times(
             "dpkg-query -W",
+            2,
             fail(1, "dpkg-query: no packages found matching ep-fake\n"),
         )
         .always("dpkg-query -W", ok("ii |1.0-1\n"))
