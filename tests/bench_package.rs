@@ -109,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             .args(["-q", "engine", "prepare", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status()?;
         warm_process.push(started.elapsed());
         anyhow::ensure!(status.success(), "orchctl prepare (warm) failed");
