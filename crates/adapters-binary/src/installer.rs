@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_host::install::{InstallRoot, Installed, Staging};
+use adapters_host::version::{DEFAULT_VERSION_TIMEOUT, VersionRun, run_version};
 use async_trait::async_trait;
 use provisioner_core::{
     Action, ArchiveFormat, BinaryArtifact, BinaryInstallSpec, BinaryInstaller, Checksum, Clock,
@@ -25,12 +26,6 @@ use crate::url::redact;
 pub const DOWNLOADS_DIR: &str = "downloads";
 /// Current [`BinaryInstallMetadata::format`].
 pub const METADATA_FORMAT: u32 = 1;
-/// Lines of the version run's output kept in the metadata.
-const VERSION_LINES: usize = 10;
-/// Longest version output kept, in bytes.
-const VERSION_MAX_BYTES: usize = 4096;
-/// Default limit for the version run.
-const DEFAULT_VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `metadata.json` next to an installed prebuilt artefact records (written last, so its
 /// presence means the install is complete).
@@ -221,26 +216,6 @@ fn walk(
         }
     }
     Ok(())
-}
-
-/// The first lines of what the version run printed.
-fn version_text(tail: &str, stdout: &str) -> Option<String> {
-    let source = if tail.trim().is_empty() { stdout } else { tail };
-    let mut text = source
-        .lines()
-        .map(str::trim_end)
-        .filter(|line| !line.is_empty())
-        .take(VERSION_LINES)
-        .collect::<Vec<_>>()
-        .join("\n");
-    if text.len() > VERSION_MAX_BYTES {
-        let mut cut = VERSION_MAX_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    (!text.is_empty()).then_some(text)
 }
 
 /// What the cold path decided before the transaction.
@@ -478,43 +453,17 @@ impl BinaryArtifactInstaller {
             command = command.env("LD_LIBRARY_PATH", paths.join(":"));
         }
         command.group_file = Some(staging.group_file.clone());
-        let step = format!("check {}", spec.executable);
-        self.report(ProgressEvent::Started {
-            step: step.clone(),
-            detail: Some(command.display()),
-        });
-        let hint = "the prebuilt binary does not run on this host: a missing shared library, another CPU architecture or an older glibc are the usual causes; pick the release asset built for this system";
-        let output = match tokio::time::timeout(self.version_timeout, self.shell.run(&command))
-            .await
-        {
-            Ok(output) => output?,
-            Err(_) => {
-                return Err(Error::CommandFailed {
-                    command: command.display(),
-                    status: format!(
-                        "still running after {} s; killed",
-                        self.version_timeout.as_secs_f64()
-                    ),
-                    tail: String::new(),
-                    log: None,
-                    hint: Some(format!(
-                        "the version arguments ({}) must make the program print its version and exit",
-                        spec.version_args.join(" ")
-                    )),
-                });
-            }
-        };
-        if !output.success() {
-            return Err(Error::CommandFailed {
-                command: command.display(),
-                status: output.status(),
-                tail: output.tail.clone(),
-                log: None,
-                hint: Some(hint.to_string()),
-            });
-        }
-        self.report(ProgressEvent::Finished { step });
-        Ok(version_text(&output.tail, &output.stdout))
+        run_version(
+            self.shell.as_ref(),
+            self.progress.as_ref(),
+            &VersionRun {
+                step: format!("check {}", spec.executable),
+                command: &command,
+                timeout: self.version_timeout,
+                failure_hint: "the prebuilt binary does not run on this host: a missing shared library, another CPU architecture or an older glibc are the usual causes; pick the release asset built for this system",
+            },
+        )
+        .await
     }
 }
 
@@ -607,19 +556,6 @@ mod tests {
         assert!(key.starts_with("url-") && key.len() == 20, "{key}");
         spec.url.push('x');
         assert_ne!(install_key(&spec), key);
-    }
-
-    #[test]
-    fn version_text_keeps_first_lines() {
-        let many: String = (0..30).map(|i| format!("line {i}\n")).collect();
-        let text = version_text(&many, "").unwrap();
-        assert_eq!(text.lines().count(), VERSION_LINES);
-        assert!(text.starts_with("line 0"));
-        assert_eq!(
-            version_text("", "only stdout\n").as_deref(),
-            Some("only stdout")
-        );
-        assert_eq!(version_text(" \n", ""), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   writing `metadata.json` last.
 //! - [`models`]: the local model provisioner ([`LocalModels`]), which resolves `file:` references
 //!   and plain paths and verifies checksums.
+//! - [`version`]: the one "run it once and ask its version" check installers make before they
+//!   commit ([`run_version`]).
 //! - [`supervisor`]: a small local process supervisor ([`Supervisor`]) that the CLI uses for
 //!   `up`, `down` and `status`.
 //!
@@ -24,6 +26,7 @@ pub mod lock;
 pub mod models;
 pub mod process;
 pub mod supervisor;
+pub mod version;
 
 pub use clock::SystemClock;
 pub use install::{InstallRoot, Installed, Staging};
@@ -31,3 +34,4 @@ pub use lock::FileLock;
 pub use models::LocalModels;
 pub use process::{DetachedSpec, HostShell, group_alive, kill_group, spawn_detached};
 pub use supervisor::{RunState, Status, Supervisor};
+pub use version::{VersionRun, run_version, version_text};

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_host::install::{InstallRoot, Installed, Staging};
+use adapters_host::version::{DEFAULT_VERSION_TIMEOUT, VersionRun, run_version};
 use async_trait::async_trait;
 use provisioner_core::packages::{
     default_engine_package, engine_packages, is_valid_package_name, is_valid_package_version,
@@ -32,14 +33,8 @@ use crate::select::HostManagers;
 pub const BUCKET: &str = "packages-v1";
 /// Current [`PackageInstallMetadata::format`].
 pub const METADATA_FORMAT: u32 = 1;
-/// Lines of the version run's output kept.
-const VERSION_LINES: usize = 10;
-/// Longest version output kept, in bytes.
-const VERSION_MAX_BYTES: usize = 4096;
 /// Files named in an error about a package lacking the executable.
 const LISTED_FILES: usize = 10;
-/// Default limit for the version run.
-const DEFAULT_VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `metadata.json` of a package install records (written last: its presence means the
 /// install finished and was checked).
@@ -156,30 +151,6 @@ fn find_executable(files: &[PathBuf], executable: &str) -> Option<PathBuf> {
         })
         .find(|path| is_executable_file(path))
         .cloned()
-}
-
-/// The first lines of what the version run printed (stdout, then the combined tail).
-fn version_text(stdout: &str, tail: &str) -> Option<String> {
-    let mut lines: Vec<&str> = Vec::new();
-    for line in stdout.lines().chain(tail.lines()) {
-        let line = line.trim_end();
-        if !line.is_empty() && !lines.contains(&line) {
-            lines.push(line);
-        }
-    }
-    let mut text = lines
-        .into_iter()
-        .take(VERSION_LINES)
-        .collect::<Vec<_>>()
-        .join("\n");
-    if text.len() > VERSION_MAX_BYTES {
-        let mut cut = VERSION_MAX_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    (!text.is_empty()).then_some(text)
 }
 
 /// Adds what the rollback did to an error's message.
@@ -553,45 +524,17 @@ impl PackageEngineInstaller {
         )
         .cwd(&staging.work);
         command.group_file = Some(staging.group_file.clone());
-        let step = format!("check {}", spec.executable);
-        self.report(ProgressEvent::Started {
-            step: step.clone(),
-            detail: Some(command.display()),
-        });
-        let output = match tokio::time::timeout(self.version_timeout, self.shell.run(&command))
-            .await
-        {
-            Ok(output) => output?,
-            Err(_) => {
-                return Err(Error::CommandFailed {
-                    command: command.display(),
-                    status: format!(
-                        "still running after {} s; killed",
-                        self.version_timeout.as_secs_f64()
-                    ),
-                    tail: String::new(),
-                    log: None,
-                    hint: Some(format!(
-                        "the version arguments ({}) must make the program print its version and exit",
-                        spec.version_args.join(" ")
-                    )),
-                });
-            }
-        };
-        if !output.success() {
-            return Err(Error::CommandFailed {
-                command: command.display(),
-                status: output.status(),
-                tail: output.tail.clone(),
-                log: None,
-                hint: Some(
-                    "the packaged server does not run on this host: check its dependencies (ldd) or pin another version"
-                        .to_string(),
-                ),
-            });
-        }
-        self.report(ProgressEvent::Finished { step });
-        Ok(version_text(&output.stdout, &output.tail))
+        run_version(
+            self.shell.as_ref(),
+            self.progress.as_ref(),
+            &VersionRun {
+                step: format!("check {}", spec.executable),
+                command: &command,
+                timeout: self.version_timeout,
+                failure_hint: "the packaged server does not run on this host: check its dependencies (ldd) or pin another version",
+            },
+        )
+        .await
     }
 }
 
@@ -667,15 +610,6 @@ mod tests {
             key,
             install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", Some("x"))
         );
-    }
-
-    #[test]
-    fn version_text_merges_stdout_and_tail() {
-        assert_eq!(
-            version_text("v 1.0\n", "v 1.0\nbuilt with gcc\n").as_deref(),
-            Some("v 1.0\nbuilt with gcc")
-        );
-        assert_eq!(version_text("", " \n"), None);
     }
 
     #[test]

@@ -1,0 +1,122 @@
+//! Running a freshly installed program once to ask its version: the check every installer
+//! (binary archives, distribution packages) makes before it commits an install.
+
+use std::time::Duration;
+
+use provisioner_core::{CommandOutput, CommandSpec, Error, Progress, ProgressEvent, Result, Shell};
+
+/// How many lines of version output are kept.
+pub const VERSION_LINES: usize = 10;
+/// How many bytes of version output are kept.
+pub const VERSION_MAX_BYTES: usize = 4096;
+/// How long a version run may take by default.
+pub const DEFAULT_VERSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A version run: the command, its time limit, and what to tell the user when it fails.
+#[derive(Debug, Clone)]
+pub struct VersionRun<'a> {
+    /// Progress step name, e.g. `check llama-server`.
+    pub step: String,
+    /// The program with its version arguments (argv, working directory, environment).
+    pub command: &'a CommandSpec,
+    /// Killed after this long.
+    pub timeout: Duration,
+    /// The hint when the program runs but fails (missing libraries, wrong architecture, …).
+    pub failure_hint: &'a str,
+}
+
+/// Runs the program through the Shell port with a time limit; a timeout or a non-zero exit is
+/// an [`Error::CommandFailed`] with a hint. Returns the kept version text (see
+/// [`version_text`]).
+pub async fn run_version(
+    shell: &dyn Shell,
+    progress: &dyn Progress,
+    run: &VersionRun<'_>,
+) -> Result<Option<String>> {
+    let command = run.command;
+    progress.report(ProgressEvent::Started {
+        step: run.step.clone(),
+        detail: Some(command.display()),
+    });
+    let output: CommandOutput = match tokio::time::timeout(run.timeout, shell.run(command)).await {
+        Ok(output) => output?,
+        Err(_) => {
+            return Err(Error::CommandFailed {
+                command: command.display(),
+                status: format!(
+                    "still running after {} s; killed",
+                    run.timeout.as_secs_f64()
+                ),
+                tail: String::new(),
+                log: None,
+                hint: Some(format!(
+                    "the version arguments ({}) must make the program print its version and exit",
+                    command.args.join(" ")
+                )),
+            });
+        }
+    };
+    if !output.success() {
+        return Err(Error::CommandFailed {
+            command: command.display(),
+            status: output.status(),
+            tail: output.tail.clone(),
+            log: None,
+            hint: Some(run.failure_hint.to_string()),
+        });
+    }
+    progress.report(ProgressEvent::Finished {
+        step: run.step.clone(),
+    });
+    Ok(version_text(&output.stdout, &output.tail))
+}
+
+/// The first non-empty lines of what a version run printed (standard output, then the combined
+/// output tail, each line once), capped at [`VERSION_LINES`] lines and [`VERSION_MAX_BYTES`].
+pub fn version_text(stdout: &str, tail: &str) -> Option<String> {
+    let mut lines: Vec<&str> = Vec::new();
+    for line in stdout.lines().chain(tail.lines()) {
+        let line = line.trim_end();
+        if !line.is_empty() && !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    let mut text = lines
+        .into_iter()
+        .take(VERSION_LINES)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.len() > VERSION_MAX_BYTES {
+        let mut cut = VERSION_MAX_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_stdout_and_tail_and_keeps_the_first_lines() {
+        assert_eq!(
+            version_text("v 1.0\n", "v 1.0\nbuilt with gcc\n").as_deref(),
+            Some("v 1.0\nbuilt with gcc")
+        );
+        let many: String = (0..50).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(
+            version_text("", &many).unwrap().lines().count(),
+            VERSION_LINES
+        );
+        assert_eq!(
+            version_text("only stdout\n", "").as_deref(),
+            Some("only stdout")
+        );
+        assert_eq!(version_text("", " \n"), None);
+        let wide = "é".repeat(VERSION_MAX_BYTES);
+        assert!(version_text(&wide, "").unwrap().len() <= VERSION_MAX_BYTES);
+    }
+}
