@@ -15,7 +15,7 @@ pub const USER: &str = "orch";
 /// Registry password (the tests check it never shows).
 pub const PASSWORD: &str = "s3cret-Passw0rd";
 
-/// Test harness commands (podman, htpasswd, the registry) run directly.
+/// Test harness commands (podman, htpasswd, the registry, dpkg tools) run directly.
 #[allow(clippy::disallowed_methods)]
 pub fn command(program: &str) -> Command {
     Command::new(program)

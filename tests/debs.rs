@@ -3,7 +3,8 @@
 //! installed into the real system.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use crate::containers::{command, run_ok};
 
 /// The package the workspace's package-mode tests install (`/opt/ep-llama-server/bin/llama-server`).
 pub const SERVER_PACKAGE: &str = "ep-llama-server";
@@ -11,22 +12,6 @@ pub const SERVER_PACKAGE: &str = "ep-llama-server";
 pub const BENCH_PACKAGE: &str = "ep-llama-server-bench";
 /// A package of the same repository that ships no server.
 pub const EMPTY_PACKAGE: &str = "ep-llama-docs";
-
-#[allow(clippy::disallowed_methods)] // test harness: dpkg tools run directly
-fn command(program: &str) -> Command {
-    Command::new(program)
-}
-
-fn run_ok(command: &mut Command) -> Output {
-    let output = command.output().expect("the command starts");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// Builds `<name>_<version>_<arch>.deb` in `pool` from `files` (source file, absolute install
 /// path). Returns the package file.

@@ -15,26 +15,13 @@ use provisioner_core::{
 };
 use serde_json::{Value, json};
 use tests::{
-    TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl, shared_cache,
-    write_source_config,
+    TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl,
+    orchctl_json as run_json, shared_cache, write_source_config,
 };
 
 /// The shared source build (built once per machine, see `tests::source_build`).
 fn main_build() -> &'static Value {
     tests::source_build()
-}
-
-fn run_json(cache: &Path, args: &[&str], config: &Path) -> (i32, Value, String) {
-    let output = orchctl(cache)
-        .args(args)
-        .arg("--json")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("orchctl runs");
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (output.status.code().unwrap_or(-1), value, stderr)
 }
 
 #[test]

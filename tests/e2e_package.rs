@@ -10,9 +10,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tests::debs::{self, EMPTY_PACKAGE, Purge, SERVER_PACKAGE};
-use tests::{fixtures, free_port, http_get, http_post_json, orchctl};
+use tests::{fixtures, free_port, http_get, http_post_json, orchctl_json as run_json};
 
 fn require_root() {
     assert!(
@@ -53,19 +53,6 @@ fn write_config(
     let path = dir.join(format!("{pool}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn run_json(cache: &Path, args: &[&str], config: &Path) -> (i32, Value, String) {
-    let output = orchctl(cache)
-        .args(args)
-        .arg("--json")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("orchctl runs");
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (output.status.code().unwrap_or(-1), value, stderr)
 }
 
 #[test]

@@ -108,6 +108,25 @@ pub fn orchctl(cache: &Path) -> Command {
     command
 }
 
+/// Runs `orchctl ARGS --json --config CONFIG`; returns the exit code, the JSON it printed (or
+/// null) and its stderr.
+pub fn orchctl_json(
+    cache: &Path,
+    args: &[&str],
+    config: &Path,
+) -> (i32, serde_json::Value, String) {
+    let output = orchctl(cache)
+        .args(args)
+        .arg("--json")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("orchctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let value = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (output.status.code().unwrap_or(-1), value, stderr)
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");

@@ -292,6 +292,17 @@ pub fn parse_llamacpp_version(output: &str) -> Option<String> {
     Some(format!("b{}-{}", head.trim(), inner.trim()))
 }
 
+/// The identity check for a prebuilt server: `/props` `build_info` must contain the commit the
+/// binary itself reported (`b<build>-<commit>`), when it reported one.
+fn identity_from(reported: Option<&str>) -> Option<IdentityCheck> {
+    let (_, commit) = reported?.split_once('-')?;
+    Some(IdentityCheck {
+        path: "/props".to_string(),
+        json_pointer: "/build_info".to_string(),
+        contains: commit.to_string(),
+    })
+}
+
 /// Inputs of binary mode.
 struct BinaryInputs {
     url: String,
@@ -551,18 +562,13 @@ impl LlamaCpp {
             })
             .await?;
         let launch = launch(pool, &model.path.to_string_lossy(), None)?;
-        let reported = artifact
-            .version_output
-            .as_deref()
-            .and_then(parse_llamacpp_version);
-        let identity = reported
-            .as_deref()
-            .and_then(|v| v.split_once('-'))
-            .map(|(_, commit)| IdentityCheck {
-                path: "/props".to_string(),
-                json_pointer: "/build_info".to_string(),
-                contains: commit.to_string(),
-            });
+        let identity = identity_from(
+            artifact
+                .version_output
+                .as_deref()
+                .and_then(parse_llamacpp_version)
+                .as_deref(),
+        );
         let workdir = artifact
             .executable
             .parent()
@@ -708,15 +714,7 @@ impl LlamaCpp {
                 .join(":")
         });
         let launch = launch(pool, &model.path.to_string_lossy(), library_path)?;
-        // The identity check needs the commit the binary itself reports.
-        let identity = reported
-            .as_deref()
-            .and_then(|v| v.split_once('-'))
-            .map(|(_, commit)| IdentityCheck {
-                path: "/props".to_string(),
-                json_pointer: "/build_info".to_string(),
-                contains: commit.to_string(),
-            });
+        let identity = identity_from(reported.as_deref());
         Ok(PreparedEngine {
             pool_id: pool.id.clone(),
             engine: Engine::Llamacpp,
