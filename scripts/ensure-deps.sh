@@ -3,7 +3,8 @@
 # cmake and ccache (source builds), curl (the demo), podman with runc and catatonit (container
 # mode), docker-registry and apache2-utils (a loopback OCI registry with htpasswd auth),
 # busybox-static (small test images), dpkg-dev (a local apt repository), pacman-package-manager
-# and libarchive-tools (pacman into an alternative root).
+# and libarchive-tools (pacman into an alternative root), sudo (the package tests run installs
+# as users with and without passwordless sudo).
 # As root it runs apt-get directly, otherwise through `sudo -n`; if neither works it prints the
 # exact command and stops.
 set -euo pipefail
@@ -23,6 +24,7 @@ check htpasswd apache2-utils
 check dpkg-scanpackages dpkg-dev
 check pacman pacman-package-manager
 check bsdtar libarchive-tools
+check sudo sudo
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 [ ${#need[@]} -eq 0 ] && exit 0
 command -v apt-get >/dev/null || {

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::process::Command;
+
 use crate::containers::{command, run_ok};
 
 /// The package the workspace's package-mode tests install (`/opt/ep-llama-server/bin/llama-server`).
@@ -97,17 +99,86 @@ pub fn installed_version(name: &str) -> Option<String> {
     status.starts_with("ii").then(|| version.to_string())
 }
 
-/// Purges the packages when dropped, so that a failing test leaves the system as it found it.
+/// Purges the packages when dropped, so that a failing test leaves the system as it found it
+/// (through apt-get, which waits for a dpkg lock another test may hold).
 pub struct Purge(pub Vec<&'static str>);
 
 impl Drop for Purge {
     fn drop(&mut self) {
         for name in &self.0 {
-            let _ = command("dpkg")
-                .args(["--purge", name])
+            let _ = command("apt-get")
+                .args(["purge", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", name])
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .output();
         }
+    }
+}
+
+/// A system user made for one test, with one sudoers rule; removed (user and rule) on drop.
+pub struct TestUser {
+    /// Login name.
+    pub name: String,
+    sudoers: PathBuf,
+}
+
+impl TestUser {
+    /// Creates `name` (no home, no login shell, locked password) with `rule` in
+    /// `/etc/sudoers.d/<name>`, checked with `visudo -c` first.
+    pub fn create(name: &str, rule: &str) -> TestUser {
+        let _ = command("userdel").arg(name).output();
+        run_ok(command("useradd").args(["-M", "-s", "/usr/sbin/nologin", name]));
+        let sudoers = PathBuf::from("/etc/sudoers.d").join(name);
+        let draft = std::env::temp_dir().join(format!("{name}.sudoers"));
+        std::fs::write(&draft, format!("{rule}\n")).expect("write the sudoers rule");
+        run_ok(command("visudo").arg("-cf").arg(&draft));
+        run_ok(
+            command("install")
+                .args(["-m", "0440"])
+                .arg(&draft)
+                .arg(&sudoers),
+        );
+        let _ = std::fs::remove_file(&draft);
+        TestUser {
+            name: name.to_string(),
+            sudoers,
+        }
+    }
+
+    /// Gives the user a password (sudo will ask for it).
+    pub fn set_password(&self, password: &str) {
+        use std::io::Write;
+        let mut child = command("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("chpasswd starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{}:{password}\n", self.name).as_bytes())
+            .expect("write to chpasswd");
+        assert!(
+            child.wait().expect("chpasswd ends").success(),
+            "chpasswd failed"
+        );
+    }
+
+    /// A command running `program` as this user (setpriv; no supplementary groups).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut command = command("/usr/bin/setpriv");
+        command
+            .arg(format!("--reuid={}", self.name))
+            .arg(format!("--regid={}", self.name))
+            .args(["--clear-groups", "--"])
+            .arg(program);
+        command
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.sudoers);
+        let _ = command("userdel").arg(&self.name).output();
     }
 }
 

@@ -10,7 +10,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tests::debs::{self, EMPTY_PACKAGE, Purge, SERVER_PACKAGE};
 use tests::{fixtures, free_port, http_get, http_post_json, orchctl_json as run_json};
 
@@ -172,56 +172,232 @@ fn apt_installs_the_pinned_version_serves_and_switches_versions() {
     );
 }
 
+/// A world-readable place for a test that runs orchctl as another user: the directory (0777),
+/// a copy of the model, and an empty-or-given repository.
+struct Shared {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let model = dir.path().join("tiny.gguf");
+        std::fs::copy(&fixtures().model, &model).unwrap();
+        std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Shared { dir, model }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `orchctl engine prepare --json` run by `command` (a user switch) with this directory as
+    /// HOME and cache, and `path` as PATH.
+    fn prepare(
+        &self,
+        mut command: std::process::Command,
+        config: &Path,
+        path: &str,
+    ) -> (i32, Value, String) {
+        assert!(
+            tests::orchctl_path()
+                .metadata()
+                .map(|m| m.permissions().mode() & 0o001 != 0)
+                .unwrap_or(false),
+            "orchctl must be executable by others for this test"
+        );
+        let output = command
+            .args(["engine", "prepare", "--json", "--config"])
+            .arg(config)
+            .env_clear()
+            .env("HOME", self.path())
+            .env("PATH", path)
+            .env("LLAMA_ORCH_CACHE_DIR", self.path().join("cache"))
+            .env("LLAMA_ORCH_MODELS_DIR", self.path())
+            .output()
+            .expect("orchctl runs as another user");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        (output.status.code().unwrap_or(-1), value, stderr)
+    }
+}
+
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Without root and without sudo, nothing is installed and the error says what to run as root.
 #[test]
 fn without_root_or_sudo_the_error_is_the_command_to_run() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let open = |path: &Path| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap()
-    };
-    open(dir.path());
-    // The unprivileged user needs its own readable copy of the model.
-    let model = dir.path().join("tiny.gguf");
-    std::fs::copy(&fixtures().model, &model).unwrap();
-    let repo = dir.path().join("repo");
+    let shared = Shared::new();
+    let repo = shared.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    open(&repo);
+    // A PATH with the package tools but no sudo (the machine may have one).
+    let bin = shared.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["dpkg-query", "dpkg", "apt-get", "apt-cache"] {
+        std::os::unix::fs::symlink(Path::new("/usr/bin").join(tool), bin.join(tool)).unwrap();
+    }
     let config = write_config(
-        dir.path(),
+        shared.path(),
         "pkg-nobody",
         "ep-llama-nobody",
         "1.0.0",
         &format!("deb [trusted=yes] file:{} ./", repo.display()),
         true,
-        &model,
+        &shared.model,
         free_port(),
     );
-    assert!(
-        tests::orchctl_path()
-            .metadata()
-            .map(|m| m.permissions().mode() & 0o001 != 0)
-            .unwrap_or(false),
-        "orchctl must be executable by others for this test"
-    );
-    let cache = dir.path().join("cache");
     #[allow(clippy::disallowed_methods)] // the test drops privileges with setpriv
-    let output = std::process::Command::new("setpriv")
+    let mut command = std::process::Command::new("/usr/bin/setpriv");
+    command
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(tests::orchctl_path())
-        .args(["engine", "prepare", "--config"])
-        .arg(&config)
-        .env("HOME", dir.path())
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("LLAMA_ORCH_CACHE_DIR", &cache)
-        .env("LLAMA_ORCH_MODELS_DIR", dir.path())
-        .output()
-        .expect("setpriv runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(13), "{stderr}");
+        .arg(tests::orchctl_path());
+    let (code, _, stderr) = shared.prepare(command, &config, &bin.display().to_string());
+    assert_eq!(code, 13, "{stderr}");
     assert!(
-        stderr.contains("root") && stderr.contains("apt-get"),
+        stderr.contains("sudo is not installed") && stderr.contains("apt-get"),
         "{stderr}"
     );
     assert_eq!(debs::installed_version("ep-llama-nobody"), None);
+}
+
+/// A user whose sudo needs no password: the install goes through `sudo -n` and succeeds.
+#[test]
+fn a_user_with_passwordless_sudo_installs_through_sudo_n() {
+    require_root();
+    const PACKAGE: &str = "ep-llama-sudo";
+    let _purge = Purge(vec![PACKAGE]);
+    let shared = Shared::new();
+    let repo = debs::server_repo(&shared.path().join("repo"), PACKAGE);
+    let user = debs::TestUser::create("ep-sudo-ok", "ep-sudo-ok ALL=(ALL) NOPASSWD: ALL");
+    let config = write_config(
+        shared.path(),
+        "pkg-sudo",
+        PACKAGE,
+        "1.0.0",
+        &repo,
+        true,
+        &shared.model,
+        free_port(),
+    );
+    let (code, prepared, stderr) =
+        shared.prepare(user.command(&tests::orchctl_path()), &config, SYSTEM_PATH);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("sudo -n"), "{stderr}");
+    assert!(
+        prepared["engine_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("llamacpp-apt-ep-llama-sudo-1.0.0@repo-")),
+        "{prepared}"
+    );
+    assert_eq!(debs::installed_version(PACKAGE).as_deref(), Some("1.0.0"));
+}
+
+/// A user whose sudo asks for a password, with no terminal: nothing is installed and the error
+/// is the exact sudo command to run.
+#[test]
+fn sudo_that_needs_a_password_without_a_terminal_fails_with_the_command() {
+    require_root();
+    const PACKAGE: &str = "ep-llama-sudo-pw";
+    let _purge = Purge(vec![PACKAGE]);
+    let shared = Shared::new();
+    let repo = shared.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let user = debs::TestUser::create("ep-sudo-pw", "ep-sudo-pw ALL=(ALL) ALL");
+    let config = write_config(
+        shared.path(),
+        "pkg-sudo-pw",
+        PACKAGE,
+        "1.0.0",
+        &format!("deb [trusted=yes] file:{} ./", repo.display()),
+        true,
+        &shared.model,
+        free_port(),
+    );
+    let (code, _, stderr) =
+        shared.prepare(user.command(&tests::orchctl_path()), &config, SYSTEM_PATH);
+    assert_eq!(code, 13, "{stderr}");
+    assert!(
+        stderr.contains("password") && stderr.contains("hint: sudo ") && stderr.contains("apt-get"),
+        "{stderr}"
+    );
+    assert_eq!(debs::installed_version(PACKAGE), None);
+}
+
+/// Runs a command on a pseudo-terminal and types `password` when the sudo prompt shows.
+const PTY_DRIVER: &str = r#"
+import os, pty, sys
+password = os.environ.pop("EP_PASSWORD").encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+seen, sent = b"", False
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    seen += data
+    if not sent and b"EP-SUDO-PROMPT:" in seen:
+        os.write(fd, password + b"\n")
+        sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(seen)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+/// A user whose sudo asks for a password, on a terminal: orchctl says what it will run and why,
+/// runs interactive sudo in the foreground, the password is typed, and the install succeeds.
+#[test]
+fn on_a_terminal_sudo_asks_for_the_password_and_the_install_goes_ahead() {
+    require_root();
+    const PACKAGE: &str = "ep-llama-sudo-tty";
+    const PASSWORD: &str = "pw-Tty-4711";
+    let _purge = Purge(vec![PACKAGE]);
+    let shared = Shared::new();
+    let repo = debs::server_repo(&shared.path().join("repo"), PACKAGE);
+    let user = debs::TestUser::create("ep-sudo-tty", "ep-sudo-tty ALL=(ALL) ALL");
+    user.set_password(PASSWORD);
+    let config = write_config(
+        shared.path(),
+        "pkg-sudo-tty",
+        PACKAGE,
+        "1.1.0",
+        &repo,
+        true,
+        &shared.model,
+        free_port(),
+    );
+    #[allow(clippy::disallowed_methods)] // the test drives a pseudo-terminal with python
+    let output = std::process::Command::new("python3")
+        .args(["-c", PTY_DRIVER, "/usr/bin/setpriv"])
+        .arg(format!("--reuid={}", user.name))
+        .arg(format!("--regid={}", user.name))
+        .args(["--clear-groups", "--"])
+        .arg(tests::orchctl_path())
+        .args(["engine", "prepare", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("EP_PASSWORD", PASSWORD)
+        .env("SUDO_PROMPT", "EP-SUDO-PROMPT:")
+        .env("HOME", shared.path())
+        .env("PATH", SYSTEM_PATH)
+        .env("TERM", "dumb")
+        .env("LLAMA_ORCH_CACHE_DIR", shared.path().join("cache"))
+        .env("LLAMA_ORCH_MODELS_DIR", shared.path())
+        .output()
+        .expect("python3 runs the terminal driver");
+    let seen = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{seen}");
+    assert!(seen.contains("EP-SUDO-PROMPT:"), "sudo never asked: {seen}");
+    assert!(!seen.contains(PASSWORD), "the password was echoed: {seen}");
+    assert!(
+        seen.contains("llamacpp-apt-ep-llama-sudo-tty-1.1.0@repo-"),
+        "{seen}"
+    );
+    assert_eq!(debs::installed_version(PACKAGE).as_deref(), Some("1.1.0"));
 }
