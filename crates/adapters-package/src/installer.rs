@@ -54,6 +54,10 @@ pub struct PackageInstallMetadata {
     pub executable: PathBuf,
     /// What the executable printed for the version arguments (first lines, stdout and stderr).
     pub version_output: Option<String>,
+    /// Backend asked for and checked (a GPU backend's library in the files, or named by the
+    /// version output).
+    #[serde(default)]
+    pub backend: Backend,
     /// [`package_engine_version`] of the installed package.
     pub engine_version: String,
     /// When the record was written (seconds since the Unix epoch, from the Clock port).
@@ -90,9 +94,10 @@ pub fn install_key(
     name: &str,
     version: &str,
     repository: Option<&str>,
+    backend: Backend,
 ) -> String {
     let text = format!(
-        "{engine}\0{manager}\0{name}\0{version}\0{}",
+        "{engine}\0{manager}\0{name}\0{version}\0{}\0{backend}",
         repository.unwrap_or("")
     );
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
@@ -184,6 +189,34 @@ fn with_rollback(error: Error, rollback: &str) -> Error {
     }
 }
 
+/// Why the installed files do not show the GPU backend asked for, or `None` when they do (or CPU
+/// was asked for): a ggml backend library (`libggml-cuda…`) among the files, or the backend named
+/// by the version output (a static build loads no library).
+fn missing_backend(
+    backend: Backend,
+    files: &[PathBuf],
+    version_output: Option<&str>,
+) -> Option<String> {
+    let (library, words): (&str, &[&str]) = match backend {
+        Backend::Cpu => return None,
+        Backend::Cuda => ("libggml-cuda", &["cuda"]),
+        Backend::Hip => ("libggml-hip", &["rocm", "hip"]),
+        Backend::Vulkan => ("libggml-vulkan", &["vulkan"]),
+    };
+    let shipped = files.iter().any(|path| {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(library))
+    });
+    let output = version_output.unwrap_or("").to_ascii_lowercase();
+    let reported = words.iter().any(|word| output.contains(word));
+    (!shipped && !reported).then(|| {
+        format!(
+            "it shows no {backend} backend (no {library}* among its files, and `--version` does not mention it); it would run on the CPU"
+        )
+    })
+}
+
 /// Whether a record describes the install `target` asks for and its executable still exists.
 fn record_ok(installed: &Installed<PackageInstallMetadata>, target: &Target<'_>) -> bool {
     let metadata = &installed.metadata;
@@ -193,6 +226,7 @@ fn record_ok(installed: &Installed<PackageInstallMetadata>, target: &Target<'_>)
         && metadata.manager == target.manager.kind()
         && metadata.package.name == target.name
         && metadata.package.version == target.spec.version
+        && metadata.backend == target.spec.backend
         && metadata.executable.file_name() == Some(std::ffi::OsStr::new(&target.spec.executable))
         && is_executable_file(&metadata.executable)
 }
@@ -280,7 +314,7 @@ impl PackageEngineInstaller {
                 "check provisioning.package.repo",
             ));
         }
-        let default = default_engine_package(spec.engine, distro, Backend::Cpu);
+        let default = default_engine_package(spec.engine, distro, spec.backend);
         let name = asked
             .clone()
             .or_else(|| default.map(|p| p.name.to_string()));
@@ -291,16 +325,17 @@ impl PackageEngineInstaller {
             Some(spec.engine),
         )?;
         let Some(name) = name else {
-            let known: Vec<&str> = engine_packages(spec.engine, distro)
+            let known: Vec<String> = engine_packages(spec.engine, distro)
                 .iter()
-                .map(|p| p.name)
+                .map(|p| format!("{} ({})", p.name, p.backend))
                 .collect();
             return Err(Error::Package {
                 manager: manager.kind().to_string(),
                 package: shown,
                 message: format!(
-                    "no default package ships {} on {} (known packages there: {})",
+                    "no known package ships {} with the {} backend on {} (known packages there: {})",
                     spec.engine,
+                    spec.backend,
                     distro.as_str(),
                     if known.is_empty() {
                         "none".to_string()
@@ -317,6 +352,7 @@ impl PackageEngineInstaller {
             &name,
             &spec.version,
             spec.repository.as_deref(),
+            spec.backend,
         );
         Ok(Target {
             spec,
@@ -334,6 +370,7 @@ impl PackageEngineInstaller {
             package: metadata.package,
             executable: metadata.executable,
             version_output: metadata.version_output,
+            backend: metadata.backend,
             engine_version: metadata.engine_version,
             key: metadata.key,
             cache_hit,
@@ -473,6 +510,35 @@ impl PackageEngineInstaller {
             }
         };
 
+        if let Some(missing) = missing_backend(spec.backend, &files, version_output.as_deref()) {
+            let rollback = if was_installed_before {
+                "it was installed before and is left alone".to_string()
+            } else {
+                self.roll_back(target, before.as_ref()).await
+            };
+            let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
+                .iter()
+                .filter(|p| p.backend == spec.backend && p.name != target.name)
+                .map(|p| p.name)
+                .collect();
+            return Err(target.error(
+                format!("installed {} but {missing}; {rollback}", target.label()),
+                Some(if shipping.is_empty() {
+                    format!(
+                        "name a package built with the {} backend in provisioning.package.name, or build from source (mode: source)",
+                        spec.backend
+                    )
+                } else {
+                    format!(
+                        "set provisioning.package.name to a {} build on {}: {}",
+                        spec.backend,
+                        target.distro.as_str(),
+                        shipping.join(", ")
+                    )
+                }),
+            ));
+        }
+
         let installed = manager
             .query(&target.name)
             .await?
@@ -502,6 +568,7 @@ impl PackageEngineInstaller {
             package,
             executable,
             version_output,
+            backend: spec.backend,
             engine_version,
             installed_at_unix: unix_seconds(self.clock.now()),
             was_installed_before,
@@ -596,19 +663,59 @@ mod tests {
 
     #[test]
     fn keys_cover_every_input() {
-        let key = install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", None);
+        let cpu = Backend::Cpu;
+        let key = install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", None, cpu);
         assert_eq!(key.len(), 16);
         assert_ne!(
             key,
-            install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "2", None)
+            install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "2", None, cpu)
         );
         assert_ne!(
             key,
-            install_key(Engine::Llamacpp, ManagerKind::Dnf, "a", "1", None)
+            install_key(Engine::Llamacpp, ManagerKind::Dnf, "a", "1", None, cpu)
         );
         assert_ne!(
             key,
-            install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", Some("x"))
+            install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", Some("x"), cpu)
+        );
+        assert_ne!(
+            key,
+            install_key(
+                Engine::Llamacpp,
+                ManagerKind::Apt,
+                "a",
+                "1",
+                None,
+                Backend::Cuda
+            )
+        );
+    }
+
+    #[test]
+    fn a_gpu_backend_needs_its_library_or_a_mention() {
+        let files = vec![
+            PathBuf::from("/usr/bin/llama-server"),
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/libggml-cuda.so.0"),
+        ];
+        assert_eq!(missing_backend(Backend::Cuda, &files, None), None);
+        assert_eq!(missing_backend(Backend::Cpu, &[], None), None);
+        let static_build = Some("ggml_cuda_init: found 1 CUDA devices\nversion: 6000 (abc)");
+        assert_eq!(missing_backend(Backend::Cuda, &[], static_build), None);
+        let cpu_only = missing_backend(Backend::Cuda, &files[..1], Some("version: 6000 (abc)"));
+        assert!(
+            cpu_only
+                .as_deref()
+                .is_some_and(|m| m.contains("libggml-cuda")),
+            "{cpu_only:?}"
+        );
+        assert!(missing_backend(Backend::Vulkan, &files, None).is_some());
+        assert_eq!(
+            missing_backend(
+                Backend::Hip,
+                &[PathBuf::from("/usr/lib/libggml-hip.so")],
+                None
+            ),
+            None
         );
     }
 

@@ -73,6 +73,7 @@ impl Fixture {
             allowed_by_config: true,
             executable: executable.to_string(),
             version_args: vec!["--version".to_string()],
+            backend: provisioner_core::Backend::Cpu,
         }
     }
 }
@@ -456,4 +457,65 @@ async fn a_server_that_does_not_run_is_rolled_back() {
     );
     assert!(tail.contains("libggml"), "{tail}");
     assert_eq!(fixture.shell.matching("apt-get remove").len(), 1);
+}
+
+#[tokio::test]
+async fn a_package_without_the_gpu_backend_asked_for_is_removed_again() {
+    let fixture = Fixture::new();
+    let server = fixture.executable("ep-fake-server");
+    fixture
+        .shell
+        .times(
+            "dpkg-query -W",
+            2,
+            fail(1, "dpkg-query: no packages found matching ep-fake\n"),
+        )
+        .always("dpkg-query -W", ok("ii |1.0-1\n"))
+        .always("apt-get install", ok(""))
+        .always("dpkg-query -L ep-fake", ok(&files_listing(&[&server])))
+        .always("ep-fake-server --version", ok("version: 6000 (abc1234)\n"))
+        .always("apt-get remove", ok(""));
+    let mut spec = fixture.spec(Some("ep-fake"), "ep-fake-server");
+    spec.backend = provisioner_core::Backend::Cuda;
+    let error = fixture
+        .installer()
+        .ensure_installed(&spec)
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("shows no cuda backend")
+            && message.contains("it would run on the CPU")
+            && message.contains("ep-fake was removed again"),
+        "{message}"
+    );
+    assert!(hint(&error).contains("mode: source"), "{}", hint(&error));
+    assert_eq!(fixture.shell.matching("apt-get remove").len(), 1);
+    let records = std::fs::read_dir(spec.cache_dir.join("packages-v1"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(records, 0, "a failed install left a record");
+}
+
+#[tokio::test]
+async fn a_gpu_backend_with_no_known_package_is_a_clear_error_before_anything_runs() {
+    let fixture = Fixture::new();
+    let mut spec = fixture.spec(None, "llama-server");
+    spec.backend = provisioner_core::Backend::Cuda;
+    let error = fixture
+        .installer()
+        .ensure_installed(&spec)
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("no known package ships llamacpp with the cuda backend on debian")
+            && message.contains("llama.cpp-tools (cpu)"),
+        "{message}"
+    );
+    assert!(
+        fixture.shell.calls().is_empty(),
+        "{:?}",
+        fixture.shell.lines()
+    );
 }

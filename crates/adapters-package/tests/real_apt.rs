@@ -297,6 +297,7 @@ fn spec(dir: &Path, name: &str, version: &str, line: &str, executable: &str) -> 
         allowed_by_config: true,
         executable: executable.to_string(),
         version_args: vec!["--version".to_string()],
+        backend: provisioner_core::Backend::Cpu,
     }
 }
 

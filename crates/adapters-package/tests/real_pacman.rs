@@ -312,6 +312,7 @@ async fn the_installer_finds_the_executable_under_the_alternative_root() {
         allowed_by_config: true,
         executable: NAME.to_string(),
         version_args: vec!["--version".to_string()],
+        backend: provisioner_core::Backend::Cpu,
     };
     let cold = installer.ensure_installed(&spec).await.unwrap();
     assert!(!cold.cache_hit);

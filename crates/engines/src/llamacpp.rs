@@ -345,6 +345,7 @@ struct PackageInputs {
     repository: Option<String>,
     manager: Option<ManagerKind>,
     distro: Option<Distro>,
+    backend: Backend,
 }
 
 fn package_inputs(pool: &PoolConfig) -> Result<PackageInputs> {
@@ -384,7 +385,17 @@ fn package_inputs(pool: &PoolConfig) -> Result<PackageInputs> {
             })
         })
         .transpose()?;
+    let backend = match package.backend.as_deref() {
+        None => Backend::Cpu,
+        Some(text) => Backend::parse(text).ok_or_else(|| {
+            invalid(
+                "provisioning.package.backend",
+                format!("unknown backend `{text}`"),
+            )
+        })?,
+    };
     Ok(PackageInputs {
+        backend,
         name: package.name.clone(),
         version,
         repository: package.repo.clone(),
@@ -515,6 +526,7 @@ impl LlamaCpp {
                         .as_deref()
                         .map(provisioner_core::redact_url),
                     executable: TARGET.to_string(),
+                    backend: inputs.backend,
                     allowed: pool.provisioning.allow_package_installs,
                 },
                 Step::Launch {
@@ -559,6 +571,7 @@ impl LlamaCpp {
                 allowed_by_config: pool.provisioning.allow_package_installs,
                 executable: TARGET.to_string(),
                 version_args: vec!["--version".to_string()],
+                backend: inputs.backend,
             })
             .await?;
         let launch = launch(pool, &model.path.to_string_lossy(), None)?;
@@ -587,7 +600,14 @@ impl LlamaCpp {
                 mode: Mode::Package,
                 source: None,
                 build_flags: Vec::new(),
-                backend: backend_from_output(artifact.version_output.as_deref().unwrap_or("")),
+                // A GPU backend was asked for and checked by the installer; otherwise what the
+                // server reports.
+                backend: match artifact.backend {
+                    Backend::Cpu => {
+                        backend_from_output(artifact.version_output.as_deref().unwrap_or(""))
+                    }
+                    checked => checked,
+                },
                 readiness: readiness(launch.port),
                 identity,
                 model_path: model.path,

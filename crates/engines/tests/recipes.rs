@@ -483,6 +483,7 @@ fn package_ports(cache_hit: bool) -> Ports {
                 },
                 executable: PathBuf::from("/usr/bin/llama-server"),
                 version_output: Some("version: 0.5.0-dev (build 0, commit f3e37ccca)".into()),
+                backend: spec.backend,
                 engine_version: "llamacpp-apt-ep-llama-server-1.1.0@repo-0123abcd".to_string(),
                 key: "0123456789abcdef".to_string(),
                 cache_hit,
@@ -539,6 +540,7 @@ fn package_plan_shows_the_pin_and_whether_installs_are_allowed() {
             version: "1.1.0".to_string(),
             repository: Some("deb [trusted=yes] file:/srv/repo ./".to_string()),
             executable: "llama-server".to_string(),
+            backend: provisioner_core::Backend::Cpu,
             allowed: true,
         }
     );
@@ -579,4 +581,66 @@ pools:
     ] {
         assert!(message.contains(path), "{path} missing in: {message}");
     }
+}
+
+#[tokio::test]
+async fn a_gpu_backend_is_asked_of_the_installer_and_reported() {
+    let mut models = MockModelProvisioner::new();
+    models.expect_ensure_present().returning(|_| {
+        Ok(ModelArtifact {
+            path: PathBuf::from("/models/tiny.gguf"),
+            bytes: 1,
+        })
+    });
+    let mut installer = provisioner_core::MockPackageInstaller::new();
+    installer
+        .expect_ensure_installed()
+        .withf(|spec| spec.backend == provisioner_core::Backend::Cuda && spec.name.is_none())
+        .times(1)
+        .returning(|spec| {
+            Ok(provisioner_core::PackageArtifact {
+                manager: provisioner_core::ManagerKind::Paru,
+                package: provisioner_core::InstalledPackage {
+                    name: "llama.cpp-cuda".to_string(),
+                    version: spec.version.clone(),
+                    repository: None,
+                },
+                executable: PathBuf::from("/usr/bin/llama-server"),
+                // A CUDA build asked for its version on a host without a GPU says nothing of CUDA.
+                version_output: Some("version: 6000 (abc1234)".into()),
+                backend: spec.backend,
+                engine_version: "llamacpp-paru-llama.cpp-cuda-b6000-1".to_string(),
+                key: "0123456789abcdef".to_string(),
+                cache_hit: false,
+                metadata_file: spec
+                    .cache_dir
+                    .join("packages-v1/0123456789abcdef/metadata.json"),
+            })
+        });
+    let ports = Ports {
+        models: Arc::new(models),
+        package_installer: Some(Arc::new(installer)),
+        ..unused_ports()
+    };
+    let text = r#"
+pools:
+  - id: p
+    engine: llamacpp
+    devices: [0]
+    provisioning:
+      mode: package
+      allow_package_installs: true
+      package: { version: "b6000-1", backend: cuda, distro: arch }
+      model: { ref: "file:/models/tiny.gguf" }
+"#;
+    let pool = Config::parse(text, Format::Yaml, "p.yaml").unwrap().pools[0].clone();
+    let prepared = Provisioner::new(ports, layout())
+        .prepare(&pool)
+        .await
+        .unwrap();
+    assert_eq!(prepared.metadata.backend, provisioner_core::Backend::Cuda);
+    assert_eq!(
+        prepared.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str),
+        Some("0")
+    );
 }

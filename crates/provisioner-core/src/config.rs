@@ -290,6 +290,10 @@ pub struct PackageConfig {
     /// `debian`, `arch` or `fedora` (or an id they cover); default: from `/etc/os-release`.
     #[serde(default)]
     pub distro: Option<String>,
+    /// `cpu` (default), `cuda`, `hip` or `vulkan`: picks the default package, and a GPU backend
+    /// must be present in what gets installed (never a silent CPU build).
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 /// `provisioning.binary`.
@@ -579,6 +583,14 @@ fn validate_pool(pool: &PoolConfig, at: &dyn Fn(&str) -> String, errors: &mut Ve
             errors.push(field(
                 &at(".provisioning.package.manager"),
                 "must be `apt`, `pacman`, `paru`, `yay` or `dnf`",
+            ));
+        }
+        if let Some(backend) = &package.backend
+            && crate::prepared::Backend::parse(backend).is_none()
+        {
+            errors.push(field(
+                &at(".provisioning.package.backend"),
+                "must be `cpu`, `cuda`, `hip` or `vulkan`",
             ));
         }
         if let Some(distro) = &package.distro

@@ -95,6 +95,8 @@ pub enum Step {
         repository: Option<String>,
         /// Executable looked up in the package's file list.
         executable: String,
+        /// Backend the package must provide.
+        backend: Backend,
         /// The pool's `allow_package_installs`.
         allowed: bool,
     },

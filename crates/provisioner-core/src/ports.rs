@@ -313,6 +313,9 @@ pub struct PackageInstallSpec {
     pub executable: String,
     /// Arguments that make the executable print its version, run once after install.
     pub version_args: Vec<String>,
+    /// Backend asked for: picks the default package, and a GPU backend must be shown to be
+    /// present (its ggml library in the package's files, or named by the version output).
+    pub backend: Backend,
 }
 
 /// An engine installed from a distribution package.
@@ -326,6 +329,8 @@ pub struct PackageArtifact {
     pub executable: PathBuf,
     /// What the executable printed for `version_args` at install time (stdout and stderr).
     pub version_output: Option<String>,
+    /// Backend checked at install time.
+    pub backend: Backend,
     /// [`crate::package_engine_version`] of the installed package.
     pub engine_version: String,
     /// Key of the install record.

@@ -87,6 +87,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every backend.
+    pub const ALL: [Backend; 4] = [Backend::Cpu, Backend::Cuda, Backend::Hip, Backend::Vulkan];
+
+    /// Parses a lower-case name.
+    pub fn parse(text: &str) -> Option<Backend> {
+        Backend::ALL.into_iter().find(|b| b.as_str() == text)
+    }
+
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
