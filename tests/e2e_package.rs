@@ -401,3 +401,54 @@ fn on_a_terminal_sudo_asks_for_the_password_and_the_install_goes_ahead() {
     );
     assert_eq!(debs::installed_version(PACKAGE).as_deref(), Some("1.1.0"));
 }
+
+/// Two prepares of the same pin at once: one installs, the other waits for it and finds it.
+#[test]
+fn concurrent_prepares_install_once() {
+    require_root();
+    const PACKAGE: &str = "ep-llama-twice";
+    let _purge = Purge(vec![PACKAGE]);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = debs::server_repo(&dir.path().join("repo"), PACKAGE);
+    let cache = dir.path().join("cache");
+    let config = write_config(
+        dir.path(),
+        "pkg-twice",
+        PACKAGE,
+        "1.1.0",
+        &repo,
+        true,
+        &fixtures().model,
+        free_port(),
+    );
+    let spawn = || {
+        tests::orchctl(&cache)
+            .args(["engine", "prepare", "--json", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("orchctl starts")
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [first, second].map(|child| child.wait_with_output().unwrap());
+    let mut hits = Vec::new();
+    let mut installs = 0;
+    for output in &outputs {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        installs += stderr.matches("==> install ep-llama-twice=1.1.0").count();
+        let prepared: Value = serde_json::from_slice(&output.stdout).unwrap();
+        hits.push(prepared["metadata"]["cache_hit"].as_bool().unwrap());
+        assert!(
+            prepared["engine_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("llamacpp-apt-ep-llama-twice-1.1.0@repo-")),
+            "{prepared}"
+        );
+    }
+    assert_eq!(installs, 1, "the package was installed more than once");
+    hits.sort();
+    assert_eq!(hits, [false, true]);
+    assert_eq!(debs::installed_version(PACKAGE).as_deref(), Some("1.1.0"));
+}
