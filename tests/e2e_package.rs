@@ -452,3 +452,65 @@ fn concurrent_prepares_install_once() {
     assert_eq!(hits, [false, true]);
     assert_eq!(debs::installed_version(PACKAGE).as_deref(), Some("1.1.0"));
 }
+
+/// Source-mode preflight installs a missing build tool through the host's package manager when
+/// the pool allows it: a Vulkan build needs `glslc`, which apt installs from the system's
+/// repositories; the build then stops at an unknown ref (before anything is fetched or built).
+#[test]
+fn preflight_installs_a_missing_build_tool_when_allowed() {
+    require_root();
+    assert_eq!(
+        debs::installed_version("glslc"),
+        None,
+        "this test installs glslc itself; remove it first: apt-get purge glslc"
+    );
+    let shaderc_before = debs::installed_version("libshaderc1");
+    let _purge = Purge(if shaderc_before.is_none() {
+        vec!["glslc", "libshaderc1"]
+    } else {
+        vec!["glslc"]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = fixtures();
+    let config = dir.path().join("vulkan.yaml");
+    let text = |allow: bool| {
+        format!(
+            r#"pools:
+  - id: vulkan-preflight
+    engine: llamacpp
+    provisioning:
+      mode: source
+      allow_package_installs: {allow}
+      source:
+        repo: {repo}
+        ref: no-such-ref
+        build: {{ cmake_flags: [-DGGML_VULKAN=ON] }}
+      model: {{ ref: "file:{model}" }}
+"#,
+            repo = fixtures.repo_url,
+            model = fixtures.model.display(),
+        )
+    };
+    let cache = dir.path().join("cache");
+
+    // Not allowed: the hint is the command, nothing is installed.
+    std::fs::write(&config, text(false)).unwrap();
+    let (code, _, stderr) = run_json(&cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 5, "{stderr}");
+    assert!(
+        stderr.contains("sudo apt-get install -y glslc")
+            && stderr.contains("allow_package_installs: true"),
+        "{stderr}"
+    );
+    assert_eq!(debs::installed_version("glslc"), None);
+
+    // Allowed: installed, then preflight passes and the unknown ref is the error.
+    std::fs::write(&config, text(true)).unwrap();
+    let (code, _, stderr) = run_json(&cache, &["engine", "prepare"], &config);
+    assert!(
+        stderr.contains("glslc missing; installing with apt"),
+        "{stderr}"
+    );
+    assert_eq!(code, 6, "the unknown ref, after preflight: {stderr}");
+    assert!(debs::installed_version("glslc").is_some());
+}
