@@ -20,7 +20,7 @@ use provisioner_core::{
 
 use crate::common::{
     absolute_lines, check_name, check_request, exact, failed, label, parsed, push_unique,
-    verify_installed, version_list,
+    remove_as_root, verify_installed, version_list,
 };
 use crate::privilege::{Privilege, RootRunner, RootTask};
 
@@ -515,22 +515,7 @@ impl PackageManager for Apt {
         args.extend(self.installed_only()?.options());
         args.push(name.to_string());
         let command = parsed("apt-get", args).env("DEBIAN_FRONTEND", "noninteractive");
-        let action = format!("removing {name}");
-        let task = RootTask {
-            manager: ManagerKind::Apt,
-            package: name,
-            action: &action,
-        };
-        let output = self.runner.run(&command, &task, &[]).await?;
-        if output.success() {
-            Ok(())
-        } else {
-            Err(failed(
-                self.runner.display(&command),
-                &output,
-                Some(self.runner.display(&command)),
-            ))
-        }
+        remove_as_root(&self.runner, ManagerKind::Apt, &command, name).await
     }
 }
 

@@ -9,6 +9,28 @@ use provisioner_core::{
     PackageRequest, Result, redact_url,
 };
 
+/// Runs a manager's remove command as root; a failure names the command to run by hand.
+pub(crate) async fn remove_as_root(
+    runner: &crate::privilege::RootRunner,
+    manager: ManagerKind,
+    command: &CommandSpec,
+    name: &str,
+) -> Result<()> {
+    let action = format!("removing {name}");
+    let task = crate::privilege::RootTask {
+        manager,
+        package: name,
+        action: &action,
+    };
+    let output = runner.run(command, &task, &[]).await?;
+    if output.success() {
+        Ok(())
+    } else {
+        let shown = runner.display(command);
+        Err(failed(shown.clone(), &output, Some(shown)))
+    }
+}
+
 /// `name=version`, or `name` when unpinned: how errors name a request.
 pub(crate) fn label(request: &PackageRequest) -> String {
     match &request.version {

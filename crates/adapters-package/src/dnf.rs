@@ -15,7 +15,7 @@ use provisioner_core::{
 };
 
 use crate::common::{
-    absolute_lines, check_name, check_request, failed, label, parsed, push_unique,
+    absolute_lines, check_name, check_request, failed, label, parsed, push_unique, remove_as_root,
     verify_installed, version_list,
 };
 use crate::privilege::{Privilege, RootRunner, RootTask};
@@ -294,22 +294,7 @@ impl PackageManager for Dnf {
             "dnf",
             vec!["remove".to_string(), "-y".to_string(), name.to_string()],
         );
-        let action = format!("removing {name}");
-        let task = RootTask {
-            manager: ManagerKind::Dnf,
-            package: name,
-            action: &action,
-        };
-        let output = self.runner.run(&command, &task, &[]).await?;
-        if output.success() {
-            Ok(())
-        } else {
-            Err(failed(
-                self.runner.display(&command),
-                &output,
-                Some(self.runner.display(&command)),
-            ))
-        }
+        remove_as_root(&self.runner, ManagerKind::Dnf, &command, name).await
     }
 }
 

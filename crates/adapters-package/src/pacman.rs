@@ -22,7 +22,7 @@ use provisioner_core::{
 
 use crate::common::{
     check_name, check_request, exact, failed, field_values, label, parsed, push_unique,
-    verify_installed, version_list,
+    remove_as_root, verify_installed, version_list,
 };
 use crate::privilege::{Privilege, RootRunner, RootTask};
 
@@ -332,22 +332,7 @@ pub(crate) async fn remove_package(
         name.to_string(),
     ]);
     let command = parsed("pacman", argv);
-    let action = format!("removing {name}");
-    let task = RootTask {
-        manager,
-        package: name,
-        action: &action,
-    };
-    let output = runner.run(&command, &task, &[]).await?;
-    if output.success() {
-        Ok(())
-    } else {
-        Err(failed(
-            runner.display(&command),
-            &output,
-            Some(runner.display(&command)),
-        ))
-    }
+    remove_as_root(runner, manager, &command, name).await
 }
 
 impl Pacman {

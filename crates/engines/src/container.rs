@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use provisioner_core::{
-    Engine, EngineMetadata, Error, IdentityCheck, ImageArtifact, ImageSpec, Layout, Mode, Plan,
+    Engine, EngineMetadata, IdentityCheck, ImageArtifact, ImageSpec, Layout, Mode, Plan,
     PoolConfig, Ports, PreparedEngine, Probe, Result, RuntimeKind, Step,
 };
 
@@ -365,13 +365,11 @@ pub fn plan(pool: &PoolConfig, _layout: &Layout) -> Result<Plan> {
 /// Prepares container mode through the ports.
 pub async fn prepare(pool: &PoolConfig, layout: &Layout, ports: &Ports) -> Result<PreparedEngine> {
     let plan = plan(pool, layout)?;
-    let runtime = ports
-        .containers
-        .as_ref()
-        .ok_or_else(|| Error::PortUnavailable {
-            port: "container runtime".to_string(),
-            hint: Some("wire adapters-container into Ports::containers".to_string()),
-        })?;
+    let runtime = crate::wired(
+        &ports.containers,
+        "container runtime",
+        "wire adapters-container into Ports::containers",
+    )?;
     let facts = container_engine(pool.engine);
     let model = resolve_model(pool, layout, ports).await?;
     let image = runtime.ensure_image(&image_spec(pool)?).await?;

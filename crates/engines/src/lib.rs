@@ -42,6 +42,18 @@ pub trait Recipe: Send + Sync {
     ) -> Result<PreparedEngine>;
 }
 
+/// The adapter wired into an optional port, or [`Error::PortUnavailable`] saying how to wire it.
+pub(crate) fn wired<'a, T: ?Sized>(
+    port: &'a Option<std::sync::Arc<T>>,
+    name: &str,
+    how: &str,
+) -> Result<&'a std::sync::Arc<T>> {
+    port.as_ref().ok_or_else(|| Error::PortUnavailable {
+        port: name.to_string(),
+        hint: Some(how.to_string()),
+    })
+}
+
 /// Every recipe, in one list: adding an engine means adding it here.
 pub fn recipes() -> Vec<Box<dyn Recipe>> {
     vec![

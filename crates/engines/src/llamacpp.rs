@@ -548,16 +548,11 @@ impl LlamaCpp {
     ) -> Result<PreparedEngine> {
         let plan = self.plan_package(pool)?;
         let inputs = package_inputs(pool)?;
-        let installer = ports
-            .package_installer
-            .as_ref()
-            .ok_or_else(|| Error::PortUnavailable {
-                port: "package installer".to_string(),
-                hint: Some(
-                    "wire adapters-package's PackageEngineInstaller into Ports::package_installer"
-                        .to_string(),
-                ),
-            })?;
+        let installer = crate::wired(
+            &ports.package_installer,
+            "package installer",
+            "wire adapters-package's PackageEngineInstaller into Ports::package_installer",
+        )?;
         let model = resolve_model(pool, layout, ports).await?;
         let artifact = installer
             .ensure_installed(&PackageInstallSpec {
@@ -692,16 +687,11 @@ impl LlamaCpp {
     ) -> Result<PreparedEngine> {
         let plan = self.plan_binary(pool, layout)?;
         let inputs = binary_inputs(pool, layout)?;
-        let installer = ports
-            .binaries
-            .as_ref()
-            .ok_or_else(|| Error::PortUnavailable {
-                port: "binary installer".to_string(),
-                hint: Some(
-                    "wire adapters-binary's BinaryArtifactInstaller into Ports::binaries"
-                        .to_string(),
-                ),
-            })?;
+        let installer = crate::wired(
+            &ports.binaries,
+            "binary installer",
+            "wire adapters-binary's BinaryArtifactInstaller into Ports::binaries",
+        )?;
         let model = resolve_model(pool, layout, ports).await?;
         let artifact = installer
             .ensure_installed(&BinaryInstallSpec {
