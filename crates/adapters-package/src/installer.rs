@@ -400,6 +400,21 @@ impl PackageEngineInstaller {
         }
     }
 
+    /// After a check failed on the installed package: a package that was there at the pin before
+    /// this call is left alone; otherwise what this call installed is rolled back. Says which.
+    async fn undo_failed_check(
+        &self,
+        target: &Target<'_>,
+        before: Option<&InstalledPackage>,
+        was_installed_before: bool,
+    ) -> String {
+        if was_installed_before {
+            "it was installed before and is left alone".to_string()
+        } else {
+            self.roll_back(target, before).await
+        }
+    }
+
     /// Refuses an install the pool or the host policy does not allow, naming the exact command.
     fn check_allowed(&self, target: &Target<'_>) -> Result<()> {
         let spec = target.spec;
@@ -462,11 +477,9 @@ impl PackageEngineInstaller {
                 .take(LISTED_FILES)
                 .map(|path| path.display().to_string())
                 .collect();
-            let rollback = if was_installed_before {
-                "it was installed before and is left alone".to_string()
-            } else {
-                self.roll_back(target, before.as_ref()).await
-            };
+            let rollback = self
+                .undo_failed_check(target, before.as_ref(), was_installed_before)
+                .await;
             let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
                 .iter()
                 .filter(|p| p.executable == spec.executable && p.name != target.name)
@@ -502,20 +515,17 @@ impl PackageEngineInstaller {
         let version_output = match self.version_run(spec, &staging, &executable).await {
             Ok(output) => output,
             Err(error) => {
-                if was_installed_before {
-                    return Err(error);
-                }
-                let rollback = self.roll_back(target, before.as_ref()).await;
+                let rollback = self
+                    .undo_failed_check(target, before.as_ref(), was_installed_before)
+                    .await;
                 return Err(with_rollback(error, &rollback));
             }
         };
 
         if let Some(missing) = missing_backend(spec.backend, &files, version_output.as_deref()) {
-            let rollback = if was_installed_before {
-                "it was installed before and is left alone".to_string()
-            } else {
-                self.roll_back(target, before.as_ref()).await
-            };
+            let rollback = self
+                .undo_failed_check(target, before.as_ref(), was_installed_before)
+                .await;
             let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
                 .iter()
                 .filter(|p| p.backend == spec.backend && p.name != target.name)
