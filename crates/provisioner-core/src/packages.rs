@@ -128,16 +128,6 @@ pub struct EnginePackage {
     pub executable: &'static str,
 }
 
-impl EnginePackage {
-    /// The manager that installs it by default.
-    pub fn manager(&self) -> Option<ManagerKind> {
-        match self.origin {
-            Origin::Aur => Some(ManagerKind::Paru),
-            Origin::Official => ManagerKind::for_distro(self.distro),
-        }
-    }
-}
-
 const fn engine_package(
     distro: Distro,
     name: &'static str,
@@ -316,8 +306,8 @@ mod tests {
         }
         assert_eq!(
             default_engine_package(Engine::Llamacpp, Distro::Arch, Backend::Cuda)
-                .and_then(EnginePackage::manager),
-            Some(ManagerKind::Paru)
+                .map(|p| (p.name, p.origin)),
+            Some(("llama.cpp-cuda", Origin::Aur))
         );
         assert!(default_engine_package(Engine::Llamacpp, Distro::Unknown, Backend::Cpu).is_none());
     }
