@@ -85,7 +85,7 @@ fn missing_ref_is_exit_3_naming_the_field() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("pools[0].provisioning.source.ref: required for mode source"),
+            .contains("pools[0].provisioning.source.ref: required when source.repo is set"),
         "{}",
         out.stderr
     );
@@ -277,15 +277,15 @@ fn binary_downloads_switched_off_are_refused_with_the_config_key() {
 }
 
 #[test]
-fn an_unpinned_download_is_refused_by_default() {
+fn a_download_without_a_checksum_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = binary_config(dir.path(), r#"{ url: "https://example.org/l.zip" }"#, "");
     let cache = dir.path().join("cache");
     let out = prepare(&cache, &config);
-    assert_eq!(out.code, 9, "{}", out.stderr);
-    assert!(out.stderr.contains("without a checksum"), "{}", out.stderr);
+    assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(
-        out.stderr.contains("provisioning.binary.checksum"),
+        out.stderr
+            .contains("pools[0].provisioning.binary.checksum: required for mode binary"),
         "{}",
         out.stderr
     );

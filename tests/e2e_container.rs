@@ -27,7 +27,7 @@ for a in "$@"; do [ "$prev" = "--port" ] && port=$a; prev=$a; done
 echo '{"object":"list","data":[]}' > /www/v1/models
 echo ok > /www/health
 echo ok > /www/v2/health/ready
-{ echo "args: $*"; echo "env: STANDIN_MARK=$STANDIN_MARK"; /bin/busybox ls /models /data 2>/dev/null; } > /www/standin.txt
+{ echo "args: $*"; echo "env: STANDIN_MARK=$STANDIN_MARK"; /bin/busybox ls -R /models 2>/dev/null; } > /www/standin.txt
 exec /bin/busybox httpd -f -p "$port" -h /www
 "#,
     )
@@ -220,13 +220,17 @@ fn container_mode_end_to_end() {
 
     // vLLM, TGI and Triton: their rendered commands, with a stand-in image.
     let standin = push_standin_image(&env, dir.path(), registry.port);
-    let model_dir = dir.path().join("models/tiny-model");
+    // A directory name holding `,` and `:`: the `--mount` value must be quoted as CSV.
+    let model_dir = dir.path().join("models/tiny,model:1");
     std::fs::create_dir_all(&model_dir).unwrap();
     std::fs::write(model_dir.join("config.json"), "{}").unwrap();
     for (engine, expected_arg) in [
-        ("vllm", "--model /models/tiny-model"),
-        ("tgi", "--model-id /data/tiny-model"),
-        ("triton", "tritonserver --model-repository=/models"),
+        ("vllm", "--model /models/tiny,model:1"),
+        ("tgi", "--model-id /models/tiny,model:1"),
+        (
+            "triton",
+            "tritonserver --model-repository=/models/tiny,model:1",
+        ),
     ] {
         let port = free_port();
         let ports = if engine == "triton" {
@@ -260,13 +264,8 @@ fn container_mode_end_to_end() {
                 report.contains("STANDIN_MARK=passed-through"),
                 "{engine}: {report}"
             );
-            let listing = if engine == "triton" {
-                "config.json"
-            } else {
-                "tiny-model"
-            };
             assert!(
-                report.contains(listing),
+                report.contains("/models/tiny,model:1:") && report.contains("config.json"),
                 "{engine}: the model mount is missing: {report}"
             );
         });
@@ -276,4 +275,36 @@ fn container_mode_end_to_end() {
             std::panic::resume_unwind(panic);
         }
     }
+
+    // `ports: [0]`: the runtime chooses a free host port, and `up` finds and reports it.
+    let config = container_config(
+        dir.path(),
+        "standin-free-port",
+        "vllm",
+        &standin,
+        ", tag: \"1\"",
+        &model_dir,
+        &[0],
+    );
+    let (code, up, stderr) = orch(&env, &cache, &["engine", "up"], &config);
+    assert_eq!(code, 0, "up on a free port failed: {stderr}");
+    let bound = up["ports"][0].as_u64().unwrap_or(0) as u16;
+    let outcome = std::panic::catch_unwind(|| {
+        assert_ne!(bound, 0, "{up}");
+        assert_eq!(up["url"], format!("http://127.0.0.1:{bound}"));
+        let (status, report) = http_get(&format!("http://127.0.0.1:{bound}/standin.txt"));
+        assert_eq!(status, 200, "{report}");
+        assert!(report.contains("--port 8000"), "{report}");
+    });
+    let (_, status, _) = orch(&env, &cache, &["engine", "status"], &config);
+    let (code, _, stderr) = orch(&env, &cache, &["engine", "down"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(
+        status["ports"][0].as_u64(),
+        Some(u64::from(bound)),
+        "{status}"
+    );
 }

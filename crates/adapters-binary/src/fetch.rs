@@ -105,11 +105,11 @@ impl HttpFetcher {
 /// `<destination>.partial`: where the body is streamed before it is verified.
 pub fn partial_path(destination: &Path) -> Result<PathBuf> {
     let Some(name) = destination.file_name() else {
-        return Err(Error::Io {
-            operation: "download to".to_string(),
-            path: destination.to_path_buf(),
-            message: "the destination has no file name".to_string(),
-        });
+        return Err(Error::data(
+            "download to",
+            destination,
+            "the destination has no file name",
+        ));
     };
     let mut name = name.to_os_string();
     name.push(".partial");
@@ -128,7 +128,7 @@ impl Drop for CancelOnDrop {
 #[async_trait]
 impl Fetcher for HttpFetcher {
     async fn fetch(&self, request: &FetchRequest) -> Result<Fetched> {
-        let shown = redact(&request.url);
+        let shown = request.url.redacted();
         let step = format!("download {shown}");
         self.progress.report(ProgressEvent::Started {
             step: step.clone(),
@@ -149,11 +149,7 @@ impl Fetcher for HttpFetcher {
         let destination = request.destination.clone();
         let fetched = tokio::task::spawn_blocking(move || job.run())
             .await
-            .map_err(|error| Error::Io {
-                operation: "download to".to_string(),
-                path: destination,
-                message: error.to_string(),
-            })??;
+            .map_err(|error| Error::data("download to", destination, error))??;
         self.progress.report(ProgressEvent::Finished { step });
         Ok(fetched)
     }
@@ -223,7 +219,7 @@ enum PumpError {
 
 impl Job {
     fn run(self) -> Result<Fetched> {
-        let Some(parts) = split(&self.request.url) else {
+        let Some(parts) = split(self.request.url.expose()) else {
             return Err(self.error(
                 "cannot parse the URL".to_string(),
                 Some("write a full URL: https://host/path/file.tar.gz".to_string()),
@@ -240,7 +236,7 @@ impl Job {
         if let Some(parent) = destination.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         }
         let file = self.open_locked(&partial)?;
         let algorithm = self
@@ -289,12 +285,10 @@ impl Job {
                 .create(true)
                 .truncate(false)
                 .open(path)
-                .map_err(|e| Error::io("open", path, &e))?;
+                .map_err(|e| Error::io("open", path, e))?;
             match file.try_lock() {
                 Ok(()) => {
-                    let held = file
-                        .metadata()
-                        .map_err(|e| Error::io("inspect", path, &e))?;
+                    let held = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
                     let current = std::fs::symlink_metadata(path).ok();
                     if current.is_some_and(|current| {
                         current.dev() == held.dev() && current.ino() == held.ino()
@@ -318,7 +312,7 @@ impl Job {
                     std::thread::sleep(LOCK_POLL);
                 }
                 Err(std::fs::TryLockError::Error(error)) => {
-                    return Err(Error::io("lock", path, &error));
+                    return Err(Error::io("lock", path, error));
                 }
             }
         }
@@ -378,7 +372,7 @@ impl Job {
             transfer
                 .file
                 .write_all(&transfer.buffer[..read])
-                .map_err(|e| PumpError::Fatal(Error::io("write", &transfer.path, &e)))?;
+                .map_err(|e| PumpError::Fatal(Error::io("write", &transfer.path, e)))?;
             transfer.hasher.update(&transfer.buffer[..read]);
             transfer.done += read as u64;
             self.report(transfer, false);
@@ -386,10 +380,11 @@ impl Job {
     }
 
     fn copy_local(&self, transfer: &mut Transfer) -> Result<()> {
-        let source = file_path(&self.request.url).map_err(|message| self.error(message, None))?;
+        let source =
+            file_path(self.request.url.expose()).map_err(|message| self.error(message, None))?;
         transfer
             .restart()
-            .map_err(|e| Error::io("truncate", &transfer.path, &e))?;
+            .map_err(|e| Error::io("truncate", &transfer.path, e))?;
         let mut file = File::open(&source).map_err(|error| {
             self.error(
                 format!("cannot open {}: {error}", source.display()),
@@ -398,7 +393,7 @@ impl Job {
         })?;
         let size = file
             .metadata()
-            .map_err(|e| Error::io("inspect", &source, &e))?
+            .map_err(|e| Error::io("inspect", &source, e))?
             .len();
         transfer.total = Some(size);
         if self.request.max_bytes.is_some_and(|max| size > max) {
@@ -408,7 +403,7 @@ impl Job {
         match self.pump(transfer, &mut file) {
             Ok(()) => Ok(()),
             Err(PumpError::Fatal(error)) => Err(error),
-            Err(PumpError::Read(error)) => Err(Error::io("read", &source, &error)),
+            Err(PumpError::Read(error)) => Err(Error::io("read", &source, error)),
         }
     }
 
@@ -416,7 +411,7 @@ impl Job {
         let existing = transfer
             .file
             .metadata()
-            .map_err(|e| Error::io("inspect", &transfer.path, &e))?
+            .map_err(|e| Error::io("inspect", &transfer.path, e))?
             .len();
         if existing > 0 {
             let within_cap = self.request.max_bytes.is_none_or(|max| existing <= max);
@@ -431,7 +426,7 @@ impl Job {
             } else {
                 transfer
                     .restart()
-                    .map_err(|e| Error::io("truncate", &transfer.path, &e))?;
+                    .map_err(|e| Error::io("truncate", &transfer.path, e))?;
             }
         }
         let credentials = Credentials {
@@ -455,7 +450,7 @@ impl Job {
                         self.note_restart("answered the range request with another range");
                         transfer
                             .restart()
-                            .map_err(|e| Error::io("truncate", &transfer.path, &e))?;
+                            .map_err(|e| Error::io("truncate", &transfer.path, e))?;
                         continue;
                     }
                     _ => {
@@ -470,7 +465,7 @@ impl Job {
                         self.note_restart("ignored the range request");
                         transfer
                             .restart()
-                            .map_err(|e| Error::io("truncate", &transfer.path, &e))?;
+                            .map_err(|e| Error::io("truncate", &transfer.path, e))?;
                     }
                     transfer.total = length;
                 }
@@ -479,7 +474,7 @@ impl Job {
                     self.note_restart("cannot serve the rest of the partial download");
                     transfer
                         .restart()
-                        .map_err(|e| Error::io("truncate", &transfer.path, &e))?;
+                        .map_err(|e| Error::io("truncate", &transfer.path, e))?;
                     continue;
                 }
                 _ => return Err(self.status_error(status)),
@@ -661,7 +656,7 @@ impl Job {
         transfer
             .file
             .flush()
-            .map_err(|e| Error::io("write", &transfer.path, &e))?;
+            .map_err(|e| Error::io("write", &transfer.path, e))?;
         self.report(&mut transfer, true);
         let Transfer {
             file,
@@ -681,7 +676,7 @@ impl Job {
                 Some("the file is not the pinned one: it changed upstream or was altered on the way. The download was deleted; if the new file is legitimate, update provisioning.binary.checksum".to_string()),
             ));
         }
-        std::fs::rename(&path, destination).map_err(|e| Error::io("rename", &path, &e))?;
+        std::fs::rename(&path, destination).map_err(|e| Error::io("rename", &path, e))?;
         drop(file);
         Ok(Fetched {
             path: destination.to_path_buf(),

@@ -57,7 +57,7 @@ impl StreamHasher {
 
 /// Hashes a file with a fixed-size buffer; returns the checksum and the size.
 pub fn hash_file(path: &Path, algorithm: Algorithm) -> Result<(Checksum, u64)> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, &e))?;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut hasher = StreamHasher::new(algorithm);
     let mut buffer = vec![0u8; BUFFER_SIZE];
     let mut bytes = 0u64;
@@ -66,7 +66,7 @@ pub fn hash_file(path: &Path, algorithm: Algorithm) -> Result<(Checksum, u64)> {
             Ok(0) => break,
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(Error::io("read", path, &error)),
+            Err(error) => return Err(Error::io("read", path, error)),
         };
         hasher.update(&buffer[..read]);
         bytes += read as u64;

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use adapters_host::install::{InstallRoot, Installed, Staging};
 use adapters_host::version::{DEFAULT_VERSION_TIMEOUT, VersionRun, run_version};
@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::hash_file;
 use crate::unpack::{copy_executable, display_name, unpack};
-use crate::url::redact;
 
 /// Directory under the install root holding downloads (kept across runs so that a killed
 /// download resumes).
@@ -67,31 +66,23 @@ pub struct BinaryArtifactInstaller {
     policy: Arc<dyn Policy>,
     progress: Arc<dyn Progress>,
     clock: Arc<dyn Clock>,
-    version_timeout: Duration,
 }
 
 impl std::fmt::Debug for BinaryArtifactInstaller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BinaryArtifactInstaller")
-            .field("version_timeout", &self.version_timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// The install key of a spec: `<algorithm>-<first 16 hex digits>` for a pinned checksum,
-/// `url-<first 16 hex digits of BLAKE3(url)>` otherwise.
+/// The install key of a spec: `<algorithm>-<first 16 hex digits of the pinned checksum>`.
 pub fn install_key(spec: &BinaryInstallSpec) -> String {
-    match &spec.checksum {
-        Some(checksum) => format!(
-            "{}-{}",
-            checksum.algorithm.as_str(),
-            &checksum.hex[..16.min(checksum.hex.len())]
-        ),
-        None => {
-            let digest = blake3::hash(spec.url.as_bytes()).to_hex();
-            format!("url-{}", &digest[..16])
-        }
-    }
+    let checksum = &spec.checksum;
+    format!(
+        "{}-{}",
+        checksum.algorithm.as_str(),
+        &checksum.hex[..16.min(checksum.hex.len())]
+    )
 }
 
 /// The file extension downloads of a format are stored with.
@@ -136,10 +127,7 @@ fn installed_ok(
     url: &str,
 ) -> bool {
     let metadata = &installed.metadata;
-    let pinned_matches = spec
-        .checksum
-        .as_ref()
-        .is_none_or(|checksum| *checksum == metadata.checksum);
+    let pinned_matches = spec.checksum == metadata.checksum;
     if metadata.format != METADATA_FORMAT
         || metadata.key != key
         || metadata.url != url
@@ -203,12 +191,12 @@ fn walk(
     visit: &mut dyn FnMut(&Path, std::fs::FileType),
 ) -> Result<()> {
     let dir = root.join(relative);
-    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, &e))?;
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read", &dir, &e))?;
+        let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
         let file_type = entry
             .file_type()
-            .map_err(|e| Error::io("inspect", entry.path(), &e))?;
+            .map_err(|e| Error::io("inspect", entry.path(), e))?;
         let child = relative.join(entry.file_name());
         visit(&child, file_type);
         if file_type.is_dir() {
@@ -242,15 +230,7 @@ impl BinaryArtifactInstaller {
             policy,
             progress,
             clock,
-            version_timeout: DEFAULT_VERSION_TIMEOUT,
         }
-    }
-
-    /// Sets how long the version run may take (default 60 s); a binary that ignores its version
-    /// arguments and keeps running is killed and reported.
-    pub fn with_version_timeout(mut self, timeout: Duration) -> Self {
-        self.version_timeout = timeout;
-        self
     }
 
     fn report(&self, event: ProgressEvent) {
@@ -281,9 +261,8 @@ impl BinaryArtifactInstaller {
     /// through the Fetcher port.
     async fn download(&self, plan: &Plan<'_>) -> Result<(Checksum, u64)> {
         let spec = plan.spec;
-        if let Some(expected) = &spec.checksum
-            && plan.download.is_file()
-        {
+        let expected = &spec.checksum;
+        if plan.download.is_file() {
             let path = plan.download.clone();
             let algorithm = expected.algorithm;
             let verified = tokio::task::spawn_blocking(move || hash_file(&path, algorithm))
@@ -309,7 +288,7 @@ impl BinaryArtifactInstaller {
             .fetch(&FetchRequest {
                 url: spec.url.clone(),
                 destination: plan.download.clone(),
-                expected: spec.checksum.clone(),
+                expected: Some(spec.checksum.clone()),
                 max_bytes: spec.size,
             })
             .await?;
@@ -352,11 +331,15 @@ impl BinaryArtifactInstaller {
             }
         })
         .await
-        .map_err(|error| Error::Io {
-            operation: "unpack".to_string(),
-            path: plan.download.clone(),
-            message: error.to_string(),
-        })??;
+        .map_err(|error| Error::data("unpack", plan.download.clone(), error))?
+        .map_err(|error| match error {
+            // Name what the user configured, not our download file.
+            Error::HostileArchive { message, .. } => Error::HostileArchive {
+                archive: spec.url.to_string(),
+                message,
+            },
+            other => other,
+        })?;
         self.report(ProgressEvent::Finished { step });
 
         let found = find_named(&staging.out, &spec.executable)?;
@@ -385,11 +368,11 @@ impl BinaryArtifactInstaller {
         };
         let executable_path = staging.out.join(&executable);
         let metadata = std::fs::symlink_metadata(&executable_path)
-            .map_err(|e| Error::io("inspect", &executable_path, &e))?;
+            .map_err(|e| Error::io("inspect", &executable_path, e))?;
         if metadata.permissions().mode() & 0o111 == 0 {
             // Archives made without Unix modes (zip) lose the bit; this one file is meant to run.
             std::fs::set_permissions(&executable_path, std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| Error::io("chmod", &executable_path, &e))?;
+                .map_err(|e| Error::io("chmod", &executable_path, e))?;
         }
         let executable_dir = executable.parent().unwrap_or(Path::new("")).to_path_buf();
         let library_dirs = library_dirs(&staging.out, &executable_dir)?;
@@ -405,7 +388,7 @@ impl BinaryArtifactInstaller {
             .await?;
 
         let metadata = std::fs::symlink_metadata(&executable_path)
-            .map_err(|e| Error::io("inspect", &executable_path, &e))?;
+            .map_err(|e| Error::io("inspect", &executable_path, e))?;
         Ok(BinaryInstallMetadata {
             format: METADATA_FORMAT,
             engine: spec.engine,
@@ -459,7 +442,7 @@ impl BinaryArtifactInstaller {
             &VersionRun {
                 step: format!("check {}", spec.executable),
                 command: &command,
-                timeout: self.version_timeout,
+                timeout: DEFAULT_VERSION_TIMEOUT,
                 failure_hint: "the prebuilt binary does not run on this host: a missing shared library, another CPU architecture or an older glibc are the usual causes; pick the release asset built for this system",
             },
         )
@@ -480,9 +463,9 @@ impl BinaryInstaller for BinaryArtifactInstaller {
             ));
         }
         let install_root = std::path::absolute(&spec.install_root)
-            .map_err(|e| Error::io("resolve", &spec.install_root, &e))?;
+            .map_err(|e| Error::io("resolve", &spec.install_root, e))?;
         let key = install_key(spec);
-        let url = redact(&spec.url);
+        let url = spec.url.redacted();
         let root = InstallRoot::new(&install_root, "", self.progress.clone());
         let is_valid = |installed: &Installed<BinaryInstallMetadata>| {
             installed_ok(installed, spec, &key, &url)
@@ -501,8 +484,7 @@ impl BinaryInstaller for BinaryArtifactInstaller {
         }
 
         self.policy.check(&Action::Download {
-            url: url.clone(),
-            pinned: spec.checksum.is_some(),
+            url: spec.url.clone(),
             allowed_by_config: spec.allowed_by_config,
         })?;
 
@@ -539,11 +521,11 @@ mod tests {
 
     #[test]
     fn keys() {
-        let mut spec = BinaryInstallSpec {
+        let spec = BinaryInstallSpec {
             engine: Engine::Llamacpp,
             install_root: PathBuf::from("/x"),
-            url: "https://example.com/a.tar.gz".to_string(),
-            checksum: Some(Checksum::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap()),
+            url: "https://example.com/a.tar.gz".parse().unwrap(),
+            checksum: Checksum::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap(),
             size: None,
             allowed_by_config: None,
             executable: "llama-server".to_string(),
@@ -551,11 +533,6 @@ mod tests {
             limits: Default::default(),
         };
         assert_eq!(install_key(&spec), "sha256-abababababababab");
-        spec.checksum = None;
-        let key = install_key(&spec);
-        assert!(key.starts_with("url-") && key.len() == 20, "{key}");
-        spec.url.push('x');
-        assert_ne!(install_key(&spec), key);
     }
 
     #[test]

@@ -57,15 +57,17 @@
 //!   <key>/metadata.json           BinaryInstallMetadata, written last
 //! ```
 //!
-//! `<key>` is `<algorithm>-<first 16 hex digits of the checksum>` (e.g. `sha256-0123456789abcdef`),
-//! or `url-<first 16 hex digits of BLAKE3(url)>` for an unpinned download.
+//! `<key>` is `<algorithm>-<first 16 hex digits of the checksum>` (e.g. `sha256-0123456789abcdef`);
+//! every download is pinned by a checksum.
 //!
 //! ## Errors
 //!
 //! - [`provisioner_core::Error::Download`] (`url` without credentials): HTTP statuses, connection failures, stalls, truncated bodies, redirect problems,
 //!   checksum and size mismatches, unsupported URL schemes.
-//! - [`provisioner_core::Error::BuildCheck`]: hostile or corrupt archives (naming the entry and the
-//!   rule), an executable missing from the archive or present several times, a bad executable name.
+//! - [`provisioner_core::Error::HostileArchive`] (exit 6): hostile or corrupt archives, naming the
+//!   entry and the rule.
+//! - [`provisioner_core::Error::BuildCheck`]: an executable missing from the archive or present
+//!   several times, a bad executable name.
 //! - [`provisioner_core::Error::CommandFailed`]: the version run failed or did not exit in time.
 //! - [`provisioner_core::Error::PolicyDenied`]: from the Policy port, before any network access.
 //! - [`provisioner_core::Error::Io`]: the local disk.

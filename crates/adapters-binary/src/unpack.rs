@@ -21,7 +21,8 @@
 //!
 //! On error the destination may hold part of the archive: unpack into a scratch directory that
 //! is discarded on failure (the installer unpacks into its staging directory). Errors are
-//! [`Error::BuildCheck`] naming the entry and the rule it broke, or [`Error::Io`] for the disk.
+//! [`Error::HostileArchive`] naming the archive, the entry and the rule it broke, or
+//! [`Error::Io`] for the disk.
 
 use std::cell::Cell;
 use std::ffi::OsStr;
@@ -93,27 +94,32 @@ pub fn unpack(
     }
     prepare_dest(dest)?;
     let mut extractor = Extractor::new(dest, limits);
+    unpack_into(archive, format, &mut extractor).map_err(|e| with_archive(e, archive))?;
+    Ok(extractor.report)
+}
+
+fn unpack_into(archive: &Path, format: ArchiveFormat, extractor: &mut Extractor) -> Result<()> {
     match format {
         ArchiveFormat::TarGz => {
             let reader = flate2::read::MultiGzDecoder::new(open(archive)?);
-            unpack_tar(Box::new(reader), &mut extractor)?;
+            unpack_tar(Box::new(reader), extractor)?;
         }
         ArchiveFormat::TarZst => {
-            let reader = ZstdFrames::new(open(archive)?).map_err(|error| Error::BuildCheck {
-                message: format!("{} is not a zstd stream: {error}", archive.display()),
-                hint: Some(corrupt_hint()),
-            })?;
-            unpack_tar(Box::new(reader), &mut extractor)?;
+            let reader = ZstdFrames::new(open(archive)?)
+                .map_err(|error| corrupt(format!("not a zstd stream: {error}")))?;
+            unpack_tar(Box::new(reader), extractor)?;
         }
         ArchiveFormat::TarXz => {
             let reader =
                 lzma_rust2::XzReader::new_mem_limit(open(archive)?, true, XZ_MEMORY_LIMIT_KIB);
-            unpack_tar(Box::new(reader), &mut extractor)?;
+            unpack_tar(Box::new(reader), extractor)?;
         }
-        ArchiveFormat::Zip => unpack_zip(archive, &mut extractor)?,
-        ArchiveFormat::Bare => unreachable!("handled above"),
+        ArchiveFormat::Zip => unpack_zip(archive, extractor)?,
+        ArchiveFormat::Bare => {
+            return Err(corrupt("a bare file is copied, not unpacked"));
+        }
     }
-    Ok(extractor.report)
+    Ok(())
 }
 
 /// Installs a bare executable: copies `file` to `dest/name` with mode 0755, under the byte
@@ -144,10 +150,10 @@ pub fn copy_executable(
     }
     prepare_dest(dest)?;
     let mut extractor = Extractor::new(dest, limits);
-    let mut source = File::open(file).map_err(|e| Error::io("open", file, &e))?;
+    let mut source = File::open(file).map_err(|e| Error::io("open", file, e))?;
     let size = source
         .metadata()
-        .map_err(|e| Error::io("inspect", file, &e))?
+        .map_err(|e| Error::io("inspect", file, e))?
         .len();
     extractor.count(name)?;
     extractor.file(name, plain, true, Some(size), &mut source)?;
@@ -157,7 +163,7 @@ pub fn copy_executable(
 fn open(path: &Path) -> Result<BufReader<File>> {
     File::open(path)
         .map(|file| BufReader::with_capacity(BUFFER_SIZE, file))
-        .map_err(|e| Error::io("open", path, &e))
+        .map_err(|e| Error::io("open", path, e))
 }
 
 fn prepare_dest(dest: &Path) -> Result<()> {
@@ -165,32 +171,40 @@ fn prepare_dest(dest: &Path) -> Result<()> {
         .recursive(true)
         .mode(MODE_DIRECTORY)
         .create(dest)
-        .map_err(|e| Error::io("create", dest, &e))?;
+        .map_err(|e| Error::io("create", dest, e))?;
     if !dest.is_dir() {
-        return Err(Error::Io {
-            operation: "unpack into".to_string(),
-            path: dest.to_path_buf(),
-            message: "not a directory".to_string(),
-        });
+        return Err(Error::data("unpack into", dest, "not a directory"));
     }
     Ok(())
 }
 
-fn corrupt_hint() -> String {
-    "the archive is malformed or hostile; nothing was installed. Check provisioning.binary.url and its checksum".to_string()
-}
-
+/// An entry that breaks a rule (the archive is named by [`unpack`], which knows it).
 fn rejected(entry: &str, rule: impl std::fmt::Display) -> Error {
-    Error::BuildCheck {
-        message: format!("archive entry `{entry}`: {rule}"),
-        hint: Some(corrupt_hint()),
+    Error::HostileArchive {
+        archive: String::new(),
+        message: format!("entry `{entry}`: {rule}"),
     }
 }
 
+/// An archive that cannot be read as its format.
 fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::BuildCheck {
-        message: format!("cannot read the archive: {what}"),
-        hint: Some(corrupt_hint()),
+    Error::HostileArchive {
+        archive: String::new(),
+        message: format!("cannot be read: {what}; it is malformed or hostile"),
+    }
+}
+
+/// Names the archive in the errors of the unpackers.
+fn with_archive(error: Error, archive: &Path) -> Error {
+    match error {
+        Error::HostileArchive {
+            archive: name,
+            message,
+        } if name.is_empty() => Error::HostileArchive {
+            archive: archive.display().to_string(),
+            message,
+        },
+        other => other,
     }
 }
 
@@ -342,7 +356,7 @@ impl<'a> Extractor<'a> {
                     self.make_directory(&path)?;
                     self.report.directories.push(relative.clone());
                 }
-                Err(error) => return Err(Error::io("inspect", &path, &error)),
+                Err(error) => return Err(Error::io("inspect", &path, error)),
             }
         }
         Ok(())
@@ -352,9 +366,9 @@ impl<'a> Extractor<'a> {
         DirBuilder::new()
             .mode(MODE_DIRECTORY)
             .create(path)
-            .map_err(|e| Error::io("create", path, &e))?;
+            .map_err(|e| Error::io("create", path, e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(MODE_DIRECTORY))
-            .map_err(|e| Error::io("chmod", path, &e))
+            .map_err(|e| Error::io("chmod", path, e))
     }
 
     fn directory(&mut self, name: &str, rel: &Path) -> Result<()> {
@@ -371,7 +385,7 @@ impl<'a> Extractor<'a> {
                 self.report.directories.push(rel.to_path_buf());
                 Ok(())
             }
-            Err(error) => Err(Error::io("inspect", &path, &error)),
+            Err(error) => Err(Error::io("inspect", &path, error)),
         }
     }
 
@@ -414,7 +428,7 @@ impl<'a> Extractor<'a> {
                         "something of that name was already unpacked (duplicate entry)",
                     )
                 } else {
-                    Error::io("create", &path, &error)
+                    Error::io("create", &path, error)
                 }
             })?;
         loop {
@@ -435,12 +449,12 @@ impl<'a> Extractor<'a> {
                 ));
             }
             file.write_all(&self.buffer[..read])
-                .map_err(|e| Error::io("write", &path, &e))?;
+                .map_err(|e| Error::io("write", &path, e))?;
             self.report.bytes += read as u64;
         }
         // The creation mode went through the umask; make the result exact.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("chmod", &path, &e))?;
+            .map_err(|e| Error::io("chmod", &path, e))?;
         self.report.files.push(rel.to_path_buf());
         Ok(())
     }
@@ -456,7 +470,7 @@ impl<'a> Extractor<'a> {
                     "something of that name was already unpacked (duplicate entry)",
                 )
             } else {
-                Error::io("symlink", &path, &error)
+                Error::io("symlink", &path, error)
             }
         })?;
         self.report.symlinks.push(rel.to_path_buf());
@@ -507,7 +521,7 @@ impl<'a> Extractor<'a> {
                     "something of that name was already unpacked (duplicate entry)",
                 )
             } else {
-                Error::io("link", &path, &error)
+                Error::io("link", &path, error)
             }
         })?;
         self.report.files.push(rel.to_path_buf());

@@ -65,9 +65,13 @@ pub(crate) fn split(url: &str) -> Option<Parts<'_>> {
     })
 }
 
-/// The URL as it may appear in messages, progress and metadata: `user:password@` removed.
+/// The URL as it may appear in messages, progress and metadata: user-info, query values and
+/// fragment replaced by `<redacted>` ([`provisioner_core::SafeUrl`]); text that does not parse as
+/// a URL is not shown at all.
 pub fn redact(url: &str) -> String {
-    provisioner_core::redact_url(url)
+    provisioner_core::SafeUrl::parse(url)
+        .map(|url| url.redacted())
+        .unwrap_or_else(|_| "<a URL that cannot be parsed>".to_string())
 }
 
 /// Where a redirect from `current` to `location` leads, or why it must not be followed: only
@@ -244,10 +248,10 @@ mod tests {
     fn credentials_never_show() {
         assert_eq!(
             redact("https://alice:s3cret@example.com/a/b.tar.gz?x=1#f"),
-            "https://example.com/a/b.tar.gz?x=1#f"
+            "https://<redacted>@example.com/a/b.tar.gz?x=<redacted>#<redacted>"
         );
         assert_eq!(redact("https://example.com/a@b"), "https://example.com/a@b");
-        assert_eq!(redact("weird://u:p@x y"), "weird://x y");
+        assert_eq!(redact("weird://u:p@x y"), "<a URL that cannot be parsed>");
         assert_eq!(redact("file:///tmp/x.zip"), "file:///tmp/x.zip");
     }
 

@@ -24,7 +24,7 @@ fn fetcher(progress: Arc<Recorder>) -> HttpFetcher {
 
 fn request(url: String, destination: &Path, expected: Option<Checksum>) -> FetchRequest {
     FetchRequest {
-        url,
+        url: url.parse().expect("a URL"),
         destination: destination.to_path_buf(),
         expected,
         max_bytes: None,

@@ -65,10 +65,11 @@ fn mode(path: &Path) -> u32 {
         & 0o7777
 }
 
-/// The error is a BuildCheck naming the entry and containing the rule.
+/// The error is a hostile archive (exit 6) naming the entry and containing the rule.
 fn assert_rejected(result: Result<adapters_binary::UnpackReport, Error>, entry: &str, rule: &str) {
     let error = result.expect_err("the archive must be rejected");
-    assert!(matches!(error, Error::BuildCheck { .. }), "{error:?}");
+    assert!(matches!(error, Error::HostileArchive { .. }), "{error:?}");
+    assert_eq!(error.code().exit_code(), 6);
     let text = error.to_string();
     assert!(
         text.contains(&format!("`{entry}`")),
@@ -542,7 +543,7 @@ fn corrupt_archives_are_clear_errors() {
         let archive = area.archive(name, b"this is not an archive at all, just some text");
         let error = unpack(&archive, format, &area.dest(), limits()).unwrap_err();
         assert!(
-            matches!(error, Error::BuildCheck { .. }),
+            matches!(error, Error::HostileArchive { .. }),
             "{format:?}: {error:?}"
         );
     }
@@ -558,7 +559,7 @@ fn zip_with_parent_and_absolute_paths() {
         let archive = area.archive("a.zip", &zip(&[(name, b"evil", 0o644)]));
         let error = unpack(&archive, ArchiveFormat::Zip, &area.dest(), limits()).unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("archive entry `"), "{text}");
+        assert!(text.contains("a.zip: entry `"), "{text}");
         assert!(text.contains("not allowed"), "{text}");
         area.assert_contained();
     }

@@ -121,7 +121,7 @@ impl TempAuthFile {
     pub fn write(parent: &Path, registry: &str, credentials: &Credentials) -> Result<TempAuthFile> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         let dir = parent.join(format!(
             "auth-{}-{}",
             std::process::id(),
@@ -131,7 +131,7 @@ impl TempAuthFile {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| Error::io("create", &dir, &e))?;
+            .map_err(|e| Error::io("create", &dir, e))?;
         let guard = TempAuthFile {
             file: dir.join("config.json"),
             dir,
@@ -142,9 +142,9 @@ impl TempAuthFile {
             .create_new(true)
             .mode(0o600)
             .open(&guard.file)
-            .map_err(|e| Error::io("create", &guard.file, &e))?;
+            .map_err(|e| Error::io("create", &guard.file, e))?;
         file.write_all(body.to_string().as_bytes())
-            .map_err(|e| Error::io("write", &guard.file, &e))?;
+            .map_err(|e| Error::io("write", &guard.file, e))?;
         Ok(guard)
     }
 

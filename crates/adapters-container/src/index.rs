@@ -65,16 +65,22 @@ impl TagIndex {
         self.read().images.remove(key)
     }
 
+    /// The digest a tagged image resolved to before (`None` without a tag or a record).
+    pub fn known_digest(
+        &self,
+        image: &provisioner_core::ImageReference,
+    ) -> Option<provisioner_core::Digest> {
+        let key = crate::ImageRef::from_reference(image).tag_key()?;
+        self.get(&key)?.digest.parse().ok()
+    }
+
     /// Records an entry (read-modify-write under the lock, atomic rename).
     pub async fn put(&self, key: &str, entry: IndexEntry) -> Result<()> {
         let _lock = FileLock::acquire(&self.lock, || {}).await?;
         let mut file = self.read();
         file.images.insert(key.to_string(), entry);
-        let text = serde_json::to_vec_pretty(&file).map_err(|e| Error::Io {
-            operation: "encode".to_string(),
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+        let text = serde_json::to_vec_pretty(&file)
+            .map_err(|e| Error::data("encode", self.path.clone(), e))?;
         let temp = self
             .path
             .with_file_name(format!("images-v1.json.{}.tmp", std::process::id()));
@@ -86,7 +92,7 @@ impl TagIndex {
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&temp);
-            Error::io("write", &self.path, &e)
+            Error::io("write", &self.path, e)
         })
     }
 }

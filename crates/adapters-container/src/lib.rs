@@ -6,11 +6,11 @@
 //!
 //! ## Steps of `ensure_image`
 //!
-//! 1. **Reference.** `spec.image` (+ `tag`, `digest`) is parsed as the registry client does:
-//!    no registry → `docker.io`, one-component Docker Hub names → `library/…`, no tag and no digest
-//!    → `latest`; a tag of the form `sha256:…` is the digest ([`ImageRef`]).
+//! 1. **Reference.** `spec.image` is the core's [`provisioner_core::ImageReference`], parsed when
+//!    the config was read (no registry → `docker.io`, one-component Docker Hub names →
+//!    `library/…`), with its tag and pinned digest ([`ImageRef`] is the registry client's view).
 //! 2. **Warm path.** When the digest is known without the registry — pinned in the spec, or recorded
-//!    for `registry/repo:tag` in `<cache_dir>/images-v1.json` ([`TagIndex`]) unless `refresh` — one
+//!    for `registry/repo:tag` in `<cache_dir>/images-v1.json` ([`TagIndex`]) — one
 //!    `<runtime> image inspect registry/repo@digest` decides: present with that digest →
 //!    `cache_hit: true`, no registry contacted, no other process run (besides `nvidia-smi -L` when
 //!    devices are requested). The labels come from the local image.
@@ -22,8 +22,8 @@
 //! 4. **Devices.** Each `spec.devices` entry must be a GPU index, GPU UUID or MIG UUID listed by
 //!    `nvidia-smi -L` ([`parse_nvidia_smi_list`]); with podman an NVIDIA CDI spec must exist in
 //!    `/etc/cdi` or `/var/run/cdi`.
-//! 5. **Policy.** `Action::FetchSource { url: "https://<registry>/<repo>" }` (`http://` when
-//!    `insecure`) before any registry request, so offline mode refuses non-loopback registries.
+//! 5. **Policy.** `Action::PullImage` before any registry request, so offline mode and the host
+//!    allowlist refuse non-loopback registries.
 //! 6. **Registry** (oci-client, rustls with ring). Anonymous first; on 401 the credentials for the
 //!    registry host from the auth files ([`ContainerSettings::auth_files`]: `auths.<host>.auth` as
 //!    base64 `user:pass`, or `username`/`password`), else `LLAMA_ORCH_REGISTRY_USER` /
@@ -81,7 +81,7 @@ pub mod runtime;
 pub use auth::{Credentials, TempAuthFile, credentials_in, lookup_credentials};
 pub use devices::{Gpu, MigDevice, find_cdi_spec, parse_nvidia_smi_list, unknown_devices};
 pub use index::{IndexEntry, TagIndex};
-pub use reference::{ImageRef, check_digest, sha256_digest};
+pub use reference::{ImageRef, sha256_digest};
 pub use registry::{REVISION_LABEL, VERSION_LABEL};
 pub use runtime::{
     ContainerSettings, DOCKER_INSECURE_HINT, PODMAN_INSTALL_HINT, PodmanOrDocker, RUNTIME_ENV,

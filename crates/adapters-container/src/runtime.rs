@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use provisioner_core::{
-    Action, CommandOutput, CommandSpec, ContainerRuntime, Error, ImageArtifact, ImageSpec, Policy,
-    Progress, ProgressEvent, Result, RuntimeKind, Shell,
+    Action, CommandOutput, CommandSpec, ContainerRuntime, Digest, Error, ImageArtifact, ImageSpec,
+    ImageTag, Policy, Progress, ProgressEvent, Result, RuntimeKind, Shell,
 };
 use tokio::sync::OnceCell;
 
@@ -308,18 +308,24 @@ impl PodmanOrDocker {
         digest: &str,
         labels: Labels,
         cache_hit: bool,
-    ) -> ImageArtifact {
-        ImageArtifact {
+    ) -> Result<ImageArtifact> {
+        let parsed: Digest = digest.parse().map_err(|message: String| Error::Source {
+            repo: image.name(),
+            reference: image.asked(),
+            message,
+            hint: None,
+        })?;
+        Ok(ImageArtifact {
             runtime: runtime.kind,
             program: runtime.program.clone(),
             runtime_env: self.settings.env.clone(),
             reference: image.pinned(digest),
-            digest: digest.to_string(),
-            tag: image.tag.clone(),
+            digest: parsed,
+            tag: image.tag.as_ref().and_then(|t| t.parse::<ImageTag>().ok()),
             revision: labels.revision,
             version: labels.version,
             cache_hit,
-        }
+        })
     }
 
     /// Checks that every requested GPU exists (and, for podman, that a CDI spec describes them).
@@ -328,13 +334,13 @@ impl PodmanOrDocker {
             return Ok(());
         }
         let engine = spec.engine.as_str().to_string();
-        let requested = spec.devices.join(", ");
+        let devices: Vec<String> = spec.devices.iter().map(|d| d.to_string()).collect();
+        let requested = devices.join(", ");
         let Some(smi) = self.shell.locate("nvidia-smi") else {
-            return Err(Error::Engine {
-                pool: engine,
-                message: format!(
-                    "no NVIDIA driver found (nvidia-smi is not on PATH): the devices {requested} cannot be given to the container"
-                ),
+            return Err(Error::MissingTool {
+                tool: "nvidia-smi (the NVIDIA driver)".to_string(),
+                purpose: format!("give the GPUs {requested} to the container"),
+                searched: Vec::new(),
                 hint: Some(
                     "install the NVIDIA driver and nvidia-container-toolkit, or remove `devices:` to run without GPUs"
                         .to_string(),
@@ -356,7 +362,7 @@ impl PodmanOrDocker {
             });
         }
         let gpus = parse_nvidia_smi_list(&output.stdout);
-        let unknown = unknown_devices(&spec.devices, &gpus);
+        let unknown = unknown_devices(&devices, &gpus);
         if !unknown.is_empty() {
             return Err(Error::Engine {
                 pool: engine,
@@ -378,12 +384,10 @@ impl PodmanOrDocker {
                 .iter()
                 .map(|d| d.display().to_string())
                 .collect();
-            return Err(Error::Engine {
-                pool: engine,
-                message: format!(
-                    "podman gives GPUs to containers through CDI, and no NVIDIA CDI spec was found in {}",
-                    dirs.join(" or ")
-                ),
+            return Err(Error::MissingSetup {
+                what: format!("an NVIDIA CDI spec in {}", dirs.join(" or ")),
+                purpose: "give GPUs to podman containers (podman names them through CDI)"
+                    .to_string(),
                 hint: Some(
                     "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml".to_string(),
                 ),
@@ -537,18 +541,14 @@ fn parse_inspect(stdout: &str, digest: &str) -> Option<Inspected> {
 #[async_trait]
 impl ContainerRuntime for PodmanOrDocker {
     async fn ensure_image(&self, spec: &ImageSpec) -> Result<ImageArtifact> {
-        let image = ImageRef::from_spec(spec)?;
-        let indexed = match (&image.tag_key(), spec.refresh) {
-            (Some(key), false) => self.index.get(key),
-            _ => None,
-        };
+        let image = ImageRef::from_reference(&spec.image);
+        let indexed = image.tag_key().and_then(|key| self.index.get(&key));
         // Warm path: a digest known without the registry, and the image present locally.
         let known = image
             .digest
             .clone()
             .or_else(|| indexed.as_ref().map(|entry| entry.digest.clone()));
         if let Some(digest) = &known
-            && (image.digest.is_some() || !spec.refresh)
             && let Some(runtime) = self.warm_candidate(spec.runtime)
             && let Some(found) = self
                 .inspect(&runtime, &image.pinned(digest), digest)
@@ -562,15 +562,15 @@ impl ContainerRuntime for PodmanOrDocker {
                 labels.version = labels.version.or(entry.version);
             }
             tracing::debug!(image = %image.pinned(digest), "image present locally");
-            return Ok(self.artifact(&runtime, &image, digest, labels, true));
+            return self.artifact(&runtime, &image, digest, labels, true);
         }
 
         let runtime = self.runtime(spec.runtime).await?;
         self.check_devices(runtime.kind, spec).await?;
 
-        let scheme = if spec.insecure { "http" } else { "https" };
-        self.policy.check(&Action::FetchSource {
-            url: format!("{scheme}://{}/{}", image.registry, image.repository),
+        self.policy.check(&Action::PullImage {
+            image: spec.image.clone(),
+            insecure: spec.insecure,
         })?;
         let step = format!("resolve {}:{}", image.name(), image.asked());
         self.progress.report(ProgressEvent::Started {
@@ -627,7 +627,7 @@ impl ContainerRuntime for PodmanOrDocker {
                 )
                 .await?;
         }
-        Ok(self.artifact(
+        self.artifact(
             &runtime,
             &image,
             &digest,
@@ -636,7 +636,7 @@ impl ContainerRuntime for PodmanOrDocker {
                 version: resolved.version,
             },
             false,
-        ))
+        )
     }
 }
 

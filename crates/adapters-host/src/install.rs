@@ -145,11 +145,7 @@ impl InstallRoot {
         F: FnOnce(Staging) -> Fut + Send,
         Fut: Future<Output = Result<M>> + Send,
     {
-        check_key(key).map_err(|message| Error::Io {
-            operation: "install".to_string(),
-            path: self.final_dir(key),
-            message,
-        })?;
+        check_key(key).map_err(|message| Error::data("install", self.final_dir(key), message))?;
         create_dir(&self.root)?;
         self.write_cachedir_tag()?;
 
@@ -205,7 +201,7 @@ impl InstallRoot {
         if let Some(parent) = final_dir.parent() {
             create_dir(parent)?;
         }
-        std::fs::rename(&out, &final_dir).map_err(|e| Error::io("rename", &out, &e))?;
+        std::fs::rename(&out, &final_dir).map_err(|e| Error::io("rename", &out, e))?;
         let metadata_file = final_dir.join(METADATA_FILE);
         write_metadata(&metadata_file, &metadata)?;
 
@@ -256,10 +252,10 @@ impl InstallRoot {
         let entries = match std::fs::read_dir(staging_root) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(Error::io("read", staging_root, &error)),
+            Err(error) => return Err(Error::io("read", staging_root, error)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("read", staging_root, &e))?;
+            let entry = entry.map_err(|e| Error::io("read", staging_root, e))?;
             let name = entry.file_name();
             if !name.to_str().is_some_and(|name| is_staging_of(name, key)) {
                 continue;
@@ -323,7 +319,7 @@ fn nonce() -> String {
 }
 
 fn create_dir(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, &e))
+    std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))
 }
 
 /// Removes a directory tree off the async runtime; a missing tree is fine.
@@ -332,45 +328,53 @@ async fn remove_tree(path: PathBuf) -> Result<()> {
     tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(Error::io("remove", &path, &error)),
+        Err(error) => Err(Error::io("remove", &path, error)),
     })
     .await
-    .map_err(|error| Error::Io {
-        operation: "remove".to_string(),
-        path: shown,
-        message: error.to_string(),
-    })?
+    .map_err(|error| Error::data("remove", shown, error))?
 }
 
 fn write_metadata<M: Serialize>(path: &Path, metadata: &M) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(metadata).map_err(|error| Error::Io {
-        operation: "serialize".to_string(),
-        path: path.to_path_buf(),
-        message: error.to_string(),
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(metadata)
+        .map_err(|error| Error::data("serialize", path, error))?;
     bytes.push(b'\n');
     write_atomically(path, &bytes)
 }
 
 /// Writes a file through a temporary sibling and a rename, so readers see all of it or nothing.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_through_temporary(path, bytes, 0o666)
+}
+
+/// As [`write_atomically`], but the file is readable by its owner only (mode 0600) from the
+/// moment it exists.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_through_temporary(path, bytes, 0o600)
+}
+
+fn write_through_temporary(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file_name = path
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", nonce()));
     let written = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()
     })();
     if let Err(error) = written {
         let _ = std::fs::remove_file(&temporary);
-        return Err(Error::io("write", &temporary, &error));
+        return Err(Error::io("write", &temporary, error));
     }
     std::fs::rename(&temporary, path).map_err(|error| {
         let _ = std::fs::remove_file(&temporary);
-        Error::io("rename", &temporary, &error)
+        Error::io("rename", &temporary, error)
     })
 }
 

@@ -14,6 +14,9 @@
 //!   and plain paths and verifies checksums.
 //! - [`version`]: the one "run it once and ask its version" check installers make before they
 //!   commit ([`run_version`]).
+//! - [`run_files`]: private per-pool files that hold secrets ([`HostRunFiles`], the RunFiles
+//!   port).
+//! - [`sockets`]: which TCP ports a process group listens on (for engines started on a free port).
 //! - [`supervisor`]: a small local process supervisor ([`Supervisor`]) that the CLI uses for
 //!   `up`, `down` and `status`.
 //!
@@ -25,6 +28,8 @@ pub mod install;
 pub mod lock;
 pub mod models;
 pub mod process;
+pub mod run_files;
+pub mod sockets;
 pub mod supervisor;
 pub mod version;
 
@@ -33,5 +38,6 @@ pub use install::{InstallRoot, Installed, Staging};
 pub use lock::FileLock;
 pub use models::LocalModels;
 pub use process::{DetachedSpec, HostShell, group_alive, kill_group, spawn_detached};
+pub use run_files::{HostRunFiles, read_env_file};
 pub use supervisor::{RunState, Status, Supervisor};
 pub use version::{VersionRun, run_version, version_text};

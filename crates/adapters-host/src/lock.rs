@@ -21,7 +21,7 @@ impl FileLock {
     /// `on_wait` is called once and the call waits (off the async runtime) until the lock is free.
     pub async fn acquire(path: &Path, on_wait: impl FnOnce()) -> Result<FileLock> {
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -29,7 +29,7 @@ impl FileLock {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| Error::io("lock", path, &e))?;
+            .map_err(|e| Error::io("lock", path, e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -37,15 +37,11 @@ impl FileLock {
                 let owned = path.to_path_buf();
                 let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
                     .await
-                    .map_err(|e| Error::Io {
-                        operation: "lock".to_string(),
-                        path: owned.clone(),
-                        message: e.to_string(),
-                    })?;
-                let file = locked.map_err(|e| Error::io("lock", &owned, &e))?;
+                    .map_err(|e| Error::data("lock", owned.clone(), e))?;
+                let file = locked.map_err(|e| Error::io("lock", &owned, e))?;
                 return Ok(FileLock { file, path: owned });
             }
-            Err(TryLockError::Error(error)) => return Err(Error::io("lock", path, &error)),
+            Err(TryLockError::Error(error)) => return Err(Error::io("lock", path, error)),
         }
         Ok(FileLock {
             file,

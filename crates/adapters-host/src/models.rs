@@ -1,8 +1,8 @@
 //! The local model provisioner: models that are already on this host.
 //!
 //! References are `file:/abs/path`, `file:///abs/path` or a plain path; a relative path or a bare
-//! name is looked up in the model cache directory. Remote schemes (`hf:`, `s3:`, `oci:`,
-//! `http(s):`) belong to llama-orch's model-provisioner and are refused here with a hint.
+//! name is looked up in the models directory. Remote schemes (`hf:`, `https:`, `s3:`, `oci:`)
+//! are not staged by this version: they are refused with exit 8 and a hint.
 
 use std::fs;
 use std::io::Read;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use provisioner_core::{
-    Algorithm, Checksum, Error, ModelArtifact, ModelProvisioner, ModelRequest, Result,
+    Algorithm, Checksum, Error, ModelArtifact, ModelProvisioner, ModelRef, ModelRequest, Result,
 };
 use sha2::Digest;
 
@@ -33,7 +33,7 @@ impl ModelProvisioner for LocalModels {
         tokio::task::spawn_blocking(move || ensure_present(&request))
             .await
             .map_err(|error| Error::Model {
-                reference,
+                reference: reference.to_string(),
                 message: format!("the model check did not finish: {error}"),
                 hint: None,
             })?
@@ -42,7 +42,7 @@ impl ModelProvisioner for LocalModels {
 
 fn model_error(request: &ModelRequest, message: String, hint: Option<&str>) -> Error {
     Error::Model {
-        reference: request.reference.clone(),
+        reference: request.reference.to_string(),
         message,
         hint: hint.map(str::to_string),
     }
@@ -129,67 +129,35 @@ fn ensure_present(request: &ModelRequest) -> Result<ModelArtifact> {
     Ok(ModelArtifact { path, bytes })
 }
 
-/// Turns a reference into a path, refusing schemes this provisioner cannot serve.
+/// Turns a reference into a path, refusing the schemes this version cannot stage yet.
 fn resolve(request: &ModelRequest) -> Result<PathBuf> {
-    let reference = request.reference.trim();
-    if reference.is_empty() {
-        return Err(model_error(
+    match &request.reference {
+        ModelRef::File(path) => Ok(path.clone()),
+        ModelRef::Relative(path) => Ok(in_models_dir(request, path)),
+        remote @ (ModelRef::HuggingFace(_)
+        | ModelRef::Url(_)
+        | ModelRef::S3(_)
+        | ModelRef::Oci(_)) => Err(model_error(
             request,
-            "the model reference is empty".to_string(),
-            Some("set the model reference to file:/absolute/path/to/model.gguf"),
-        ));
-    }
-    if let Some(rest) = reference.strip_prefix("file://") {
-        if !rest.starts_with('/') {
-            return Err(model_error(
-                request,
-                "a file:// reference needs an absolute path (file:///path); remote hosts are not supported"
-                    .to_string(),
-                Some("write file:/absolute/path/to/model.gguf"),
-            ));
-        }
-        return Ok(PathBuf::from(rest));
-    }
-    if let Some(rest) = reference.strip_prefix("file:") {
-        return Ok(in_cache(request, rest));
-    }
-    let plain = in_cache(request, reference);
-    if let Some(scheme) = scheme_of(reference)
-        && !plain.exists()
-    {
-        return Err(model_error(
-            request,
-            format!("scheme `{scheme}` is not supported by the local model provisioner yet"),
-            Some(
-                "download the model file yourself and set the model reference to file:/absolute/path/to/model.gguf",
+            format!(
+                "the {}: scheme is not supported yet: this version stages models from local files only",
+                remote.scheme()
             ),
-        ));
+            Some(
+                "download the model yourself and set provisioning.model.ref to file:/absolute/path/to/the/model",
+            ),
+        )),
     }
-    Ok(plain)
 }
 
-/// An absolute path as it is (`~/` expanded); a relative one inside the model cache.
-fn in_cache(request: &ModelRequest, path: &str) -> PathBuf {
-    if let Some(rest) = path.strip_prefix("~/")
+/// A relative path inside the models directory (`~/` expanded against HOME).
+fn in_models_dir(request: &ModelRequest, path: &Path) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~")
         && let Some(home) = std::env::var_os("HOME")
     {
         return PathBuf::from(home).join(rest);
     }
-    let path = Path::new(path);
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        request.cache_dir.join(path)
-    }
-}
-
-/// The URI scheme of a reference (`hf` in `hf:org/repo/file.gguf`), if it has one.
-fn scheme_of(reference: &str) -> Option<&str> {
-    let (scheme, _) = reference.split_once(':')?;
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    valid.then_some(scheme)
+    request.models_dir.join(path)
 }
 
 fn directory_size(dir: &Path) -> std::io::Result<u64> {
@@ -265,10 +233,10 @@ mod tests {
     const HELLO_SHA256: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
     const HELLO_SHA512: &str = "9b71d224bd62f3785d96d46ad3ea3d73319bfbc2890caadae2dff72519673ca72323c3d99ba5c11d7c7acc6e14b8c5da0c4663475c2e5c3adef46f73bcdec043";
 
-    fn request(reference: &str, cache: &Path) -> ModelRequest {
+    fn request(reference: &str, models_dir: &Path) -> ModelRequest {
         ModelRequest {
-            reference: reference.to_string(),
-            cache_dir: cache.to_path_buf(),
+            reference: reference.parse().unwrap(),
+            models_dir: models_dir.to_path_buf(),
             checksum: None,
         }
     }
@@ -341,7 +309,7 @@ mod tests {
             ("hf:org/repo/model.gguf", "hf"),
             ("s3://bucket/model.gguf", "s3"),
             ("https://example.com/model.gguf", "https"),
-            ("oci:registry/model:tag", "oci"),
+            ("oci://registry/model:tag", "oci"),
         ] {
             let error = LocalModels
                 .ensure_present(&request(reference, dir.path()))
@@ -349,12 +317,11 @@ mod tests {
                 .unwrap_err();
             let message = error.to_string();
             assert!(
-                message.contains(&format!(
-                    "scheme `{scheme}` is not supported by the local model provisioner yet"
-                )),
+                message.contains(&format!("the {scheme}: scheme is not supported yet")),
                 "{message}"
             );
             assert!(error.hint().unwrap().contains("file:/"), "{error:?}");
+            assert_eq!(error.code().exit_code(), 8);
         }
     }
 
@@ -381,14 +348,5 @@ mod tests {
             message.contains(&format!("actual sha256:{HELLO_SHA256}")),
             "{message}"
         );
-    }
-
-    #[test]
-    fn finds_schemes() {
-        assert_eq!(scheme_of("hf:org/repo"), Some("hf"));
-        assert_eq!(scheme_of("git+https://x"), Some("git+https"));
-        assert_eq!(scheme_of("models/a.gguf"), None);
-        assert_eq!(scheme_of("/abs/a:b.gguf"), None);
-        assert_eq!(scheme_of("9p:x"), None);
     }
 }

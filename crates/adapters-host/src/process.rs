@@ -120,7 +120,7 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
-            let error = spawn_error(&spec.program, spec.cwd.as_deref(), &error);
+            let error = spawn_error(&spec.program, spec.cwd.as_deref(), spec.display(), error);
             if let Some(mut log) = log {
                 log.line(&error.to_string());
             }
@@ -130,7 +130,7 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
     let Some(pid) = child.id() else {
         return Err(Error::Spawn {
             program: spec.program.clone(),
-            message: "the process exited before its id could be read".to_string(),
+            source: std::io::Error::other("the process exited before its id could be read"),
         });
     };
     // From here on, leaving this function early (an error or a dropped future) kills the group.
@@ -178,7 +178,10 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
     };
     let status = status.map_err(|error| Error::Spawn {
         program: spec.program.clone(),
-        message: format!("cannot wait for process {pid}: {error}"),
+        source: std::io::Error::new(
+            error.kind(),
+            format!("cannot wait for process {pid}: {error}"),
+        ),
     })?;
     guard.disarm();
 
@@ -193,27 +196,40 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
     })
 }
 
-fn spawn_error(program: &str, cwd: Option<&Path>, error: &std::io::Error) -> Error {
-    let message = match cwd {
-        Some(dir) if !dir.is_dir() => {
-            format!("working directory {} does not exist", dir.display())
-        }
+/// A program that is not on PATH is a missing tool (exit 5, with the command that needed it);
+/// anything else that stops a start keeps the operating system's error as its source.
+fn spawn_error(program: &str, cwd: Option<&Path>, command: String, error: std::io::Error) -> Error {
+    let program = program.to_string();
+    match cwd {
+        Some(dir) if !dir.is_dir() => Error::Spawn {
+            program: program.clone(),
+            source: std::io::Error::new(
+                error.kind(),
+                format!("working directory {} does not exist", dir.display()),
+            ),
+        },
         _ if error.kind() == std::io::ErrorKind::NotFound && !program.contains('/') => {
-            format!("{error} (not found on PATH)")
+            Error::MissingTool {
+                tool: program.clone(),
+                purpose: format!("run `{command}`"),
+                searched: Vec::new(),
+                hint: Some(format!(
+                    "install {program} with your system package manager, or put it on PATH"
+                )),
+            }
         }
-        _ => error.to_string(),
-    };
-    Error::Spawn {
-        program: program.to_string(),
-        message,
+        _ => Error::Spawn {
+            program: program.clone(),
+            source: error,
+        },
     }
 }
 
 fn write_group_file(path: &Path, pid: u32) -> Result<()> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
     }
-    fs::write(path, format!("{pid}\n")).map_err(|e| Error::io("write", path, &e))
+    fs::write(path, format!("{pid}\n")).map_err(|e| Error::io("write", path, e))
 }
 
 /// Kills a process group when dropped, unless disarmed after the leader exited normally.
@@ -319,14 +335,14 @@ struct LogSink {
 impl LogSink {
     fn open(path: &Path, header: &str) -> Result<LogSink> {
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         }
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| Error::io("open", path, &e))?;
-        writeln!(file, "$ {header}").map_err(|e| Error::io("write", path, &e))?;
+            .map_err(|e| Error::io("open", path, e))?;
+        writeln!(file, "$ {header}").map_err(|e| Error::io("write", path, e))?;
         Ok(LogSink {
             file: Some(file),
             path: path.to_path_buf(),
@@ -434,17 +450,17 @@ impl DetachedSpec {
 /// caller; while the caller lives, a background thread reaps it when it exits.
 pub fn spawn_detached(spec: &DetachedSpec) -> Result<u32> {
     if let Some(parent) = spec.log.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
     }
     let mut stdout = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&spec.log)
-        .map_err(|e| Error::io("open", &spec.log, &e))?;
-    writeln!(stdout, "$ {}", spec.display()).map_err(|e| Error::io("write", &spec.log, &e))?;
+        .map_err(|e| Error::io("open", &spec.log, e))?;
+    writeln!(stdout, "$ {}", spec.display()).map_err(|e| Error::io("write", &spec.log, e))?;
     let stderr = stdout
         .try_clone()
-        .map_err(|e| Error::io("open", &spec.log, &e))?;
+        .map_err(|e| Error::io("open", &spec.log, e))?;
 
     let program = spec.program.to_string_lossy().into_owned();
     let mut child = std_command(&spec.program)
@@ -457,7 +473,7 @@ pub fn spawn_detached(spec: &DetachedSpec) -> Result<u32> {
         .stderr(stderr)
         .process_group(0)
         .spawn()
-        .map_err(|error| spawn_error(&program, Some(&spec.cwd), &error))?;
+        .map_err(|error| spawn_error(&program, Some(&spec.cwd), spec.display(), error))?;
     let pid = child.id();
     tracing::debug!(pid, command = %spec.display(), "spawned detached");
     let reaper = std::thread::Builder::new()
@@ -511,7 +527,7 @@ fn foreign_group(pgid: u32) -> Option<Pid> {
 }
 
 /// The members of a group that still run (not zombies), from `/proc`; `None` without `/proc`.
-fn running_members(pgid: u32) -> Option<Vec<u32>> {
+pub(crate) fn running_members(pgid: u32) -> Option<Vec<u32>> {
     let entries = fs::read_dir("/proc").ok()?;
     let mut members = Vec::new();
     for entry in entries.flatten() {
@@ -782,18 +798,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_program_is_a_spawn_error() {
+    async fn a_missing_program_is_a_missing_tool() {
         let error = shell()
             .run(&CommandSpec::new("definitely-not-a-program", ["x"]))
             .await
             .unwrap_err();
-        match error {
-            Error::Spawn { program, message } => {
-                assert_eq!(program, "definitely-not-a-program");
-                assert!(message.contains("PATH"), "{message}");
+        match &error {
+            Error::MissingTool { tool, purpose, .. } => {
+                assert_eq!(tool, "definitely-not-a-program");
+                assert_eq!(purpose, "run `definitely-not-a-program x`");
+                assert!(error.to_string().contains("not found on PATH"), "{error}");
             }
             other => panic!("unexpected error {other:?}"),
         }
+        assert_eq!(error.code().exit_code(), 5);
     }
 
     #[tokio::test]

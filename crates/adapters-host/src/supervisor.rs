@@ -2,16 +2,21 @@
 //! (pool-managerd has its own).
 //!
 //! Each pool's engine runs detached in its own process group with exactly the prepared
-//! environment. What was started is recorded in `<run_dir>/<pool>.json` (and the pid in
-//! `<run_dir>/<pool>.pid`), and its output goes to `<run_dir>/<pool>.log`. A recorded process
-//! counts as alive only while `/proc/<pid>/exe` still resolves to the recorded binary, so a
-//! reused pid is never mistaken for the engine (nor signalled).
+//! environment plus the variables of its env file. What was started is recorded in
+//! `<run_dir>/<pool>.json` (and the pid in `<run_dir>/<pool>.pid`), and its output goes to
+//! `<run_dir>/<pool>.log`. A recorded process counts as alive only while `/proc/<pid>/exe` still
+//! resolves to the recorded binary, so a reused pid is never mistaken for the engine (nor
+//! signalled). An engine started on a free port (`0`) has the port it bound found and recorded
+//! before its readiness is probed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use provisioner_core::{Error, IdentityCheck, PreparedEngine, Probe, Result};
+
+use crate::run_files::read_env_file;
+use crate::sockets::listening_ports;
 use serde::{Deserialize, Serialize};
 
 use crate::install::write_atomically;
@@ -45,8 +50,11 @@ pub struct RunState {
     pub bin: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Ports it listens on; the first is the HTTP API.
+    /// Ports it listens on, the HTTP API first; `0` until the port it bound is found.
     pub ports: Vec<u16>,
+    /// The env file its environment was loaded from (the path only: it holds secrets).
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
     /// The prepared engine version.
     pub engine_version: String,
     /// Where its output goes.
@@ -112,7 +120,7 @@ impl Supervisor {
         let text = match fs::read(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(Error::io("read", &path, &error)),
+            Err(error) => return Err(Error::io("read", &path, error)),
         };
         serde_json::from_slice(&text)
             .map(Some)
@@ -127,8 +135,9 @@ impl Supervisor {
             })
     }
 
-    /// Starts a prepared engine in the background and records it. Refuses when the pool's engine
-    /// already runs or when one of its ports already accepts connections.
+    /// Starts a prepared engine in the background and records it. Refuses an external pool
+    /// (nothing to start), an engine that already runs ([`Error::AlreadyRunning`]) and ports
+    /// that already accept connections.
     pub fn start(&self, prepared: &PreparedEngine) -> Result<RunState> {
         let pool = prepared.pool_id.as_str();
         check_pool(pool)?;
@@ -137,33 +146,37 @@ impl Supervisor {
             message,
             hint,
         };
-        if !prepared.bin.is_absolute() {
+        let readiness = &prepared.metadata.readiness;
+        let (Some(bin), Some(workdir)) = (&prepared.bin, &prepared.workdir) else {
+            return Err(Error::ExternalPool {
+                pool: pool.to_string(),
+                action: "starting it".to_string(),
+                endpoint: format!("http://127.0.0.1:{}", readiness.port),
+            });
+        };
+        if !bin.is_absolute() {
             return Err(engine_error(
                 format!(
                     "the engine program {} is not an absolute path",
-                    prepared.bin.display()
+                    bin.display()
                 ),
                 None,
             ));
         }
-        fs::create_dir_all(&self.run_dir).map_err(|e| Error::io("create", &self.run_dir, &e))?;
+        fs::create_dir_all(&self.run_dir).map_err(|e| Error::io("create", &self.run_dir, e))?;
 
         if let Some(previous) = self.read_state(pool)? {
             if is_running(previous.pid, &previous.bin) {
-                return Err(engine_error(
-                    format!(
-                        "already running as pid {} ({}); its log is {}",
-                        previous.pid,
-                        previous.bin.display(),
-                        previous.log_file.display()
-                    ),
-                    Some(format!("orchctl engine down --pool {pool}")),
-                ));
+                return Err(Error::AlreadyRunning {
+                    pool: pool.to_string(),
+                    pid: previous.pid,
+                    log: previous.log_file.clone(),
+                    hint: None,
+                });
             }
             self.remove_records(pool)?;
         }
 
-        let readiness = &prepared.metadata.readiness;
         let mut ports = vec![readiness.port];
         ports.extend(prepared.ports.iter().copied());
         ports.retain(|&port| port != 0);
@@ -181,21 +194,29 @@ impl Supervisor {
             }
         }
 
+        // The pool's env (secrets) comes from its file; what the provisioner derived wins.
+        let mut env = match &prepared.env_file {
+            Some(file) => read_env_file(file)?,
+            None => Default::default(),
+        };
+        env.extend(prepared.env.clone());
+
         let log = self.log_file(pool);
         rotate_log(&log)?;
         let pid = spawn_detached(&DetachedSpec {
-            program: prepared.bin.clone(),
+            program: bin.clone(),
             args: prepared.args.clone(),
-            env: prepared.env.clone(),
-            cwd: prepared.workdir.clone(),
+            env,
+            cwd: workdir.clone(),
             log: log.clone(),
         })?;
         let state = RunState {
             pool_id: pool.to_string(),
             pid,
-            bin: prepared.bin.clone(),
+            bin: bin.clone(),
             args: prepared.args.clone(),
             ports: prepared.ports.clone(),
+            env_file: prepared.env_file.clone(),
             engine_version: prepared.engine_version.clone(),
             log_file: log,
             started_at_unix: SystemTime::now()
@@ -222,17 +243,52 @@ impl Supervisor {
         Ok(state)
     }
 
-    /// Polls the readiness probe every 100 ms until it answers the expected status. Fails early,
-    /// with the end of the engine's log, when the process exits first.
-    pub async fn wait_ready(&self, state: &RunState, timeout: Duration) -> Result<()> {
-        let probe = &state.readiness;
-        let url = loopback_url(probe.port, &probe.path);
+    /// Finds the ports an engine started on a free port (`0`) bound, records them, and points
+    /// the readiness probe at the first. Returns whether every port is known now.
+    async fn resolve_ports(&self, state: &mut RunState) -> Result<bool> {
+        if !state.ports.contains(&0) && state.readiness.port != 0 {
+            return Ok(true);
+        }
+        let bound = match container_publishes(state) {
+            Some(inside) => container_ports(state, &inside).await,
+            None => listening_ports(state.pid),
+        };
+        let zeros = state.ports.iter().filter(|p| **p == 0).count();
+        if bound.len() < zeros.max(1) {
+            return Ok(false);
+        }
+        let mut found = bound.into_iter();
+        for port in state.ports.iter_mut().filter(|p| **p == 0) {
+            if let Some(bound) = found.next() {
+                *port = bound;
+            }
+        }
+        if state.readiness.port == 0
+            && let Some(first) = state.ports.first()
+        {
+            state.readiness.port = *first;
+        }
+        self.write_records(state)?;
+        tracing::info!(pool = %state.pool_id, ports = ?state.ports, "engine bound its ports");
+        Ok(true)
+    }
+
+    /// Polls the readiness probe every 100 ms until it answers the expected status (first
+    /// finding the port of an engine started on a free port, and recording it in `state`). Fails
+    /// early, with the end of the engine's log, when the process exits first.
+    pub async fn wait_ready(&self, state: &mut RunState, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let last = match http_get(probe.port, &probe.path, false).await {
-                Ok((status, _)) if status == probe.status => return Ok(()),
-                Ok((status, _)) => format!("answered {status}"),
-                Err(error) => error,
+            let probe = state.readiness.clone();
+            let url = loopback_url(probe.port, &probe.path);
+            let last = if self.resolve_ports(state).await? {
+                match http_get(probe.port, &probe.path, false).await {
+                    Ok((status, _)) if status == probe.status => return Ok(()),
+                    Ok((status, _)) => format!("answered {status}"),
+                    Err(error) => error,
+                }
+            } else {
+                "the engine has not bound a port yet".to_string()
             };
             if !is_running(state.pid, &state.bin) {
                 return Err(Error::Engine {
@@ -276,8 +332,7 @@ impl Supervisor {
             pool: state.pool_id.clone(),
             message,
             hint: Some(format!(
-                "the process answering on port {port} is not the prepared build; run `orchctl engine down --pool {}` and start it again",
-                state.pool_id
+                "the process answering on port {port} is not the prepared build; stop it and start the pool again"
             )),
         };
         let (status, body) = http_get(port, &identity.path, true)
@@ -361,11 +416,8 @@ impl Supervisor {
     }
 
     fn write_records(&self, state: &RunState) -> Result<()> {
-        let json = serde_json::to_vec_pretty(state).map_err(|error| Error::Io {
-            operation: "serialize".to_string(),
-            path: self.state_file(&state.pool_id),
-            message: error.to_string(),
-        })?;
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|error| Error::data("serialize", self.state_file(&state.pool_id), error))?;
         write_atomically(
             &self.pid_file(&state.pool_id),
             format!("{}\n", state.pid).as_bytes(),
@@ -382,17 +434,7 @@ impl Supervisor {
 /// The state of the container behind a `podman run …`/`docker run …` engine, from the runtime's
 /// own `inspect` (run with the environment the engine was started with).
 async fn container_state(state: &RunState) -> Option<String> {
-    let runtime = state.bin.file_name()?.to_str()?;
-    if !matches!(runtime, "podman" | "docker")
-        || state.args.first().map(String::as_str) != Some("run")
-    {
-        return None;
-    }
-    let name = state
-        .args
-        .windows(2)
-        .find(|pair| pair[0] == "--name")
-        .map(|pair| pair[1].clone())?;
+    let name = container_name(state)?;
     let mut spec = provisioner_core::CommandSpec::new(
         &state.bin.to_string_lossy(),
         ["inspect", "--format", "{{.State.Status}}", name.as_str()],
@@ -403,6 +445,77 @@ async fn container_state(state: &RunState) -> Option<String> {
         Ok(output) if output.success() => Some(output.stdout.trim().to_string()),
         _ => Some("absent".to_string()),
     }
+}
+
+/// The container ports a `run` command publishes on a free host port
+/// (`--publish 127.0.0.1::<port>`), or `None` for an engine that is not a container run.
+fn container_publishes(state: &RunState) -> Option<Vec<u16>> {
+    container_name(state)?;
+    Some(
+        state
+            .args
+            .windows(2)
+            .filter(|pair| pair[0] == "--publish")
+            .filter_map(|pair| {
+                let mut parts = pair[1].rsplitn(3, ':');
+                let inside = parts.next()?.parse::<u16>().ok()?;
+                let host = parts.next()?;
+                host.is_empty().then_some(inside)
+            })
+            .collect(),
+    )
+}
+
+/// The container name of a `podman run`/`docker run` engine, or `None` for anything else.
+fn container_name(state: &RunState) -> Option<String> {
+    let runtime = state.bin.file_name()?.to_str()?;
+    if !matches!(runtime, "podman" | "docker")
+        || state.args.first().map(String::as_str) != Some("run")
+    {
+        return None;
+    }
+    state
+        .args
+        .windows(2)
+        .find(|pair| pair[0] == "--name")
+        .map(|pair| pair[1].clone())
+}
+
+/// The host ports the runtime mapped to container ports `inside` (`podman port NAME 8000/tcp`
+/// prints `127.0.0.1:34567`); empty until the container exists.
+async fn container_ports(state: &RunState, inside: &[u16]) -> Vec<u16> {
+    let Some(name) = container_name(state) else {
+        return Vec::new();
+    };
+    let shell = crate::process::HostShell::new(std::sync::Arc::new(provisioner_core::NoProgress));
+    let mut ports = Vec::new();
+    for port in inside {
+        let mut spec = provisioner_core::CommandSpec::new(
+            &state.bin.to_string_lossy(),
+            ["port".to_string(), name.clone(), format!("{port}/tcp")],
+        );
+        spec.env = state.runtime_env.clone();
+        let Ok(output) = provisioner_core::Shell::run(&shell, &spec).await else {
+            return Vec::new();
+        };
+        let bound = output
+            .stdout
+            .lines()
+            .find_map(|line| line.trim().rsplit(':').next()?.parse::<u16>().ok());
+        match (output.success(), bound) {
+            (true, Some(bound)) => ports.push(bound),
+            _ => return Vec::new(),
+        }
+    }
+    ports
+}
+
+/// Whether an endpoint answers its readiness probe now (for engines run elsewhere).
+pub async fn probe_now(probe: &Probe) -> bool {
+    matches!(
+        http_get(probe.port, &probe.path, false).await,
+        Ok((status, _)) if status == probe.status
+    )
 }
 
 /// Pool ids name files in the run directory: they must be plain names.
@@ -477,7 +590,7 @@ fn rotate_log(log: &Path) -> Result<()> {
     match fs::rename(log, &previous) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(Error::io("rename", log, &error)),
+        Err(error) => Err(Error::io("rename", log, error)),
     }
 }
 
@@ -485,7 +598,7 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(Error::io("remove", path, &error)),
+        Err(error) => Err(Error::io("remove", path, error)),
     }
 }
 

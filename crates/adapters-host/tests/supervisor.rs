@@ -1,57 +1,20 @@
-//! The local supervisor against real processes. The HTTP engine is this test binary itself,
-//! started again with `helper_http_server` selected and its port in the environment.
+//! The local supervisor against real processes. The engine is `fake-engine`, a small HTTP
+//! server built from `tests/fake_engine.rs` as a binary of this crate.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use adapters_host::process::locate;
-use adapters_host::{Supervisor, group_alive};
+use adapters_host::{HostRunFiles, Supervisor, group_alive};
 use provisioner_core::{
-    Backend, Engine, EngineMetadata, IdentityCheck, Mode, PreparedEngine, Probe,
+    Backend, Engine, EngineMetadata, Error, IdentityCheck, Mode, PreparedEngine, Probe, RunFiles,
+    Secret,
 };
 
-const HELPER_PORT: &str = "ADAPTERS_HOST_HELPER_PORT";
 const BUILD_INFO: &str = "b4567-abcdef0";
-
-/// Not a test: the fake engine. It does nothing unless started by the tests below.
-#[test]
-fn helper_http_server() {
-    let Ok(port) = std::env::var(HELPER_PORT) else {
-        return;
-    };
-    let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut request = String::new();
-        if reader.read_line(&mut request).is_err() {
-            continue;
-        }
-        loop {
-            let mut header = String::new();
-            match reader.read_line(&mut header) {
-                Ok(0) | Err(_) => break,
-                Ok(_) if header == "\r\n" => break,
-                Ok(_) => {}
-            }
-        }
-        let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let (status, body) = match path.as_str() {
-            "/health" => ("200 OK", r#"{"status":"ok"}"#.to_string()),
-            "/props" => ("200 OK", format!(r#"{{"build_info":"{BUILD_INFO}"}}"#)),
-            _ => ("404 Not Found", "{}".to_string()),
-        };
-        let _ = write!(
-            stream,
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -70,19 +33,20 @@ fn prepared(
     workdir: &Path,
 ) -> PreparedEngine {
     PreparedEngine {
-        pool_id: pool.to_string(),
+        pool_id: pool.parse().unwrap(),
         engine: Engine::Llamacpp,
-        bin,
+        bin: Some(bin),
         args,
         env,
+        env_file: None,
         ports: vec![port],
-        workdir: workdir.to_path_buf(),
+        workdir: Some(workdir.to_path_buf()),
         engine_version: "llamacpp-test-version".to_string(),
         metadata: EngineMetadata {
             mode: Mode::Source,
             source: None,
             build_flags: Vec::new(),
-            backend: Backend::Cpu,
+            backend: Some(Backend::Cpu),
             readiness: Probe {
                 port,
                 path: "/health".to_string(),
@@ -94,7 +58,7 @@ fn prepared(
                 json_pointer: "/build_info".to_string(),
                 contains: "abcdef0".to_string(),
             }),
-            model_path: PathBuf::from("/dev/null"),
+            model_path: Some(PathBuf::from("/dev/null")),
             cache_key: None,
             cache_hit: false,
             metadata_file: None,
@@ -103,23 +67,16 @@ fn prepared(
     }
 }
 
-/// A prepared engine that is this test binary serving HTTP on `port`.
+/// A prepared engine that is `fake-engine` serving HTTP on `port` (`0`: a free one).
 fn fake_engine(pool: &str, port: u16, workdir: &Path) -> PreparedEngine {
-    let mut env = BTreeMap::new();
-    env.insert(HELPER_PORT.to_string(), port.to_string());
-    let args = [
-        "helper_http_server",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = ["--port", &port.to_string(), "--build-info", BUILD_INFO]
+        .map(String::from)
+        .to_vec();
     prepared(
         pool,
-        std::env::current_exe().unwrap(),
+        PathBuf::from(env!("CARGO_BIN_EXE_fake-engine")),
         args,
-        env,
+        BTreeMap::new(),
         port,
         workdir,
     )
@@ -132,7 +89,7 @@ async fn starts_checks_and_stops_an_engine() {
     let port = free_port();
     let engine = fake_engine("pool-a", port, dir.path());
 
-    let state = supervisor.start(&engine).unwrap();
+    let mut state = supervisor.start(&engine).unwrap();
     assert_eq!(state.pool_id, "pool-a");
     assert_eq!(state.ports, vec![port]);
     assert_eq!(state.engine_version, "llamacpp-test-version");
@@ -154,7 +111,7 @@ async fn starts_checks_and_stops_an_engine() {
 
     let stopped = async {
         supervisor
-            .wait_ready(&state, Duration::from_secs(20))
+            .wait_ready(&mut state, Duration::from_secs(20))
             .await
             .unwrap();
         supervisor.verify_identity(&state).await.unwrap();
@@ -180,8 +137,12 @@ async fn starts_checks_and_stops_an_engine() {
         assert_eq!(status.state, state);
 
         let error = supervisor.start(&engine).unwrap_err();
+        assert!(
+            matches!(&error, Error::AlreadyRunning { pid, .. } if *pid == state.pid),
+            "{error:?}"
+        );
         assert!(error.to_string().contains("already running"), "{error}");
-        assert_eq!(error.hint(), Some("orchctl engine down --pool pool-a"));
+        assert_eq!(error.code().exit_code(), 14);
 
         supervisor.stop("pool-a", Duration::from_secs(10)).await
     }
@@ -238,9 +199,9 @@ async fn an_engine_that_exits_at_once_fails_with_its_log() {
         dir.path(),
     );
 
-    let state = supervisor.start(&engine).unwrap();
+    let mut state = supervisor.start(&engine).unwrap();
     let error = supervisor
-        .wait_ready(&state, Duration::from_secs(20))
+        .wait_ready(&mut state, Duration::from_secs(20))
         .await
         .unwrap_err();
     let message = error.to_string();
@@ -280,9 +241,9 @@ async fn a_probe_that_never_answers_as_expected_times_out() {
     let mut engine = fake_engine("pool-d", port, dir.path());
     engine.metadata.readiness.path = "/not-there".to_string();
 
-    let state = supervisor.start(&engine).unwrap();
+    let mut state = supervisor.start(&engine).unwrap();
     let result = supervisor
-        .wait_ready(&state, Duration::from_millis(1500))
+        .wait_ready(&mut state, Duration::from_millis(1500))
         .await;
     let stopped = supervisor.stop("pool-d", Duration::from_secs(10)).await;
     let error = result.unwrap_err();
@@ -297,4 +258,77 @@ async fn a_probe_that_never_answers_as_expected_times_out() {
     );
     assert!(stopped.unwrap());
     assert!(!group_alive(state.pid));
+}
+
+#[tokio::test]
+async fn a_free_port_is_found_recorded_and_probed() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(dir.path().join("run"));
+    let engine = fake_engine("pool-e", 0, dir.path());
+    let mut state = supervisor.start(&engine).unwrap();
+    assert_eq!(state.ports, vec![0]);
+    let ready = supervisor
+        .wait_ready(&mut state, Duration::from_secs(20))
+        .await;
+    let bound = state.ports[0];
+    let recorded = supervisor.read_state("pool-e").unwrap().unwrap();
+    let status = supervisor.status("pool-e").await.unwrap().unwrap();
+    let stopped = supervisor.stop("pool-e", Duration::from_secs(10)).await;
+    ready.unwrap();
+    assert_ne!(bound, 0);
+    assert_eq!(state.readiness.port, bound);
+    assert_eq!(recorded.ports, vec![bound]);
+    assert_eq!(recorded.readiness.port, bound);
+    assert!(status.ready, "{status:?}");
+    assert!(stopped.unwrap());
+}
+
+#[tokio::test]
+async fn the_env_file_reaches_the_engine_and_nothing_records_its_values() {
+    const SECRET: &str = "sk-planted-secret-value";
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let supervisor = Supervisor::new(&run_dir);
+    let files = HostRunFiles::new(&run_dir);
+    let pool: provisioner_core::PoolId = "pool-f".parse().unwrap();
+    let env_file = files
+        .write_private(&pool, "env", &Secret::new(format!("API_TOKEN={SECRET}\n")))
+        .await
+        .unwrap();
+    let port = free_port();
+    let mut engine = fake_engine("pool-f", port, dir.path());
+    engine.env_file = Some(env_file.clone());
+    let mut state = supervisor.start(&engine).unwrap();
+    let ready = supervisor
+        .wait_ready(&mut state, Duration::from_secs(20))
+        .await;
+    let seen = ureq::get(&format!("http://127.0.0.1:{port}/env/API_TOKEN"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok());
+    let stopped = supervisor.stop("pool-f", Duration::from_secs(10)).await;
+    ready.unwrap();
+    assert!(stopped.unwrap());
+    assert_eq!(seen.as_deref(), Some(SECRET));
+    assert_eq!(state.env_file.as_deref(), Some(env_file.as_path()));
+    for record in [
+        supervisor.state_file("pool-f"),
+        supervisor.log_file("pool-f"),
+    ] {
+        if let Ok(text) = fs::read_to_string(&record) {
+            assert!(!text.contains(SECRET), "{}: {text}", record.display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_external_pool_is_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(dir.path().join("run"));
+    let mut engine = fake_engine("pool-g", 8080, dir.path());
+    engine.bin = None;
+    engine.workdir = None;
+    let error = supervisor.start(&engine).unwrap_err();
+    assert!(matches!(error, Error::ExternalPool { .. }), "{error:?}");
+    assert!(!supervisor.state_file("pool-g").exists());
 }

@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use provisioner_core::{
-    CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager, PackageRequest, Progress,
-    Result, Shell, redact_url, shell_quote,
+    CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager, PackageName, PackageRepo,
+    PackageRequest, Progress, Result, Shell, redact_urls, shell_quote,
 };
 
 use crate::common::{
-    absolute_lines, check_name, check_request, exact, failed, label, parsed, push_unique,
-    remove_as_root, verify_installed, version_list,
+    absolute_lines, exact, failed, label, parsed, push_unique, remove_as_root, verify_installed,
+    version_list,
 };
 use crate::privilege::{Privilege, RootRunner, RootTask};
 
@@ -120,16 +120,6 @@ fn parse_madison(stdout: &str, name: &str) -> Vec<String> {
     versions
 }
 
-fn plain_release(release: &str) -> bool {
-    release
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && release
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '/' | '~'))
-}
-
 impl Apt {
     /// apt over the Shell port; commands needing root run as `privilege` allows.
     pub fn new(
@@ -155,35 +145,32 @@ impl Apt {
     }
 
     /// The source of a repository value, without touching the disk.
-    fn source_of(&self, repository: Option<&str>, package: &str) -> Result<Source> {
-        let Some(repository) = repository else {
-            return Ok(Source::System);
-        };
-        let repository = repository.trim();
-        if repository.starts_with("deb ") {
-            let line = repository.to_string();
-            let dir = self.options.state_dir.join(line_id(&line));
-            return Ok(Source::Isolated {
-                list: dir.join("sources.list"),
-                lists: dir.join("lists"),
-                line,
-            });
+    fn source_of(&self, repository: Option<&PackageRepo>, package: &str) -> Result<Source> {
+        match repository {
+            None => Ok(Source::System),
+            Some(PackageRepo::DebLine { line, .. }) => {
+                let dir = self.options.state_dir.join(line_id(line));
+                Ok(Source::Isolated {
+                    list: dir.join("sources.list"),
+                    lists: dir.join("lists"),
+                    line: line.clone(),
+                })
+            }
+            Some(PackageRepo::Name(release)) => Ok(Source::Release(release.clone())),
+            Some(PackageRepo::Url(url)) => Err(self.package_error(
+                package.to_string(),
+                format!(
+                    "repository {url} is a bare URL; apt takes one `deb …` source line or a release name"
+                ),
+                Some(format!(
+                    "set provisioning.package.repo to a source line such as `deb [trusted=yes] {url} ./`"
+                )),
+            )),
         }
-        if plain_release(repository) {
-            return Ok(Source::Release(repository.to_string()));
-        }
-        Err(self.package_error(
-            package.to_string(),
-            format!(
-                "repository `{}` is neither a `deb …` source line nor a release name",
-                redact_url(repository)
-            ),
-            Some("check provisioning.package.repo".to_string()),
-        ))
     }
 
     /// The source of a repository value, with an isolated list written out.
-    fn prepare(&self, repository: Option<&str>, package: &str) -> Result<Source> {
+    fn prepare(&self, repository: Option<&PackageRepo>, package: &str) -> Result<Source> {
         let source = self.source_of(repository, package)?;
         if let Source::Isolated { line, list, lists } = &source {
             write_list(list, lists, &format!("{line}\n"))?;
@@ -239,7 +226,7 @@ impl Apt {
             package: &packages,
             action: &action,
         };
-        let source = self.prepare(first.repository.as_deref(), &first.name)?;
+        let source = self.prepare(first.repository.as_ref(), first.name.as_str())?;
         let install = Self::install_argv(&source, requests);
         let mut updated = false;
         if matches!(source, Source::Isolated { .. }) {
@@ -303,7 +290,7 @@ impl Apt {
         for request in requests {
             let versions = self.available(request).await?;
             let offered = match &request.version {
-                Some(version) => versions.contains(version),
+                Some(version) => versions.iter().any(|v| v == version.as_str()),
                 None => !versions.is_empty(),
             };
             if !offered {
@@ -317,7 +304,7 @@ impl Apt {
         let from = match source {
             Source::System => "the configured apt sources".to_string(),
             Source::Release(release) => format!("release {release}"),
-            Source::Isolated { line, .. } => format!("`{}`", redact_url(line)),
+            Source::Isolated { line, .. } => format!("`{}`", redact_urls(line)),
             Source::InstalledOnly { .. } => "no repository".to_string(),
         };
         if versions.is_empty() {
@@ -337,7 +324,7 @@ impl Apt {
             label(request),
             format!(
                 "version {} was not found; {from} offers {}",
-                request.version.as_deref().unwrap_or("(any)"),
+                request.version.as_ref().map_or("(any)", |v| v.as_str()),
                 version_list(versions)
             ),
             Some(format!(
@@ -367,7 +354,7 @@ impl Apt {
             .map(|request| shell_quote(&label(request)))
             .collect::<Vec<_>>()
             .join(" ");
-        match self.source_of(first.repository.as_deref(), &first.name) {
+        match self.source_of(first.repository.as_ref(), first.name.as_str()) {
             Ok(Source::Release(release)) => {
                 format!("{install} -t {} {packages}", shell_quote(&release))
             }
@@ -380,7 +367,7 @@ impl Apt {
                 };
                 format!(
                     "echo {} {write} && {sudo}apt-get update && {install} {packages}",
-                    shell_quote(&redact_url(&line))
+                    shell_quote(&redact_urls(&line))
                 )
             }
             _ => format!("{install} {packages}"),
@@ -391,7 +378,7 @@ impl Apt {
 /// Writes a source list (when it changed) and creates its package-list directory.
 fn write_list(list: &Path, lists: &Path, text: &str) -> Result<()> {
     let partial = lists.join("partial");
-    std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, &e))?;
+    std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
     if std::fs::read_to_string(list).ok().as_deref() != Some(text) {
         write_file(list, text)?;
     }
@@ -400,10 +387,10 @@ fn write_list(list: &Path, lists: &Path, text: &str) -> Result<()> {
 
 fn write_file(path: &Path, text: &str) -> Result<()> {
     let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&temporary, text).map_err(|e| Error::io("write", &temporary, &e))?;
+    std::fs::write(&temporary, text).map_err(|e| Error::io("write", &temporary, e))?;
     std::fs::rename(&temporary, path).map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
-        Error::io("rename", &temporary, &e)
+        Error::io("rename", &temporary, e)
     })
 }
 
@@ -436,8 +423,7 @@ impl PackageManager for Apt {
             .join(" && ")
     }
 
-    async fn query(&self, name: &str) -> Result<Option<InstalledPackage>> {
-        check_name(ManagerKind::Apt, name)?;
+    async fn query(&self, name: &PackageName) -> Result<Option<InstalledPackage>> {
         let command = parsed(
             "dpkg-query",
             vec![
@@ -464,25 +450,23 @@ impl PackageManager for Apt {
     }
 
     async fn available(&self, request: &PackageRequest) -> Result<Vec<String>> {
-        check_request(ManagerKind::Apt, request)?;
-        let source = self.prepare(request.repository.as_deref(), &request.name)?;
+        let source = self.prepare(request.repository.as_ref(), request.name.as_str())?;
         let mut args = vec!["madison".to_string()];
         if let Source::Isolated { .. } = source {
             args.extend(source.options());
         }
-        args.push(request.name.clone());
+        args.push(request.name.to_string());
         let command = parsed("apt-cache", args);
         let output = self.shell.run(&command).await?;
         if !output.success() {
             return Err(failed(command.display(), &output, None));
         }
-        Ok(parse_madison(&output.stdout, &request.name))
+        Ok(parse_madison(&output.stdout, request.name.as_str()))
     }
 
     async fn install(&self, requests: &[PackageRequest]) -> Result<Vec<InstalledPackage>> {
         for request in requests {
-            check_request(ManagerKind::Apt, request)?;
-            self.source_of(request.repository.as_deref(), &request.name)?;
+            self.source_of(request.repository.as_ref(), request.name.as_str())?;
         }
         for group in by_repository(requests) {
             self.install_group(&group).await?;
@@ -490,8 +474,7 @@ impl PackageManager for Apt {
         verify_installed(self, requests, exact).await
     }
 
-    async fn files(&self, name: &str) -> Result<Vec<PathBuf>> {
-        check_name(ManagerKind::Apt, name)?;
+    async fn files(&self, name: &PackageName) -> Result<Vec<PathBuf>> {
         let command = parsed("dpkg-query", vec!["-L".to_string(), name.to_string()]);
         let output = self.shell.run(&command).await?;
         if !output.success() {
@@ -504,8 +487,7 @@ impl PackageManager for Apt {
         Ok(absolute_lines(&output.stdout))
     }
 
-    async fn remove(&self, name: &str) -> Result<()> {
-        check_name(ManagerKind::Apt, name)?;
+    async fn remove(&self, name: &PackageName) -> Result<()> {
         let mut args = vec![
             "remove".to_string(),
             "-y".to_string(),
@@ -541,12 +523,5 @@ mod tests {
                     ep-test-hello |      1.0.0 | http://deb.debian.org/debian bookworm/main Sources\n\
                     other |      2 | file:/tmp/r ./ Packages\n";
         assert_eq!(parse_madison(text, "ep-test-hello"), vec!["1.1.0", "1.0.0"]);
-    }
-
-    #[test]
-    fn releases_are_plain_names() {
-        assert!(plain_release("bookworm-backports"));
-        assert!(!plain_release("o=Debian,n=x"));
-        assert!(!plain_release("-x"));
     }
 }

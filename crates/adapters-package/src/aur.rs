@@ -10,14 +10,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use provisioner_core::{
-    CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager, PackageRequest, Progress,
-    ProgressEvent, Result, Shell, shell_quote,
+    CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager, PackageName, PackageRequest,
+    Progress, ProgressEvent, Result, Shell, shell_quote,
 };
 
-use crate::common::{
-    check_name, check_request, exact, failed, field_values, label, parsed, push_unique,
-    verify_installed,
-};
+use crate::common::{exact, failed, field_values, label, parsed, push_unique, verify_installed};
 use crate::pacman::{list_files, query_installed, remove_package};
 use crate::privilege::{Privilege, RootRunner, refuse_root_for_aur};
 
@@ -83,7 +80,7 @@ impl Aur {
                     hint: Some("check provisioning.package.name".to_string()),
                 });
             };
-            if current != pin {
+            if current != pin.as_str() {
                 let name = &request.name;
                 return Err(Error::Package {
                     manager: self.helper.to_string(),
@@ -100,7 +97,7 @@ impl Aur {
             "-S".to_string(),
             "--noconfirm".to_string(),
             "--needed".to_string(),
-            request.name.clone(),
+            request.name.to_string(),
         ]);
         // The helper calls sudo itself: keep it in the foreground so that sudo can ask.
         command.terminal = self.runner.privilege().terminal;
@@ -133,21 +130,19 @@ impl PackageManager for Aur {
     fn install_command(&self, requests: &[PackageRequest]) -> String {
         let names = requests
             .iter()
-            .map(|request| shell_quote(&request.name))
+            .map(|request| shell_quote(request.name.as_str()))
             .collect::<Vec<_>>()
             .join(" ");
         format!("{} -S --needed {names}", self.helper.program())
     }
 
-    async fn query(&self, name: &str) -> Result<Option<InstalledPackage>> {
-        check_name(self.helper, name)?;
-        query_installed(self.shell.as_ref(), Vec::new(), name).await
+    async fn query(&self, name: &PackageName) -> Result<Option<InstalledPackage>> {
+        query_installed(self.shell.as_ref(), Vec::new(), name.as_str()).await
     }
 
     async fn available(&self, request: &PackageRequest) -> Result<Vec<String>> {
-        check_request(self.helper, request)?;
         refuse_root_for_aur(self.runner.privilege(), self.helper, &label(request))?;
-        let command = self.helper_command(vec!["-Si".to_string(), request.name.clone()]);
+        let command = self.helper_command(vec!["-Si".to_string(), request.name.to_string()]);
         let output = self.shell.run(&command).await?;
         if !output.success() {
             if output.tail.contains("not found") || output.tail.contains("No AUR package") {
@@ -164,7 +159,6 @@ impl PackageManager for Aur {
 
     async fn install(&self, requests: &[PackageRequest]) -> Result<Vec<InstalledPackage>> {
         for request in requests {
-            check_request(self.helper, request)?;
             refuse_root_for_aur(self.runner.privilege(), self.helper, &label(request))?;
         }
         for request in requests {
@@ -173,13 +167,11 @@ impl PackageManager for Aur {
         verify_installed(self, requests, exact).await
     }
 
-    async fn files(&self, name: &str) -> Result<Vec<PathBuf>> {
-        check_name(self.helper, name)?;
-        list_files(self.shell.as_ref(), self.helper, Vec::new(), name).await
+    async fn files(&self, name: &PackageName) -> Result<Vec<PathBuf>> {
+        list_files(self.shell.as_ref(), self.helper, Vec::new(), name.as_str()).await
     }
 
-    async fn remove(&self, name: &str) -> Result<()> {
-        check_name(self.helper, name)?;
+    async fn remove(&self, name: &PackageName) -> Result<()> {
         remove_package(&self.runner, self.helper, Vec::new(), name).await
     }
 }

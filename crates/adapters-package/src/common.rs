@@ -1,12 +1,11 @@
-//! Helpers every manager shares: input validation (defence in depth: the config is validated
-//! too), error builders, output parsing and the post-install pin check.
+//! Helpers every manager shares: error builders, output parsing and the post-install pin check.
+//! Names, versions and repositories arrive as the core's types, checked when the config was read.
 
 use std::path::PathBuf;
 
-use provisioner_core::packages::{is_valid_package_name, is_valid_package_version};
 use provisioner_core::{
-    CommandOutput, CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager,
-    PackageRequest, Result, redact_url,
+    CommandOutput, CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager, PackageRepo,
+    PackageRequest, Result, redact_urls,
 };
 
 /// Runs a manager's remove command as root; a failure names the command to run by hand.
@@ -14,12 +13,12 @@ pub(crate) async fn remove_as_root(
     runner: &crate::privilege::RootRunner,
     manager: ManagerKind,
     command: &CommandSpec,
-    name: &str,
+    name: &provisioner_core::PackageName,
 ) -> Result<()> {
     let action = format!("removing {name}");
     let task = crate::privilege::RootTask {
         manager,
-        package: name,
+        package: name.as_str(),
         action: &action,
     };
     let output = runner.run(command, &task, &[]).await?;
@@ -35,53 +34,8 @@ pub(crate) async fn remove_as_root(
 pub(crate) fn label(request: &PackageRequest) -> String {
     match &request.version {
         Some(version) => format!("{}={version}", request.name),
-        None => request.name.clone(),
+        None => request.name.to_string(),
     }
-}
-
-/// Refuses a package name that could be read as an option or holds shell characters.
-pub(crate) fn check_name(manager: ManagerKind, name: &str) -> Result<()> {
-    if is_valid_package_name(name) {
-        return Ok(());
-    }
-    Err(Error::Package {
-        manager: manager.to_string(),
-        package: name.to_string(),
-        message: "not a valid package name (it must start with a letter or digit and hold only letters, digits and `.` `_` `+` `-` `@`); nothing was run".to_string(),
-        hint: Some("check provisioning.package.name".to_string()),
-    })
-}
-
-/// Validates a request's name, version and repository before anything runs.
-pub(crate) fn check_request(manager: ManagerKind, request: &PackageRequest) -> Result<()> {
-    check_name(manager, &request.name)?;
-    if let Some(version) = &request.version
-        && !is_valid_package_version(version)
-    {
-        return Err(Error::Package {
-            manager: manager.to_string(),
-            package: request.name.clone(),
-            message: format!(
-                "`{version}` is not a valid package version (it must start with a letter or digit and hold only letters, digits and `.` `_` `+` `~` `:` `-`); nothing was run"
-            ),
-            hint: Some("check provisioning.package.version".to_string()),
-        });
-    }
-    if let Some(repository) = &request.repository
-        && (repository.trim().is_empty()
-            || repository.starts_with('-')
-            || repository.contains(['\n', '\r', '\0']))
-    {
-        return Err(Error::Package {
-            manager: manager.to_string(),
-            package: label(request),
-            message:
-                "the repository must be one line that does not start with `-`; nothing was run"
-                    .to_string(),
-            hint: Some("check provisioning.package.repo".to_string()),
-        });
-    }
-    Ok(())
 }
 
 /// A failed command as an error, with its output's tail (URL credentials removed from the
@@ -96,12 +50,9 @@ pub(crate) fn failed(display: String, output: &CommandOutput, hint: Option<Strin
     }
 }
 
-/// A command line for humans with `user:password@` removed from every URL in it.
+/// A command line for humans with every URL in it redacted.
 pub(crate) fn redact_words(text: &str) -> String {
-    text.split(' ')
-        .map(redact_url)
-        .collect::<Vec<_>>()
-        .join(" ")
+    redact_urls(text)
 }
 
 /// A command whose output is parsed: messages in the C locale.
@@ -136,8 +87,8 @@ pub(crate) fn absolute_lines(text: &str) -> Vec<PathBuf> {
 }
 
 /// A repository as it may be shown or recorded (credentials removed).
-pub(crate) fn shown_repository(repository: Option<&str>) -> Option<String> {
-    repository.map(redact_url)
+pub(crate) fn shown_repository(repository: Option<&PackageRepo>) -> Option<String> {
+    repository.map(PackageRepo::to_string)
 }
 
 /// The versions for messages: `a, b` or `none`.
@@ -168,7 +119,7 @@ pub(crate) async fn verify_installed(
             });
         };
         if let Some(version) = &request.version
-            && !same_version(version, &package.version)
+            && !same_version(version.as_str(), &package.version)
         {
             return Err(Error::Package {
                 manager: manager.kind().to_string(),
@@ -180,7 +131,7 @@ pub(crate) async fn verify_installed(
                 hint: Some(manager.install_command(std::slice::from_ref(request))),
             });
         }
-        package.repository = shown_repository(request.repository.as_deref());
+        package.repository = shown_repository(request.repository.as_ref());
         installed.push(package);
     }
     Ok(installed)
@@ -201,19 +152,5 @@ mod tests {
         assert_eq!(field_values(text, "Version"), vec!["1:2.0-1".to_string()]);
         assert_eq!(field_values(text, "Repository"), vec!["extra".to_string()]);
         assert!(field_values(text, "Missing").is_empty());
-    }
-
-    #[test]
-    fn repositories_with_newlines_or_leading_dashes_are_refused() {
-        let mut request = PackageRequest::latest("x");
-        for bad in ["-o=evil", "deb file:/x ./\ndeb file:/y ./", " "] {
-            request.repository = Some(bad.to_string());
-            assert!(
-                check_request(ManagerKind::Apt, &request).is_err(),
-                "{bad:?}"
-            );
-        }
-        request.repository = Some("deb [trusted=yes] file:/srv/repo ./".to_string());
-        assert!(check_request(ManagerKind::Apt, &request).is_ok());
     }
 }

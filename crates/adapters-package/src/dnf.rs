@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use provisioner_core::{
-    CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager, PackageRequest, Progress,
-    Result, Shell, redact_url, shell_quote,
+    CommandSpec, Error, InstalledPackage, ManagerKind, PackageManager, PackageName, PackageRepo,
+    PackageRequest, Progress, Result, Shell, shell_quote,
 };
 
 use crate::common::{
-    absolute_lines, check_name, check_request, failed, label, parsed, push_unique, remove_as_root,
-    verify_installed, version_list,
+    absolute_lines, failed, label, parsed, push_unique, remove_as_root, verify_installed,
+    version_list,
 };
 use crate::privilege::{Privilege, RootRunner, RootTask};
 
@@ -75,46 +75,36 @@ fn parse_dnf_list(stdout: &str, name: &str) -> Vec<String> {
     versions
 }
 
-fn repo_options(repository: Option<&str>, package: &str) -> Result<Vec<String>> {
-    let Some(repository) = repository.map(str::trim) else {
-        return Ok(Vec::new());
-    };
-    if let Some((scheme, _)) = repository.split_once("://") {
-        let mut options = vec![
-            format!("--repofrompath={URL_REPO_ID},{repository}"),
-            format!("--repo={URL_REPO_ID}"),
-        ];
-        if scheme == "file" {
-            options.push(format!("--setopt={URL_REPO_ID}.gpgcheck=0"));
+fn repo_options(repository: Option<&PackageRepo>, package: &str) -> Result<Vec<String>> {
+    match repository {
+        None => Ok(Vec::new()),
+        Some(PackageRepo::Url(url)) => {
+            let mut options = vec![
+                format!("--repofrompath={URL_REPO_ID},{}", url.expose()),
+                format!("--repo={URL_REPO_ID}"),
+            ];
+            if url.scheme() == "file" {
+                options.push(format!("--setopt={URL_REPO_ID}.gpgcheck=0"));
+            }
+            Ok(options)
         }
-        return Ok(options);
+        Some(PackageRepo::Name(id)) => Ok(vec!["--repo".to_string(), id.clone()]),
+        Some(line @ PackageRepo::DebLine { .. }) => Err(Error::Package {
+            manager: ManagerKind::Dnf.to_string(),
+            package: package.to_string(),
+            message: format!(
+                "repository `{line}` is an apt source line; dnf takes a repository id or a base URL"
+            ),
+            hint: Some("check provisioning.package.repo".to_string()),
+        }),
     }
-    let plain = repository
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && repository
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
-    if plain {
-        return Ok(vec!["--repo".to_string(), repository.to_string()]);
-    }
-    Err(Error::Package {
-        manager: ManagerKind::Dnf.to_string(),
-        package: package.to_string(),
-        message: format!(
-            "repository `{}` is neither a repository id nor a URL",
-            redact_url(repository)
-        ),
-        hint: Some("check provisioning.package.repo".to_string()),
-    })
 }
 
 /// `NAME-VERSION` (dnf's NEVRA form), or `NAME` when unpinned.
 fn spec(request: &PackageRequest) -> String {
     match &request.version {
         Some(version) => format!("{}-{version}", request.name),
-        None => request.name.clone(),
+        None => request.name.to_string(),
     }
 }
 
@@ -133,7 +123,10 @@ impl Dnf {
             "-y".to_string(),
             "--setopt=install_weak_deps=False".to_string(),
         ];
-        args.extend(repo_options(request.repository.as_deref(), &request.name)?);
+        args.extend(repo_options(
+            request.repository.as_ref(),
+            request.name.as_str(),
+        )?);
         args.push(spec(request));
         Ok(parsed("dnf", args))
     }
@@ -153,7 +146,7 @@ impl Dnf {
         }
         let versions = self.available(request).await?;
         let offered = match &request.version {
-            Some(version) => versions.iter().any(|v| same_version(version, v)),
+            Some(version) => versions.iter().any(|v| same_version(version.as_str(), v)),
             None => !versions.is_empty(),
         };
         if !offered {
@@ -211,8 +204,7 @@ impl PackageManager for Dnf {
             .join(" && ")
     }
 
-    async fn query(&self, name: &str) -> Result<Option<InstalledPackage>> {
-        check_name(ManagerKind::Dnf, name)?;
+    async fn query(&self, name: &PackageName) -> Result<Option<InstalledPackage>> {
         let command = parsed(
             "rpm",
             vec![
@@ -241,15 +233,17 @@ impl PackageManager for Dnf {
     }
 
     async fn available(&self, request: &PackageRequest) -> Result<Vec<String>> {
-        check_request(ManagerKind::Dnf, request)?;
         let mut args = vec![
             "list".to_string(),
             "--showduplicates".to_string(),
             "--available".to_string(),
             "-q".to_string(),
         ];
-        args.extend(repo_options(request.repository.as_deref(), &request.name)?);
-        args.push(request.name.clone());
+        args.extend(repo_options(
+            request.repository.as_ref(),
+            request.name.as_str(),
+        )?);
+        args.push(request.name.to_string());
         let command = parsed("dnf", args);
         let output = self.shell.run(&command).await?;
         if !output.success() {
@@ -259,13 +253,12 @@ impl PackageManager for Dnf {
             }
             return Err(failed(command.display(), &output, None));
         }
-        Ok(parse_dnf_list(&output.stdout, &request.name))
+        Ok(parse_dnf_list(&output.stdout, request.name.as_str()))
     }
 
     async fn install(&self, requests: &[PackageRequest]) -> Result<Vec<InstalledPackage>> {
         for request in requests {
-            check_request(ManagerKind::Dnf, request)?;
-            repo_options(request.repository.as_deref(), &request.name)?;
+            repo_options(request.repository.as_ref(), request.name.as_str())?;
         }
         for request in requests {
             self.install_one(request).await?;
@@ -273,8 +266,7 @@ impl PackageManager for Dnf {
         verify_installed(self, requests, same_version).await
     }
 
-    async fn files(&self, name: &str) -> Result<Vec<PathBuf>> {
-        check_name(ManagerKind::Dnf, name)?;
+    async fn files(&self, name: &PackageName) -> Result<Vec<PathBuf>> {
         let command = parsed("rpm", vec!["-ql".to_string(), name.to_string()]);
         let output = self.shell.run(&command).await?;
         if !output.success() {
@@ -288,8 +280,7 @@ impl PackageManager for Dnf {
         Ok(absolute_lines(&output.stdout))
     }
 
-    async fn remove(&self, name: &str) -> Result<()> {
-        check_name(ManagerKind::Dnf, name)?;
+    async fn remove(&self, name: &PackageName) -> Result<()> {
         let command = parsed(
             "dnf",
             vec!["remove".to_string(), "-y".to_string(), name.to_string()],

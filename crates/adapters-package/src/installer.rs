@@ -10,20 +10,17 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use adapters_host::install::{InstallRoot, Installed, Staging};
 use adapters_host::version::{DEFAULT_VERSION_TIMEOUT, VersionRun, run_version};
 use async_trait::async_trait;
-use provisioner_core::packages::{
-    default_engine_package, engine_packages, is_valid_package_name, is_valid_package_version,
-};
-use provisioner_core::prepared::Backend;
-use provisioner_core::tools::Distro;
+use provisioner_core::packages::{default_engine_package, engine_packages};
 use provisioner_core::{
-    Action, Clock, CommandSpec, Engine, Error, InstalledPackage, ManagerKind, PackageArtifact,
-    PackageInstallSpec, PackageInstaller, PackageManager, PackageRequest, Policy, Progress,
-    ProgressEvent, Result, Shell, package_engine_version, redact_url,
+    Action, Backend, Clock, CommandSpec, Distro, Engine, Error, InstalledPackage, ManagerKind,
+    PackageArtifact, PackageInstallSpec, PackageInstaller, PackageManager, PackageName,
+    PackageRepo, PackageRequest, PackageVersion, Policy, Progress, ProgressEvent, Result, Shell,
+    package_engine_version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,14 +71,12 @@ pub struct PackageEngineInstaller {
     policy: Arc<dyn Policy>,
     progress: Arc<dyn Progress>,
     clock: Arc<dyn Clock>,
-    version_timeout: Duration,
 }
 
 impl std::fmt::Debug for PackageEngineInstaller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackageEngineInstaller")
             .field("managers", &self.managers)
-            .field("version_timeout", &self.version_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -91,14 +86,14 @@ impl std::fmt::Debug for PackageEngineInstaller {
 pub fn install_key(
     engine: Engine,
     manager: ManagerKind,
-    name: &str,
-    version: &str,
-    repository: Option<&str>,
+    name: &PackageName,
+    version: &PackageVersion,
+    repository: Option<&PackageRepo>,
     backend: Backend,
 ) -> String {
     let text = format!(
         "{engine}\0{manager}\0{name}\0{version}\0{}\0{backend}",
-        repository.unwrap_or("")
+        repository.map_or("", PackageRepo::expose)
     );
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
 }
@@ -107,7 +102,7 @@ pub fn install_key(
 struct Target<'a> {
     spec: &'a PackageInstallSpec,
     manager: Arc<dyn PackageManager>,
-    name: String,
+    name: PackageName,
     key: String,
     distro: Distro,
 }
@@ -224,8 +219,8 @@ fn record_ok(installed: &Installed<PackageInstallMetadata>, target: &Target<'_>)
         && metadata.key == target.key
         && metadata.engine == target.spec.engine
         && metadata.manager == target.manager.kind()
-        && metadata.package.name == target.name
-        && metadata.package.version == target.spec.version
+        && metadata.package.name == target.name.as_str()
+        && metadata.package.version == target.spec.version.as_str()
         && metadata.backend == target.spec.backend
         && metadata.executable.file_name() == Some(std::ffi::OsStr::new(&target.spec.executable))
         && is_executable_file(&metadata.executable)
@@ -246,82 +241,43 @@ impl PackageEngineInstaller {
             policy,
             progress,
             clock,
-            version_timeout: DEFAULT_VERSION_TIMEOUT,
         }
-    }
-
-    /// Sets how long the version run may take (default 60 s).
-    pub fn with_version_timeout(mut self, timeout: Duration) -> Self {
-        self.version_timeout = timeout;
-        self
     }
 
     fn report(&self, event: ProgressEvent) {
         self.progress.report(event);
     }
 
-    /// Resolves distribution, package name and manager, and validates what will reach argv.
+    /// Resolves distribution, package name and manager (names, versions and repositories were
+    /// checked when the config was read).
     fn target<'a>(&self, spec: &'a PackageInstallSpec) -> Result<Target<'a>> {
-        let distro = spec.distro.unwrap_or(self.managers.distro());
-        let asked = spec.name.clone();
-        let shown = asked
-            .clone()
-            .unwrap_or_else(|| format!("{} package", spec.engine));
-        let invalid = |message: String, hint: &str| Error::Package {
-            manager: spec
-                .manager
-                .map_or_else(|| "package".to_string(), |m| m.to_string()),
-            package: shown.clone(),
-            message,
-            hint: Some(hint.to_string()),
-        };
-        if let Some(name) = &asked
-            && !is_valid_package_name(name)
-        {
-            return Err(invalid(
-                format!(
-                    "`{name}` is not a valid package name (letters, digits and `.` `_` `+` `-` `@`, starting with a letter or digit); nothing was run"
-                ),
-                "check provisioning.package.name",
-            ));
-        }
-        if !is_valid_package_version(&spec.version) {
-            return Err(invalid(
-                format!(
-                    "`{}` is not a valid package version; nothing was run",
-                    spec.version
-                ),
-                "check provisioning.package.version",
-            ));
-        }
         if spec.executable.is_empty()
             || spec.executable.contains('/')
             || spec.executable.starts_with('.')
         {
-            return Err(invalid(
-                format!("executable `{}` must be a plain file name", spec.executable),
-                "the engine's server executable name, e.g. llama-server",
-            ));
+            return Err(Error::Package {
+                manager: spec
+                    .manager
+                    .map_or_else(|| "package".to_string(), |m| m.to_string()),
+                package: format!("{} package", spec.engine),
+                message: format!("executable `{}` must be a plain file name", spec.executable),
+                hint: None,
+            });
         }
-        if let Some(repository) = &spec.repository
-            && (repository.trim().is_empty()
-                || repository.starts_with('-')
-                || repository.contains(['\n', '\r', '\0']))
-        {
-            return Err(invalid(
-                "the repository must be one line that does not start with `-`; nothing was run"
-                    .to_string(),
-                "check provisioning.package.repo",
-            ));
-        }
+        let distro = spec.distro.unwrap_or(self.managers.distro());
+        let shown = spec
+            .name
+            .as_ref()
+            .map_or_else(|| format!("{} package", spec.engine), |n| n.to_string());
         let default = default_engine_package(spec.engine, distro, spec.backend);
-        let name = asked
+        let name: Option<PackageName> = spec
+            .name
             .clone()
-            .or_else(|| default.map(|p| p.name.to_string()));
+            .or_else(|| default.and_then(|p| p.name.parse().ok()));
         let manager = self.managers.manager(
             spec.manager,
             Some(distro),
-            name.as_deref(),
+            name.as_ref().map(PackageName::as_str),
             Some(spec.engine),
         )?;
         let Some(name) = name else {
@@ -351,7 +307,7 @@ impl PackageEngineInstaller {
             manager.kind(),
             &name,
             &spec.version,
-            spec.repository.as_deref(),
+            spec.repository.as_ref(),
             spec.backend,
         );
         Ok(Target {
@@ -430,7 +386,7 @@ impl PackageEngineInstaller {
             });
         }
         self.policy.check(&Action::InstallPackages {
-            packages: vec![target.label()],
+            packages: vec![target.name.clone()],
             repository: spec.repository.clone(),
             allowed_by_config: spec.allowed_by_config,
         })?;
@@ -448,7 +404,7 @@ impl PackageEngineInstaller {
         let before = manager.query(&target.name).await?;
         let was_installed_before = before
             .as_ref()
-            .is_some_and(|installed| installed.version == spec.version);
+            .is_some_and(|installed| installed.version == spec.version.as_str());
         if was_installed_before {
             self.report(ProgressEvent::Note {
                 message: format!("{} is already installed; recording it", target.label()),
@@ -459,7 +415,7 @@ impl PackageEngineInstaller {
             let step = format!("install {} ({})", target.label(), manager.kind());
             self.report(ProgressEvent::Started {
                 step: step.clone(),
-                detail: spec.repository.as_deref().map(redact_url),
+                detail: spec.repository.as_ref().map(PackageRepo::to_string),
             });
             if let Err(error) = manager.install(std::slice::from_ref(&request)).await {
                 let rollback = self.roll_back(target, before.as_ref()).await;
@@ -482,7 +438,7 @@ impl PackageEngineInstaller {
                 .await;
             let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
                 .iter()
-                .filter(|p| p.executable == spec.executable && p.name != target.name)
+                .filter(|p| p.executable == spec.executable && p.name != target.name.as_str())
                 .map(|p| p.name)
                 .collect();
             return Err(target.error(
@@ -528,7 +484,7 @@ impl PackageEngineInstaller {
                 .await;
             let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
                 .iter()
-                .filter(|p| p.backend == spec.backend && p.name != target.name)
+                .filter(|p| p.backend == spec.backend && p.name != target.name.as_str())
                 .map(|p| p.name)
                 .collect();
             return Err(target.error(
@@ -552,7 +508,7 @@ impl PackageEngineInstaller {
         let installed = manager
             .query(&target.name)
             .await?
-            .filter(|installed| installed.version == spec.version)
+            .filter(|installed| installed.version == spec.version.as_str())
             .ok_or_else(|| {
                 target.error(
                     "the package database no longer reports the pinned version".to_string(),
@@ -560,15 +516,16 @@ impl PackageEngineInstaller {
                 )
             })?;
         let package = InstalledPackage {
-            repository: spec.repository.as_deref().map(redact_url),
+            repository: spec.repository.as_ref().map(PackageRepo::to_string),
             ..installed
         };
         let engine_version = package_engine_version(
             spec.engine,
             manager.kind(),
             &target.name,
-            &package.version,
-            spec.repository.as_deref(),
+            // The database reports exactly the pin (checked above).
+            &spec.version,
+            spec.repository.as_ref(),
         );
         Ok(PackageInstallMetadata {
             format: METADATA_FORMAT,
@@ -607,7 +564,7 @@ impl PackageEngineInstaller {
             &VersionRun {
                 step: format!("check {}", spec.executable),
                 command: &command,
-                timeout: self.version_timeout,
+                timeout: DEFAULT_VERSION_TIMEOUT,
                 failure_hint: "the packaged server does not run on this host: check its dependencies (ldd) or pin another version",
             },
         )
@@ -625,7 +582,7 @@ impl PackageInstaller for PackageEngineInstaller {
         // Warm path: the record, then one question to the package database.
         let recorded = root.lookup(&target.key, &valid);
         let current = target.manager.query(&target.name).await?;
-        let at_pin = current.is_some_and(|current| current.version == spec.version);
+        let at_pin = current.is_some_and(|current| current.version == spec.version.as_str());
         if let Some(installed) = &recorded {
             if at_pin {
                 self.report(ProgressEvent::Note {
@@ -673,32 +630,22 @@ mod tests {
 
     #[test]
     fn keys_cover_every_input() {
-        let cpu = Backend::Cpu;
-        let key = install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", None, cpu);
-        assert_eq!(key.len(), 16);
-        assert_ne!(
-            key,
-            install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "2", None, cpu)
-        );
-        assert_ne!(
-            key,
-            install_key(Engine::Llamacpp, ManagerKind::Dnf, "a", "1", None, cpu)
-        );
-        assert_ne!(
-            key,
-            install_key(Engine::Llamacpp, ManagerKind::Apt, "a", "1", Some("x"), cpu)
-        );
-        assert_ne!(
-            key,
+        let key = |manager, version: &str, repo: Option<&str>, backend| {
             install_key(
                 Engine::Llamacpp,
-                ManagerKind::Apt,
-                "a",
-                "1",
-                None,
-                Backend::Cuda
+                manager,
+                &"a".parse().unwrap(),
+                &version.parse().unwrap(),
+                repo.map(|r| r.parse().unwrap()).as_ref(),
+                backend,
             )
-        );
+        };
+        let base = key(ManagerKind::Apt, "1", None, Backend::Cpu);
+        assert_eq!(base.len(), 16);
+        assert_ne!(base, key(ManagerKind::Apt, "2", None, Backend::Cpu));
+        assert_ne!(base, key(ManagerKind::Dnf, "1", None, Backend::Cpu));
+        assert_ne!(base, key(ManagerKind::Apt, "1", Some("x"), Backend::Cpu));
+        assert_ne!(base, key(ManagerKind::Apt, "1", None, Backend::Cuda));
     }
 
     #[test]

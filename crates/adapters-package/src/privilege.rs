@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use provisioner_core::{
     CommandOutput, CommandSpec, Error, ManagerKind, Progress, ProgressEvent, Result, Shell,
-    redact_url, shell_quote,
+    redact_urls, shell_quote,
 };
 
 /// Environment variables set only to make output parseable (`LC_ALL=C`): kept in the
@@ -115,7 +115,7 @@ fn forwarded_env(command: &CommandSpec) -> impl Iterator<Item = String> + '_ {
 fn quoted(words: &[String]) -> String {
     words
         .iter()
-        .map(|word| shell_quote(&redact_url(word)))
+        .map(|word| shell_quote(&redact_urls(word)))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use provisioner_core::Distro;
 use provisioner_core::packages::{ENGINE_PACKAGES, Origin};
-use provisioner_core::tools::Distro;
 use provisioner_core::{Engine, Error, ManagerKind, PackageManager, Progress, Result, Shell};
 
 use crate::apt::{Apt, AptOptions};

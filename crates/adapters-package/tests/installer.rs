@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adapters_package::{HostManagers, PackageEngineInstaller, PackageInstallMetadata, Privilege};
-use provisioner_core::tools::Distro;
+use provisioner_core::Distro;
 use provisioner_core::{
     Engine, Error, ManagerKind, PackageInstallSpec, PackageInstaller, Policy,
     package_engine_version,
@@ -65,8 +65,8 @@ impl Fixture {
         PackageInstallSpec {
             engine: Engine::Llamacpp,
             cache_dir: self.dir.path().join("cache"),
-            name: name.map(str::to_string),
-            version: "1.0-1".to_string(),
+            name: name.map(|n| n.parse().unwrap()),
+            version: "1.0-1".parse().unwrap(),
             repository: None,
             manager: None,
             distro: None,
@@ -113,7 +113,13 @@ async fn cold_install_records_and_the_warm_path_runs_one_process() {
     assert_eq!(cold.version_output.as_deref(), Some("ep-fake-server 1.0"));
     assert_eq!(
         cold.engine_version,
-        package_engine_version(Engine::Llamacpp, ManagerKind::Apt, "ep-fake", "1.0-1", None)
+        package_engine_version(
+            Engine::Llamacpp,
+            ManagerKind::Apt,
+            &"ep-fake".parse().unwrap(),
+            &"1.0-1".parse().unwrap(),
+            None
+        )
     );
     assert!(
         cold.metadata_file
@@ -349,26 +355,11 @@ async fn a_wrong_version_after_install_is_rolled_back() {
 }
 
 #[tokio::test]
-async fn names_with_shell_characters_are_refused_before_any_process() {
+async fn an_executable_that_is_a_path_is_refused_before_any_process() {
+    // Names, versions and repositories are types checked when the config is read; the
+    // executable comes from the recipe and is checked here.
     let fixture = Fixture::new();
-    for name in ["llama; touch /tmp/x", "--config=/x", "$(reboot)"] {
-        let spec = fixture.spec(Some(name), "llama-server");
-        let error = fixture
-            .installer()
-            .ensure_installed(&spec)
-            .await
-            .unwrap_err();
-        assert!(matches!(error, Error::Package { .. }), "{error:?}");
-        assert!(
-            error.to_string().contains("not a valid package name"),
-            "{error}"
-        );
-    }
-    let mut spec = fixture.spec(Some("x"), "llama-server");
-    spec.version = "1.0 && reboot".to_string();
-    assert!(fixture.installer().ensure_installed(&spec).await.is_err());
-    let mut spec = fixture.spec(Some("x"), "../../bin/sh");
-    spec.version = "1.0".to_string();
+    let spec = fixture.spec(Some("x"), "../../bin/sh");
     assert!(fixture.installer().ensure_installed(&spec).await.is_err());
     assert!(
         fixture.shell.calls().is_empty(),

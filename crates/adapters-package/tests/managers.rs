@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adapters_package::{Apt, AptOptions, Aur, Dnf, HostManagers, Pacman, PacmanOptions, Privilege};
-use provisioner_core::tools::Distro;
+use provisioner_core::Distro;
 use provisioner_core::{Engine, Error, ManagerKind, PackageManager, PackageRequest};
 use support::{Recorder, ScriptedShell, fail, hint, ok};
 
 fn pinned(name: &str, version: &str, repository: Option<&str>) -> PackageRequest {
     PackageRequest {
-        name: name.to_string(),
-        version: Some(version.to_string()),
-        repository: repository.map(str::to_string),
+        name: name.parse().unwrap(),
+        version: Some(version.parse().unwrap()),
+        repository: repository.map(|r| r.parse().unwrap()),
     }
 }
 
@@ -206,7 +206,7 @@ async fn apt_says_when_no_repository_offers_the_package() {
         .always("apt-cache madison", ok(""));
     let state = tempfile::tempdir().unwrap();
     let error = apt(&shell, state.path(), Privilege::user(false))
-        .install(&[PackageRequest::latest("nosuch")])
+        .install(&[PackageRequest::latest("nosuch".parse().unwrap())])
         .await
         .unwrap_err();
     let (_, _, message) = package_error(&error);
@@ -257,11 +257,18 @@ async fn apt_query_installed_only_at_ii() {
         );
     let state = tempfile::tempdir().unwrap();
     let apt = apt(&shell, state.path(), Privilege::root());
-    assert_eq!(apt.query("a").await.unwrap().unwrap().version, "1:2.0-1");
-    assert_eq!(apt.query("b").await.unwrap(), None);
-    assert_eq!(apt.query("c").await.unwrap(), None);
+    assert_eq!(
+        apt.query(&"a".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        "1:2.0-1"
+    );
+    assert_eq!(apt.query(&"b".parse().unwrap()).await.unwrap(), None);
+    assert_eq!(apt.query(&"c".parse().unwrap()).await.unwrap(), None);
     assert!(matches!(
-        apt.query("d").await,
+        apt.query(&"d".parse().unwrap()).await,
         Err(Error::CommandFailed { .. })
     ));
 }
@@ -277,10 +284,10 @@ async fn apt_files_and_remove() {
         .always("apt-get remove", ok(""));
     let state = tempfile::tempdir().unwrap();
     let apt = apt(&shell, state.path(), Privilege::root());
-    let files = apt.files("x").await.unwrap();
+    let files = apt.files(&"x".parse().unwrap()).await.unwrap();
     assert_eq!(files.last().unwrap(), Path::new("/usr/bin/x"));
     assert_eq!(files.len(), 4);
-    apt.remove("x").await.unwrap();
+    apt.remove(&"x".parse().unwrap()).await.unwrap();
     let remove = shell.calls().pop().unwrap();
     assert_eq!(
         remove.args[..4],
@@ -316,85 +323,15 @@ async fn apt_install_command_is_exact_for_each_source() {
     );
     let root = apt(&shell, state.path(), Privilege::root());
     assert_eq!(
-        root.install_command(&[PackageRequest::latest("cmake")]),
+        root.install_command(&[PackageRequest::latest("cmake".parse().unwrap())]),
         "apt-get install -y cmake"
     );
     assert!(shell.calls().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
-// Names that could be options or shell
-
-const HOSTILE: [&str; 4] = [
-    "llama; touch /tmp/x",
-    "--config=/tmp/evil",
-    "$(touch /tmp/x)",
-    "a b",
-];
-
-#[tokio::test]
-async fn hostile_names_are_refused_before_any_process_by_every_manager() {
-    let shell = ScriptedShell::new();
-    shell.on_path(&["sudo", "paru"]);
-    let state = tempfile::tempdir().unwrap();
-    let progress = Arc::new(Recorder::default());
-    let managers: Vec<Arc<dyn PackageManager>> = vec![
-        Arc::new(apt(&shell, state.path(), Privilege::user(false))),
-        Arc::new(Pacman::new(
-            shell.clone(),
-            progress.clone(),
-            Privilege::user(false),
-            PacmanOptions {
-                state_dir: state.path().to_path_buf(),
-                ..PacmanOptions::default()
-            },
-        )),
-        Arc::new(Dnf::new(
-            shell.clone(),
-            progress.clone(),
-            Privilege::user(false),
-        )),
-        Arc::new(
-            Aur::new(
-                ManagerKind::Paru,
-                shell.clone(),
-                progress.clone(),
-                Privilege::user(false),
-            )
-            .unwrap(),
-        ),
-    ];
-    for manager in &managers {
-        for name in HOSTILE {
-            let error = manager
-                .install(&[pinned(name, "1.0", None)])
-                .await
-                .unwrap_err();
-            assert!(matches!(error, Error::Package { .. }), "{error:?}");
-            assert!(
-                error.to_string().contains("not a valid package name"),
-                "{error}"
-            );
-            assert!(manager.query(name).await.is_err());
-            assert!(manager.files(name).await.is_err());
-            assert!(manager.remove(name).await.is_err());
-        }
-        let error = manager
-            .install(&[pinned("x", "1.0; reboot", None)])
-            .await
-            .unwrap_err();
-        assert!(
-            error.to_string().contains("not a valid package version"),
-            "{error}"
-        );
-        let error = manager
-            .install(&[pinned("x", "1.0", Some("extra\n[evil]"))])
-            .await
-            .unwrap_err();
-        assert!(matches!(error, Error::Package { .. }), "{error:?}");
-    }
-    assert!(shell.calls().is_empty(), "{:?}", shell.lines());
-}
+// Names: hostile ones cannot be a PackageName, PackageVersion or PackageRepo at all (the config
+// refuses them when it is read; see provisioner-core's names tests); odd valid ones stay whole.
 
 #[tokio::test]
 async fn an_odd_valid_name_is_one_argv_element() {
@@ -659,17 +596,25 @@ async fn pacman_query_files_and_remove_under_an_alternative_root() {
             ..PacmanOptions::default()
         },
     );
-    assert_eq!(manager.query("x").await.unwrap().unwrap().version, "1.0-1");
-    assert_eq!(manager.query("y").await.unwrap(), None);
     assert_eq!(
-        manager.files("x").await.unwrap(),
+        manager
+            .query(&"x".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        "1.0-1"
+    );
+    assert_eq!(manager.query(&"y".parse().unwrap()).await.unwrap(), None);
+    assert_eq!(
+        manager.files(&"x".parse().unwrap()).await.unwrap(),
         [
             PathBuf::from("/alt/usr/"),
             PathBuf::from("/alt/usr/bin/x"),
             PathBuf::from("/alt/usr/bin/unprefixed")
         ]
     );
-    manager.remove("x").await.unwrap();
+    manager.remove(&"x".parse().unwrap()).await.unwrap();
     assert_eq!(
         shell.calls().last().unwrap().args,
         ["--root", "/alt", "-R", "--noconfirm", "x"]
@@ -780,9 +725,9 @@ async fn dnf_names_available_versions_and_queries_precisely() {
         message.contains("version 9.9 was not found") && message.contains("1.0-1.fc42, 1.1-1.fc42"),
         "{message}"
     );
-    assert_eq!(manager.query("y").await.unwrap(), None);
+    assert_eq!(manager.query(&"y".parse().unwrap()).await.unwrap(), None);
     assert_eq!(
-        manager.files("x").await.unwrap(),
+        manager.files(&"x".parse().unwrap()).await.unwrap(),
         [
             PathBuf::from("/usr/bin/x"),
             PathBuf::from("/usr/share/doc/x")

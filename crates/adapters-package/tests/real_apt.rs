@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use adapters_host::{HostShell, SystemClock};
 use adapters_package::{Apt, AptOptions, HostManagers, PackageEngineInstaller, Privilege};
-use provisioner_core::tools::Distro;
+use provisioner_core::Distro;
 use provisioner_core::{
     CommandSpec, Engine, Error, ManagerKind, NoProgress, PackageInstallSpec, PackageInstaller,
     PackageManager, PackageRequest, Shell, package_engine_version,
@@ -184,9 +184,9 @@ fn apt(state: &Path) -> Apt {
 
 fn pinned(name: &str, version: &str, line: &str) -> PackageRequest {
     PackageRequest {
-        name: name.to_string(),
-        version: Some(version.to_string()),
-        repository: Some(line.to_string()),
+        name: name.parse().unwrap(),
+        version: Some(version.parse().unwrap()),
+        repository: Some(line.parse().unwrap()),
     }
 }
 
@@ -207,10 +207,14 @@ async fn apt_installs_exact_pins_downgrades_and_names_what_exists() {
     assert_eq!(installed[0].version, "1.1.0");
     assert_eq!(installed[0].repository.as_deref(), Some(line.as_str()));
     assert_eq!(
-        apt.query("ep-test-hello").await.unwrap().unwrap().version,
+        apt.query(&"ep-test-hello".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         "1.1.0"
     );
-    let files = apt.files("ep-test-hello").await.unwrap();
+    let files = apt.files(&"ep-test-hello".parse().unwrap()).await.unwrap();
     assert!(
         files.contains(&PathBuf::from("/usr/bin/ep-test-hello")),
         "{files:?}"
@@ -229,7 +233,11 @@ async fn apt_installs_exact_pins_downgrades_and_names_what_exists() {
         .await
         .unwrap();
     assert_eq!(
-        apt.query("ep-test-hello").await.unwrap().unwrap().version,
+        apt.query(&"ep-test-hello".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         "1.0.0"
     );
     let mut available = apt
@@ -262,13 +270,20 @@ async fn apt_installs_exact_pins_downgrades_and_names_what_exists() {
         "{message}"
     );
     assert_eq!(
-        apt.query("ep-test-hello").await.unwrap().unwrap().version,
+        apt.query(&"ep-test-hello".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         "1.0.0",
         "a failed install leaves the installed version alone"
     );
 
-    apt.remove("ep-test-hello").await.unwrap();
-    assert_eq!(apt.query("ep-test-hello").await.unwrap(), None);
+    apt.remove(&"ep-test-hello".parse().unwrap()).await.unwrap();
+    assert_eq!(
+        apt.query(&"ep-test-hello".parse().unwrap()).await.unwrap(),
+        None
+    );
 }
 
 fn installer(dir: &Path, progress: Arc<Recorder>) -> PackageEngineInstaller {
@@ -289,9 +304,9 @@ fn spec(dir: &Path, name: &str, version: &str, line: &str, executable: &str) -> 
     PackageInstallSpec {
         engine: Engine::Llamacpp,
         cache_dir: dir.join("cache"),
-        name: Some(name.to_string()),
-        version: version.to_string(),
-        repository: Some(line.to_string()),
+        name: Some(name.parse().unwrap()),
+        version: version.parse().unwrap(),
+        repository: Some(line.parse().unwrap()),
         manager: None,
         distro: Some(Distro::Debian),
         allowed_by_config: true,
@@ -324,9 +339,9 @@ async fn the_installer_installs_records_and_then_only_asks_dpkg() {
         package_engine_version(
             Engine::Llamacpp,
             ManagerKind::Apt,
-            "ep-test-hello",
-            "1.1.0",
-            Some(&line)
+            &"ep-test-hello".parse().unwrap(),
+            &"1.1.0".parse().unwrap(),
+            Some(&line.parse().unwrap())
         )
     );
     assert!(
@@ -349,7 +364,7 @@ async fn the_installer_installs_records_and_then_only_asks_dpkg() {
     );
 
     let apt = apt(&dir.path().join("state2"));
-    apt.remove("ep-test-hello").await.unwrap();
+    apt.remove(&"ep-test-hello".parse().unwrap()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,7 +407,7 @@ async fn a_package_without_the_executable_is_not_left_installed() {
     );
     let apt = apt(&dir.path().join("state"));
     assert_eq!(
-        apt.query("ep-test-empty").await.unwrap(),
+        apt.query(&"ep-test-empty".parse().unwrap()).await.unwrap(),
         None,
         "the package must not be left installed"
     );

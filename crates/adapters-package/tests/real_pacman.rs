@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use adapters_host::{HostShell, SystemClock};
 use adapters_package::{HostManagers, PackageEngineInstaller, Pacman, PacmanOptions, Privilege};
-use provisioner_core::tools::Distro;
+use provisioner_core::Distro;
 use provisioner_core::{
     CommandSpec, Engine, Error, ManagerKind, NoProgress, PackageInstallSpec, PackageInstaller,
     PackageManager, PackageRequest, Shell, package_engine_version,
@@ -168,9 +168,9 @@ async fn sandbox() -> Sandbox {
 
 fn pinned(version: &str, url: &str) -> PackageRequest {
     PackageRequest {
-        name: NAME.to_string(),
-        version: Some(version.to_string()),
-        repository: Some(url.to_string()),
+        name: NAME.parse().unwrap(),
+        version: Some(version.parse().unwrap()),
+        repository: Some(url.parse().unwrap()),
     }
 }
 
@@ -215,11 +215,16 @@ async fn pacman_installs_pins_into_an_alternative_root() {
         .unwrap();
     assert_eq!(installed[0].version, "1.1.0-1");
     assert_eq!(
-        pacman.query(NAME).await.unwrap().unwrap().version,
+        pacman
+            .query(&NAME.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         "1.1.0-1"
     );
     let binary = sandbox.root.join("usr/bin").join(NAME);
-    let files = pacman.files(NAME).await.unwrap();
+    let files = pacman.files(&NAME.parse().unwrap()).await.unwrap();
     assert!(files.contains(&binary), "{files:?}");
     assert!(
         files.iter().all(|f| f.starts_with(&sandbox.root)),
@@ -240,7 +245,12 @@ async fn pacman_installs_pins_into_an_alternative_root() {
         .await
         .unwrap();
     assert_eq!(
-        pacman.query(NAME).await.unwrap().unwrap().version,
+        pacman
+            .query(&NAME.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         "1.0.0-1"
     );
     assert_eq!(
@@ -273,8 +283,8 @@ async fn pacman_installs_pins_into_an_alternative_root() {
         "{message}"
     );
 
-    pacman.remove(NAME).await.unwrap();
-    assert_eq!(pacman.query(NAME).await.unwrap(), None);
+    pacman.remove(&NAME.parse().unwrap()).await.unwrap();
+    assert_eq!(pacman.query(&NAME.parse().unwrap()).await.unwrap(), None);
     assert!(!binary.exists());
     assert!(sandbox.repo.join("eptest.db").exists());
     host_untouched();
@@ -304,9 +314,9 @@ async fn the_installer_finds_the_executable_under_the_alternative_root() {
     let spec = PackageInstallSpec {
         engine: Engine::Llamacpp,
         cache_dir: sandbox.root.parent().unwrap().join("cache"),
-        name: Some(NAME.to_string()),
-        version: "1.0.0-1".to_string(),
-        repository: Some(sandbox.url.clone()),
+        name: Some(NAME.parse().unwrap()),
+        version: "1.0.0-1".parse().unwrap(),
+        repository: Some(sandbox.url.parse().unwrap()),
         manager: None,
         distro: None,
         allowed_by_config: true,
@@ -327,9 +337,9 @@ async fn the_installer_finds_the_executable_under_the_alternative_root() {
         package_engine_version(
             Engine::Llamacpp,
             ManagerKind::Pacman,
-            NAME,
-            "1.0.0-1",
-            Some(&sandbox.url)
+            &NAME.parse().unwrap(),
+            &"1.0.0-1".parse().unwrap(),
+            Some(&sandbox.url.parse().unwrap())
         )
     );
     let warm = installer.ensure_installed(&spec).await.unwrap();

@@ -145,24 +145,24 @@ pub(crate) fn check_backend(build_dir: &Path, backend: Backend, log: &Path) -> R
 }
 
 fn copy_entry(from: &Path, to: &Path) -> Result<()> {
-    let meta = fs::symlink_metadata(from).map_err(|e| Error::io("inspect", from, &e))?;
+    let meta = fs::symlink_metadata(from).map_err(|e| Error::io("inspect", from, e))?;
     if meta.file_type().is_symlink() {
-        let target = fs::read_link(from).map_err(|e| Error::io("read link", from, &e))?;
+        let target = fs::read_link(from).map_err(|e| Error::io("read link", from, e))?;
         // Sibling links (libfoo.so -> libfoo.so.0) stay links; anything else is copied.
         if target.components().count() == 1 {
             let _ = fs::remove_file(to);
-            return std::os::unix::fs::symlink(&target, to).map_err(|e| Error::io("link", to, &e));
+            return std::os::unix::fs::symlink(&target, to).map_err(|e| Error::io("link", to, e));
         }
     }
     // fs::copy follows symlinks and keeps the permission bits (the executable bit included).
-    fs::copy(from, to).map_err(|e| Error::io("copy", from, &e))?;
+    fs::copy(from, to).map_err(|e| Error::io("copy", from, e))?;
     Ok(())
 }
 
 /// Copies every artefact into `<out>/bin/`, with the shared libraries (`lib*.so*`) found beside it.
 pub(crate) fn install(build_dir: &Path, artifacts: &[String], out: &Path) -> Result<()> {
     let bin = out.join("bin");
-    fs::create_dir_all(&bin).map_err(|e| Error::io("create", &bin, &e))?;
+    fs::create_dir_all(&bin).map_err(|e| Error::io("create", &bin, e))?;
     let mut lib_dirs = std::collections::BTreeSet::new();
     for artifact in artifacts {
         let from = build_dir.join(artifact);
@@ -173,7 +173,7 @@ pub(crate) fn install(build_dir: &Path, artifacts: &[String], out: &Path) -> Res
         }
     }
     for dir in lib_dirs {
-        let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, &e))?;
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();

@@ -8,11 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_host::install::{InstallRoot, Installed, Staging};
 use async_trait::async_trait;
-use provisioner_core::tools::{self, Distro};
+use provisioner_core::Distro;
+use provisioner_core::tools;
 use provisioner_core::{
-    Action, Backend, Clock, CommandOutput, CommandSpec, Engine, Error, PackageManager,
-    PackageRequest, Policy, Progress, ProgressEvent, Result, Shell, SourceArtifact,
-    SourceBuildSpec, SourceBuilder, ToolInfo, ToolRequirement, source_engine_version,
+    Action, Backend, CacheEntries, Clock, CommandOutput, CommandSpec, Engine, Error,
+    PackageManager, PackageName, PackageRequest, Policy, Progress, ProgressEvent, Result, Shell,
+    SourceArtifact, SourceBuildSpec, SourceBuilder, ToolInfo, ToolRequirement,
+    source_engine_version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +130,10 @@ fn with_install_hint(error: Error, requests: &[PackageRequest], distro: Distro) 
             hint,
         };
     };
-    let pairs: Vec<(String, Option<String>)> =
-        requests.iter().map(|r| (r.name.clone(), None)).collect();
+    let pairs: Vec<(String, Option<String>)> = requests
+        .iter()
+        .map(|r| (r.name.to_string(), None))
+        .collect();
     let mut text = manager.install_command(&pairs);
     if tool == "nvcc" {
         text.push_str(", or set CUDA_HOME to your CUDA toolkit root");
@@ -158,15 +162,10 @@ fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn user_cuda_compiler(flags: &[String]) -> Option<&str> {
-    flags.iter().rev().find_map(|flag| {
-        let rest = flag.strip_prefix("-DCMAKE_CUDA_COMPILER")?;
-        let rest = match rest.strip_prefix(':') {
-            Some(typed) => typed.split_once('=')?.1,
-            None => rest.strip_prefix('=')?,
-        };
-        Some(rest)
-    })
+fn user_cuda_compiler(flags: &CacheEntries) -> Option<&str> {
+    flags
+        .get("CMAKE_CUDA_COMPILER")
+        .map(|entry| entry.value.as_str())
 }
 
 fn command_failed(
@@ -295,7 +294,7 @@ impl CmakeSourceBuilder {
 
     /// The requirements no program satisfies (nvcc also looked for off PATH).
     fn missing_requirements(&self, spec: &SourceBuildSpec) -> Vec<ToolRequirement> {
-        tools::source_build_tools(spec.generator.as_deref(), spec.backend)
+        tools::source_build_tools(spec.generator, spec.backend)
             .into_iter()
             .filter(|requirement| {
                 let on_path = requirement
@@ -322,25 +321,26 @@ impl CmakeSourceBuilder {
             Err(other) => return Err(other),
         };
         let missing = self.missing_requirements(spec);
-        let packages: Option<Vec<String>> = missing
+        let packages: Option<Vec<PackageName>> = missing
             .iter()
             .map(|r| {
                 let program = r.programs.first()?;
                 provisioner_core::packages::tool_package(program, self.host.distro)
-                    .map(str::to_string)
             })
             .collect();
         let (Some(packages), false) = (packages, missing.is_empty()) else {
             return Err(error);
         };
-        let mut unique: Vec<String> = Vec::new();
+        let mut unique: Vec<PackageName> = Vec::new();
         for package in packages {
             if !unique.contains(&package) {
                 unique.push(package);
             }
         }
-        let requests: Vec<PackageRequest> =
-            unique.iter().map(|p| PackageRequest::latest(p)).collect();
+        let requests: Vec<PackageRequest> = unique
+            .iter()
+            .map(|p| PackageRequest::latest(p.clone()))
+            .collect();
         let manager = match &self.packages {
             Some(manager) if spec.allow_package_installs => manager.clone(),
             _ => return Err(with_install_hint(error, &requests, self.host.distro)),
@@ -359,7 +359,8 @@ impl CmakeSourceBuilder {
                 manager.install_command(&requests)
             ),
         });
-        self.started("install build tools", Some(unique.join(" ")));
+        let names: Vec<&str> = unique.iter().map(PackageName::as_str).collect();
+        self.started("install build tools", Some(names.join(" ")));
         manager.install(&requests).await?;
         self.finished("install build tools");
         self.preflight(spec)
@@ -370,7 +371,7 @@ impl CmakeSourceBuilder {
         artefacts::check_artifacts(&spec.artifacts)?;
         let mut toolchain = Toolchain::default();
         let mut generator_tool = None;
-        for requirement in tools::source_build_tools(spec.generator.as_deref(), spec.backend) {
+        for requirement in tools::source_build_tools(spec.generator, spec.backend) {
             let found = requirement
                 .programs
                 .iter()
@@ -410,7 +411,7 @@ impl CmakeSourceBuilder {
             }
         }
         toolchain.generator = match (&spec.generator, generator_tool.as_deref()) {
-            (Some(generator), _) => generator.clone(),
+            (Some(generator), _) => generator.to_string(),
             (None, Some("ninja")) => "Ninja".to_string(),
             (None, _) => "Unix Makefiles".to_string(),
         };
@@ -429,7 +430,7 @@ impl CmakeSourceBuilder {
 
     /// Step 4: the spec's flags, then preflight's, then the commit-derived ones.
     fn flags(spec: &SourceBuildSpec, toolchain: &Toolchain, commit: &str) -> Vec<String> {
-        let mut flags = spec.cmake_flags.clone();
+        let mut flags = spec.cmake_flags.to_flags();
         flags.extend(toolchain.flags.iter().cloned());
         if let Some(info) = &spec.build_info {
             flags.push(format!(
@@ -440,7 +441,7 @@ impl CmakeSourceBuilder {
             flags.push(format!(
                 "-D{}={}",
                 info.number,
-                build_number(&spec.reference)
+                build_number(spec.reference.as_str())
             ));
         }
         flags
@@ -502,7 +503,7 @@ impl CmakeSourceBuilder {
     ) -> Result<SourceBuildMetadata> {
         let started_at = self.clock.now();
         if let Some(parent) = log.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         }
         let header = format!(
             "==== {} {}@{} commit {} key {} at {}\n",
@@ -518,7 +519,7 @@ impl CmakeSourceBuilder {
             .append(true)
             .open(&log)
             .and_then(|mut file| file.write_all(header.as_bytes()))
-            .map_err(|e| Error::io("write", &log, &e))?;
+            .map_err(|e| Error::io("write", &log, e))?;
 
         let src = staging.work.join("src");
         self.checkout(spec, plan, &staging, &log, &src).await?;
@@ -602,14 +603,14 @@ impl CmakeSourceBuilder {
             format: METADATA_FORMAT,
             engine: spec.engine,
             key: plan.key.clone(),
-            repo: spec.repo.clone(),
-            reference: spec.reference.clone(),
+            repo: spec.repo.to_string(),
+            reference: spec.reference.to_string(),
             commit: plan.commit.clone(),
             engine_version: source_engine_version(
                 spec.engine,
                 &plan.commit,
                 spec.backend,
-                &spec.cmake_flags,
+                &spec.cmake_flags.to_flags(),
             ),
             generator: plan.toolchain.generator.clone(),
             flags: plan.flags.clone(),
@@ -643,7 +644,7 @@ impl CmakeSourceBuilder {
         let short = &plan.commit[..12.min(plan.commit.len())];
         let step = format!("checkout {short}");
         self.started(&step, None);
-        let mirror = Mirror::new(&spec.cache_dir, &spec.repo);
+        let mirror = Mirror::new(&spec.cache_dir, spec.repo.expose());
         {
             let _lock = git.lock(&mirror.lock).await?;
             if !git.has_commit(&mirror, &plan.commit).await? {
@@ -691,10 +692,10 @@ impl CmakeSourceBuilder {
         }
         if spec.submodules {
             self.policy.check(&provisioner_core::Action::FetchSource {
-                url: spec.repo.clone(),
+                remote: spec.repo.clone(),
             })?;
             let set_url = git
-                .run_in(src, &["remote", "set-url", "origin", &spec.repo])
+                .run_in(src, &["remote", "set-url", "origin", spec.repo.expose()])
                 .await?;
             let output = if set_url.success() {
                 git.run_in(
@@ -725,7 +726,7 @@ impl SourceBuilder for CmakeSourceBuilder {
     async fn ensure_built(&self, spec: &SourceBuildSpec) -> Result<SourceArtifact> {
         // Every path below derives from the cache dir; make it absolute once (ccache needs it).
         let cache_dir = std::path::absolute(&spec.cache_dir)
-            .map_err(|e| Error::io("resolve", &spec.cache_dir, &e))?;
+            .map_err(|e| Error::io("resolve", &spec.cache_dir, e))?;
         let spec = &SourceBuildSpec {
             cache_dir,
             ..spec.clone()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use provisioner_core::tools::Distro;
+use provisioner_core::Distro;
 use provisioner_core::{
     Backend, BuildInfoVariables, CommandOutput, CommandSpec, Engine, Error, MockClock, MockPolicy,
     MockShell, SourceBuildSpec, SourceBuilder, ToolInfo,
@@ -177,11 +177,11 @@ fn spec(cache_dir: &Path, reference: &str) -> SourceBuildSpec {
     SourceBuildSpec {
         engine: Engine::Llamacpp,
         cache_dir: cache_dir.to_path_buf(),
-        repo: "https://github.com/ggml-org/llama.cpp".to_string(),
-        reference: reference.to_string(),
+        repo: "https://github.com/ggml-org/llama.cpp".parse().unwrap(),
+        reference: reference.parse().unwrap(),
         submodules: false,
         generator: None,
-        cmake_flags: vec!["-DLLAMA_CURL=OFF".to_string()],
+        cmake_flags: CacheEntries::parse(["-DLLAMA_CURL=OFF"]).unwrap(),
         build_info: None,
         targets: vec!["llama-server".to_string()],
         artifacts: vec!["bin/llama-server".to_string()],
@@ -257,7 +257,7 @@ async fn missing_tools_are_installed_through_the_package_manager_when_allowed() 
             Ok(requests
                 .iter()
                 .map(|r| provisioner_core::InstalledPackage {
-                    name: r.name.clone(),
+                    name: r.name.to_string(),
                     version: "1".to_string(),
                     repository: None,
                 })
@@ -348,7 +348,7 @@ async fn cuda_finds_nvcc_off_path_and_passes_it_to_cmake() {
     let b = builder(host.shell(), allow(), progress.clone(), facts());
     let mut spec = spec(dir.path(), COMMIT);
     spec.backend = Backend::Cuda;
-    spec.cmake_flags.push("-DGGML_CUDA=ON".to_string());
+    spec.cmake_flags.set("-DGGML_CUDA=ON".parse().unwrap());
     let error = b.ensure_built(&spec).await.unwrap_err();
     assert!(matches!(error, Error::CommandFailed { .. }), "{error:?}");
     let configure = host.configure();
@@ -419,10 +419,13 @@ async fn a_cuda_compiler_given_in_the_flags_is_used_as_is() {
     let b = builder(host.shell(), allow(), Arc::default(), facts());
     let mut spec = spec(dir.path(), COMMIT);
     spec.backend = Backend::Cuda;
-    spec.cmake_flags
-        .push("-DCMAKE_CUDA_COMPILER:FILEPATH=/srv/cuda/bin/nvcc".to_string());
+    spec.cmake_flags.set(
+        "-DCMAKE_CUDA_COMPILER:FILEPATH=/srv/cuda/bin/nvcc"
+            .parse()
+            .unwrap(),
+    );
     let plan = b.plan(&spec).await.unwrap();
-    assert_eq!(plan.flags, spec.cmake_flags);
+    assert_eq!(plan.flags, spec.cmake_flags.to_flags());
     assert_eq!(
         plan.toolchain.keyed.get("nvcc").map(String::as_str),
         Some("/srv/cuda/bin/nvcc@100-200")
@@ -439,7 +442,7 @@ async fn a_cuda_compiler_given_in_the_flags_is_used_as_is() {
 
     // A named compiler that does not exist is missing, whatever PATH holds.
     spec.cmake_flags
-        .push("-DCMAKE_CUDA_COMPILER=/nowhere/nvcc".to_string());
+        .set("-DCMAKE_CUDA_COMPILER=/nowhere/nvcc".parse().unwrap());
     let b = builder(with_path_nvcc.shell(), allow(), Arc::default(), facts());
     let error = b.plan(&spec).await.err().unwrap();
     assert!(
@@ -477,7 +480,9 @@ async fn key_follows_commit_flags_and_toolchain_only() {
 
     assert_ne!(base, key(&host, spec(dir.path(), OTHER_COMMIT)).await);
     let mut flagged = spec(dir.path(), COMMIT);
-    flagged.cmake_flags.push("-DGGML_NATIVE=OFF".to_string());
+    flagged
+        .cmake_flags
+        .set("-DGGML_NATIVE=OFF".parse().unwrap());
     assert_ne!(base, key(&host, flagged).await);
     let newer_gcc = FakeHost::new().with(
         "cc",
@@ -518,7 +523,7 @@ async fn shell_metacharacters_reach_cmake_as_one_literal_argument() {
     let b = builder(host.shell(), allow(), Arc::default(), facts());
     let nasty = "-DX=$(touch /tmp/pwned);rm -rf /".to_string();
     let mut spec = spec(dir.path(), COMMIT);
-    spec.cmake_flags.push(nasty.clone());
+    spec.cmake_flags.set(nasty.parse().unwrap());
     let error = b.ensure_built(&spec).await.unwrap_err();
     let configure = host.configure();
     assert_eq!(configure.args.iter().filter(|a| **a == nasty).count(), 1);
@@ -581,7 +586,7 @@ async fn tags_are_resolved_once_through_the_mirror_then_from_the_index() {
             .all(|c| c.env.get("GIT_TERMINAL_PROMPT").map(String::as_str) == Some("0"))
     );
     let clone = &commands[0];
-    let mirror = Mirror::new(dir.path(), &spec.repo);
+    let mirror = Mirror::new(dir.path(), spec.repo.expose());
     assert_eq!(
         clone.args,
         vec![
@@ -589,7 +594,7 @@ async fn tags_are_resolved_once_through_the_mirror_then_from_the_index() {
             "--bare".into(),
             "--quiet".into(),
             "--".into(),
-            spec.repo.clone(),
+            spec.repo.expose().to_string(),
             mirror.tmp.display().to_string()
         ]
     );
@@ -605,7 +610,7 @@ async fn tags_are_resolved_once_through_the_mirror_then_from_the_index() {
             .contains(&format!("fetch {}@v1", spec.repo))
     );
     assert_eq!(
-        refs::lookup(dir.path(), &spec.repo, "v1").map(|e| e.kind),
+        refs::lookup(dir.path(), &spec.repo.to_string(), "v1").map(|e| e.kind),
         Some(RefKind::Tag)
     );
 
@@ -630,7 +635,10 @@ async fn branches_are_fetched_every_time_and_not_recorded() {
         .filter(|c| c.args.get(2).map(String::as_str) == Some("fetch"))
         .count();
     assert_eq!(fetches, 1, "the second plan fetches the existing mirror");
-    assert_eq!(refs::lookup(dir.path(), &spec.repo, "master"), None);
+    assert_eq!(
+        refs::lookup(dir.path(), &spec.repo.to_string(), "master"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -640,7 +648,12 @@ async fn abbreviated_commits_are_recorded_as_commits() {
     host.is_tag = false;
     let b = builder(host.shell(), allow(), Arc::default(), facts());
     b.plan(&spec(dir.path(), "012345678A")).await.unwrap();
-    let entry = refs::lookup(dir.path(), &spec(dir.path(), "x").repo, "012345678A").unwrap();
+    let entry = refs::lookup(
+        dir.path(),
+        &spec(dir.path(), "x").repo.to_string(),
+        "012345678A",
+    )
+    .unwrap();
     assert_eq!(entry.kind, RefKind::Commit);
     assert_eq!(entry.commit, COMMIT);
 }
@@ -684,7 +697,7 @@ async fn unknown_ref_and_unreachable_repo_are_source_errors() {
             .contains("git ls-remote https://github.com/ggml-org/llama.cpp")
     );
     assert!(
-        !Mirror::new(dir.path(), &spec(dir.path(), "v1").repo)
+        !Mirror::new(dir.path(), spec(dir.path(), "v1").repo.expose())
             .dir
             .exists()
     );
@@ -753,7 +766,7 @@ async fn cold_path_commands_are_shaped_as_documented() {
     assert_eq!(git[3][2..], ["checkout", "--quiet", "--detach", COMMIT]);
     assert_eq!(
         git[4][2..],
-        ["remote", "set-url", "origin", spec.repo.as_str()]
+        ["remote", "set-url", "origin", spec.repo.expose()]
     );
     assert!(
         commands

@@ -2,7 +2,7 @@
 
 use std::num::NonZeroUsize;
 
-use provisioner_core::tools::Distro;
+use provisioner_core::Distro;
 
 /// What the builder needs to know about the host besides the programs on PATH.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,4 +32,4 @@ mod refs;
 pub use builder::{BUILDS_BUCKET, CmakeSourceBuilder, SourceBuildMetadata};
 pub use host::HostFacts;
 pub use key::{KeyInputs, LAYOUT_VERSION, build_key};
-pub use refs::REF_INDEX_FILE;
+pub use refs::{REF_INDEX_FILE, known_commit};

@@ -106,8 +106,8 @@ impl Git<'_> {
 
     pub fn source_error(&self, message: String, hint: Option<String>) -> Error {
         Error::Source {
-            repo: self.spec.repo.clone(),
-            reference: self.spec.reference.clone(),
+            repo: self.spec.repo.to_string(),
+            reference: self.spec.reference.to_string(),
             message,
             hint,
         }
@@ -125,7 +125,7 @@ impl Git<'_> {
 
     fn check_policy(&self) -> Result<()> {
         self.policy.check(&Action::FetchSource {
-            url: self.spec.repo.clone(),
+            remote: self.spec.repo.clone(),
         })
     }
 
@@ -165,14 +165,14 @@ impl Git<'_> {
             return Ok(());
         }
         let parent = mirror.dir.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, &e))?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         remove_all(&mirror.tmp)?;
         let clone = self.command([
             "clone".to_string(),
             "--bare".to_string(),
             "--quiet".to_string(),
             "--".to_string(),
-            self.spec.repo.clone(),
+            self.spec.repo.expose().to_string(),
             mirror.tmp.display().to_string(),
         ]);
         match self.shell.run(&clone).await {
@@ -186,7 +186,7 @@ impl Git<'_> {
                 return Err(e);
             }
         }
-        std::fs::rename(&mirror.tmp, &mirror.dir).map_err(|e| Error::io("rename", &mirror.tmp, &e))
+        std::fs::rename(&mirror.tmp, &mirror.dir).map_err(|e| Error::io("rename", &mirror.tmp, e))
     }
 
     /// Whether the mirror holds `commit`.
@@ -212,7 +212,7 @@ impl Git<'_> {
                 kind: RefKind::Commit,
             });
         }
-        if let Some(entry) = refs::lookup(&spec.cache_dir, &spec.repo, reference) {
+        if let Some(entry) = refs::lookup(&spec.cache_dir, &spec.repo.to_string(), reference) {
             return Ok(Resolved {
                 commit: entry.commit.to_ascii_lowercase(),
                 kind: entry.kind,
@@ -224,7 +224,7 @@ impl Git<'_> {
             step: step.clone(),
             detail: None,
         });
-        let mirror = Mirror::new(&spec.cache_dir, &spec.repo);
+        let mirror = Mirror::new(&spec.cache_dir, spec.repo.expose());
         let _mirror_lock = self.lock(&mirror.lock).await?;
         self.sync(&mirror).await?;
 
@@ -272,7 +272,7 @@ impl Git<'_> {
                 .await?;
             refs::record(
                 &spec.cache_dir,
-                &spec.repo,
+                &spec.repo.to_string(),
                 reference,
                 RefEntry {
                     commit: commit.clone(),
@@ -296,11 +296,11 @@ impl Git<'_> {
 pub(crate) fn remove_all(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("inspect", path, &e)),
+        Err(e) => Err(Error::io("inspect", path, e)),
         Ok(meta) if meta.is_dir() => {
-            std::fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, &e))
+            std::fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))
         }
-        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io("remove", path, &e)),
+        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io("remove", path, e)),
     }
 }
 

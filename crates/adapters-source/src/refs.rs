@@ -70,6 +70,19 @@ pub(crate) fn lookup(cache_dir: &Path, repo: &str, reference: &str) -> Option<Re
         .filter(|e| is_full_sha(&e.commit) && e.kind != RefKind::Branch)
 }
 
+/// The commit a tag or commit of `repo` resolved to before, from the ref index of `cache_dir`
+/// (a full SHA is its own answer); branches are never answered. Reads one file, runs nothing.
+pub fn known_commit(
+    cache_dir: &Path,
+    repo: &provisioner_core::GitRemote,
+    reference: &provisioner_core::GitRef,
+) -> Option<String> {
+    if is_full_sha(reference.as_str()) {
+        return Some(reference.as_str().to_ascii_lowercase());
+    }
+    lookup(cache_dir, &repo.to_string(), reference.as_str()).map(|entry| entry.commit)
+}
+
 /// Records a resolution with an atomic write (temp file + rename). The caller holds the index lock.
 pub(crate) fn record(cache_dir: &Path, repo: &str, reference: &str, entry: RefEntry) -> Result<()> {
     if entry.kind == RefKind::Branch {
@@ -93,11 +106,11 @@ pub(crate) fn record(cache_dir: &Path, repo: &str, reference: &str, entry: RefEn
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&temp);
-        return Err(Error::io("write", &temp, &e));
+        return Err(Error::io("write", &temp, e));
     }
     std::fs::rename(&temp, &path).map_err(|e| {
         let _ = std::fs::remove_file(&temp);
-        Error::io("rename", &path, &e)
+        Error::io("rename", &path, e)
     })
 }
 

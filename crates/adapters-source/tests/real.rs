@@ -160,11 +160,12 @@ impl Fixture {
         SourceBuildSpec {
             engine: Engine::Llamacpp,
             cache_dir: self.cache.clone(),
-            repo: self.url.clone(),
-            reference: reference.to_string(),
+            repo: self.url.parse().unwrap(),
+            reference: reference.parse().unwrap(),
             submodules: false,
             generator: None,
-            cmake_flags: vec!["-DCMAKE_BUILD_TYPE=Release".to_string()],
+            cmake_flags: provisioner_core::CacheEntries::parse(["-DCMAKE_BUILD_TYPE=Release"])
+                .unwrap(),
             build_info: None,
             targets: vec!["hello-server".to_string()],
             artifacts: vec!["bin/hello-server".to_string()],
@@ -304,7 +305,7 @@ async fn an_unknown_ref_is_a_source_error_naming_it() {
 async fn an_unreachable_repository_is_a_source_error_and_leaves_nothing() {
     let fx = Fixture::new(HELLO_CMAKE).await;
     let mut spec = fx.spec("v1");
-    spec.repo = "file:///nonexistent/repo.git".to_string();
+    spec.repo = "file:///nonexistent/repo.git".parse().unwrap();
     let error = fx
         .builder(Counting::new())
         .ensure_built(&spec)
@@ -413,7 +414,8 @@ async fn shell_metacharacters_in_a_flag_reach_cmake_literally() {
         fx.temp.path().display()
     );
     let mut spec = fx.spec("v1");
-    spec.cmake_flags.push(format!("-DX={value}"));
+    spec.cmake_flags
+        .set(format!("-DX={value}").parse().unwrap());
     spec.artifacts.push("bin/x-value".to_string());
     let built = fx
         .builder(Counting::new())
@@ -466,9 +468,12 @@ async fn a_cancelled_build_leaves_no_process_and_no_install() {
     std::fs::write(&slow, "").unwrap();
     let mut spec = fx.spec("v1");
     spec.cmake_flags
-        .push(format!("-DSLOW_FILE={}", slow.display()));
-    spec.cmake_flags
-        .push(format!("-DPID_FILE={}", pid_file.display()));
+        .set(format!("-DSLOW_FILE={}", slow.display()).parse().unwrap());
+    spec.cmake_flags.set(
+        format!("-DPID_FILE={}", pid_file.display())
+            .parse()
+            .unwrap(),
+    );
     let builder = Arc::new(fx.builder(Counting::new()));
 
     let task = tokio::spawn({

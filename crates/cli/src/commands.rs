@@ -1,49 +1,74 @@
 //! The commands, independent of how flags were parsed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters_host::supervisor::Supervisor;
+use adapters_host::supervisor::{Supervisor, probe_now};
 use provisioner_core::{
-    Config, EngineProvisioner, Error, Format, PoolConfig, PreparedEngine, Progress, ProgressEvent,
-    Result,
+    Config, EngineProvisioner, Error, Format, Mode, PoolConfig, PreparedEngine, Progress,
+    ProgressEvent, Result, command_line,
 };
 use serde_json::json;
 
 use crate::render::out;
 use crate::wiring::{Settings, provisioner};
 
-/// Which pool and how to print.
+/// Which pool of which config, and how to print.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Config file.
-    pub config: std::path::PathBuf,
+    pub config: PathBuf,
     /// Pool id.
     pub pool: Option<String>,
     /// JSON output.
     pub json: bool,
 }
 
-/// Reads and validates a configuration file.
+/// Reads and parses a configuration file. A missing or unreadable file is
+/// [`Error::ConfigUnreadable`] (exit 3).
 pub fn load_config(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, &e))?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let name = path.to_string_lossy();
     Config::parse(&text, Format::from_file_name(&name), &name)
 }
 
-fn load_pool(target: &Target, progress: &dyn Progress) -> Result<PoolConfig> {
-    let config = load_config(&target.config)?;
-    if !config.other_sections.is_empty() {
-        let names: Vec<&str> = config.other_sections.keys().map(String::as_str).collect();
+fn note_unread_sections(config: &Config, progress: &dyn Progress) {
+    if config.catalog.is_some() {
         progress.report(ProgressEvent::Note {
-            message: format!(
-                "ignoring top-level sections not read by the engine provisioner: {}",
-                names.join(", ")
-            ),
+            message:
+                "the `catalog` section belongs to other llama-orch components and is not read here"
+                    .to_string(),
         });
     }
+}
+
+fn load_pool(target: &Target, progress: &dyn Progress) -> Result<PoolConfig> {
+    let config = load_config(&target.config)?;
+    note_unread_sections(&config, progress);
     Ok(config.pool(target.pool.as_deref())?.clone())
+}
+
+/// The `orchctl` command line that addresses this target's pool with the same host settings, for
+/// hints that must work when pasted.
+pub fn orchctl_command(settings: &Settings, target: &Target, pool: &str, words: &[&str]) -> String {
+    let config = std::path::absolute(&target.config).unwrap_or_else(|_| target.config.clone());
+    let config = config.to_string_lossy().to_string();
+    let mut argv: Vec<String> = vec!["orchctl".to_string()];
+    if let Some(dir) = &settings.cache_dir {
+        argv.extend(["--cache-dir".to_string(), dir.to_string_lossy().to_string()]);
+    }
+    argv.extend(words.iter().map(|w| w.to_string()));
+    argv.extend([
+        "--config".to_string(),
+        config,
+        "--pool".to_string(),
+        pool.to_string(),
+    ]);
+    command_line(argv.iter().map(String::as_str))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -55,11 +80,15 @@ pub fn schema() {
     out(&Config::json_schema());
 }
 
-/// `orchctl config check`
-pub fn check(path: &Path) -> Result<()> {
+/// `orchctl config check`: every validation that needs no host, for every pool, all problems at
+/// once.
+pub fn check(settings: &Settings, path: &Path, progress: Arc<dyn Progress>) -> Result<()> {
     let config = load_config(path)?;
-    let ids: Vec<&str> = config.pools.iter().map(|p| p.id.as_str()).collect();
-    out(&format!("ok: {} pool(s): {}", ids.len(), ids.join(", ")));
+    note_unread_sections(&config, progress.as_ref());
+    provisioner(settings, progress).check(&config)?;
+    let ids: Vec<String> = config.pools.iter().map(|p| p.id.to_string()).collect();
+    let noun = if ids.len() == 1 { "pool" } else { "pools" };
+    out(&format!("ok: {} {noun}: {}", ids.len(), ids.join(", ")));
     Ok(())
 }
 
@@ -69,18 +98,20 @@ pub fn plan(settings: &Settings, target: &Target, progress: Arc<dyn Progress>) -
     let plan = provisioner(settings, progress).plan(&pool)?;
     if target.json {
         out(&to_json(&json!({ "digest": plan.digest(), "plan": plan })));
-    } else {
-        out(&format!(
-            "plan for pool `{}` ({} / {}), digest {}",
-            plan.pool_id,
-            plan.engine,
-            plan.mode,
-            plan.digest()
-        ));
-        for (index, step) in plan.steps.iter().enumerate() {
-            let value = serde_json::to_value(step).unwrap_or_default();
-            out(&format!("{:>2}. {}", index + 1, value));
-        }
+        return Ok(());
+    }
+    out(&format!(
+        "Plan for pool {} ({} in {} mode), digest {}:",
+        plan.pool_id,
+        plan.engine.label(),
+        plan.mode,
+        plan.digest()
+    ));
+    for (index, step) in plan.steps.iter().enumerate() {
+        out(&format!("{:>3}. {step}", index + 1));
+    }
+    for note in &plan.notes {
+        out(&format!("note: {note}"));
     }
     Ok(())
 }
@@ -101,38 +132,81 @@ pub async fn prepare(
     Ok(prepared)
 }
 
+fn field(name: &str, value: impl std::fmt::Display) {
+    out(&format!("{:<16}{value}", format!("{name}:")));
+}
+
 fn describe(prepared: &PreparedEngine) {
-    out(&format!("pool:           {}", prepared.pool_id));
-    out(&format!("engine_version: {}", prepared.engine_version));
-    out(&format!(
-        "cache:          {}",
+    field("pool", &prepared.pool_id);
+    field("engine_version", &prepared.engine_version);
+    let Some(bin) = &prepared.bin else {
+        field(
+            "endpoint",
+            format!("http://127.0.0.1:{}", prepared.metadata.readiness.port),
+        );
+        out("nothing was provisioned: this pool attaches to an engine run outside this tool");
+        return;
+    };
+    field(
+        "cache",
         if prepared.metadata.cache_hit {
             "hit"
         } else {
             "built"
-        }
-    ));
-    out(&format!("bin:            {}", prepared.bin.display()));
-    let args: Vec<String> = prepared
-        .args
-        .iter()
-        .map(|a| provisioner_core::shell_quote(a))
-        .collect();
-    out(&format!("args:           {}", args.join(" ")));
+        },
+    );
+    field("bin", bin.display());
+    field(
+        "args",
+        command_line(prepared.args.iter().map(String::as_str)),
+    );
     for (key, value) in &prepared.env {
-        out(&format!("env:            {key}={value}"));
+        field("env", format!("{key}={value}"));
     }
-    out(&format!("workdir:        {}", prepared.workdir.display()));
+    if let Some(file) = &prepared.env_file {
+        field("env_file", file.display());
+    }
+    if let Some(workdir) = &prepared.workdir {
+        field("workdir", workdir.display());
+    }
+}
+
+/// Refuses `action` for an external pool (nothing of it runs here).
+fn refuse_external(pool: &PoolConfig, action: &str) -> Result<()> {
+    match pool.mode() {
+        Mode::External => {
+            let port = pool.provisioning.ports.first().copied();
+            Err(Error::ExternalPool {
+                pool: pool.id.to_string(),
+                action: action.to_string(),
+                endpoint: port.map_or_else(
+                    || "its default port".to_string(),
+                    |port| format!("http://127.0.0.1:{port}"),
+                ),
+            })
+        }
+        Mode::Source | Mode::Container | Mode::Package | Mode::Binary => Ok(()),
+    }
 }
 
 /// `orchctl engine up`
 pub async fn up(settings: &Settings, target: &Target, progress: Arc<dyn Progress>) -> Result<()> {
     let pool = load_pool(target, progress.as_ref())?;
+    refuse_external(&pool, "up (starting it)")?;
     let prepared = provisioner(settings, progress.clone())
         .prepare(&pool)
         .await?;
     let supervisor = Supervisor::new(settings.layout().run_dir);
-    let state = supervisor.start(&prepared)?;
+    let down = orchctl_command(settings, target, pool.id.as_str(), &["engine", "down"]);
+    let mut state = supervisor.start(&prepared).map_err(|error| match error {
+        Error::AlreadyRunning { pool, pid, log, .. } => Error::AlreadyRunning {
+            pool,
+            pid,
+            log,
+            hint: Some(format!("stop it first: {down}")),
+        },
+        other => other,
+    })?;
     let step = format!("wait for {} to be ready", prepared.pool_id);
     progress.report(ProgressEvent::Started {
         step: step.clone(),
@@ -144,41 +218,44 @@ pub async fn up(settings: &Settings, target: &Target, progress: Arc<dyn Progress
     });
     let timeout = Duration::from_secs(prepared.metadata.readiness.timeout_seconds);
     let checked = async {
-        supervisor.wait_ready(&state, timeout).await?;
+        supervisor.wait_ready(&mut state, timeout).await?;
         supervisor.verify_identity(&state).await
     }
     .await;
     if let Err(error) = checked {
         // Never leave a server running that is not ready or not the build we prepared.
         let _ = supervisor
-            .stop(&prepared.pool_id, Duration::from_secs(5))
+            .stop(prepared.pool_id.as_str(), Duration::from_secs(5))
             .await;
         return Err(error);
     }
     progress.report(ProgressEvent::Finished { step });
-    let url = format!("http://127.0.0.1:{}", prepared.metadata.readiness.port);
+    let url = format!("http://127.0.0.1:{}", state.readiness.port);
     if target.json {
         out(&to_json(&json!({
             "pool_id": prepared.pool_id,
             "pid": state.pid,
             "url": url,
+            "ports": state.ports,
             "engine_version": prepared.engine_version,
             "log_file": state.log_file,
             "cache_hit": prepared.metadata.cache_hit,
         })));
     } else {
         out(&format!(
-            "{} is up: pid {}, {url}, engine_version {}",
+            "{} is up at {url} (pid {}), engine_version {}",
             prepared.pool_id, state.pid, prepared.engine_version
         ));
+        if prepared.ports.contains(&0) {
+            let ports: Vec<String> = state.ports.iter().map(u16::to_string).collect();
+            out(&format!(
+                "it bound port {} (the configuration asked for a free one)",
+                ports.join(", ")
+            ));
+        }
         out(&format!("log: {}", state.log_file.display()));
     }
     Ok(())
-}
-
-/// The pool id for commands that need no full config (down, status): the config still names it.
-fn pool_id(target: &Target, progress: &dyn Progress) -> Result<String> {
-    Ok(load_pool(target, progress)?.id)
 }
 
 /// `orchctl engine down`; returns whether something was stopped.
@@ -188,7 +265,9 @@ pub async fn down(
     grace: Duration,
     progress: Arc<dyn Progress>,
 ) -> Result<bool> {
-    let id = pool_id(target, progress.as_ref())?;
+    let pool = load_pool(target, progress.as_ref())?;
+    refuse_external(&pool, "down (stopping it)")?;
+    let id = pool.id.to_string();
     let stopped = Supervisor::new(settings.layout().run_dir)
         .stop(&id, grace)
         .await?;
@@ -202,13 +281,44 @@ pub async fn down(
     Ok(stopped)
 }
 
-/// `orchctl engine status`; returns whether the engine is alive.
+/// `orchctl engine status`; returns whether the engine is alive (for an external pool: whether
+/// its endpoint answers its readiness probe).
 pub async fn status(
     settings: &Settings,
     target: &Target,
     progress: Arc<dyn Progress>,
 ) -> Result<bool> {
-    let id = pool_id(target, progress.as_ref())?;
+    let pool = load_pool(target, progress.as_ref())?;
+    let id = pool.id.to_string();
+    if pool.mode() == Mode::External {
+        let probe = provisioner(settings, progress)
+            .plan(&pool)
+            .and_then(|plan| {
+                plan.steps
+                    .into_iter()
+                    .find_map(|step| match step {
+                        provisioner_core::Step::Attach { readiness, .. } => Some(readiness),
+                        _ => None,
+                    })
+                    .ok_or_else(|| Error::invalid(pool.field("provisioning.mode"), "no endpoint"))
+            })?;
+        let ready = probe_now(&probe).await;
+        let url = format!("http://127.0.0.1:{}", probe.port);
+        if target.json {
+            out(&to_json(&json!({
+                "pool_id": id,
+                "external": true,
+                "url": url,
+                "ready": ready,
+                "running": ready,
+            })));
+        } else {
+            field("pool", &id);
+            field("external", &url);
+            field("ready", ready);
+        }
+        return Ok(ready);
+    }
     let status = Supervisor::new(settings.layout().run_dir)
         .status(&id)
         .await?;
@@ -232,15 +342,17 @@ pub async fn status(
     } else {
         match &status {
             Some(s) => {
-                out(&format!("pool:           {id}"));
-                out(&format!("pid:            {}", s.state.pid));
-                out(&format!("alive:          {}", s.alive));
-                out(&format!("ready:          {}", s.ready));
-                out(&format!("engine_version: {}", s.state.engine_version));
+                field("pool", &id);
+                field("pid", s.state.pid);
+                field("alive", s.alive);
+                field("ready", s.ready);
+                let ports: Vec<String> = s.state.ports.iter().map(u16::to_string).collect();
+                field("ports", ports.join(", "));
+                field("engine_version", &s.state.engine_version);
                 if let Some(container) = &s.container {
-                    out(&format!("container:      {container}"));
+                    field("container", container);
                 }
-                out(&format!("log:            {}", s.state.log_file.display()));
+                field("log", s.state.log_file.display());
             }
             None => out(&format!("{id} is not running")),
         }

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            render_error(&Error::io("start runtime", "-", &e), false);
+            render_error(&Error::io("start runtime", "-", e), false);
             return ExitCode::from(1);
         }
     };
@@ -106,7 +106,9 @@ async fn run(
 ) -> Result<u8, Error> {
     match command {
         Command::Config(ConfigCommand::Schema) => commands::schema(),
-        Command::Config(ConfigCommand::Check { config }) => commands::check(&config)?,
+        Command::Config(ConfigCommand::Check { config }) => {
+            commands::check(settings, &config, progress)?
+        }
         Command::Engine(EngineCommand::Plan(p)) => commands::plan(settings, &target(&p), progress)?,
         Command::Engine(EngineCommand::Prepare(p)) => {
             commands::prepare(settings, &target(&p), progress).await?;

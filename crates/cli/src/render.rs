@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use provisioner_core::{Error, Progress, ProgressEvent};
+use provisioner_core::{Error, Progress, ProgressEvent, human_bytes};
 
 /// Renders progress events on stderr. On a terminal percentages update in place; otherwise a
 /// line is written every 10 %.
@@ -116,22 +116,6 @@ impl Progress for StderrProgress {
     }
 }
 
-/// Bytes for humans, binary units.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// Writes a line to stdout.
 pub fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -156,17 +140,5 @@ pub fn error(error: &Error, json: bool) {
             }
         });
         out(&value.to_string());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn bytes_for_humans() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(200 * 1024 * 1024), "200.0 MiB");
     }
 }

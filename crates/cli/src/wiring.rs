@@ -1,10 +1,11 @@
 //! The composition root: real adapters plugged into the ports.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adapters_binary::{BinaryArtifactInstaller, FetchSettings, HttpFetcher};
-use adapters_container::{ContainerSettings, PodmanOrDocker};
+use adapters_container::{ContainerSettings, PodmanOrDocker, TagIndex};
+use adapters_host::HostRunFiles;
 use adapters_host::clock::SystemClock;
 use adapters_host::models::LocalModels;
 use adapters_host::process::HostShell;
@@ -12,7 +13,9 @@ use adapters_package::{HostManagers, PackageEngineInstaller};
 use adapters_source::{CmakeSourceBuilder, HostFacts};
 use engines::Provisioner;
 use policy::HostPolicy;
-use provisioner_core::{Layout, Ports, Progress, Shell};
+use provisioner_core::{
+    Digest, GitRef, GitRemote, ImageReference, KnownFacts, Layout, Ports, Progress, Shell,
+};
 
 /// Host-wide settings, from flags and environment.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +24,7 @@ pub struct Settings {
     pub home: PathBuf,
     /// Cache root override.
     pub cache_dir: Option<PathBuf>,
-    /// Model cache override.
+    /// Models directory override.
     pub models_dir: Option<PathBuf>,
     /// Offline mode.
     pub offline: bool,
@@ -43,6 +46,29 @@ impl Settings {
     }
 }
 
+/// What this host knows from earlier prepares, read from the caches' own records (the ref index
+/// of source builds, the tag index of images) and the file system: no network, no process.
+struct KnownOnDisk {
+    images: TagIndex,
+}
+
+impl KnownFacts for KnownOnDisk {
+    fn commit(&self, cache_dir: &Path, repo: &GitRemote, reference: &GitRef) -> Option<String> {
+        adapters_source::known_commit(cache_dir, repo, reference)
+    }
+
+    fn image_digest(&self, image: &ImageReference) -> Option<Digest> {
+        self.images.known_digest(image)
+    }
+
+    fn size(&self, path: &Path) -> Option<u64> {
+        std::fs::metadata(path)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+    }
+}
+
 /// A provisioner wired to this host.
 pub fn provisioner(settings: &Settings, progress: Arc<dyn Progress>) -> Provisioner {
     let shell = Arc::new(HostShell::new(progress.clone()));
@@ -56,17 +82,17 @@ pub fn provisioner_with_shell(
     progress: Arc<dyn Progress>,
     shell: Arc<dyn Shell>,
 ) -> Provisioner {
+    let layout = settings.layout();
     let policy = Arc::new(HostPolicy {
         offline: settings.offline,
         allowed_hosts: settings.allowed_hosts.clone(),
-        allow_unverified_downloads: false,
         allow_plain_http: settings.allow_plain_http,
     });
     let clock = Arc::new(SystemClock);
     let managers = HostManagers::new(
         shell.clone(),
         progress.clone(),
-        settings.layout().cache_root.join("packages"),
+        layout.cache_root.join("packages"),
     );
     let host_packages = managers.default_manager();
     let mut builder = CmakeSourceBuilder::new(
@@ -88,30 +114,30 @@ pub fn provisioner_with_shell(
     );
     let fetcher = Arc::new(HttpFetcher::new(progress.clone(), FetchSettings::default()));
     let binaries = BinaryArtifactInstaller::new(
-        fetcher.clone(),
+        fetcher,
         shell.clone(),
         policy.clone(),
         progress.clone(),
-        clock.clone(),
+        clock,
     );
+    let containers_dir = layout.cache_root.join("containers");
     let containers = PodmanOrDocker::new(
-        shell.clone(),
-        policy.clone(),
+        shell,
+        policy,
         progress.clone(),
-        ContainerSettings::from_host(settings.layout().cache_root.join("containers")),
+        ContainerSettings::from_host(containers_dir.clone()),
     );
     let ports = Ports {
-        shell,
-        source_builder: Arc::new(builder),
         models: Arc::new(LocalModels),
-        policy,
-        clock,
-        progress,
-        fetcher: Some(fetcher),
+        source_builder: Some(Arc::new(builder)),
         binaries: Some(Arc::new(binaries)),
-        packages: host_packages,
-        package_installer: Some(Arc::new(package_installer)),
+        packages: Some(Arc::new(package_installer)),
         containers: Some(Arc::new(containers)),
+        run_files: Arc::new(HostRunFiles::new(layout.run_dir.clone())),
+        known: Arc::new(KnownOnDisk {
+            images: TagIndex::new(&containers_dir),
+        }),
+        progress,
     };
-    Provisioner::new(ports, settings.layout())
+    Provisioner::new(ports, layout)
 }

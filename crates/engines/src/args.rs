@@ -1,33 +1,23 @@
-//! Normalisation of llama-server flags: one spelling per option, the last value wins, and the
-//! options the provisioner owns (`--model`, `--port`) cannot be set behind its back.
+//! Server options as an ordered list: parsed from a pool's `flags` with an engine's alias table
+//! (one spelling per option, the last value wins), or kept verbatim for engines whose flags are
+//! passed through as written.
 
 use provisioner_core::{Error, Result};
 
-/// Canonical spellings of options that have several.
-const ALIASES: &[(&str, &str)] = &[
-    ("-ngl", "--n-gpu-layers"),
-    ("--ngl", "--n-gpu-layers"),
-    ("--gpu-layers", "--n-gpu-layers"),
-    ("-m", "--model"),
-    ("-c", "--ctx-size"),
-    ("-np", "--parallel"),
-    ("-t", "--threads"),
-    ("-a", "--alias"),
-    ("-ts", "--tensor-split"),
-    ("-b", "--batch-size"),
-    ("-ub", "--ubatch-size"),
-    ("-fa", "--flash-attn"),
-    ("-cb", "--cont-batching"),
-    ("-nocb", "--no-cont-batching"),
-];
-
-/// llama-server options as an ordered list of `(option, value)`; order of first appearance.
+/// Server options as an ordered list of `(option, value)`, in order of first appearance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerArgs {
     options: Vec<(String, Option<String>)>,
 }
 
 impl ServerArgs {
+    /// The flags exactly as written, one word each (no parsing).
+    pub fn verbatim(flags: &[String]) -> ServerArgs {
+        ServerArgs {
+            options: flags.iter().map(|f| (f.clone(), None)).collect(),
+        }
+    }
+
     /// The value of an option, if set.
     pub fn get(&self, option: &str) -> Option<&Option<String>> {
         self.options
@@ -63,8 +53,8 @@ impl ServerArgs {
     }
 }
 
-fn canonical(option: &str) -> String {
-    ALIASES
+fn canonical(aliases: &[(&str, &str)], option: &str) -> String {
+    aliases
         .iter()
         .find(|(alias, _)| *alias == option)
         .map(|(_, name)| name.to_string())
@@ -75,9 +65,14 @@ fn is_option(token: &str) -> bool {
     token.starts_with('-') && token.parse::<f64>().is_err()
 }
 
-/// Parses configured flags. llama-server takes no positional arguments, so a token that is not
-/// an option is the value of the option before it.
-pub fn normalise_server_flags(flags: &[String], field: &str) -> Result<ServerArgs> {
+/// Parses configured flags of a server that takes no positional arguments, so that a word that
+/// is not an option is the value of the option before it. `aliases` maps other spellings to
+/// the canonical one; `field` names the flags in errors.
+pub fn parse_options(
+    flags: &[String],
+    aliases: &[(&str, &str)],
+    field: &str,
+) -> Result<ServerArgs> {
     let mut args = ServerArgs::default();
     let mut index = 0;
     while index < flags.len() {
@@ -104,26 +99,23 @@ pub fn normalise_server_flags(flags: &[String], field: &str) -> Result<ServerArg
                 _ => None,
             },
         };
-        let name = canonical(name);
-        if name == "--model" {
-            return Err(invalid(
-                field,
-                start,
-                "the model is set by the provisioner; use provisioning.model.ref",
-            ));
-        }
-        args.set(&name, value);
+        args.set(&canonical(aliases, name), value);
         index += 1;
     }
     Ok(args)
 }
 
 fn invalid(field: &str, index: usize, message: &str) -> Error {
-    Error::ConfigInvalid {
-        errors: vec![provisioner_core::FieldError {
-            path: format!("{field}[{index}]"),
-            message: message.to_string(),
-        }],
+    Error::invalid(format!("{field}[{index}]"), message)
+}
+
+impl ServerArgs {
+    /// Where an option first appears in the configured flags, for error paths.
+    pub fn position_in(flags: &[String], aliases: &[(&str, &str)], option: &str) -> Option<usize> {
+        flags.iter().position(|flag| {
+            let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+            canonical(aliases, name) == option
+        })
     }
 }
 
@@ -131,23 +123,17 @@ fn invalid(field: &str, index: usize, message: &str) -> Error {
 mod tests {
     use super::*;
 
+    const ALIASES: &[(&str, &str)] = &[("-ngl", "--n-gpu-layers"), ("--ngl", "--n-gpu-layers")];
+
     fn argv(flags: &[&str]) -> Vec<String> {
         let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-        normalise_server_flags(&flags, "f").unwrap().to_argv()
+        parse_options(&flags, ALIASES, "f").unwrap().to_argv()
     }
 
     #[test]
-    fn legacy_gpu_layer_spellings_become_one_option_last_wins() {
+    fn aliases_become_one_option_last_wins() {
         assert_eq!(
-            argv(&[
-                "-ngl",
-                "10",
-                "--metrics",
-                "--gpu-layers",
-                "20",
-                "--ngl=33",
-                "--metrics"
-            ]),
+            argv(&["-ngl", "10", "--metrics", "--ngl=33", "--metrics"]),
             vec!["--n-gpu-layers", "33", "--metrics"]
         );
     }
@@ -161,19 +147,9 @@ mod tests {
     }
 
     #[test]
-    fn the_model_cannot_be_set_by_flags() {
-        let flags = vec!["-m".to_string(), "x.gguf".to_string()];
-        let error = normalise_server_flags(&flags, "pools[0].provisioning.flags").unwrap_err();
-        assert!(
-            error.to_string().contains("pools[0].provisioning.flags[0]"),
-            "{error}"
-        );
-    }
-
-    #[test]
     fn a_stray_value_is_an_error() {
         let flags = vec!["stray".to_string()];
-        assert!(normalise_server_flags(&flags, "f").is_err());
+        assert!(parse_options(&flags, ALIASES, "f").is_err());
     }
 
     #[test]
@@ -182,5 +158,11 @@ mod tests {
             argv(&["--alias", "$(touch /tmp/pwned); rm -rf /"]),
             vec!["--alias", "$(touch /tmp/pwned); rm -rf /"]
         );
+    }
+
+    #[test]
+    fn verbatim_keeps_every_word() {
+        let flags: Vec<String> = ["positional", "--x", "1"].map(String::from).to_vec();
+        assert_eq!(ServerArgs::verbatim(&flags).to_argv(), flags);
     }
 }

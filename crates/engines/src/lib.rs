@@ -1,67 +1,72 @@
 //! # engines
 //!
-//! Engine recipes and the [`Provisioner`] that selects one by (engine, mode). A recipe turns a
-//! pool's configuration into a [`Plan`] (pure) and, through the ports only, into a
-//! [`PreparedEngine`]. **Invariant:** this crate depends on `provisioner-core` alone; it never
-//! names an adapter, spawns a process or touches the network itself.
+//! Engine recipes and the [`Provisioner`] that runs them. Each engine states its facts in one
+//! file (`llamacpp.rs`, `vllm.rs`, `tgi.rs`, `triton.rs`) by implementing [`Recipe`]; each mode
+//! lives in one file under `modes/`, written against [`Recipe`] and the ports; what they share
+//! is in `common.rs` and `args.rs`. A pool's inputs are computed once ([`PoolInputs`] plus the
+//! mode's own), and both `plan` and `prepare` are derived from them: prepare is the plan carried
+//! out.
+//!
+//! **Invariant:** this crate depends on `provisioner-core` alone; it never names an adapter,
+//! spawns a process or touches the network itself.
 
 mod args;
-pub mod container;
+mod common;
 mod llamacpp;
-mod others;
+pub mod modes;
+mod tgi;
+mod triton;
+mod vllm;
 
 use async_trait::async_trait;
 use provisioner_core::{
-    Engine, EngineProvisioner, Error, Layout, Mode, Plan, PoolConfig, Ports, PreparedEngine, Result,
+    Config, EngineProvisioner, Error, FieldError, Layout, Mode, Plan, PoolConfig, Ports,
+    PreparedEngine, Result, Step,
 };
 
-pub use args::{ServerArgs, normalise_server_flags};
+pub use args::{ServerArgs, parse_options};
+pub use common::{
+    ContainerFacts, ENV_FILE, EnvFile, Evidence, Listen, ModelInput, NativeFacts, PoolInputs,
+    Recipe, SharedMemory, SourceFacts,
+};
 pub use llamacpp::{LlamaCpp, backend_from_output, normalise_cmake_flags, parse_llamacpp_version};
-
-/// One engine's knowledge: which modes it offers, how to plan and how to prepare.
-#[async_trait]
-pub trait Recipe: Send + Sync {
-    /// The engine this recipe is for.
-    fn engine(&self) -> Engine;
-
-    /// Modes offered, default first.
-    fn modes(&self) -> &'static [Mode];
-
-    /// What to use instead of an unsupported mode.
-    fn unsupported_hint(&self, mode: Mode) -> Option<String>;
-
-    /// The plan for a pool whose mode is supported (pure).
-    fn plan(&self, pool: &PoolConfig, layout: &Layout) -> Result<Plan>;
-
-    /// Executes the plan through the ports.
-    async fn prepare(
-        &self,
-        pool: &PoolConfig,
-        layout: &Layout,
-        ports: &Ports,
-    ) -> Result<PreparedEngine>;
-}
-
-/// The adapter wired into an optional port, or [`Error::PortUnavailable`] saying how to wire it.
-pub(crate) fn wired<'a, T: ?Sized>(
-    port: &'a Option<std::sync::Arc<T>>,
-    name: &str,
-    how: &str,
-) -> Result<&'a std::sync::Arc<T>> {
-    port.as_ref().ok_or_else(|| Error::PortUnavailable {
-        port: name.to_string(),
-        hint: Some(how.to_string()),
-    })
-}
+pub use modes::container::{container_engine_version, container_name};
+pub use tgi::Tgi;
+pub use triton::Triton;
+pub use vllm::Vllm;
 
 /// Every recipe, in one list: adding an engine means adding it here.
 pub fn recipes() -> Vec<Box<dyn Recipe>> {
     vec![
         Box::new(LlamaCpp),
-        Box::new(others::Vllm),
-        Box::new(others::Tgi),
-        Box::new(others::Triton),
+        Box::new(Vllm),
+        Box::new(Tgi),
+        Box::new(Triton),
     ]
+}
+
+/// A mode's share of a pool's inputs.
+#[derive(Debug, Clone)]
+pub enum ModeInputs {
+    /// `mode: external`.
+    External(modes::external::Inputs),
+    /// `mode: source`.
+    Source(modes::source::Inputs),
+    /// `mode: container`.
+    Container(modes::container::Inputs),
+    /// `mode: package`.
+    Package(modes::package::Inputs),
+    /// `mode: binary`.
+    Binary(modes::binary::Inputs),
+}
+
+/// Everything a pool's plan and prepare are derived from.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// What every mode shares.
+    pub common: PoolInputs,
+    /// The mode's own.
+    pub mode: ModeInputs,
 }
 
 /// The [`EngineProvisioner`] pool-managerd embeds: recipes plus the ports they run on.
@@ -81,18 +86,92 @@ impl Provisioner {
         }
     }
 
-    /// The directories in use.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
+    fn recipe_for(&self, pool: &PoolConfig) -> Result<&dyn Recipe> {
+        select(&self.recipes, pool)
     }
 
-    fn recipe_for(&self, pool: &PoolConfig) -> Result<&dyn Recipe> {
-        select(&self.recipes, pool.engine, pool.provisioning.mode)
+    /// A pool's inputs, computed once; errors name fields under `pools[N]`.
+    pub fn inputs(&self, pool: &PoolConfig) -> Result<Inputs> {
+        let prefix = format!("pools[{}]", pool.index);
+        let recipe = self.recipe_for(pool)?;
+        let env_file = self.ports.run_files.path(&pool.id, ENV_FILE);
+        let compute = || -> Result<Inputs> {
+            let mut common = PoolInputs::new(recipe, pool, &self.layout, env_file)?;
+            let mode = match common.mode {
+                Mode::External => ModeInputs::External(modes::external::inputs(recipe, &common)),
+                Mode::Source => {
+                    ModeInputs::Source(modes::source::inputs(recipe, &mut common, &self.layout)?)
+                }
+                Mode::Container => ModeInputs::Container(modes::container::inputs(
+                    recipe,
+                    &mut common,
+                    &self.layout,
+                )?),
+                Mode::Package => {
+                    ModeInputs::Package(modes::package::inputs(recipe, &common, &self.layout)?)
+                }
+                Mode::Binary => {
+                    ModeInputs::Binary(modes::binary::inputs(recipe, &common, &self.layout)?)
+                }
+            };
+            Ok(Inputs { common, mode })
+        };
+        compute().map_err(|error| error.within(&prefix))
+    }
+
+    fn plan_of(&self, recipe: &dyn Recipe, inputs: &Inputs) -> Result<Plan> {
+        let common = &inputs.common;
+        let known = self.ports.known.as_ref();
+        let steps: Vec<Step> = match &inputs.mode {
+            ModeInputs::External(mode) => modes::external::plan(mode),
+            ModeInputs::Source(mode) => modes::source::plan(recipe, common, mode, known)?,
+            ModeInputs::Container(mode) => modes::container::plan(recipe, common, mode, known)?,
+            ModeInputs::Package(mode) => modes::package::plan(recipe, common, mode, known)?,
+            ModeInputs::Binary(mode) => modes::binary::plan(recipe, common, mode, known)?,
+        };
+        Ok(Plan {
+            pool_id: common.pool.id.clone(),
+            engine: common.pool.engine,
+            mode: common.mode,
+            steps,
+            notes: common.notes.clone(),
+        })
+    }
+
+    /// Every problem of every pool that needs no host: what [`Config::parse`] checks, plus each
+    /// engine's and mode's own rules (flags, unsupported engine/mode pairs, ports). All are
+    /// reported at once as one [`Error::ConfigInvalid`].
+    pub fn check(&self, config: &Config) -> Result<()> {
+        let mut errors = Vec::new();
+        for pool in &config.pools {
+            match self.plan(pool) {
+                Ok(_) => {}
+                Err(Error::ConfigInvalid { errors: found }) => errors.extend(found),
+                Err(error @ Error::UnsupportedMode { .. }) => {
+                    let mut message = error.to_string();
+                    if let Some(hint) = error.hint() {
+                        message.push_str("; ");
+                        message.push_str(hint);
+                    }
+                    errors.push(FieldError::new(pool.field("provisioning.mode"), message));
+                }
+                Err(other) => errors.push(FieldError::new(
+                    format!("pools[{}]", pool.index),
+                    other.to_string(),
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::ConfigInvalid { errors })
+        }
     }
 }
 
-/// Picks the recipe for (engine, mode), or explains why there is none.
-pub fn select(recipes: &[Box<dyn Recipe>], engine: Engine, mode: Mode) -> Result<&dyn Recipe> {
+/// Picks the recipe for the pool's engine and checks that it offers the pool's mode.
+pub fn select<'a>(recipes: &'a [Box<dyn Recipe>], pool: &PoolConfig) -> Result<&'a dyn Recipe> {
+    let (engine, mode) = (pool.engine, pool.mode());
     let recipe = recipes
         .iter()
         .find(|r| r.engine() == engine)
@@ -102,22 +181,27 @@ pub fn select(recipes: &[Box<dyn Recipe>], engine: Engine, mode: Mode) -> Result
             supported: Vec::new(),
             hint: Some("no recipe is registered for this engine".to_string()),
         })?;
-    if recipe.modes().contains(&mode) {
-        Ok(recipe.as_ref())
-    } else {
-        Err(Error::UnsupportedMode {
+    match recipe.offers(mode) {
+        Ok(()) => Ok(recipe.as_ref()),
+        Err(hint) => Err(Error::UnsupportedMode {
             engine: engine.to_string(),
             mode: mode.to_string(),
-            supported: recipe.modes().iter().map(|m| m.to_string()).collect(),
-            hint: recipe.unsupported_hint(mode),
-        })
+            supported: Mode::ALL
+                .iter()
+                .filter(|m| recipe.offers(**m).is_ok())
+                .map(|m| m.to_string())
+                .collect(),
+            hint: Some(hint),
+        }),
     }
 }
 
 #[async_trait]
 impl EngineProvisioner for Provisioner {
     fn plan(&self, pool: &PoolConfig) -> Result<Plan> {
-        self.recipe_for(pool)?.plan(pool, &self.layout)
+        let recipe = self.recipe_for(pool)?;
+        let inputs = self.inputs(pool)?;
+        self.plan_of(recipe, &inputs)
     }
 
     async fn prepare(&self, pool: &PoolConfig) -> Result<PreparedEngine> {
@@ -126,11 +210,34 @@ impl EngineProvisioner for Provisioner {
             "prepare",
             pool_id = %pool.id,
             engine = %pool.engine,
-            mode = %pool.provisioning.mode,
+            mode = %pool.mode(),
         );
         async {
-            let recipe = self.recipe_for(pool)?;
-            let result = recipe.prepare(pool, &self.layout, &self.ports).await;
+            let result = async {
+                let recipe = self.recipe_for(pool)?;
+                let inputs = self.inputs(pool)?;
+                let digest = self.plan_of(recipe, &inputs)?.digest();
+                let common = &inputs.common;
+                let ports = &self.ports;
+                match &inputs.mode {
+                    ModeInputs::External(mode) => {
+                        Ok(modes::external::prepare(common, mode, digest))
+                    }
+                    ModeInputs::Source(mode) => {
+                        modes::source::prepare(recipe, common, mode, ports, digest).await
+                    }
+                    ModeInputs::Container(mode) => {
+                        modes::container::prepare(recipe, common, mode, ports, digest).await
+                    }
+                    ModeInputs::Package(mode) => {
+                        modes::package::prepare(recipe, common, mode, ports, digest).await
+                    }
+                    ModeInputs::Binary(mode) => {
+                        modes::binary::prepare(recipe, common, mode, ports, digest).await
+                    }
+                }
+            }
+            .await;
             match &result {
                 Ok(prepared) => tracing::info!(
                     engine_version = %prepared.engine_version,

@@ -2,13 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use engines::Provisioner;
 use provisioner_core::{
-    Config, Engine, EngineProvisioner, Error, Format, Layout, MockClock, MockModelProvisioner,
-    MockPolicy, MockShell, MockSourceBuilder, Mode, ModelArtifact, NoProgress, Ports,
-    SourceArtifact, Step,
+    Config, Engine, EngineProvisioner, Error, Format, Layout, MockModelProvisioner,
+    MockSourceBuilder, Mode, ModelArtifact, NoProgress, NothingKnown, PoolId, Ports, Result,
+    RunFiles, Secret, SourceArtifact, Step,
 };
 
 fn layout() -> Layout {
@@ -43,27 +43,50 @@ pools:
     )
 }
 
+/// Private run files under `/run/llama-orch`, kept in memory.
+#[derive(Default)]
+struct MemoryRunFiles(std::sync::Mutex<Vec<(PathBuf, String)>>);
+
+impl MemoryRunFiles {
+    fn written(&self) -> Vec<(PathBuf, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl RunFiles for MemoryRunFiles {
+    fn path(&self, pool: &PoolId, name: &str) -> PathBuf {
+        Path::new("/run/llama-orch").join(pool.as_str()).join(name)
+    }
+
+    async fn write_private(&self, pool: &PoolId, name: &str, contents: &Secret) -> Result<PathBuf> {
+        let path = self.path(pool, name);
+        self.0
+            .lock()
+            .unwrap()
+            .push((path.clone(), contents.expose().to_string()));
+        Ok(path)
+    }
+}
+
 fn unused_ports() -> Ports {
     Ports {
-        shell: Arc::new(MockShell::new()),
-        source_builder: Arc::new(MockSourceBuilder::new()),
         models: Arc::new(MockModelProvisioner::new()),
-        policy: Arc::new(MockPolicy::new()),
-        clock: Arc::new(MockClock::new()),
-        progress: Arc::new(NoProgress),
-        fetcher: None,
+        source_builder: None,
         binaries: None,
         packages: None,
-        package_installer: None,
         containers: None,
+        run_files: Arc::new(MemoryRunFiles::default()),
+        known: Arc::new(NothingKnown),
+        progress: Arc::new(NoProgress),
     }
 }
 
 #[test]
 fn plan_for_every_engine_and_mode() {
     let provisioner = Provisioner::new(unused_ports(), layout());
-    for engine in Engine::ALL {
-        for mode in Mode::ALL {
+    for &engine in Engine::ALL {
+        for &mode in Mode::ALL {
             let config = Config::parse(&pool_yaml(engine, mode), Format::Yaml, "pool.yaml")
                 .expect("the fixture config is valid");
             let name = format!("plan_{engine}_{mode}");
@@ -156,7 +179,7 @@ async fn prepare_resolves_the_model_first_then_builds_and_describes_the_server()
     let mut models = MockModelProvisioner::new();
     models
         .expect_ensure_present()
-        .withf(|r| r.reference == "file:/models/tiny.gguf")
+        .withf(|r| r.reference.to_string() == "file:/models/tiny.gguf")
         .times(1)
         .returning(|_| {
             Ok(ModelArtifact {
@@ -168,11 +191,12 @@ async fn prepare_resolves_the_model_first_then_builds_and_describes_the_server()
     builder
         .expect_ensure_built()
         .withf(|spec| {
-            spec.repo == "file:///srv/llama.cpp"
-                && spec.reference == "fixture-b0"
+            spec.repo.expose() == "file:///srv/llama.cpp"
+                && spec.reference.as_str() == "fixture-b0"
                 && spec.targets == ["llama-server"]
                 && spec
                     .cmake_flags
+                    .to_flags()
                     .contains(&"-DLLAMA_USE_PREBUILT_UI=OFF".to_string())
                 && spec
                     .build_info
@@ -181,14 +205,9 @@ async fn prepare_resolves_the_model_first_then_builds_and_describes_the_server()
         })
         .times(1)
         .returning(|_| Ok(artifact(true)));
-    let mut clock = MockClock::new();
-    clock
-        .expect_now()
-        .returning(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1));
     let ports = Ports {
         models: Arc::new(models),
-        source_builder: Arc::new(builder),
-        clock: Arc::new(clock),
+        source_builder: Some(Arc::new(builder)),
         ..unused_ports()
     };
     let provisioner = Provisioner::new(ports, layout());
@@ -196,7 +215,9 @@ async fn prepare_resolves_the_model_first_then_builds_and_describes_the_server()
     let prepared = provisioner.prepare(&pool).await.unwrap();
     assert_eq!(
         prepared.bin,
-        PathBuf::from("/cache/llamacpp/builds-v1/k1/bin/llama-server")
+        Some(PathBuf::from(
+            "/cache/llamacpp/builds-v1/k1/bin/llama-server"
+        ))
     );
     assert_eq!(
         prepared.args,
@@ -232,7 +253,7 @@ async fn a_missing_model_fails_before_any_build() {
     let mut models = MockModelProvisioner::new();
     models.expect_ensure_present().returning(|r| {
         Err(Error::Model {
-            reference: r.reference.clone(),
+            reference: r.reference.to_string(),
             message: "no such file".to_string(),
             hint: None,
         })
@@ -241,7 +262,7 @@ async fn a_missing_model_fails_before_any_build() {
     builder.expect_ensure_built().times(0);
     let ports = Ports {
         models: Arc::new(models),
-        source_builder: Arc::new(builder),
+        source_builder: Some(Arc::new(builder)),
         ..unused_ports()
     };
     let error = Provisioner::new(ports, layout())
@@ -269,7 +290,7 @@ fn build_info_flags_are_reserved() {
     let provisioner = Provisioner::new(unused_ports(), layout());
     let mut pool = source_pool("");
     pool.provisioning.source.as_mut().unwrap().build.cmake_flags =
-        vec!["-DLLAMA_BUILD_COMMIT=abc".to_string()];
+        vec!["-DLLAMA_BUILD_COMMIT=abc".parse().unwrap()];
     let error = provisioner.plan(&pool).unwrap_err();
     assert!(
         error
@@ -323,7 +344,7 @@ fn binary_ports(version_output: &'static str) -> Ports {
             Ok(provisioner_core::BinaryArtifact {
                 executable: dir.join("build/bin/llama-server"),
                 library_dirs: vec![dir.join("build/bin")],
-                checksum: spec.checksum.clone().unwrap(),
+                checksum: spec.checksum.clone(),
                 bytes: 10,
                 version_output: Some(version_output.to_string()),
                 key: "sha256-abababababababab".to_string(),
@@ -352,12 +373,15 @@ async fn binary_prepare_uses_the_reported_version_and_the_shipped_libraries() {
         prepared.engine_version,
         "llamacpp-b6000-abc1234-sha256-abababababab"
     );
-    assert_eq!(prepared.metadata.backend, provisioner_core::Backend::Cuda);
+    assert_eq!(
+        prepared.metadata.backend,
+        Some(provisioner_core::Backend::Cuda)
+    );
     assert_eq!(
         prepared.env.get("LD_LIBRARY_PATH").map(String::as_str),
         Some("/home/user/.cache/llama-orch/llamacpp/bin/sha256-abababababababab/build/bin")
     );
-    assert!(prepared.bin.ends_with("build/bin/llama-server"));
+    assert!(prepared.bin.unwrap().ends_with("build/bin/llama-server"));
     assert_eq!(prepared.metadata.identity.unwrap().contains, "abc1234");
 }
 
@@ -372,7 +396,10 @@ async fn a_configured_binary_version_wins_over_the_reported_one() {
         prepared.engine_version,
         "llamacpp-b6000-release-sha256-abababababab"
     );
-    assert_eq!(prepared.metadata.backend, provisioner_core::Backend::Cpu);
+    assert_eq!(
+        prepared.metadata.backend,
+        Some(provisioner_core::Backend::Cpu)
+    );
 }
 
 #[test]
@@ -382,7 +409,7 @@ fn binary_plan_never_shows_credentials() {
     let text = serde_json::to_string(&plan).unwrap();
     assert!(!text.contains("secret"), "{text}");
     assert!(
-        text.contains("https://example.org/llama-b6000-bin.zip"),
+        text.contains("https://<redacted>@example.org/llama-b6000-bin.zip"),
         "{text}"
     );
 }
@@ -404,7 +431,7 @@ async fn binary_mode_without_an_installer_says_so() {
 
 #[test]
 fn docker_run_argv_for_every_engine() {
-    for engine in Engine::ALL {
+    for &engine in Engine::ALL {
         let text = format!(
             r#"
 pools:
@@ -419,16 +446,20 @@ pools:
 "#
         );
         let pool = Config::parse(&text, Format::Yaml, "d.yaml").unwrap().pools[0].clone();
-        let args = engines::container::run_args(
-            &pool,
-            &engines::container::RunInputs {
-                runtime: provisioner_core::RuntimeKind::Docker,
-                reference: "registry.example/x@sha256:0123",
-                model: Path::new("/srv/models/m"),
-                engine_version: "v",
-            },
-        )
-        .unwrap();
+        let plan = Provisioner::new(unused_ports(), layout())
+            .plan(&pool)
+            .unwrap();
+        let args = plan
+            .steps
+            .iter()
+            .find_map(|step| match step {
+                Step::Launch { program, args, .. } => {
+                    assert_eq!(program, "docker");
+                    Some(args.clone())
+                }
+                _ => None,
+            })
+            .expect("a launch step");
         insta::assert_yaml_snapshot!(format!("docker_run_{engine}"), args);
     }
 }
@@ -462,9 +493,10 @@ fn package_ports(cache_hit: bool) -> Ports {
     installer
         .expect_ensure_installed()
         .withf(|spec| {
-            spec.name.as_deref() == Some("ep-llama-server")
-                && spec.version == "1.1.0"
-                && spec.repository.as_deref() == Some("deb [trusted=yes] file:/srv/repo ./")
+            spec.name.as_ref().map(|n| n.as_str()) == Some("ep-llama-server")
+                && spec.version.as_str() == "1.1.0"
+                && spec.repository.as_ref().map(|r| r.expose())
+                    == Some("deb [trusted=yes] file:/srv/repo ./")
                 && spec.manager == Some(provisioner_core::ManagerKind::Apt)
                 && spec.distro.is_none()
                 && spec.allowed_by_config
@@ -478,8 +510,8 @@ fn package_ports(cache_hit: bool) -> Ports {
                 manager: provisioner_core::ManagerKind::Apt,
                 package: provisioner_core::InstalledPackage {
                     name: "ep-llama-server".to_string(),
-                    version: spec.version.clone(),
-                    repository: spec.repository.clone(),
+                    version: spec.version.to_string(),
+                    repository: spec.repository.as_ref().map(|r| r.to_string()),
                 },
                 executable: PathBuf::from("/usr/bin/llama-server"),
                 version_output: Some("version: 0.5.0-dev (build 0, commit f3e37ccca)".into()),
@@ -494,7 +526,7 @@ fn package_ports(cache_hit: bool) -> Ports {
         });
     Ports {
         models: Arc::new(models),
-        package_installer: Some(Arc::new(installer)),
+        packages: Some(Arc::new(installer)),
         ..unused_ports()
     }
 }
@@ -505,7 +537,10 @@ async fn package_prepare_launches_the_packaged_server_with_the_installed_version
         .prepare(&package_pool(", manager: apt"))
         .await
         .unwrap();
-    assert_eq!(prepared.bin, Path::new("/usr/bin/llama-server"));
+    assert_eq!(
+        prepared.bin.as_deref(),
+        Some(Path::new("/usr/bin/llama-server"))
+    );
     assert_eq!(
         prepared.engine_version,
         "llamacpp-apt-ep-llama-server-1.1.0@repo-0123abcd"
@@ -602,7 +637,7 @@ async fn a_gpu_backend_is_asked_of_the_installer_and_reported() {
                 manager: provisioner_core::ManagerKind::Paru,
                 package: provisioner_core::InstalledPackage {
                     name: "llama.cpp-cuda".to_string(),
-                    version: spec.version.clone(),
+                    version: spec.version.to_string(),
                     repository: None,
                 },
                 executable: PathBuf::from("/usr/bin/llama-server"),
@@ -619,7 +654,7 @@ async fn a_gpu_backend_is_asked_of_the_installer_and_reported() {
         });
     let ports = Ports {
         models: Arc::new(models),
-        package_installer: Some(Arc::new(installer)),
+        packages: Some(Arc::new(installer)),
         ..unused_ports()
     };
     let text = r#"
@@ -638,9 +673,72 @@ pools:
         .prepare(&pool)
         .await
         .unwrap();
-    assert_eq!(prepared.metadata.backend, provisioner_core::Backend::Cuda);
+    assert_eq!(
+        prepared.metadata.backend,
+        Some(provisioner_core::Backend::Cuda)
+    );
     assert_eq!(
         prepared.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str),
         Some("0")
     );
+}
+
+#[tokio::test]
+async fn the_pools_env_reaches_the_engine_through_a_private_file_only() {
+    const SECRET: &str = "hf_Planted-Secret-0123456789";
+    let text = format!(
+        r#"
+pools:
+  - id: p
+    engine: llamacpp
+    provisioning:
+      source: {{ repo: "file:///srv/llama.cpp", ref: fixture-b0 }}
+      model: {{ ref: "file:/models/tiny.gguf" }}
+      env: {{ HF_TOKEN: "{SECRET}", OMP_NUM_THREADS: 4 }}
+"#
+    );
+    let pool = Config::parse(&text, Format::Yaml, "p.yaml").unwrap().pools[0].clone();
+    let mut models = MockModelProvisioner::new();
+    models.expect_ensure_present().returning(|_| {
+        Ok(ModelArtifact {
+            path: PathBuf::from("/models/tiny.gguf"),
+            bytes: 1,
+        })
+    });
+    let mut builder = MockSourceBuilder::new();
+    builder
+        .expect_ensure_built()
+        .returning(|_| Ok(artifact(false)));
+    let files = Arc::new(MemoryRunFiles::default());
+    let ports = Ports {
+        models: Arc::new(models),
+        source_builder: Some(Arc::new(builder)),
+        run_files: files.clone(),
+        ..unused_ports()
+    };
+    let provisioner = Provisioner::new(ports, layout());
+    let plan = provisioner.plan(&pool).unwrap();
+    let prepared = provisioner.prepare(&pool).await.unwrap();
+    let env_file = PathBuf::from("/run/llama-orch/p/env");
+    assert_eq!(prepared.env_file.as_deref(), Some(env_file.as_path()));
+    assert_eq!(
+        files.written(),
+        vec![(env_file, format!("HF_TOKEN={SECRET}\nOMP_NUM_THREADS=4\n"))]
+    );
+    for shown in [
+        serde_json::to_string(&prepared).unwrap(),
+        serde_json::to_string(&plan).unwrap(),
+        format!("{prepared:?} {plan:?}"),
+        plan.steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    ] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+    assert!(plan.steps.iter().any(|s| matches!(
+        s,
+        Step::WriteEnvFile { variables, .. } if variables == &["HF_TOKEN", "OMP_NUM_THREADS"]
+    )));
 }

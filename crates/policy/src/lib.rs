@@ -5,7 +5,7 @@
 //! travel with the action; host-level switches (offline mode, a network allowlist) live here.
 //! Local sources (`file://` URLs, paths, loopback hosts) are never network access.
 
-use provisioner_core::{Action, Error, Policy, Result};
+use provisioner_core::{Action, Error, ImageReference, Policy, Result, SafeUrl};
 
 /// Host-wide policy settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,8 +14,6 @@ pub struct HostPolicy {
     pub offline: bool,
     /// When set, only these hosts (exact names, or `*.suffix`) may be contacted.
     pub allowed_hosts: Option<Vec<String>>,
-    /// Allow downloads that no checksum pins (default: refused).
-    pub allow_unverified_downloads: bool,
     /// Allow plain `http://` downloads from remote hosts (loopback is always allowed).
     pub allow_plain_http: bool,
 }
@@ -23,10 +21,12 @@ pub struct HostPolicy {
 impl Policy for HostPolicy {
     fn check(&self, action: &Action) -> Result<()> {
         match action {
-            Action::FetchSource { url } => self.check_network(url, "fetching source from"),
+            Action::FetchSource { remote } => self.check_network(
+                remote.remote_host(),
+                &format!("fetching source from {remote}"),
+            ),
             Action::Download {
                 url,
-                pinned,
                 allowed_by_config,
             } => {
                 if *allowed_by_config == Some(false) {
@@ -35,42 +35,38 @@ impl Policy for HostPolicy {
                         "set provisioning.allow_binary_downloads: true in the pool's configuration",
                     ));
                 }
-                if !pinned && !self.allow_unverified_downloads {
-                    return Err(denied(
-                        format!("downloading {url} without a checksum"),
-                        "pin it with provisioning.binary.checksum: sha256:<hex>",
-                    ));
-                }
-                if url.to_ascii_lowercase().starts_with("http://")
-                    && remote_host(url).is_some()
-                    && !self.allow_plain_http
-                {
+                if url.scheme() == "http" && !url.is_local() && !self.allow_plain_http {
                     return Err(denied(
                         format!("downloading {url} over plain HTTP"),
                         "use an https:// URL, or allow plain HTTP for a trusted mirror (LLAMA_ORCH_ALLOW_HTTP=1)",
                     ));
                 }
-                self.check_network(url, "downloading")
+                self.check_url(url, "downloading")
             }
+            Action::PullImage { image, .. } => self.check_network(
+                registry_host(image),
+                &format!("pulling {image} from its registry"),
+            ),
             Action::InstallPackages {
                 packages,
                 repository,
                 allowed_by_config,
             } => {
+                let names: Vec<&str> = packages.iter().map(|p| p.as_str()).collect();
                 if !*allowed_by_config {
                     return Err(denied(
-                        format!("installing packages ({})", packages.join(", ")),
+                        format!("installing packages ({})", names.join(", ")),
                         "set provisioning.allow_package_installs: true, or install them yourself",
                     ));
                 }
-                let verb = format!("installing packages ({}) from", packages.join(", "));
-                match repository.as_deref().and_then(repository_url) {
-                    Some(url) => self.check_network(url, &verb),
+                let verb = format!("installing packages ({}) from", names.join(", "));
+                match repository.as_ref().and_then(|r| r.url()) {
+                    Some(url) => self.check_url(url, &verb),
                     // The system's repositories (or a named one) are remote as far as we know.
                     None if self.offline => Err(denied(
                         format!(
                             "installing packages ({}) from the system's repositories (offline mode)",
-                            packages.join(", ")
+                            names.join(", ")
                         ),
                         "turn offline mode off, or point provisioning.package.repo at a local repository (`deb [trusted=yes] file:/path ./`, `file:///path/name.db`)",
                     )),
@@ -81,14 +77,32 @@ impl Policy for HostPolicy {
     }
 }
 
+/// The registry host an image is pulled from, or `None` for a loopback registry or podman's
+/// `localhost/` images.
+pub fn registry_host(image: &ImageReference) -> Option<String> {
+    let registry = image.registry();
+    let host = match registry.strip_prefix('[') {
+        Some(inner) => inner.split(']').next().unwrap_or(""),
+        None => registry.split(':').next().unwrap_or(""),
+    }
+    .to_ascii_lowercase();
+    let loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
+    (!loopback).then_some(host)
+}
+
 impl HostPolicy {
-    fn check_network(&self, url: &str, verb: &str) -> Result<()> {
-        let Some(host) = remote_host(url) else {
+    fn check_url(&self, url: &SafeUrl, verb: &str) -> Result<()> {
+        let host = (!url.is_local()).then(|| url.host()).flatten();
+        self.check_network(host, &format!("{verb} {url}"))
+    }
+
+    fn check_network(&self, host: Option<String>, what: &str) -> Result<()> {
+        let Some(host) = host else {
             return Ok(());
         };
         if self.offline {
             return Err(denied(
-                format!("{verb} {url} (offline mode)"),
+                format!("{what} (offline mode)"),
                 "turn offline mode off (unset LLAMA_ORCH_OFFLINE / drop --offline), or point the config at a local mirror (file://…)",
             ));
         }
@@ -96,7 +110,7 @@ impl HostPolicy {
             && !allowed.iter().any(|pattern| host_matches(pattern, &host))
         {
             return Err(denied(
-                format!("{verb} {url}: host `{host}` is not in the network allowlist"),
+                format!("{what}: host `{host}` is not in the network allowlist"),
                 &format!("add `{host}` to the allowlist (LLAMA_ORCH_ALLOWED_HOSTS)"),
             ));
         }
@@ -109,57 +123,6 @@ fn denied(action: String, hint: &str) -> Error {
         action,
         hint: Some(hint.to_string()),
     }
-}
-
-/// The URL inside a package repository setting: the repository itself when it is a URL, the URI
-/// of a `deb [options] URI suite` line, or `None` for a repository name (`extra`, a release).
-pub fn repository_url(repository: &str) -> Option<&str> {
-    let repository = repository.trim();
-    if let Some(line) = repository.strip_prefix("deb ") {
-        let mut rest = line.trim_start();
-        if rest.starts_with('[') {
-            rest = rest
-                .split_once(']')
-                .map_or("", |(_, after)| after.trim_start());
-        }
-        return rest.split_whitespace().next();
-    }
-    (repository.contains("://") || repository.starts_with("file:")).then_some(repository)
-}
-
-/// The host a URL contacts, or `None` for local sources (paths, `file://`, loopback).
-pub fn remote_host(url: &str) -> Option<String> {
-    // apt spells local repositories `file:/path`.
-    if url
-        .get(..5)
-        .is_some_and(|s| s.eq_ignore_ascii_case("file:"))
-    {
-        return None;
-    }
-    let (scheme, rest) = match url.split_once("://") {
-        Some(pair) => pair,
-        // scp-like git syntax `user@host:path` is remote; a plain path is local.
-        None => {
-            let (before, _) = url.split_once(':')?;
-            if before.contains('/') {
-                return None;
-            }
-            return Some(before.rsplit('@').next().unwrap_or(before).to_lowercase());
-        }
-    };
-    if scheme.eq_ignore_ascii_case("file") {
-        return None;
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    let host = if let Some(stripped) = host_port.strip_prefix('[') {
-        stripped.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    }
-    .to_lowercase();
-    let loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
-    if loopback { None } else { Some(host) }
 }
 
 fn host_matches(pattern: &str, host: &str) -> bool {
@@ -178,26 +141,10 @@ mod tests {
         error.hint().unwrap_or_default().to_string()
     }
 
-    #[test]
-    fn local_sources_are_not_network() {
-        for url in [
-            "file:///srv/llama.cpp",
-            "/srv/llama.cpp",
-            "./repo",
-            "http://127.0.0.1:5000/x",
-            "https://localhost/x",
-            "http://[::1]:80/x",
-        ] {
-            assert_eq!(remote_host(url), None, "{url}");
+    fn fetch(remote: &str) -> Action {
+        Action::FetchSource {
+            remote: remote.parse().unwrap(),
         }
-        assert_eq!(
-            remote_host("https://user:pw@GitHub.com:443/ggml-org/llama.cpp.git").as_deref(),
-            Some("github.com")
-        );
-        assert_eq!(
-            remote_host("git@github.com:ggml-org/llama.cpp.git").as_deref(),
-            Some("github.com")
-        );
     }
 
     #[test]
@@ -206,31 +153,65 @@ mod tests {
             offline: true,
             ..HostPolicy::default()
         };
-        let remote = Action::FetchSource {
-            url: "https://github.com/ggml-org/llama.cpp.git".into(),
-        };
-        assert!(hint_of(policy.check(&remote)).contains("LLAMA_ORCH_OFFLINE"));
-        let local = Action::FetchSource {
-            url: "file:///srv/llama.cpp".into(),
-        };
-        assert!(policy.check(&local).is_ok());
+        assert!(
+            hint_of(policy.check(&fetch("https://github.com/ggml-org/llama.cpp.git")))
+                .contains("LLAMA_ORCH_OFFLINE")
+        );
+        assert!(
+            hint_of(policy.check(&fetch("git@github.com:ggml-org/llama.cpp.git")))
+                .contains("offline")
+        );
+        for local in [
+            "file:///srv/llama.cpp",
+            "/srv/llama.cpp",
+            "./repo",
+            "http://127.0.0.1:5000/x",
+        ] {
+            assert!(policy.check(&fetch(local)).is_ok(), "{local}");
+        }
     }
 
     #[test]
-    fn allowlist_names_the_host() {
+    fn allowlist_names_the_host_and_never_credentials() {
         let policy = HostPolicy {
             allowed_hosts: Some(vec!["*.github.com".into(), "gitlab.com".into()]),
             ..HostPolicy::default()
         };
-        let ok = Action::FetchSource {
-            url: "https://codeload.github.com/x".into(),
-        };
-        assert!(policy.check(&ok).is_ok());
-        let bad = Action::FetchSource {
-            url: "https://evil.example/x".into(),
-        };
-        let error = policy.check(&bad).unwrap_err();
+        assert!(
+            policy
+                .check(&fetch("https://codeload.github.com/x"))
+                .is_ok()
+        );
+        let error = policy
+            .check(&fetch("https://user:tok3n@evil.example/x"))
+            .unwrap_err();
         assert!(error.to_string().contains("evil.example"), "{error}");
+        assert!(!error.to_string().contains("tok3n"), "{error}");
+    }
+
+    #[test]
+    fn image_pulls_are_checked_against_their_registry() {
+        let policy = HostPolicy {
+            offline: true,
+            ..HostPolicy::default()
+        };
+        let pull = |image: &str| Action::PullImage {
+            image: image.parse().unwrap(),
+            insecure: false,
+        };
+        let error = policy.check(&pull("vllm/vllm-openai:v0.12.0")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("pulling docker.io/vllm/vllm-openai"),
+            "{error}"
+        );
+        assert!(
+            policy
+                .check(&pull("127.0.0.1:5000/llama/server:b0"))
+                .is_ok()
+        );
+        assert!(policy.check(&pull("localhost/llama/server:b0")).is_ok());
     }
 
     #[test]
@@ -240,25 +221,17 @@ mod tests {
             ..HostPolicy::default()
         };
         let install = |repository: Option<&str>| Action::InstallPackages {
-            packages: vec!["llama.cpp-tools=1".into()],
-            repository: repository.map(str::to_string),
+            packages: vec!["llama.cpp-tools".parse().unwrap()],
+            repository: repository.map(|r| r.parse().unwrap()),
             allowed_by_config: true,
         };
-        assert!(
-            policy
-                .check(&install(Some("deb [trusted=yes] file:/srv/repo ./")))
-                .is_ok()
-        );
-        assert!(
-            policy
-                .check(&install(Some("file:///srv/repo/local.db")))
-                .is_ok()
-        );
-        assert!(
-            policy
-                .check(&install(Some("deb http://127.0.0.1:8080/debian ./")))
-                .is_ok()
-        );
+        for local in [
+            "deb [trusted=yes] file:/srv/repo ./",
+            "file:///srv/repo/local.db",
+            "deb http://127.0.0.1:8080/debian ./",
+        ] {
+            assert!(policy.check(&install(Some(local))).is_ok(), "{local}");
+        }
         for remote in [
             None,
             Some("bookworm-backports"),
@@ -275,18 +248,13 @@ mod tests {
             .check(&install(Some("deb https://evil.example/debian ./")))
             .unwrap_err();
         assert!(error.to_string().contains("evil.example"), "{error}");
-        assert_eq!(
-            repository_url("deb [arch=amd64 trusted=yes] https://a.example/x stable main"),
-            Some("https://a.example/x")
-        );
-        assert_eq!(repository_url("extra"), None);
     }
 
     #[test]
     fn package_installs_need_the_config_switch() {
         let policy = HostPolicy::default();
         let action = |allowed| Action::InstallPackages {
-            packages: vec!["cmake".into()],
+            packages: vec!["cmake".parse().unwrap()],
             repository: None,
             allowed_by_config: allowed,
         };
@@ -294,37 +262,35 @@ mod tests {
         assert!(policy.check(&action(true)).is_ok());
     }
 
-    #[test]
-    fn downloads_need_a_checksum_and_the_switch() {
-        let policy = HostPolicy::default();
-        let download = |pinned, allowed| Action::Download {
-            url: "https://example.org/llama.tar.gz".into(),
-            pinned,
+    fn download(url: &str, allowed: Option<bool>) -> Action {
+        Action::Download {
+            url: url.parse().unwrap(),
             allowed_by_config: allowed,
-        };
-        assert!(policy.check(&download(true, None)).is_ok());
-        assert!(hint_of(policy.check(&download(false, None))).contains("checksum"));
+        }
+    }
+
+    #[test]
+    fn downloads_follow_llama_orchs_switch() {
+        let policy = HostPolicy::default();
+        let url = "https://example.org/llama.tar.gz";
+        assert!(policy.check(&download(url, None)).is_ok());
+        assert!(policy.check(&download(url, Some(true))).is_ok());
         assert!(
-            hint_of(policy.check(&download(true, Some(false))))
+            hint_of(policy.check(&download(url, Some(false))))
                 .contains("allow_binary_downloads: true")
         );
     }
 
     #[test]
     fn plain_http_only_for_loopback_unless_allowed() {
-        let download = |url: &str| Action::Download {
-            url: url.to_string(),
-            pinned: true,
-            allowed_by_config: None,
-        };
         let strict = HostPolicy::default();
         assert!(
             strict
-                .check(&download("http://127.0.0.1:8000/llama.tar.gz"))
+                .check(&download("http://127.0.0.1:8000/llama.tar.gz", None))
                 .is_ok()
         );
         assert!(
-            hint_of(strict.check(&download("http://mirror.example/llama.tar.gz")))
+            hint_of(strict.check(&download("http://mirror.example/llama.tar.gz", None)))
                 .contains("LLAMA_ORCH_ALLOW_HTTP")
         );
         let relaxed = HostPolicy {
@@ -333,22 +299,28 @@ mod tests {
         };
         assert!(
             relaxed
-                .check(&download("http://mirror.example/llama.tar.gz"))
+                .check(&download("http://mirror.example/llama.tar.gz", None))
                 .is_ok()
         );
     }
 
     #[test]
-    fn offline_blocks_remote_downloads() {
+    fn offline_blocks_remote_downloads_without_showing_secrets() {
         let policy = HostPolicy {
             offline: true,
             ..HostPolicy::default()
         };
-        let action = Action::Download {
-            url: "https://example.org/llama.zip".into(),
-            pinned: true,
-            allowed_by_config: Some(true),
-        };
-        assert!(hint_of(policy.check(&action)).contains("offline"));
+        let error = policy
+            .check(&download(
+                "https://u:pw-secret@example.org/llama.zip?token=q-secret",
+                Some(true),
+            ))
+            .unwrap_err();
+        assert!(error.hint().unwrap_or_default().contains("offline"));
+        let text = error.to_string();
+        assert!(
+            !text.contains("pw-secret") && !text.contains("q-secret"),
+            "{text}"
+        );
     }
 }

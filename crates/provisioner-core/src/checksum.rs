@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Supported digest algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
     /// SHA-256 (64 hex digits).
@@ -32,8 +32,9 @@ impl Algorithm {
     }
 }
 
-/// A parsed checksum, hex in lower case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A parsed checksum, hex in lower case; written and serialised as `algorithm:hex`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[schemars(with = "String")]
 pub struct Checksum {
     /// The algorithm.
     pub algorithm: Algorithm,
@@ -76,6 +77,27 @@ impl Checksum {
 impl std::fmt::Display for Checksum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.algorithm.as_str(), self.hex)
+    }
+}
+
+impl std::str::FromStr for Checksum {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Checksum::parse(text)
+    }
+}
+
+impl Serialize for Checksum {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Checksum {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Checksum::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// One `-DNAME[:TYPE]=VALUE` entry.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// One `-DNAME[:TYPE]=VALUE` entry (cmake(1), `-D <var>:<type>=<value>`); written and
+/// serialised as that flag.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
+#[schemars(with = "String")]
 pub struct CacheEntry {
     /// Variable name.
     pub name: String,
@@ -72,9 +74,43 @@ pub fn parse_cache_entry(flag: &str) -> Result<CacheEntry, String> {
     })
 }
 
-/// A de-duplicated, sorted set of cache entries: for a repeated name the last one wins, as in cmake.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+impl std::str::FromStr for CacheEntry {
+    type Err = String;
+
+    fn from_str(flag: &str) -> Result<Self, String> {
+        parse_cache_entry(flag)
+    }
+}
+
+impl std::fmt::Display for CacheEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_flag())
+    }
+}
+
+impl Serialize for CacheEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_flag())
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let flag = String::deserialize(deserializer)?;
+        parse_cache_entry(&flag).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A de-duplicated, sorted set of cache entries: for a repeated name the last one wins, as in
+/// cmake. Serialised as the list of flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CacheEntries(BTreeMap<String, CacheEntry>);
+
+impl Serialize for CacheEntries {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.values())
+    }
+}
 
 impl CacheEntries {
     /// Parses flags in order; later entries override earlier ones.
@@ -84,6 +120,20 @@ impl CacheEntries {
             entries.set(parse_cache_entry(flag)?);
         }
         Ok(entries)
+    }
+
+    /// Entries already parsed, in order; later ones override earlier ones.
+    pub fn from_entries<'a>(entries: impl IntoIterator<Item = &'a CacheEntry>) -> Self {
+        let mut set = CacheEntries::default();
+        for entry in entries {
+            set.set(entry.clone());
+        }
+        set
+    }
+
+    /// The entries, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &CacheEntry> {
+        self.0.values()
     }
 
     /// Sets (or replaces) an entry.

@@ -1,19 +1,22 @@
-//! Where things live on disk, as data. The defaults follow llama-orch.
+//! Where things live on disk, as data. The defaults follow llama-orch: engine build caches under
+//! `~/.cache/llama-orch/<engine>`, models under `~/.cache/models`, run files under
+//! `~/.cache/llama-orch/run`.
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Engine, PoolConfig};
+use crate::vocabulary::Engine;
 
 /// The directories the provisioner uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Home directory, for `~/` in configured paths.
     pub home: PathBuf,
-    /// Engine build caches: `<cache_root>/<engine>`; default `~/.cache/llama-orch`.
+    /// Engine caches: `<cache_root>/<engine>`; default `~/.cache/llama-orch`.
     pub cache_root: PathBuf,
-    /// Model cache; default `~/.cache/models`.
+    /// Models directory; default `~/.cache/models`.
     pub models_dir: PathBuf,
-    /// Pid files and logs of running engines; default `~/.cache/llama-orch/run`.
+    /// Run records, logs and per-pool private files of engines; default
+    /// `<cache_root>/run`.
     pub run_dir: PathBuf,
 }
 
@@ -34,24 +37,14 @@ impl Layout {
         }
     }
 
-    /// The build cache of an engine for a pool (honours `source.build.cache_dir`).
-    pub fn engine_cache(&self, engine: Engine, pool: &PoolConfig) -> PathBuf {
-        pool.provisioning
-            .source
-            .as_ref()
-            .and_then(|s| s.build.cache_dir.as_deref())
-            .map(|dir| self.expand(dir))
-            .unwrap_or_else(|| self.cache_root.join(engine.as_str()))
+    /// The cache of an engine: `<cache_root>/<engine>`.
+    pub fn engine_cache(&self, engine: Engine) -> PathBuf {
+        self.cache_root.join(engine.as_str())
     }
 
-    /// The model cache for a pool (honours `model.cache_dir`).
-    pub fn model_cache(&self, pool: &PoolConfig) -> PathBuf {
-        pool.provisioning
-            .model
-            .as_ref()
-            .and_then(|m| m.cache_dir.as_deref())
-            .map(|dir| self.expand(dir))
-            .unwrap_or_else(|| self.models_dir.clone())
+    /// A configured directory, or `default` when none is configured.
+    pub fn dir_or(&self, configured: Option<&str>, default: PathBuf) -> PathBuf {
+        configured.map(|dir| self.expand(dir)).unwrap_or(default)
     }
 
     /// Expands a leading `~/` against the home directory; other paths stay as they are.

@@ -4,85 +4,23 @@
 //!
 //! Contributors extend [`ENGINE_PACKAGES`] and [`TOOL_PACKAGES`]; nothing else needs to change.
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::Engine;
-use crate::prepared::Backend;
-use crate::tools::Distro;
-
-/// A package manager (or AUR helper) the provisioner can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ManagerKind {
-    /// Debian, Ubuntu: `apt-get` to install, `dpkg-query` to query.
-    Apt,
-    /// Arch and derivatives: `pacman`.
-    Pacman,
-    /// AUR helper `paru` (never run as root).
-    Paru,
-    /// AUR helper `yay` (never run as root).
-    Yay,
-    /// Fedora, RHEL-likes: `dnf` to install, `rpm` to query.
-    Dnf,
-}
+use crate::names::{PackageName, PackageVersion};
+use crate::secret::PackageRepo;
+use crate::vocabulary::{Backend, Distro, Engine, ManagerKind};
 
 impl ManagerKind {
-    /// Every kind, in the order the config documents them.
-    pub const ALL: [ManagerKind; 5] = [
-        ManagerKind::Apt,
-        ManagerKind::Pacman,
-        ManagerKind::Paru,
-        ManagerKind::Yay,
-        ManagerKind::Dnf,
-    ];
-
-    /// The name used in configs, plans and versions.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ManagerKind::Apt => "apt",
-            ManagerKind::Pacman => "pacman",
-            ManagerKind::Paru => "paru",
-            ManagerKind::Yay => "yay",
-            ManagerKind::Dnf => "dnf",
-        }
-    }
-
-    /// Parses a config value.
-    pub fn parse(text: &str) -> Option<ManagerKind> {
-        ManagerKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-
-    /// The distribution's own manager.
-    pub fn for_distro(distro: Distro) -> Option<ManagerKind> {
-        match distro {
-            Distro::Debian => Some(ManagerKind::Apt),
-            Distro::Arch => Some(ManagerKind::Pacman),
-            Distro::Fedora => Some(ManagerKind::Dnf),
-            Distro::Unknown => None,
-        }
-    }
-
-    /// Whether this is an AUR helper (builds as the invoking user; refuses root).
-    pub fn is_aur_helper(self) -> bool {
-        matches!(self, ManagerKind::Paru | ManagerKind::Yay)
-    }
-
-    /// The program that installs packages.
-    pub fn program(self) -> &'static str {
-        match self {
-            ManagerKind::Apt => "apt-get",
-            other => other.as_str(),
-        }
-    }
-
     /// The command line that installs `packages` (display only; adapters build argv
-    /// themselves). `versioned` entries are `(name, Some(version))` for exact pins.
+    /// themselves). Entries are `(name, Some(version))` for exact pins.
     pub fn install_command(self, packages: &[(String, Option<String>)]) -> String {
         let spec = |(name, version): &(String, Option<String>)| match (self, version) {
             (_, None) => name.clone(),
-            (ManagerKind::Apt, Some(v)) => format!("{name}={v}"),
             (ManagerKind::Dnf, Some(v)) => format!("{name}-{v}"),
-            (_, Some(v)) => format!("{name}={v}"),
+            (
+                ManagerKind::Apt | ManagerKind::Pacman | ManagerKind::Paru | ManagerKind::Yay,
+                Some(v),
+            ) => {
+                format!("{name}={v}")
+            }
         };
         let names: Vec<String> = packages.iter().map(spec).collect();
         let names = names.join(" ");
@@ -93,12 +31,6 @@ impl ManagerKind {
             ManagerKind::Yay => format!("yay -S --needed {names}"),
             ManagerKind::Dnf => format!("sudo dnf install -y {names}"),
         }
-    }
-}
-
-impl std::fmt::Display for ManagerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -218,47 +150,23 @@ pub const TOOL_PACKAGES: &[(&str, &str, &str, &str)] = &[
 ];
 
 /// The package that provides `program` on `distro`.
-pub fn tool_package(program: &str, distro: Distro) -> Option<&'static str> {
+pub fn tool_package(program: &str, distro: Distro) -> Option<PackageName> {
     let (_, debian, arch, fedora) = TOOL_PACKAGES.iter().find(|(p, ..)| *p == program)?;
-    match distro {
-        Distro::Debian => Some(debian),
-        Distro::Arch => Some(arch),
-        Distro::Fedora => Some(fedora),
-        Distro::Unknown => None,
-    }
-}
-
-/// Whether `name` is a plausible package name on any supported manager: starts with a letter or
-/// digit (never `-`, so it cannot be read as an option) and holds only `a-z A-Z 0-9 . _ + - @`.
-pub fn is_valid_package_name(name: &str) -> bool {
-    name.len() <= 128
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-' | '@'))
-}
-
-/// Whether `version` is a plausible package version (Debian `epoch:upstream-revision`, pacman
-/// `epoch:pkgver-pkgrel` such as Arch's `b6000-1`, RPM `version-release`): starts with a letter
-/// or digit (never `-`) and holds only `a-z A-Z 0-9 . _ + ~ : -`.
-pub fn is_valid_package_version(version: &str) -> bool {
-    version.len() <= 128
-        && version
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '~' | ':' | '-'))
+    let name = match distro {
+        Distro::Debian => debian,
+        Distro::Arch => arch,
+        Distro::Fedora => fedora,
+        Distro::Unknown => return None,
+    };
+    // Every name in the table is a valid package name (a test checks them all).
+    name.parse().ok()
 }
 
 /// A short, stable label for a repository: the name itself when it is one (`extra`,
 /// `bookworm-backports`), else `repo-` and 8 hex digits of its BLAKE3 digest (URLs and source
 /// lines are long and may name local paths).
-pub fn repository_label(repository: &str) -> String {
+pub fn repository_label(repository: &PackageRepo) -> String {
+    let repository = repository.expose();
     let plain = !repository.is_empty()
         && repository.len() <= 40
         && repository
@@ -279,9 +187,9 @@ pub fn repository_label(repository: &str) -> String {
 pub fn package_engine_version(
     engine: Engine,
     manager: ManagerKind,
-    package: &str,
-    version: &str,
-    repository: Option<&str>,
+    package: &PackageName,
+    version: &PackageVersion,
+    repository: Option<&PackageRepo>,
 ) -> String {
     let mut text = format!("{engine}-{manager}-{package}-{version}");
     if let Some(repository) = repository {
@@ -302,7 +210,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("no default for {distro:?}"));
             assert_eq!(package.executable, "llama-server");
             assert_eq!(package.origin, Origin::Official, "{package:?}");
-            assert!(is_valid_package_name(package.name));
+            assert!(package.name.parse::<PackageName>().is_ok());
         }
         assert_eq!(
             default_engine_package(Engine::Llamacpp, Distro::Arch, Backend::Cuda)
@@ -339,59 +247,44 @@ mod tests {
     }
 
     #[test]
-    fn names_and_versions_that_could_be_options_or_shell_are_refused() {
-        assert!(is_valid_package_name("llama.cpp-tools"));
-        assert!(is_valid_package_name("gcc-c++"));
-        assert!(!is_valid_package_name("--config=/tmp/evil"));
-        assert!(!is_valid_package_name("llama; rm -rf /"));
-        assert!(!is_valid_package_name("$(touch x)"));
-        assert!(!is_valid_package_name(""));
-        assert!(is_valid_package_version("1:2.3~rc1+dfsg-2"));
-        assert!(is_valid_package_version("6000-1.fc42"));
-        assert!(is_valid_package_version("b9727-1"));
-        assert!(!is_valid_package_version("-1"));
-        assert!(!is_valid_package_version("1.0 && reboot"));
-    }
-
-    #[test]
     fn engine_versions_are_exact_and_name_the_repository() {
-        assert_eq!(
+        let version = |name: &str, version: &str, repo: Option<&str>| {
             package_engine_version(
                 Engine::Llamacpp,
                 ManagerKind::Apt,
-                "llama-server",
-                "1.0.0",
-                None
-            ),
+                &name.parse().unwrap(),
+                &version.parse().unwrap(),
+                repo.map(|r| r.parse().unwrap()).as_ref(),
+            )
+        };
+        assert_eq!(
+            version("llama-server", "1.0.0", None),
             "llamacpp-apt-llama-server-1.0.0"
         );
         assert_eq!(
-            package_engine_version(
-                Engine::Llamacpp,
-                ManagerKind::Pacman,
-                "llama-cpp",
-                "1:b6000-1",
-                Some("extra")
-            ),
-            "llamacpp-pacman-llama-cpp-1:b6000-1@extra"
+            version("llama-cpp", "1:b6000-1", Some("extra")),
+            "llamacpp-apt-llama-cpp-1:b6000-1@extra"
         );
-        let local = package_engine_version(
-            Engine::Llamacpp,
-            ManagerKind::Apt,
-            "x",
-            "1",
-            Some("deb [trusted=yes] file:/srv/repo ./"),
-        );
+        let local = version("x", "1", Some("deb [trusted=yes] file:/srv/repo ./"));
         assert!(local.starts_with("llamacpp-apt-x-1@repo-"), "{local}");
         assert_eq!(local.len(), "llamacpp-apt-x-1@repo-".len() + 8);
     }
 
     #[test]
     fn tools_map_to_each_familys_package() {
-        assert_eq!(tool_package("g++", Distro::Fedora), Some("gcc-c++"));
-        assert_eq!(tool_package("ninja", Distro::Debian), Some("ninja-build"));
-        assert_eq!(tool_package("nvcc", Distro::Arch), Some("cuda"));
-        assert_eq!(tool_package("cmake", Distro::Unknown), None);
-        assert_eq!(tool_package("nonesuch", Distro::Debian), None);
+        let name = |program, distro| tool_package(program, distro).map(|n| n.to_string());
+        assert_eq!(name("g++", Distro::Fedora).as_deref(), Some("gcc-c++"));
+        assert_eq!(
+            name("ninja", Distro::Debian).as_deref(),
+            Some("ninja-build")
+        );
+        assert_eq!(name("nvcc", Distro::Arch).as_deref(), Some("cuda"));
+        assert_eq!(name("cmake", Distro::Unknown), None);
+        assert_eq!(name("nonesuch", Distro::Debian), None);
+        for (_, debian, arch, fedora) in TOOL_PACKAGES {
+            for package in [debian, arch, fedora] {
+                assert!(package.parse::<PackageName>().is_ok(), "{package}");
+            }
+        }
     }
 }

@@ -1,33 +1,62 @@
 //! Plans: the typed, deterministic list of steps a prepare will take, shown before anything runs.
+//!
+//! A plan is computed without network access or processes. Values only the network knows (the
+//! commit a tag names, an image tag's digest) are filled in when this host knows them from an
+//! earlier prepare, otherwise they read "resolved at prepare"; such values are left out of the
+//! plan's digest, so the digest depends on the configuration alone.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Engine, Mode};
-use crate::prepared::{Backend, Probe};
+use crate::names::{Generator, PoolId};
+use crate::ports::UnpackLimits;
+use crate::prepared::Probe;
+use crate::text::{human_bytes, shell_quote};
+use crate::tools::ToolRequirement;
+use crate::vocabulary::{Backend, Engine, ManagerKind, Mode};
 
-/// What `prepare` will do for one pool. The same inputs always give the same plan and digest.
+/// What `prepare` will do for one pool. The same configuration always gives the same plan
+/// digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// Pool id.
-    pub pool_id: String,
+    pub pool_id: PoolId,
     /// Engine.
     pub engine: Engine,
-    /// Provisioning mode.
+    /// Provisioning mode (the configured one or the engine's default).
     pub mode: Mode,
     /// Steps, in execution order.
     pub steps: Vec<Step>,
+    /// What the plan chose for the user: pinned defaults applied, flags mapped.
+    pub notes: Vec<String>,
 }
 
-/// A tool a step needs on the host.
+/// How the model reaches the engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToolRequirement {
-    /// Program names; any one of them satisfies the requirement (e.g. `c++`, `g++`, `clang++`).
-    pub programs: Vec<String>,
-    /// Why it is needed.
-    pub purpose: String,
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelStaging {
+    /// A file or directory at a known path, checked at prepare.
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// Its size in bytes, when known on this host (not part of the digest).
+        bytes: Option<u64>,
+    },
+    /// The pool's `model` id, looked up as a name in a models directory at prepare.
+    LookUp {
+        /// The id.
+        name: String,
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A remote scheme: fetched at prepare.
+    AtPrepare {
+        /// The scheme (`hf`, `https`, `s3`, `oci`).
+        scheme: String,
+    },
 }
 
 /// One typed step.
@@ -39,27 +68,32 @@ pub enum Step {
         /// Tools required.
         tools: Vec<ToolRequirement>,
     },
-    /// Resolve the model through the ModelProvisioner port.
+    /// Make the model present through the ModelProvisioner port.
     ResolveModel {
-        /// Reference as configured.
+        /// Reference as configured (credentials removed).
         reference: String,
+        /// How it is staged.
+        staging: ModelStaging,
     },
     /// Fetch a git repository and resolve the ref to a full commit.
     FetchSource {
-        /// Repository URL.
+        /// Repository (credentials removed).
         repo: String,
         /// Tag, branch or commit.
         reference: String,
         /// Whether submodules are checked out.
         submodules: bool,
+        /// The commit the ref names, when this host resolved it before; `None`: resolved at
+        /// prepare (not part of the digest).
+        commit: Option<String>,
     },
     /// Download a pinned artefact, hashing while streaming.
     Download {
-        /// URL.
+        /// URL (credentials and query values removed).
         url: String,
         /// Expected checksum.
-        checksum: Option<String>,
-        /// Expected size, when pinned.
+        checksum: String,
+        /// Expected size in bytes, when pinned.
         size: Option<u64>,
     },
     /// Unpack into staging with every entry validated, then install atomically.
@@ -69,16 +103,19 @@ pub enum Step {
         /// Executable to find inside.
         executable: String,
         /// Caps.
-        limits: crate::ports::UnpackLimits,
+        limits: UnpackLimits,
     },
     /// Resolve an image to a digest, pull it by digest and verify it.
     PullImage {
         /// Repository with its registry.
         image: String,
-        /// Tag, when configured.
+        /// Tag, when one is pinned.
         tag: Option<String>,
-        /// Pinned digest, when configured.
+        /// Digest pinned by the configuration.
         digest: Option<String>,
+        /// The digest the tag resolved to on this host before; `None`: resolved at prepare
+        /// (not part of the digest).
+        resolved_digest: Option<String>,
         /// Runtime: the configured one, or podman falling back to docker.
         runtime: String,
     },
@@ -86,7 +123,7 @@ pub enum Step {
     /// in its file list.
     InstallPackage {
         /// Manager: the configured one, or `None` for the distribution's (detected at prepare).
-        manager: Option<String>,
+        manager: Option<ManagerKind>,
         /// Package name: the configured one, or `None` for the distribution's default.
         package: Option<String>,
         /// Exact version.
@@ -102,8 +139,8 @@ pub enum Step {
     },
     /// CMake configure.
     Configure {
-        /// Generator (`Ninja`, `Unix Makefiles`), or the host default.
-        generator: Option<String>,
+        /// Generator, or `None` for Ninja when installed, else make.
+        generator: Option<Generator>,
         /// Normalised cache entries.
         cmake_flags: Vec<String>,
         /// Entries derived from the resolved commit (names only; values are known after fetch).
@@ -125,25 +162,329 @@ pub enum Step {
         /// What the cache key is made of.
         key_inputs: Vec<String>,
     },
-    /// What pool-managerd will spawn.
+    /// Write the pool's secrets into a file of mode 0600 that the engine's environment is
+    /// loaded from.
+    WriteEnvFile {
+        /// The file.
+        path: PathBuf,
+        /// The variables it holds (names only).
+        variables: Vec<String>,
+    },
+    /// What the supervisor will spawn.
     Launch {
-        /// Program (relative to the install dir until it is known).
+        /// Program (placeholders such as `{install_dir}` until prepare knows it).
         program: String,
         /// Arguments.
         args: Vec<String>,
-        /// Environment (nothing else is inherited).
+        /// Environment the provisioner sets (never secrets).
         env: BTreeMap<String, String>,
-        /// Ports.
+        /// The pool's env file, when it has one.
+        env_file: Option<PathBuf>,
+        /// Host ports; `0` is chosen at launch.
         ports: Vec<u16>,
+        /// Readiness probe.
+        readiness: Probe,
+    },
+    /// Attach to an engine run outside this tool (`mode: external`).
+    Attach {
+        /// Its endpoint.
+        endpoint: String,
         /// Readiness probe.
         readiness: Probe,
     },
 }
 
 impl Plan {
-    /// A stable digest of the plan: BLAKE3 of its canonical JSON, 16 hex digits.
+    /// A stable digest of the plan: BLAKE3 of its canonical JSON with values learnt from this
+    /// host (commits, digests, sizes) and the notes left out, 16 hex digits. Two configurations
+    /// that mean the same build (reordered flags, a legacy spelling) have the same digest.
     pub fn digest(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
+        let mut inputs = self.clone();
+        inputs.notes.clear();
+        for step in &mut inputs.steps {
+            step.forget_host_knowledge();
+        }
+        let json = serde_json::to_vec(&inputs).unwrap_or_default();
         blake3::hash(&json).to_hex()[..16].to_string()
+    }
+}
+
+impl Step {
+    /// Clears what this host knew from earlier work, keeping only configuration-derived values.
+    fn forget_host_knowledge(&mut self) {
+        match self {
+            Step::FetchSource { commit, .. } => *commit = None,
+            Step::PullImage {
+                resolved_digest, ..
+            } => *resolved_digest = None,
+            Step::ResolveModel {
+                staging: ModelStaging::Path { bytes, .. },
+                ..
+            } => *bytes = None,
+            Step::Preflight { .. }
+            | Step::ResolveModel { .. }
+            | Step::Download { .. }
+            | Step::Unpack { .. }
+            | Step::InstallPackage { .. }
+            | Step::Configure { .. }
+            | Step::Build { .. }
+            | Step::Install { .. }
+            | Step::WriteEnvFile { .. }
+            | Step::Launch { .. }
+            | Step::Attach { .. } => {}
+        }
+    }
+}
+
+fn readiness_text(probe: &Probe) -> String {
+    let port = if probe.port == 0 {
+        "the bound port".to_string()
+    } else {
+        format!("port {}", probe.port)
+    };
+    format!(
+        "ready when GET {} on {port} answers {} (waiting up to {} s)",
+        probe.path, probe.status, probe.timeout_seconds
+    )
+}
+
+fn ports_text(ports: &[u16]) -> String {
+    let words: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            if *p == 0 {
+                "a free port chosen at launch".to_string()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    words.join(", ")
+}
+
+impl fmt::Display for Step {
+    /// The step as a sentence for humans.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Preflight { tools } => {
+                let names: Vec<String> = tools
+                    .iter()
+                    .map(|t| format!("{} ({})", t.programs.join(" or "), t.purpose))
+                    .collect();
+                write!(
+                    f,
+                    "Check that the tools are installed: {}.",
+                    names.join(", ")
+                )
+            }
+            Step::ResolveModel { reference, staging } => match staging {
+                ModelStaging::Path { path, bytes } => {
+                    write!(f, "Use the model {reference} at {}", path.display())?;
+                    match bytes {
+                        Some(bytes) => write!(f, " ({}).", human_bytes(*bytes)),
+                        None => write!(f, " (checked at prepare)."),
+                    }
+                }
+                ModelStaging::LookUp { name, dir } => write!(
+                    f,
+                    "Look up the model `{name}` as a file name in {} (at prepare).",
+                    dir.display()
+                ),
+                ModelStaging::AtPrepare { scheme } => write!(
+                    f,
+                    "Stage the model {reference} (a {scheme}: reference, staged at prepare)."
+                ),
+            },
+            Step::FetchSource {
+                repo,
+                reference,
+                submodules,
+                commit,
+            } => {
+                write!(f, "Fetch {repo} at {reference}")?;
+                match commit {
+                    Some(commit) => write!(f, " (commit {commit}, known from an earlier fetch)")?,
+                    None => write!(f, " (commit resolved at prepare)")?,
+                }
+                if *submodules {
+                    write!(f, ", with its submodules")?;
+                }
+                write!(f, ".")
+            }
+            Step::Download {
+                url,
+                checksum,
+                size,
+            } => {
+                write!(f, "Download {url}")?;
+                if let Some(size) = size {
+                    write!(f, " ({})", human_bytes(*size))?;
+                }
+                write!(f, ", hashing while it streams; it must match {checksum}.")
+            }
+            Step::Unpack {
+                format,
+                executable,
+                limits,
+            } => write!(
+                f,
+                "Unpack it ({format}) into a staging directory, every entry checked (at most {} entries, {}), and find `{executable}` in it.",
+                limits.max_entries,
+                human_bytes(limits.max_bytes)
+            ),
+            Step::PullImage {
+                image,
+                tag,
+                digest,
+                resolved_digest,
+                runtime,
+            } => {
+                write!(f, "Pull {image}")?;
+                if let Some(tag) = tag {
+                    write!(f, ":{tag}")?;
+                }
+                match (digest, resolved_digest) {
+                    (Some(digest), _) => write!(f, " pinned to {digest}")?,
+                    (None, Some(known)) => {
+                        write!(f, " by digest ({known}, known from an earlier pull)")?
+                    }
+                    (None, None) => write!(f, " by digest (resolved at prepare)")?,
+                }
+                write!(f, " with {runtime}, and verify the image.")
+            }
+            Step::InstallPackage {
+                manager,
+                package,
+                version,
+                repository,
+                executable,
+                backend,
+                allowed,
+            } => {
+                let manager = manager
+                    .map_or("the distribution's package manager".to_string(), |m| {
+                        m.to_string()
+                    });
+                let package = package
+                    .clone()
+                    .unwrap_or_else(|| format!("the distribution's {backend} package"));
+                write!(f, "Install {package} at exactly {version} with {manager}")?;
+                if let Some(repository) = repository {
+                    write!(f, " from {repository}")?;
+                }
+                write!(f, ", and find `{executable}` in its files")?;
+                if !allowed {
+                    write!(
+                        f,
+                        " (installs are not allowed for this pool: unless it is installed already, prepare stops with the command to run)"
+                    )?;
+                }
+                write!(f, ".")
+            }
+            Step::Configure {
+                generator,
+                cmake_flags,
+                commit_flags,
+                backend,
+            } => {
+                let generator = generator
+                    .map_or("Ninja when installed, else make".to_string(), |g| {
+                        g.to_string()
+                    });
+                write!(
+                    f,
+                    "Configure with cmake ({generator}) for the {backend} backend: {}; {} are set from the resolved commit.",
+                    cmake_flags.join(" "),
+                    commit_flags.join(" and ")
+                )
+            }
+            Step::Build { targets } => write!(f, "Build {}.", targets.join(", ")),
+            Step::Install {
+                cache_dir,
+                artifacts,
+                key_inputs,
+            } => write!(
+                f,
+                "Install {} atomically under {}, keyed by {}.",
+                artifacts.join(", "),
+                cache_dir.display(),
+                key_inputs.join(", ")
+            ),
+            Step::WriteEnvFile { path, variables } => write!(
+                f,
+                "Write the pool's env ({}) to {} (mode 0600); values are never shown.",
+                variables.join(", "),
+                path.display()
+            ),
+            Step::Launch {
+                program,
+                args,
+                env,
+                env_file,
+                ports,
+                readiness,
+            } => {
+                let argv: Vec<String> = std::iter::once(program.as_str())
+                    .chain(args.iter().map(String::as_str))
+                    .map(shell_quote)
+                    .collect();
+                write!(f, "Run {}", argv.join(" "))?;
+                if !env.is_empty() {
+                    let pairs: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    write!(f, " with {}", pairs.join(" "))?;
+                }
+                if let Some(file) = env_file {
+                    write!(f, " and the variables of {}", file.display())?;
+                }
+                write!(
+                    f,
+                    ", listening on {}; {}.",
+                    ports_text(ports),
+                    readiness_text(readiness)
+                )
+            }
+            Step::Attach {
+                endpoint,
+                readiness,
+            } => write!(
+                f,
+                "Attach to the engine at {endpoint}, which runs outside this tool; {}.",
+                readiness_text(readiness)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(commit: Option<&str>) -> Plan {
+        Plan {
+            pool_id: "p".parse().unwrap(),
+            engine: Engine::Llamacpp,
+            mode: Mode::Source,
+            steps: vec![Step::FetchSource {
+                repo: "https://example.org/x.git".into(),
+                reference: "b1".into(),
+                submodules: false,
+                commit: commit.map(str::to_string),
+            }],
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn what_the_host_knows_is_shown_but_not_digested() {
+        let known = plan(Some("0c1e57098bba"));
+        assert_eq!(known.digest(), plan(None).digest());
+        assert_eq!(
+            known.steps[0].to_string(),
+            "Fetch https://example.org/x.git at b1 (commit 0c1e57098bba, known from an earlier fetch)."
+        );
+        assert_eq!(
+            plan(None).steps[0].to_string(),
+            "Fetch https://example.org/x.git at b1 (commit resolved at prepare)."
+        );
     }
 }

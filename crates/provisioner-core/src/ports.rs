@@ -13,11 +13,14 @@ use mockall::automock;
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::Checksum;
-use crate::config::Engine;
+use crate::cmake::CacheEntries;
 use crate::error::Result;
-use crate::packages::ManagerKind;
-use crate::prepared::Backend;
-use crate::tools::Distro;
+use crate::image::ImageReference;
+use crate::model_ref::ModelRef;
+use crate::names::{Digest, Generator, GitRef, ImageTag, PackageName, PackageVersion, PoolId};
+use crate::secret::{GitRemote, PackageRepo, SafeUrl, Secret};
+use crate::text::command_line;
+use crate::vocabulary::{Backend, DeviceId, Distro, Engine, ManagerKind, RuntimeKind};
 
 // ---------------------------------------------------------------------------------------------
 // Shell
@@ -84,24 +87,9 @@ impl CommandSpec {
 
     /// The command for humans, shell-quoted.
     pub fn display(&self) -> String {
-        std::iter::once(self.program.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .map(shell_quote)
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-/// A URL as it may appear in messages, plans, progress and metadata: `user:password@` removed.
-pub fn redact_url(url: &str) -> String {
-    let Some(start) = url.find("://").map(|at| at + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}{}", &url[..start], &rest[at + 1..]),
-        None => url.to_string(),
+        command_line(
+            std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)),
+        )
     }
 }
 
@@ -119,19 +107,6 @@ pub const CONTAINER_RUNTIME_VARIABLES: [&str; 9] = [
     "DOCKER_CONFIG",
     "REGISTRY_AUTH_FILE",
 ];
-
-/// Quotes one word for display (never for execution: nothing here goes through a shell).
-pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@%".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
 
 /// How a finished process ended and what it printed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,7 +168,7 @@ pub trait Shell: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRequest {
     /// URL.
-    pub url: String,
+    pub url: SafeUrl,
     /// Destination file (written via a `.partial` sibling).
     pub destination: PathBuf,
     /// Expected checksum; the download fails on mismatch.
@@ -236,23 +211,23 @@ pub struct InstalledPackage {
 }
 
 /// A package to install: exactly `version` when given, from `repository` when given.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageRequest {
-    /// Package name (validated: never starts with `-`, no shell characters).
-    pub name: String,
+    /// Package name.
+    pub name: PackageName,
     /// Exact version; `None` installs whatever the repositories offer (build tools only).
-    pub version: Option<String>,
+    pub version: Option<PackageVersion>,
     /// Repository: for apt a `deb …` source line (used alone, in isolation) or a release name
     /// (`-t`); for pacman a repository name (`extra`) or the URL of a `<name>.db` file; for dnf
     /// a repository id or a base URL.
-    pub repository: Option<String>,
+    pub repository: Option<PackageRepo>,
 }
 
 impl PackageRequest {
     /// A request for the repositories' version of `name` (build tools).
-    pub fn latest(name: &str) -> Self {
+    pub fn latest(name: PackageName) -> Self {
         PackageRequest {
-            name: name.to_string(),
+            name,
             version: None,
             repository: None,
         }
@@ -273,7 +248,7 @@ pub trait PackageManager: Send + Sync {
     fn install_command(&self, requests: &[PackageRequest]) -> String;
 
     /// The installed version of a package, if installed (`dpkg-query`, `pacman -Q`, `rpm -q`).
-    async fn query(&self, name: &str) -> Result<Option<InstalledPackage>>;
+    async fn query(&self, name: &PackageName) -> Result<Option<InstalledPackage>>;
 
     /// Versions of `request.name` the repositories offer (for errors naming what exists).
     async fn available(&self, request: &PackageRequest) -> Result<Vec<String>>;
@@ -283,10 +258,10 @@ pub trait PackageManager: Send + Sync {
     async fn install(&self, requests: &[PackageRequest]) -> Result<Vec<InstalledPackage>>;
 
     /// Files owned by an installed package (`dpkg-query -L`, `pacman -Ql`, `rpm -ql`).
-    async fn files(&self, name: &str) -> Result<Vec<PathBuf>>;
+    async fn files(&self, name: &PackageName) -> Result<Vec<PathBuf>>;
 
     /// Removes a package (used to roll back an install that failed its checks).
-    async fn remove(&self, name: &str) -> Result<()>;
+    async fn remove(&self, name: &PackageName) -> Result<()>;
 }
 
 /// An engine to install as a distribution package, pinned.
@@ -296,13 +271,13 @@ pub struct PackageInstallSpec {
     pub engine: Engine,
     /// Engine cache root: the install record lives under `<cache_dir>/packages-v1/<key>`.
     pub cache_dir: PathBuf,
-    /// Package name; `None`: the distribution's default for the engine
-    /// ([`crate::packages::default_engine_package`], CPU build).
-    pub name: Option<String>,
+    /// Package name; `None`: the distribution's default for the engine and backend
+    /// ([`crate::packages::default_engine_package`]).
+    pub name: Option<PackageName>,
     /// Exact version.
-    pub version: String,
+    pub version: PackageVersion,
     /// Repository, as in [`PackageRequest::repository`].
-    pub repository: Option<String>,
+    pub repository: Option<PackageRepo>,
     /// Manager forced by the config (`provisioning.package.manager`); else the distribution's.
     pub manager: Option<ManagerKind>,
     /// Distribution family forced by the config; else `/etc/os-release`.
@@ -353,45 +328,20 @@ pub trait PackageInstaller: Send + Sync {
 // ---------------------------------------------------------------------------------------------
 // ContainerRuntime
 
-/// Which container runtime runs the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeKind {
-    /// podman (preferred).
-    Podman,
-    /// docker (fallback).
-    Docker,
-}
-
-impl RuntimeKind {
-    /// The program name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuntimeKind::Podman => "podman",
-            RuntimeKind::Docker => "docker",
-        }
-    }
-}
-
 /// An image to make present locally, pinned by digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSpec {
     /// Engine (names logs).
     pub engine: Engine,
-    /// Repository with its registry, e.g. `127.0.0.1:5000/llama/server` or `vllm/vllm-openai`.
-    pub image: String,
-    /// Tag, when configured.
-    pub tag: Option<String>,
-    /// Pinned digest (`sha256:…`), from `tag: sha256:…` or `digest:`.
-    pub digest: Option<String>,
+    /// The image with its tag and, when pinned, its digest (from the image, `tag: sha256:…`
+    /// or `digest:`, which must agree).
+    pub image: ImageReference,
     /// The registry speaks plain HTTP.
     pub insecure: bool,
     /// Runtime forced by the config.
     pub runtime: Option<RuntimeKind>,
     /// GPU devices the container will get: each must exist on this host.
-    pub devices: Vec<String>,
-    /// Ask the registry again even when a tag was resolved before.
-    pub refresh: bool,
+    pub devices: Vec<DeviceId>,
 }
 
 /// An image present locally, and the runtime that has it.
@@ -407,9 +357,9 @@ pub struct ImageArtifact {
     /// `registry/repository@sha256:…`: what `run` is given.
     pub reference: String,
     /// Manifest digest.
-    pub digest: String,
+    pub digest: Digest,
     /// Tag, for humans.
-    pub tag: Option<String>,
+    pub tag: Option<ImageTag>,
     /// `org.opencontainers.image.revision` label.
     pub revision: Option<String>,
     /// `org.opencontainers.image.version` label.
@@ -432,10 +382,10 @@ pub trait ContainerRuntime: Send + Sync {
 /// A model to make available locally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRequest {
-    /// `file:/path`, a plain path, or another scheme.
-    pub reference: String,
-    /// Model cache directory (for relative names).
-    pub cache_dir: PathBuf,
+    /// Where the model comes from.
+    pub reference: ModelRef,
+    /// Models directory: relative paths and names are looked up in it.
+    pub models_dir: PathBuf,
     /// Expected checksum.
     pub checksum: Option<Checksum>,
 }
@@ -465,24 +415,29 @@ pub trait ModelProvisioner: Send + Sync {
 pub enum Action {
     /// Clone or fetch a git repository.
     FetchSource {
-        /// Repository URL.
-        url: String,
+        /// The repository.
+        remote: GitRemote,
     },
-    /// Download a file.
+    /// Download a file, pinned by a checksum.
     Download {
         /// URL.
-        url: String,
-        /// Whether a checksum pins it.
-        pinned: bool,
-        /// The pool's `provisioning.allow_binary_downloads`.
+        url: SafeUrl,
+        /// The pool's `provisioning.allow_binary_downloads` (llama-orch's gate on binary mode).
         allowed_by_config: Option<bool>,
+    },
+    /// Resolve and pull an image from its registry.
+    PullImage {
+        /// The image.
+        image: ImageReference,
+        /// Whether the registry is spoken to over plain HTTP.
+        insecure: bool,
     },
     /// Install distribution packages.
     InstallPackages {
         /// Package names.
-        packages: Vec<String>,
-        /// The configured repository (a `deb …` line, a URL or a name); `None`: the system's.
-        repository: Option<String>,
+        packages: Vec<PackageName>,
+        /// The configured repository; `None`: the system's.
+        repository: Option<PackageRepo>,
         /// The pool's `provisioning.allow_package_installs`.
         allowed_by_config: bool,
     },
@@ -627,16 +582,16 @@ pub struct SourceBuildSpec {
     pub engine: Engine,
     /// Engine cache root, e.g. `~/.cache/llama-orch/llamacpp`.
     pub cache_dir: PathBuf,
-    /// Repository URL.
-    pub repo: String,
+    /// Repository.
+    pub repo: GitRemote,
     /// Tag, branch or commit.
-    pub reference: String,
+    pub reference: GitRef,
     /// Whether to check out submodules.
     pub submodules: bool,
     /// Generator, or `None` for Ninja when present, else make.
-    pub generator: Option<String>,
+    pub generator: Option<Generator>,
     /// Normalised cache entries.
-    pub cmake_flags: Vec<String>,
+    pub cmake_flags: CacheEntries,
     /// Variables set from the resolved commit.
     pub build_info: Option<BuildInfoVariables>,
     /// Targets to build.
@@ -699,13 +654,9 @@ pub enum ArchiveFormat {
 }
 
 impl ArchiveFormat {
-    /// Infers the format from a URL (query and fragment ignored).
-    pub fn from_url(url: &str) -> ArchiveFormat {
-        let path = url
-            .split(['?', '#'])
-            .next()
-            .unwrap_or(url)
-            .to_ascii_lowercase();
+    /// Infers the format from a URL's path (query and fragment ignored).
+    pub fn from_url(url: &SafeUrl) -> ArchiveFormat {
+        let path = url.path().to_ascii_lowercase();
         if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
             ArchiveFormat::TarGz
         } else if path.ends_with(".tar.zst") || path.ends_with(".tzst") {
@@ -757,9 +708,9 @@ pub struct BinaryInstallSpec {
     /// Install root: `<engine cache>/bin` or `binary.install_dir`; installs go to `<root>/<key>`.
     pub install_root: PathBuf,
     /// Download URL.
-    pub url: String,
-    /// Expected checksum; `None` only where policy allows unverified downloads.
-    pub checksum: Option<Checksum>,
+    pub url: SafeUrl,
+    /// Expected checksum (always required).
+    pub checksum: Checksum,
     /// Exact size, when pinned.
     pub size: Option<u64>,
     /// The pool's `allow_binary_downloads`.
@@ -805,29 +756,78 @@ pub trait BinaryInstaller: Send + Sync {
 
 // ---------------------------------------------------------------------------------------------
 
-/// The set of port implementations a provisioner runs with.
+// ---------------------------------------------------------------------------------------------
+// RunFiles
+
+/// Files a prepared engine needs that hold secrets: written with mode 0600 under the pool's own
+/// directory of the run dir (mode 0700), so that no secret is ever on a command line or in a
+/// prepared engine.
+#[cfg_attr(feature = "mocks", automock)]
+#[async_trait]
+pub trait RunFiles: Send + Sync {
+    /// Where `<run dir>/<pool>/<name>` is, without writing it (for plans).
+    fn path(&self, pool: &PoolId, name: &str) -> PathBuf;
+
+    /// Writes `contents` to that file atomically, mode 0600, and returns its path.
+    async fn write_private(&self, pool: &PoolId, name: &str, contents: &Secret) -> Result<PathBuf>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// KnownFacts
+
+/// What this host learnt from earlier work, read from local state only (no network, no
+/// process): plans show these values when known and "resolved at prepare" otherwise.
+#[cfg_attr(feature = "mocks", automock)]
+pub trait KnownFacts: Send + Sync {
+    /// The full commit `reference` of `repo` resolved to before, from the engine cache at
+    /// `cache_dir` (tags and full SHAs only: a branch moves).
+    fn commit(&self, cache_dir: &Path, repo: &GitRemote, reference: &GitRef) -> Option<String>;
+
+    /// The digest an image's tag resolved to before.
+    fn image_digest(&self, image: &ImageReference) -> Option<Digest>;
+
+    /// The size of a local file or directory, in bytes.
+    fn size(&self, path: &Path) -> Option<u64>;
+}
+
+/// Knows nothing: every value is resolved at prepare.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NothingKnown;
+
+impl KnownFacts for NothingKnown {
+    fn commit(&self, _: &Path, _: &GitRemote, _: &GitRef) -> Option<String> {
+        None
+    }
+
+    fn image_digest(&self, _: &ImageReference) -> Option<Digest> {
+        None
+    }
+
+    fn size(&self, _: &Path) -> Option<u64> {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The ports the recipes use. What only an adapter needs (a Shell, the Policy, a Clock, a
+/// Fetcher, the host's package manager) is given to that adapter's constructor instead.
 #[derive(Clone)]
 pub struct Ports {
-    /// Processes.
-    pub shell: Arc<dyn Shell>,
-    /// Source builds.
-    pub source_builder: Arc<dyn SourceBuilder>,
     /// Models.
     pub models: Arc<dyn ModelProvisioner>,
-    /// Policy.
-    pub policy: Arc<dyn Policy>,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// Progress sink.
-    pub progress: Arc<dyn Progress>,
-    /// Downloads (binary mode), when wired.
-    pub fetcher: Option<Arc<dyn Fetcher>>,
+    /// Source builds (source mode), when wired.
+    pub source_builder: Option<Arc<dyn SourceBuilder>>,
     /// Prebuilt installs (binary mode), when wired.
     pub binaries: Option<Arc<dyn BinaryInstaller>>,
-    /// The host's package manager (tool installs for preflight), when wired.
-    pub packages: Option<Arc<dyn PackageManager>>,
-    /// Package-mode engine installs, when wired.
-    pub package_installer: Option<Arc<dyn PackageInstaller>>,
-    /// Containers (container mode), when wired.
+    /// Engine packages (package mode), when wired.
+    pub packages: Option<Arc<dyn PackageInstaller>>,
+    /// Images (container mode), when wired.
     pub containers: Option<Arc<dyn ContainerRuntime>>,
+    /// Private files (the pool's env file).
+    pub run_files: Arc<dyn RunFiles>,
+    /// What this host knows from earlier work, for plans.
+    pub known: Arc<dyn KnownFacts>,
+    /// Progress sink.
+    pub progress: Arc<dyn Progress>,
 }

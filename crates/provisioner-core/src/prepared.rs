@@ -1,30 +1,43 @@
-//! What `prepare` hands to its caller: everything needed to spawn and check the engine.
+//! What `prepare` hands to its caller: everything needed to spawn and check the engine, and
+//! nothing secret (secrets travel in files whose paths it names).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Engine, Mode};
+use crate::checksum::Checksum;
+use crate::names::PoolId;
+use crate::vocabulary::{Backend, Engine, Mode};
 
-/// A ready-to-spawn engine. pool-managerd spawns `bin` with `args` in `workdir` with exactly `env`
-/// (a cleared environment plus these variables) and probes `metadata.readiness`.
+/// A ready-to-spawn engine. A supervisor spawns `bin` with `args` in `workdir` with exactly
+/// `env` plus the variables of `env_file` (nothing inherited), then probes
+/// `metadata.readiness`. For an external pool (`mode: external`) `bin` and `workdir` are
+/// `None`: there is nothing to spawn, only an endpoint to attach to.
+///
+/// No field holds a secret: the pool's `env` (every value a secret) is in `env_file`, a file
+/// of mode 0600; a container runtime reads the same file through `--env-file`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreparedEngine {
     /// Pool id.
-    pub pool_id: String,
+    pub pool_id: PoolId,
     /// Engine.
     pub engine: Engine,
-    /// Absolute path of the program.
-    pub bin: PathBuf,
+    /// Absolute path of the program; `None` for an external pool.
+    pub bin: Option<PathBuf>,
     /// Arguments, each one argv element (never passed through a shell).
     pub args: Vec<String>,
-    /// Environment of the process; nothing else is inherited.
+    /// Environment the provisioner derives (device masks, library paths, a runtime's
+    /// configuration). Never a secret.
     pub env: BTreeMap<String, String>,
-    /// Ports the engine listens on; the first is the HTTP API.
+    /// A file of `NAME=value` lines, mode 0600, holding the pool's `env`; the supervisor loads
+    /// it into the engine's environment. `None` when the pool sets no `env`.
+    pub env_file: Option<PathBuf>,
+    /// Host ports the engine listens on, the HTTP API first; `0` is a free port chosen at
+    /// launch (the supervisor finds and records the bound one).
     pub ports: Vec<u16>,
-    /// Working directory.
-    pub workdir: PathBuf,
+    /// Working directory; `None` for an external pool.
+    pub workdir: Option<PathBuf>,
     /// Deterministic version: the same inputs on any host give the same string.
     pub engine_version: String,
     /// How it was made and how to check it.
@@ -40,82 +53,40 @@ pub struct EngineMetadata {
     pub source: Option<SourceProvenance>,
     /// Normalised build flags (source mode).
     pub build_flags: Vec<String>,
-    /// Compute backend.
-    pub backend: Backend,
+    /// Compute backend of what was installed; `None` when nothing shows it (an external
+    /// engine).
+    pub backend: Option<Backend>,
     /// Readiness probe.
     pub readiness: Probe,
     /// How to check that the running engine is this build.
     pub identity: Option<IdentityCheck>,
-    /// Model file or directory given to the engine.
-    pub model_path: PathBuf,
+    /// Model file or directory given to the engine; `None` for an external pool.
+    pub model_path: Option<PathBuf>,
     /// Cache key of the installed artefact.
     pub cache_key: Option<String>,
     /// Whether prepare found the artefact already installed.
     pub cache_hit: bool,
     /// Metadata file written next to the artefact.
     pub metadata_file: Option<PathBuf>,
-    /// Digest of the plan this came from.
+    /// Digest of the plan this came from ([`crate::Plan::digest`]).
     pub plan_digest: String,
 }
 
 /// Where source-mode code came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceProvenance {
-    /// Repository URL.
+    /// Repository, without credentials.
     pub repo: String,
-    /// Ref as configured.
+    /// Ref as configured (or the recipe's pinned default).
     pub reference: String,
     /// Full commit SHA it resolved to.
     pub commit: String,
 }
 
-/// Compute backend of an engine build.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// CPU only.
-    #[default]
-    Cpu,
-    /// NVIDIA CUDA.
-    Cuda,
-    /// AMD HIP/ROCm.
-    Hip,
-    /// Vulkan.
-    Vulkan,
-}
-
-impl Backend {
-    /// Every backend.
-    pub const ALL: [Backend; 4] = [Backend::Cpu, Backend::Cuda, Backend::Hip, Backend::Vulkan];
-
-    /// Parses a lower-case name.
-    pub fn parse(text: &str) -> Option<Backend> {
-        Backend::ALL.into_iter().find(|b| b.as_str() == text)
-    }
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Cpu => "cpu",
-            Backend::Cuda => "cuda",
-            Backend::Hip => "hip",
-            Backend::Vulkan => "vulkan",
-        }
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// An HTTP readiness probe: `GET http://127.0.0.1:{port}{path}` answers `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
-    /// Port to probe.
+    /// Port to probe; `0` means the port the engine bound at launch.
     pub port: u16,
     /// Path.
     pub path: String,
@@ -141,7 +112,7 @@ pub struct IdentityCheck {
 /// normalised flags. The toolchain is deliberately left out, so replicas built from the same
 /// inputs on different hosts report the same version.
 pub fn source_engine_version(
-    engine: crate::config::Engine,
+    engine: Engine,
     commit: &str,
     backend: Backend,
     flags: &[String],
@@ -155,11 +126,7 @@ pub fn source_engine_version(
 }
 
 /// The deterministic version of a prebuilt artefact: engine, upstream version and checksum.
-pub fn binary_engine_version(
-    engine: crate::config::Engine,
-    version: &str,
-    checksum: &crate::checksum::Checksum,
-) -> String {
+pub fn binary_engine_version(engine: Engine, version: &str, checksum: &Checksum) -> String {
     let version: String = version
         .chars()
         .map(|c| {
@@ -175,4 +142,10 @@ pub fn binary_engine_version(
         checksum.algorithm.as_str(),
         &checksum.hex[..12]
     )
+}
+
+/// The version label of an external pool: the provisioner did not make it, so it names only
+/// the engine and where it is.
+pub fn external_engine_version(engine: Engine) -> String {
+    format!("{engine}-external")
 }

@@ -1,0 +1,59 @@
+//! A stand-in engine for the supervisor tests (a `[[bin]]` of this crate, not a test): serves
+//! `GET /health` (200), `GET /props` (`{"build_info": "<--build-info>"}`) and `GET /env/<NAME>`
+//! (the value of an environment variable, 404 when unset) on 127.0.0.1 and the port given by
+//! `--port` (`0`: any free port, as `llama-server --port 0` does).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.windows(2)
+            .find(|pair| pair[0] == name)
+            .map(|pair| pair[1].clone())
+    };
+    let port: u16 = value("--port")
+        .and_then(|p| p.parse().ok())
+        .expect("--port PORT");
+    let build_info = value("--build-info").unwrap_or_default();
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    let bound = listener.local_addr().expect("address").port();
+    let _ = writeln!(std::io::stdout(), "listening on http://127.0.0.1:{bound}");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let Ok(clone) = stream.try_clone() else {
+            continue;
+        };
+        let mut reader = BufReader::new(clone);
+        let mut request = String::new();
+        if reader.read_line(&mut request).is_err() {
+            continue;
+        }
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if header == "\r\n" => break,
+                Ok(_) => {}
+            }
+        }
+        let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let (status, body) = match path.as_str() {
+            "/health" => ("200 OK", r#"{"status":"ok"}"#.to_string()),
+            "/props" => ("200 OK", format!(r#"{{"build_info":"{build_info}"}}"#)),
+            other => match other
+                .strip_prefix("/env/")
+                .and_then(|name| std::env::var(name).ok())
+            {
+                Some(value) => ("200 OK", value),
+                None => ("404 Not Found", "{}".to_string()),
+            },
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Binary mode: a prebuilt server from a pinned URL and checksum, through the BinaryInstaller
+//! port.
+
+use provisioner_core::{
+    ArchiveFormat, BinaryInstallSpec, Error, KnownFacts, Layout, PreparedEngine, Result, Step,
+    UnpackLimits, binary_engine_version,
+};
+
+use crate::common::{
+    Cache, Evidence, Listen, Outcome, PoolInputs, Recipe, finish, native_facts, probe, wired,
+};
+
+/// The install, decided from the pool.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// What the installer gets.
+    pub spec: BinaryInstallSpec,
+    /// The configured upstream version, when given.
+    pub version: Option<String>,
+}
+
+/// URL and checksum (both required by config check), size, version, and the install root
+/// (`binary.install_dir` or `<engine cache>/bin`).
+pub fn inputs(recipe: &dyn Recipe, common: &PoolInputs, layout: &Layout) -> Result<Inputs> {
+    let native = native_facts(recipe)?;
+    let binary = common.pool.provisioning.binary.clone().unwrap_or_default();
+    let url = binary
+        .url
+        .ok_or_else(|| Error::invalid("provisioning.binary.url", "required for mode binary"))?;
+    let checksum = binary.checksum.ok_or_else(|| {
+        Error::invalid("provisioning.binary.checksum", "required for mode binary")
+    })?;
+    Ok(Inputs {
+        spec: BinaryInstallSpec {
+            engine: recipe.engine(),
+            install_root: layout.dir_or(
+                binary.install_dir.as_deref(),
+                layout.engine_cache(recipe.engine()).join("bin"),
+            ),
+            url,
+            checksum,
+            size: binary.size,
+            allowed_by_config: common.pool.provisioning.allow_binary_downloads,
+            executable: native.executable.to_string(),
+            version_args: native.version_args.iter().map(|a| a.to_string()).collect(),
+            limits: UnpackLimits::default(),
+        },
+        version: binary.version,
+    })
+}
+
+/// Model, download, unpack, install, launch.
+pub fn plan(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    known: &dyn KnownFacts,
+) -> Result<Vec<Step>> {
+    let native = native_facts(recipe)?;
+    let spec = &inputs.spec;
+    let mut steps: Vec<Step> = common.model_step(known).into_iter().collect();
+    steps.push(Step::Download {
+        url: spec.url.to_string(),
+        checksum: spec.checksum.to_string(),
+        size: spec.size,
+    });
+    steps.push(Step::Unpack {
+        format: ArchiveFormat::from_url(&spec.url).as_str().to_string(),
+        executable: spec.executable.clone(),
+        limits: spec.limits,
+    });
+    steps.push(Step::Install {
+        cache_dir: spec.install_root.clone(),
+        artifacts: vec![spec.executable.clone()],
+        key_inputs: vec!["checksum".to_string()],
+    });
+    steps.extend(common.env_file_step());
+    let ports = common.native_ports(native);
+    let model = common.model_placeholder();
+    let mut env = common.device_env();
+    env.insert("LD_LIBRARY_PATH".to_string(), "{library_dirs}".to_string());
+    steps.push(Step::Launch {
+        program: format!("{{install_dir}}/…/{}", spec.executable),
+        args: recipe.server_args(
+            &common.pool,
+            &common.options,
+            &Listen {
+                model: &model,
+                host: "127.0.0.1",
+                ports: &ports,
+            },
+        ),
+        env,
+        env_file: common.env_file.as_ref().map(|f| f.path.clone()),
+        readiness: probe(
+            ports[0],
+            native.readiness_path,
+            native.ready_timeout_seconds,
+        ),
+        ports,
+    });
+    Ok(steps)
+}
+
+/// The model first, then the install, then the env file.
+pub async fn prepare(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    ports: &provisioner_core::Ports,
+    plan_digest: String,
+) -> Result<PreparedEngine> {
+    let native = native_facts(recipe)?;
+    let installer = wired(
+        &ports.binaries,
+        "binary installer",
+        "wire adapters-binary's BinaryArtifactInstaller into Ports::binaries",
+    )?;
+    let model = ports.models.ensure_present(common.model_request()?).await?;
+    let artifact = installer.ensure_installed(&inputs.spec).await?;
+    let env_file = common.write_env_file(ports).await?;
+    let output = artifact.version_output.as_deref().unwrap_or("");
+    let reported = recipe.reported_version(output);
+    let version = inputs
+        .version
+        .clone()
+        .or_else(|| reported.clone())
+        .unwrap_or_else(|| "unknown".to_string());
+    let mut env = common.device_env();
+    if !artifact.library_dirs.is_empty() {
+        let dirs: Vec<String> = artifact
+            .library_dirs
+            .iter()
+            .map(|d| d.to_string_lossy().to_string())
+            .collect();
+        env.insert("LD_LIBRARY_PATH".to_string(), dirs.join(":"));
+    }
+    let host_ports = common.native_ports(native);
+    let model_path = model.path.to_string_lossy().to_string();
+    let args = recipe.server_args(
+        &common.pool,
+        &common.options,
+        &Listen {
+            model: &model_path,
+            host: "127.0.0.1",
+            ports: &host_ports,
+        },
+    );
+    let outcome = Outcome {
+        bin: artifact.executable.clone(),
+        args,
+        env,
+        readiness: probe(
+            host_ports[0],
+            native.readiness_path,
+            native.ready_timeout_seconds,
+        ),
+        ports: host_ports,
+        workdir: artifact.dir.clone(),
+        engine_version: binary_engine_version(recipe.engine(), &version, &artifact.checksum),
+        backend: recipe.reported_backend(output),
+        identity: reported
+            .as_deref()
+            .and_then(|v| recipe.identity(Evidence::ReportedVersion(v))),
+        model_path: model.path,
+        source: None,
+        cache: Some(Cache {
+            key: artifact.key,
+            hit: artifact.cache_hit,
+            metadata_file: Some(artifact.metadata_file),
+        }),
+    };
+    Ok(finish(common, outcome, env_file, plan_digest))
+}

@@ -1,0 +1,442 @@
+//! Container mode, for every engine: the image is resolved and pulled by digest through the
+//! ContainerRuntime port, and the prepared engine is the exact `podman run …` (or `docker run
+//! …`) a supervisor spawns. What differs per engine is the recipe's [`ContainerFacts`]; the
+//! argv is rendered once, here.
+//!
+//! Mount layout (one for every engine): the model, file or directory, is bind-mounted read-only
+//! at `/models/<its name>` (never its parent directory); host files named in engine flags go to
+//! `/inputs/<n>-<file name>`. Mounts are written as `--mount type=bind,source=…,target=…,readonly`,
+//! whose value podman and docker read as one CSV record: a field holding `,` or `"` is quoted.
+
+use std::path::Path;
+
+use provisioner_core::{
+    Backend, Digest, Engine, Error, ImageArtifact, ImageReference, ImageSpec, ImageTag, KnownFacts,
+    Layout, PreparedEngine, Result, RuntimeKind, Step, TagOrDigest,
+};
+
+use crate::common::{
+    Cache, ContainerFacts, Evidence, Listen, Outcome, PoolInputs, Recipe, SharedMemory, finish,
+    probe, wired,
+};
+
+/// Where models are mounted inside a container.
+pub const MODELS_DIR: &str = "/models";
+
+/// The container run, decided from the pool.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// What the runtime gets.
+    pub spec: ImageSpec,
+    /// Host ports, in the order of the engine's container ports (`0`: chosen at launch).
+    pub host_ports: Vec<u16>,
+    /// The runtime's working directory.
+    pub workdir: std::path::PathBuf,
+}
+
+/// The image (the configured one, else the engine's pinned default), its tag and digest from
+/// wherever they are given (they must agree), the runtime and the host ports.
+pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> Result<Inputs> {
+    let facts = recipe.container();
+    let container = common
+        .pool
+        .provisioning
+        .container
+        .clone()
+        .unwrap_or_default();
+    let (image, default_image) = match container.image {
+        Some(image) => (image, false),
+        None => (
+            facts
+                .default_image
+                .parse::<ImageReference>()
+                .map_err(|e| Error::invalid("provisioning.container.image", e))?,
+            true,
+        ),
+    };
+    let (config_tag, tag_digest) = match container.tag {
+        Some(TagOrDigest::Tag(tag)) => (Some(tag), None),
+        Some(TagOrDigest::Digest(digest)) => (None, Some(digest)),
+        None => (None, None),
+    };
+    let tag = match (image.tag().cloned(), config_tag) {
+        (Some(written), Some(given)) if written != given => {
+            return Err(Error::invalid(
+                "provisioning.container.tag",
+                format!(
+                    "`{given}` disagrees with the tag `{written}` in container.image; give the tag in one place"
+                ),
+            ));
+        }
+        (written, given) => written.or(given),
+    };
+    let mut digest: Option<(&str, Digest)> = None;
+    for (place, candidate) in [
+        ("container.image", image.digest().cloned()),
+        ("container.tag", tag_digest),
+        ("container.digest", container.digest),
+    ] {
+        let Some(candidate) = candidate else { continue };
+        match &digest {
+            Some((first, pinned)) if *pinned != candidate => {
+                return Err(Error::invalid(
+                    format!("provisioning.{place}"),
+                    format!("{candidate} disagrees with {pinned} given in {first}; pin one digest"),
+                ));
+            }
+            Some(_) => {}
+            None => digest = Some((place, candidate)),
+        }
+    }
+    let digest = digest.map(|(_, d)| d);
+    let tag = match (tag, &digest) {
+        (Some(tag), _) => Some(tag),
+        (None, Some(_)) => None,
+        (None, None) if default_image => {
+            common.notes.push(format!(
+                "container.image is not set: running {}'s pinned image {}:{} (set provisioning.container.image and tag to choose another)",
+                recipe.engine().label(),
+                facts.default_image,
+                facts.default_tag
+            ));
+            Some(
+                facts
+                    .default_tag
+                    .parse::<ImageTag>()
+                    .map_err(|e| Error::invalid("provisioning.container.tag", e))?,
+            )
+        }
+        (None, None) => {
+            common.notes.push(format!(
+                "{image} names no tag or digest: using `latest`, which moves; pin container.tag or container.digest"
+            ));
+            Some(
+                "latest"
+                    .parse::<ImageTag>()
+                    .map_err(|e| Error::invalid("provisioning.container.tag", e))?,
+            )
+        }
+    };
+    let host_ports = host_ports(&common.pool.provisioning.ports, facts, recipe.engine())?;
+    Ok(Inputs {
+        spec: ImageSpec {
+            engine: recipe.engine(),
+            image: image.with(tag, digest),
+            insecure: container.insecure.unwrap_or(false),
+            runtime: container.runtime,
+            devices: common.pool.devices.clone(),
+        },
+        host_ports,
+        workdir: layout.cache_root.clone(),
+    })
+}
+
+/// `provisioning.ports` in the order of the engine's container ports, defaulting to the
+/// engine's host ports; after a `0` (a free port chosen at launch) every unset one is `0` too.
+fn host_ports(configured: &[u16], facts: &ContainerFacts, engine: Engine) -> Result<Vec<u16>> {
+    if configured.len() > facts.ports.len() {
+        return Err(Error::invalid(
+            "provisioning.ports",
+            format!(
+                "{} ports given but {engine} publishes {} ({:?})",
+                configured.len(),
+                facts.ports.len(),
+                facts.ports
+            ),
+        ));
+    }
+    let free = configured.first() == Some(&0);
+    Ok(facts
+        .default_host_ports
+        .iter()
+        .enumerate()
+        .map(|(index, default)| match configured.get(index) {
+            Some(port) => *port,
+            None if free => 0,
+            None => *default,
+        })
+        .collect())
+}
+
+/// Quotes one field of a `--mount` value the way Go's CSV reader (podman, docker) reads it.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+/// A read-only bind mount of `source` at `target`.
+pub fn bind_mount(source: &Path, target: &str) -> Result<String> {
+    let source = source.to_string_lossy();
+    if source.contains(['\n', '\r']) || target.contains(['\n', '\r']) {
+        return Err(Error::invalid(
+            "provisioning.model.ref",
+            "a path holding a line break cannot be mounted into a container",
+        ));
+    }
+    Ok(format!(
+        "type=bind,{},{},readonly",
+        csv_field(&format!("source={source}")),
+        csv_field(&format!("target={target}"))
+    ))
+}
+
+/// Where the model is inside the container: `/models/<its file or directory name>`.
+pub fn model_target(model: &Path) -> String {
+    let name = model
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".to_string());
+    format!("{MODELS_DIR}/{name}")
+}
+
+/// The container name of a pool (pool ids are a safe alphabet).
+pub fn container_name(pool_id: &str) -> String {
+    format!("llama-orch-{pool_id}")
+}
+
+/// What `run` is rendered from, before or after the image is resolved.
+pub struct RunInputs<'a> {
+    /// Runtime.
+    pub runtime: RuntimeKind,
+    /// `registry/repo@sha256:…` (or a placeholder in plans).
+    pub reference: &'a str,
+    /// Model path on the host (or a placeholder in plans).
+    pub model: &'a Path,
+    /// Version label.
+    pub engine_version: &'a str,
+    /// The pool's env file, when it has one.
+    pub env_file: Option<&'a Path>,
+}
+
+/// The full `run` argv for a pool.
+pub fn run_args(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    run: &RunInputs<'_>,
+) -> Result<Vec<String>> {
+    let facts = recipe.container();
+    let pool = &common.pool;
+    let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--init".into()];
+    if run.runtime == RuntimeKind::Podman {
+        // A container left by a crash would otherwise block the name.
+        args.push("--replace".into());
+    }
+    args.extend(["--name".into(), container_name(pool.id.as_str())]);
+    args.extend(["--label".into(), format!("io.llama-orch.pool={}", pool.id)]);
+    args.extend([
+        "--label".into(),
+        format!("io.llama-orch.engine-version={}", run.engine_version),
+    ]);
+    for (host, inside) in inputs.host_ports.iter().zip(facts.ports) {
+        let publish = if *host == 0 {
+            format!("127.0.0.1::{inside}")
+        } else {
+            format!("127.0.0.1:{host}:{inside}")
+        };
+        args.extend(["--publish".into(), publish]);
+    }
+    let target = model_target(run.model);
+    args.extend(["--mount".into(), bind_mount(run.model, &target)?]);
+    // The pool's env is read by the runtime from a file of mode 0600: no value is on argv.
+    if let Some(env_file) = run.env_file {
+        args.extend(["--env-file".into(), env_file.to_string_lossy().to_string()]);
+    }
+    let devices: Vec<String> = pool.devices.iter().map(|d| d.to_string()).collect();
+    if !devices.is_empty() {
+        match run.runtime {
+            // podman uses CDI device names (nvidia-ctk cdi generate).
+            RuntimeKind::Podman => {
+                for device in &devices {
+                    args.extend(["--device".into(), format!("nvidia.com/gpu={device}")]);
+                }
+            }
+            // docker's --gpus value is CSV-parsed: the quotes keep the comma list together.
+            RuntimeKind::Docker => {
+                args.extend(["--gpus".into(), format!("\"device={}\"", devices.join(","))]);
+            }
+        }
+    }
+    match facts.shared_memory {
+        SharedMemory::Default => {}
+        SharedMemory::HostIpc => args.push("--ipc=host".into()),
+        SharedMemory::Size(size) => args.extend(["--shm-size".into(), size.to_string()]),
+    }
+    args.push(run.reference.to_string());
+    args.extend(recipe.server_args(
+        pool,
+        &common.options,
+        &Listen {
+            model: &target,
+            host: "0.0.0.0",
+            ports: facts.ports,
+        },
+    ));
+    Ok(args)
+}
+
+/// `engine_version` of an image: digest plus revision label, with the tag for humans.
+pub fn container_engine_version(engine: Engine, image: &ImageArtifact) -> String {
+    let tag = image.tag.as_ref().map_or("untagged", ImageTag::as_str);
+    let digest = image.digest.hex();
+    let mut version = format!("{engine}-{tag}-sha256-{}", &digest[..12]);
+    if let Some(revision) = &image.revision {
+        version.push_str(&format!("-r{}", &revision[..revision.len().min(12)]));
+    }
+    version
+}
+
+/// Model, pull, launch.
+pub fn plan(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    known: &dyn KnownFacts,
+) -> Result<Vec<Step>> {
+    let facts = recipe.container();
+    let spec = &inputs.spec;
+    let runtime = spec.runtime.unwrap_or(RuntimeKind::Podman);
+    let reference = format!("{}@{{digest}}", spec.image.name());
+    let model = common.model_placeholder();
+    let mut steps: Vec<Step> = common.model_step(known).into_iter().collect();
+    steps.push(Step::PullImage {
+        image: spec.image.name(),
+        tag: spec.image.tag().map(|t| t.to_string()),
+        digest: spec.image.digest().map(|d| d.to_string()),
+        resolved_digest: match spec.image.digest() {
+            Some(_) => None,
+            None => known.image_digest(&spec.image).map(|d| d.to_string()),
+        },
+        runtime: match spec.runtime {
+            Some(kind) => kind.to_string(),
+            None => "podman, else docker".to_string(),
+        },
+    });
+    steps.extend(common.env_file_step());
+    let env_file = common.env_file.as_ref().map(|f| f.path.clone());
+    let args = run_args(
+        recipe,
+        common,
+        inputs,
+        &RunInputs {
+            runtime,
+            reference: &reference,
+            model: Path::new(&model),
+            engine_version: "{engine_version}",
+            env_file: env_file.as_deref(),
+        },
+    )?;
+    steps.push(Step::Launch {
+        program: runtime.to_string(),
+        args,
+        env: Default::default(),
+        env_file: None,
+        ports: inputs.host_ports.clone(),
+        readiness: probe(
+            inputs.host_ports[0],
+            facts.readiness_path,
+            facts.ready_timeout_seconds,
+        ),
+    });
+    Ok(steps)
+}
+
+/// The model first, then the image, then the env file.
+pub async fn prepare(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    ports: &provisioner_core::Ports,
+    plan_digest: String,
+) -> Result<PreparedEngine> {
+    let facts = recipe.container();
+    let runtime = wired(
+        &ports.containers,
+        "container runtime",
+        "wire adapters-container into Ports::containers",
+    )?;
+    let model = ports.models.ensure_present(common.model_request()?).await?;
+    let image = runtime.ensure_image(&inputs.spec).await?;
+    let env_file = common.write_env_file(ports).await?;
+    let engine_version = container_engine_version(recipe.engine(), &image);
+    let args = run_args(
+        recipe,
+        common,
+        inputs,
+        &RunInputs {
+            runtime: image.runtime,
+            reference: &image.reference,
+            model: &model.path,
+            engine_version: &engine_version,
+            env_file: env_file.as_deref(),
+        },
+    )?;
+    let backend = match recipe.engine() {
+        Engine::Llamacpp if common.pool.devices.is_empty() => Backend::Cpu,
+        Engine::Llamacpp | Engine::Vllm | Engine::Tgi | Engine::Triton => Backend::Cuda,
+    };
+    let outcome = Outcome {
+        bin: image.program.clone(),
+        args,
+        env: image.runtime_env.clone(),
+        readiness: probe(
+            inputs.host_ports[0],
+            facts.readiness_path,
+            facts.ready_timeout_seconds,
+        ),
+        ports: inputs.host_ports.clone(),
+        workdir: inputs.workdir.clone(),
+        engine_version,
+        backend,
+        identity: image
+            .revision
+            .as_deref()
+            .and_then(|revision| recipe.identity(Evidence::ImageRevision(revision))),
+        model_path: model.path,
+        source: None,
+        // The image's digest is the cache key; there is no metadata file of our own.
+        cache: Some(Cache {
+            key: image.digest.to_string(),
+            hit: image.cache_hit,
+            metadata_file: None,
+        }),
+    };
+    Ok(finish(common, outcome, env_file, plan_digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_fields_holding_commas_or_quotes_are_csv_quoted() {
+        assert_eq!(
+            bind_mount(Path::new("/srv/models/tiny.gguf"), "/models/tiny.gguf").unwrap(),
+            "type=bind,source=/srv/models/tiny.gguf,target=/models/tiny.gguf,readonly"
+        );
+        assert_eq!(
+            bind_mount(
+                Path::new("/srv/a,b \"c\":d.gguf"),
+                "/models/a,b \"c\":d.gguf"
+            )
+            .unwrap(),
+            r#"type=bind,"source=/srv/a,b ""c"":d.gguf","target=/models/a,b ""c"":d.gguf",readonly"#
+        );
+        assert!(bind_mount(Path::new("/srv/a\nb"), "/models/x").is_err());
+    }
+
+    #[test]
+    fn models_are_mounted_by_their_own_name() {
+        assert_eq!(
+            model_target(Path::new("/srv/m/tiny.gguf")),
+            "/models/tiny.gguf"
+        );
+        assert_eq!(
+            model_target(Path::new("/srv/m/Qwen2.5-0.5B-Instruct")),
+            "/models/Qwen2.5-0.5B-Instruct"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Package mode: a distribution package at an exact version, through the PackageInstaller port.
+
+use provisioner_core::{
+    Backend, Error, KnownFacts, Layout, PackageInstallSpec, PreparedEngine, Result, Step,
+};
+
+use crate::common::{
+    Cache, Evidence, Listen, Outcome, PoolInputs, Recipe, finish, native_facts, probe, wired,
+};
+
+/// The install, decided from the pool.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// What the installer gets.
+    pub spec: PackageInstallSpec,
+}
+
+/// Name (or the distribution's default), the exact version (required by config check),
+/// repository, manager, distribution and backend.
+pub fn inputs(recipe: &dyn Recipe, common: &PoolInputs, layout: &Layout) -> Result<Inputs> {
+    let native = native_facts(recipe)?;
+    let package = common.pool.provisioning.package.clone().unwrap_or_default();
+    let version = package.version.ok_or_else(|| {
+        Error::invalid(
+            "provisioning.package.version",
+            "required: package mode installs an exact version",
+        )
+    })?;
+    Ok(Inputs {
+        spec: PackageInstallSpec {
+            engine: recipe.engine(),
+            cache_dir: layout.engine_cache(recipe.engine()),
+            name: package.name,
+            version,
+            repository: package.repo,
+            manager: package.manager,
+            distro: package.distro,
+            allowed_by_config: common.pool.allow_package_installs(),
+            executable: native.executable.to_string(),
+            version_args: native.version_args.iter().map(|a| a.to_string()).collect(),
+            backend: package.backend.unwrap_or(Backend::Cpu),
+        },
+    })
+}
+
+/// Model, install, launch.
+pub fn plan(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    known: &dyn KnownFacts,
+) -> Result<Vec<Step>> {
+    let native = native_facts(recipe)?;
+    let spec = &inputs.spec;
+    let mut steps: Vec<Step> = common.model_step(known).into_iter().collect();
+    steps.push(Step::InstallPackage {
+        manager: spec.manager,
+        package: spec.name.as_ref().map(|n| n.to_string()),
+        version: spec.version.to_string(),
+        repository: spec.repository.as_ref().map(|r| r.to_string()),
+        executable: spec.executable.clone(),
+        backend: spec.backend,
+        allowed: spec.allowed_by_config,
+    });
+    steps.extend(common.env_file_step());
+    let ports = common.native_ports(native);
+    let model = common.model_placeholder();
+    steps.push(Step::Launch {
+        program: format!("{{package files}}/{}", spec.executable),
+        args: recipe.server_args(
+            &common.pool,
+            &common.options,
+            &Listen {
+                model: &model,
+                host: "127.0.0.1",
+                ports: &ports,
+            },
+        ),
+        env: common.device_env(),
+        env_file: common.env_file.as_ref().map(|f| f.path.clone()),
+        readiness: probe(
+            ports[0],
+            native.readiness_path,
+            native.ready_timeout_seconds,
+        ),
+        ports,
+    });
+    Ok(steps)
+}
+
+/// The model first, then the package, then the env file.
+pub async fn prepare(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    ports: &provisioner_core::Ports,
+    plan_digest: String,
+) -> Result<PreparedEngine> {
+    let native = native_facts(recipe)?;
+    let installer = wired(
+        &ports.packages,
+        "package installer",
+        "wire adapters-package's PackageEngineInstaller into Ports::packages",
+    )?;
+    let model = ports.models.ensure_present(common.model_request()?).await?;
+    let artifact = installer.ensure_installed(&inputs.spec).await?;
+    let env_file = common.write_env_file(ports).await?;
+    let output = artifact.version_output.as_deref().unwrap_or("");
+    let reported = recipe.reported_version(output);
+    let host_ports = common.native_ports(native);
+    let model_path = model.path.to_string_lossy().to_string();
+    let args = recipe.server_args(
+        &common.pool,
+        &common.options,
+        &Listen {
+            model: &model_path,
+            host: "127.0.0.1",
+            ports: &host_ports,
+        },
+    );
+    let workdir = artifact
+        .executable
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| artifact.executable.clone());
+    let outcome = Outcome {
+        bin: artifact.executable.clone(),
+        args,
+        env: common.device_env(),
+        readiness: probe(
+            host_ports[0],
+            native.readiness_path,
+            native.ready_timeout_seconds,
+        ),
+        ports: host_ports,
+        workdir,
+        engine_version: artifact.engine_version.clone(),
+        // A GPU backend was asked for and checked by the installer; otherwise what the server
+        // reports.
+        backend: match artifact.backend {
+            Backend::Cpu => recipe.reported_backend(output),
+            checked @ (Backend::Cuda | Backend::Hip | Backend::Vulkan) => checked,
+        },
+        identity: reported
+            .as_deref()
+            .and_then(|v| recipe.identity(Evidence::ReportedVersion(v))),
+        model_path: model.path,
+        source: None,
+        cache: Some(Cache {
+            key: artifact.key,
+            hit: artifact.cache_hit,
+            metadata_file: Some(artifact.metadata_file),
+        }),
+    };
+    Ok(finish(common, outcome, env_file, plan_digest))
+}

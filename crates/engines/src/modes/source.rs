@@ -1,0 +1,221 @@
+//! Source mode: git + CMake through the SourceBuilder port.
+
+use provisioner_core::tools::source_build_tools;
+use provisioner_core::{
+    BuildInfoVariables, Error, GitRef, GitRemote, KnownFacts, Layout, PreparedEngine, Result,
+    SourceBuildSpec, SourceProvenance, Step,
+};
+
+use crate::common::{
+    Cache, Evidence, Listen, Outcome, PoolInputs, Recipe, finish, native_facts, probe, wired,
+};
+
+/// The source build, decided from the pool.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// What the builder gets.
+    pub spec: SourceBuildSpec,
+}
+
+/// Repository, ref (the recipe's pinned defaults when the pool names neither), CMake entries
+/// normalised by the recipe, the build cache (`source.build.cache_dir` or the engine cache).
+pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> Result<Inputs> {
+    let facts = recipe
+        .source()
+        .ok_or_else(|| Error::invalid("provisioning.mode", "no source build"))?;
+    let source = common.pool.provisioning.source.clone().unwrap_or_default();
+    let (repo, reference) = match (source.repo, source.reference) {
+        (Some(repo), Some(reference)) => (repo, reference),
+        (None, reference) => {
+            let repo: GitRemote = facts
+                .default_repo
+                .parse()
+                .map_err(|e: String| Error::invalid("provisioning.source.repo", e))?;
+            let reference = match reference {
+                Some(reference) => reference,
+                None => {
+                    common.notes.push(format!(
+                        "source.ref is not set: building {}'s pinned release {} (set provisioning.source.ref to choose another)",
+                        recipe.engine().label(),
+                        facts.default_ref
+                    ));
+                    facts
+                        .default_ref
+                        .parse::<GitRef>()
+                        .map_err(|e| Error::invalid("provisioning.source.ref", e))?
+                }
+            };
+            (repo, reference)
+        }
+        (Some(_), None) => {
+            return Err(Error::invalid(
+                "provisioning.source.ref",
+                "required when source.repo is set (the pinned default ref belongs to the default repository)",
+            ));
+        }
+    };
+    let (entries, backend, notes) = recipe.cmake_entries(&source.build.cmake_flags)?;
+    common.notes.extend(notes);
+    let spec = SourceBuildSpec {
+        engine: recipe.engine(),
+        cache_dir: layout.dir_or(
+            source.build.cache_dir.as_deref(),
+            layout.engine_cache(recipe.engine()),
+        ),
+        repo,
+        reference,
+        submodules: source.submodules.unwrap_or(false),
+        generator: source.build.generator,
+        cmake_flags: entries,
+        build_info: facts.build_info.map(|(commit, number)| BuildInfoVariables {
+            commit: commit.to_string(),
+            number: number.to_string(),
+        }),
+        targets: facts.targets.iter().map(|t| t.to_string()).collect(),
+        artifacts: facts.artifacts.iter().map(|a| a.to_string()).collect(),
+        backend,
+        allow_package_installs: common.pool.allow_package_installs(),
+    };
+    Ok(Inputs { spec })
+}
+
+/// Preflight, model, fetch, configure, build, install, launch.
+pub fn plan(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    known: &dyn KnownFacts,
+) -> Result<Vec<Step>> {
+    let spec = &inputs.spec;
+    let native = native_facts(recipe)?;
+    let mut steps = vec![Step::Preflight {
+        tools: source_build_tools(spec.generator, spec.backend),
+    }];
+    steps.extend(common.model_step(known));
+    steps.push(Step::FetchSource {
+        repo: spec.repo.to_string(),
+        reference: spec.reference.to_string(),
+        submodules: spec.submodules,
+        commit: known.commit(&spec.cache_dir, &spec.repo, &spec.reference),
+    });
+    steps.push(Step::Configure {
+        generator: spec.generator,
+        cmake_flags: spec.cmake_flags.to_flags(),
+        commit_flags: spec
+            .build_info
+            .iter()
+            .flat_map(|b| [b.commit.clone(), b.number.clone()])
+            .collect(),
+        backend: spec.backend,
+    });
+    steps.push(Step::Build {
+        targets: spec.targets.clone(),
+    });
+    steps.push(Step::Install {
+        cache_dir: spec.cache_dir.clone(),
+        artifacts: spec.artifacts.clone(),
+        key_inputs: ["commit", "cmake flags", "generator", "toolchain"]
+            .map(String::from)
+            .to_vec(),
+    });
+    steps.extend(common.env_file_step());
+    let ports = common.native_ports(native);
+    let model = common.model_placeholder();
+    let mut env = common.device_env();
+    if spec.cmake_flags.is_on("BUILD_SHARED_LIBS") {
+        env.insert(
+            "LD_LIBRARY_PATH".to_string(),
+            "{install_dir}/bin".to_string(),
+        );
+    }
+    steps.push(Step::Launch {
+        program: format!("{{install_dir}}/{}", spec.artifacts[0]),
+        args: recipe.server_args(
+            &common.pool,
+            &common.options,
+            &Listen {
+                model: &model,
+                host: "127.0.0.1",
+                ports: &ports,
+            },
+        ),
+        env,
+        env_file: common.env_file.as_ref().map(|f| f.path.clone()),
+        readiness: probe(
+            ports[0],
+            native.readiness_path,
+            native.ready_timeout_seconds,
+        ),
+        ports,
+    });
+    Ok(steps)
+}
+
+/// The model first (cheap to check, a build is not), then the build, then the env file.
+pub async fn prepare(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    ports: &provisioner_core::Ports,
+    plan_digest: String,
+) -> Result<PreparedEngine> {
+    let spec = &inputs.spec;
+    let native = native_facts(recipe)?;
+    let builder = wired(
+        &ports.source_builder,
+        "source builder",
+        "wire adapters-source's CmakeSourceBuilder into Ports::source_builder",
+    )?;
+    let model = ports.models.ensure_present(common.model_request()?).await?;
+    let artifact = builder.ensure_built(spec).await?;
+    let env_file = common.write_env_file(ports).await?;
+    let host_ports = common.native_ports(native);
+    let mut env = common.device_env();
+    if spec.cmake_flags.is_on("BUILD_SHARED_LIBS") {
+        env.insert(
+            "LD_LIBRARY_PATH".to_string(),
+            artifact.dir.join("bin").to_string_lossy().to_string(),
+        );
+    }
+    let model_path = model.path.to_string_lossy().to_string();
+    let args = recipe.server_args(
+        &common.pool,
+        &common.options,
+        &Listen {
+            model: &model_path,
+            host: "127.0.0.1",
+            ports: &host_ports,
+        },
+    );
+    let outcome = Outcome {
+        bin: artifact.dir.join(&spec.artifacts[0]),
+        args,
+        env,
+        readiness: probe(
+            host_ports[0],
+            native.readiness_path,
+            native.ready_timeout_seconds,
+        ),
+        ports: host_ports,
+        workdir: artifact.dir.clone(),
+        // The builder records the version in the metadata next to the artefact; one source.
+        engine_version: artifact.engine_version.clone(),
+        backend: spec.backend,
+        identity: recipe.identity(Evidence::Commit(&artifact.commit)),
+        model_path: model.path,
+        source: Some((
+            SourceProvenance {
+                repo: spec.repo.to_string(),
+                reference: spec.reference.to_string(),
+                commit: artifact.commit.clone(),
+            },
+            artifact.flags.clone(),
+        )),
+        cache: Some(Cache {
+            key: artifact.key,
+            hit: artifact.cache_hit,
+            metadata_file: Some(artifact.metadata_file),
+        }),
+    };
+    Ok(finish(common, outcome, env_file, plan_digest))
+}

@@ -1,0 +1,86 @@
+//! NVIDIA Triton (TensorRT-LLM backend) facts: container mode only.
+//!
+//! Upstream facts (Triton quickstart): `tritonserver --model-repository=<dir>` serves HTTP on
+//! 8000, gRPC on 8001 and metrics on 8002; readiness is `/v2/health/ready`. The image's
+//! entrypoint runs the command given after the image.
+
+use provisioner_core::{
+    Backend, CacheEntries, CacheEntry, Engine, IdentityCheck, Mode, PoolConfig, Result,
+};
+
+use crate::args::ServerArgs;
+use crate::common::{
+    ContainerFacts, Evidence, Listen, NativeFacts, Recipe, SharedMemory, SourceFacts,
+    container_only, no_source_build,
+};
+
+/// The Triton recipe.
+pub struct Triton;
+
+/// `nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3` (CUDA 13.0).
+const CONTAINER: ContainerFacts = ContainerFacts {
+    default_image: "nvcr.io/nvidia/tritonserver",
+    default_tag: "25.10-trtllm-python-py3",
+    ports: &[8000, 8001, 8002],
+    default_host_ports: &[8000, 8001, 8002],
+    shared_memory: SharedMemory::Size("1g"),
+    readiness_path: "/v2/health/ready",
+    ready_timeout_seconds: 900,
+    entrypoint_is_server: false,
+};
+
+impl Recipe for Triton {
+    fn engine(&self) -> Engine {
+        Engine::Triton
+    }
+
+    fn offers(&self, mode: Mode) -> std::result::Result<(), String> {
+        container_only(Engine::Triton, mode)
+    }
+
+    fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
+        Ok(ServerArgs::verbatim(&pool.provisioning.flags))
+    }
+
+    fn server_args(
+        &self,
+        _pool: &PoolConfig,
+        options: &ServerArgs,
+        listen: &Listen<'_>,
+    ) -> Vec<String> {
+        let mut args = vec![
+            "tritonserver".to_string(),
+            format!("--model-repository={}", listen.model),
+        ];
+        args.extend(options.to_argv());
+        args
+    }
+
+    fn native(&self) -> Option<&NativeFacts> {
+        None
+    }
+
+    fn source(&self) -> Option<&SourceFacts> {
+        None
+    }
+
+    fn cmake_entries(&self, _: &[CacheEntry]) -> Result<(CacheEntries, Backend, Vec<String>)> {
+        Err(no_source_build(Engine::Triton))
+    }
+
+    fn container(&self) -> &ContainerFacts {
+        &CONTAINER
+    }
+
+    fn reported_version(&self, _: &str) -> Option<String> {
+        None
+    }
+
+    fn reported_backend(&self, _: &str) -> Backend {
+        Backend::Cuda
+    }
+
+    fn identity(&self, _: Evidence<'_>) -> Option<IdentityCheck> {
+        None
+    }
+}

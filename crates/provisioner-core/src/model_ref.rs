@@ -1,0 +1,268 @@
+//! Model references as `provisioning.model.ref` writes them (llama-orch's model-provisioner
+//! schemes): `file:/abs`, a plain absolute or relative path, `hf:org/repo[@revision][/path]`,
+//! `https://…`, `s3://…` and `oci://…`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SafeUrl;
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, JsonSchema)]
+#[schemars(with = "String")]
+pub enum ModelRef {
+    /// An absolute path (`file:/abs`, `file:///abs` or `/abs`).
+    File(PathBuf),
+    /// A path relative to the models directory (`tiny.gguf`, `qwen/model.gguf`).
+    Relative(PathBuf),
+    /// A file or a whole repository on the Hugging Face Hub.
+    HuggingFace(HfRef),
+    /// A file (or archive) at an `http(s)://` URL.
+    Url(SafeUrl),
+    /// An object in S3 (`s3://bucket/key`).
+    S3(SafeUrl),
+    /// An OCI artifact (`oci://registry/repository:tag`).
+    Oci(String),
+}
+
+/// `hf:org/repo[@revision][/path/in/repo]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HfRef {
+    /// `org/repo`.
+    pub repo: String,
+    /// Branch, tag or commit, when written with `@`.
+    pub revision: Option<String>,
+    /// A file inside the repository; `None` means the whole repository.
+    pub path: Option<String>,
+}
+
+impl ModelRef {
+    /// The scheme's name, for messages (`file`, `hf`, `https`, `s3`, `oci`).
+    pub fn scheme(&self) -> String {
+        match self {
+            ModelRef::File(_) | ModelRef::Relative(_) => "file".to_string(),
+            ModelRef::HuggingFace(_) => "hf".to_string(),
+            ModelRef::Url(url) => url.scheme(),
+            ModelRef::S3(_) => "s3".to_string(),
+            ModelRef::Oci(_) => "oci".to_string(),
+        }
+    }
+
+    /// Whether the model is already on this host (no download can be involved).
+    pub fn is_local(&self) -> bool {
+        match self {
+            ModelRef::File(_) | ModelRef::Relative(_) => true,
+            ModelRef::HuggingFace(_) | ModelRef::Url(_) | ModelRef::S3(_) | ModelRef::Oci(_) => {
+                false
+            }
+        }
+    }
+}
+
+const HOW: &str = "write file:/absolute/path, a path relative to the models directory, hf:org/repo[/file], https://…, s3://… or oci://…";
+
+impl FromStr for ModelRef {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(format!("the model reference is empty; {HOW}"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err("a model reference cannot hold control characters".to_string());
+        }
+        let scheme = text.split_once(':').map(|(scheme, _)| scheme).filter(|s| {
+            !s.contains('/')
+                && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
+        });
+        match scheme.map(str::to_ascii_lowercase).as_deref() {
+            None => {
+                let path = PathBuf::from(text);
+                Ok(if path.is_absolute() {
+                    ModelRef::File(path)
+                } else {
+                    ModelRef::Relative(path)
+                })
+            }
+            Some("file") => {
+                let rest = &text["file:".len()..];
+                let path = match rest.strip_prefix("//") {
+                    Some(after) if after.starts_with('/') => after,
+                    Some(_) => {
+                        return Err(
+                            "a file:// reference needs an absolute path (file:///path); remote hosts are not supported"
+                                .to_string(),
+                        );
+                    }
+                    None => rest,
+                };
+                if path.is_empty() {
+                    return Err(format!("`{text}` names no file; {HOW}"));
+                }
+                let path = PathBuf::from(path);
+                Ok(if path.is_absolute() {
+                    ModelRef::File(path)
+                } else {
+                    ModelRef::Relative(path)
+                })
+            }
+            Some("hf") => text["hf:".len()..].parse().map(ModelRef::HuggingFace),
+            Some("https" | "http") => SafeUrl::parse(text).map(ModelRef::Url),
+            Some("s3") => SafeUrl::parse(text).map(ModelRef::S3),
+            Some("oci") => Ok(ModelRef::Oci(text.to_string())),
+            Some(other) => Err(format!("unknown model scheme `{other}:`; {HOW}")),
+        }
+    }
+}
+
+impl FromStr for HfRef {
+    type Err = String;
+
+    /// Parses what follows `hf:`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let how = "write hf:org/repo, hf:org/repo/path/in/repo or hf:org/repo@revision/path";
+        let mut parts = text.splitn(3, '/');
+        let org = parts.next().unwrap_or("");
+        let name_and_revision = parts.next().unwrap_or("");
+        let path = parts.next();
+        let (name, revision) = match name_and_revision.split_once('@') {
+            Some((name, revision)) => (name, Some(revision)),
+            None => (name_and_revision, None),
+        };
+        let valid_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 96
+                && !s.starts_with(['.', '-'])
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        };
+        if !valid_name(org) || !valid_name(name) {
+            return Err(format!("`hf:{text}` does not name a repository; {how}"));
+        }
+        if let Some(revision) = revision
+            && (revision.is_empty()
+                || revision.starts_with('-')
+                || revision.contains("..")
+                || revision.chars().any(|c| c.is_whitespace() || c == ':'))
+        {
+            return Err(format!("`{revision}` is not a revision; {how}"));
+        }
+        if let Some(path) = path
+            && (path.is_empty()
+                || path.starts_with('/')
+                || path.ends_with('/')
+                || path
+                    .split('/')
+                    .any(|part| part == ".." || part == "." || part.is_empty()))
+        {
+            return Err(format!(
+                "`{path}` is not a file path inside the repository (no `..`, no leading `/`); {how}"
+            ));
+        }
+        Ok(HfRef {
+            repo: format!("{org}/{name}"),
+            revision: revision.map(str::to_string),
+            path: path.map(str::to_string),
+        })
+    }
+}
+
+impl fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelRef::File(path) => write!(f, "file:{}", path.display()),
+            ModelRef::Relative(path) => write!(f, "{}", path.display()),
+            ModelRef::HuggingFace(hf) => {
+                write!(f, "hf:{}", hf.repo)?;
+                if let Some(revision) = &hf.revision {
+                    write!(f, "@{revision}")?;
+                }
+                if let Some(path) = &hf.path {
+                    write!(f, "/{path}")?;
+                }
+                Ok(())
+            }
+            ModelRef::Url(url) | ModelRef::S3(url) => fmt::Display::fmt(url, f),
+            ModelRef::Oci(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for ModelRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        assert_eq!(
+            "file:/m/tiny.gguf".parse::<ModelRef>(),
+            Ok(ModelRef::File("/m/tiny.gguf".into()))
+        );
+        assert_eq!(
+            "file:///m/tiny.gguf".parse::<ModelRef>(),
+            Ok(ModelRef::File("/m/tiny.gguf".into()))
+        );
+        assert_eq!(
+            "tiny.gguf".parse::<ModelRef>(),
+            Ok(ModelRef::Relative("tiny.gguf".into()))
+        );
+        let hf: ModelRef = "hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf"
+            .parse()
+            .unwrap();
+        let ModelRef::HuggingFace(hf) = hf else {
+            panic!("not hf")
+        };
+        assert_eq!(hf.repo, "Qwen/Qwen2.5-0.5B-Instruct-GGUF");
+        assert_eq!(
+            hf.path.as_deref(),
+            Some("qwen2.5-0.5b-instruct-q4_k_m.gguf")
+        );
+        let pinned: ModelRef = "hf:org/repo@v1.0/a/b.gguf".parse().unwrap();
+        assert_eq!(pinned.to_string(), "hf:org/repo@v1.0/a/b.gguf");
+        assert!(matches!(
+            "s3://bucket/key".parse::<ModelRef>(),
+            Ok(ModelRef::S3(_))
+        ));
+        assert!(matches!(
+            "oci://r/x:1".parse::<ModelRef>(),
+            Ok(ModelRef::Oci(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_schemes_and_escapes_are_refused() {
+        assert!(
+            "gopher://x/y"
+                .parse::<ModelRef>()
+                .unwrap_err()
+                .contains("unknown model scheme `gopher:`")
+        );
+        assert!("hf:org".parse::<ModelRef>().is_err());
+        assert!("hf:org/repo/../x".parse::<ModelRef>().is_err());
+        assert!("file://host/x".parse::<ModelRef>().is_err());
+        assert_eq!(
+            "file:sub/tiny.gguf".parse::<ModelRef>(),
+            Ok(ModelRef::Relative("sub/tiny.gguf".into()))
+        );
+    }
+}
