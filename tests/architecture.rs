@@ -193,3 +193,151 @@ fn architecture_md_names_every_crate() {
         );
     }
 }
+
+/// The modules of a crate (`config`, `modes::source`; `crate` for lib.rs or main.rs) and the
+/// modules each one names through `crate::…` or `super::…` paths (test code cut off).
+fn module_graph(dir: &Path) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let src = dir.join("src");
+    let module_of = |path: &Path| -> String {
+        let relative = path.strip_prefix(&src).unwrap().with_extension("");
+        let parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .filter(|part| part != "mod")
+            .collect();
+        match parts.as_slice() {
+            [one] if one == "lib" || one == "main" => "crate".to_string(),
+            _ => parts.join("::"),
+        }
+    };
+    let files = sources(dir);
+    let modules: BTreeSet<String> = files.iter().map(|(path, _)| module_of(path)).collect();
+    let mut graph = std::collections::BTreeMap::new();
+    for (path, code) in &files {
+        let from = module_of(path);
+        let mut targets = BTreeSet::new();
+        // Comments (doc links included) are not imports.
+        let code: String = code
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let words: Vec<&str> = code
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .collect();
+        for word in words {
+            let first = word.split("::").next().unwrap_or("");
+            let resolved = if let Some(rest) = word.strip_prefix("crate::") {
+                rest.to_string()
+            } else if from == "crate" && word.contains("::") && modules.contains(first) {
+                // The crate root names its modules without `crate::`.
+                word.to_string()
+            } else if let Some(rest) = word.strip_prefix("super::") {
+                let parent = from.rsplit_once("::").map_or("", |(parent, _)| parent);
+                if parent.is_empty() {
+                    rest.to_string()
+                } else {
+                    format!("{parent}::{rest}")
+                }
+            } else {
+                continue;
+            };
+            // The longest module the path starts with; an item of the crate root otherwise.
+            let segments: Vec<&str> = resolved.split("::").collect();
+            let target = (1..=segments.len())
+                .rev()
+                .map(|n| segments[..n].join("::"))
+                .find(|candidate| modules.contains(candidate))
+                .unwrap_or_else(|| "crate".to_string());
+            if target != from {
+                targets.insert(target);
+            }
+        }
+        graph.insert(from, targets);
+    }
+    graph
+}
+
+/// A cycle in the graph, as the modules on it, if there is one.
+fn find_cycle(graph: &std::collections::BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &std::collections::BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|n| n == node) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        stack.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, stack, done) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(cycle) = visit(node, graph, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+#[test]
+fn no_crate_has_an_import_circle() {
+    for dir in crates() {
+        let graph = module_graph(&dir);
+        assert!(
+            graph.len() > 1 || name(&dir) == "policy",
+            "{}: no modules found",
+            name(&dir)
+        );
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!(
+                "{} has an import circle: {}",
+                name(&dir),
+                cycle.join(" -> ")
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_cycles() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut graph = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+        for (from, to) in edges {
+            graph
+                .entry(from.to_string())
+                .or_default()
+                .insert(to.to_string());
+            graph.entry(to.to_string()).or_default();
+        }
+        graph
+    };
+    assert_eq!(
+        find_cycle(&graph(&[("a", "b"), ("b", "c"), ("c", "a")])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    assert_eq!(
+        find_cycle(&graph(&[("a", "b"), ("a", "c"), ("b", "c")])),
+        None
+    );
+    let core = module_graph(&repo_root().join("crates/provisioner-core"));
+    assert!(core["config"].contains("vocabulary"), "{core:?}");
+    assert!(core["ports"].contains("secret"), "{core:?}");
+    let engines = module_graph(&repo_root().join("crates/engines"));
+    assert!(engines["modes::source"].contains("common"), "{engines:?}");
+    assert!(engines["llamacpp"].contains("args"), "{engines:?}");
+    assert!(engines["crate"].contains("modes::container"), "{engines:?}");
+}

@@ -70,7 +70,7 @@ impl TagIndex {
         &self,
         image: &provisioner_core::ImageReference,
     ) -> Option<provisioner_core::Digest> {
-        let key = crate::ImageRef::from_reference(image).tag_key()?;
+        let key = crate::reference::ImageRef::from_reference(image).tag_key()?;
         self.get(&key)?.digest.parse().ok()
     }
 

@@ -20,7 +20,7 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 use provisioner_core::{
     CommandOutput, CommandSpec, Error, Progress, ProgressEvent, Result, Shell, ToolInfo,
-    shell_quote,
+    redact_urls, shell_quote,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -304,7 +304,10 @@ impl Collector<'_> {
                 self.stdout_truncated = true;
             }
         }
-        let line = text.trim_end_matches(['\n', '\r']);
+        // Tools print the URLs they were given (git, apt, curl): what is kept for humans has
+        // their credentials and query values redacted.
+        let line = redact_urls(text.trim_end_matches(['\n', '\r']));
+        let line = line.as_str();
         if let Some(log) = &mut self.log {
             log.line(line);
         }
@@ -439,7 +442,7 @@ impl DetachedSpec {
     pub fn display(&self) -> String {
         std::iter::once(self.program.to_string_lossy().as_ref())
             .chain(self.args.iter().map(String::as_str))
-            .map(shell_quote)
+            .map(|word| shell_quote(&redact_urls(word)))
             .collect::<Vec<_>>()
             .join(" ")
     }

@@ -7,5 +7,6 @@
 //! root it can copy or call.
 
 pub mod commands;
+pub mod exit;
 pub mod render;
 pub mod wiring;

@@ -1,9 +1,7 @@
 //! `orchctl` entry point: parse flags, run the command, map errors to documented exit codes.
 //!
-//! Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 configuration; 4 unsupported
-//! engine/mode; 5 missing tool; 6 source fetch; 7 build; 8 model; 9 policy; 10 file system;
-//! 11 engine not ready or not the prepared build; 12 `status`: not running; 13 package not
-//! installable or not as pinned; 130 cancelled.
+//! Exit codes: [`cli::exit`] for the CLI's own, [`provisioner_core::ErrorCode::exit_code`] for
+//! every error class; the README's table lists them all.
 
 mod args;
 
@@ -19,9 +17,6 @@ use cli::wiring::Settings;
 use provisioner_core::{Error, Progress};
 
 use crate::args::{Cli, Command, ConfigCommand, EngineCommand, PoolArgs};
-
-/// `status` when the engine is not running.
-const NOT_RUNNING: u8 = 12;
 
 fn target(args: &PoolArgs) -> Target {
     Target {
@@ -69,7 +64,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             render_error(&Error::io("start runtime", "-", e), false);
-            return ExitCode::from(1);
+            return ExitCode::from(cli::exit::UNEXPECTED);
         }
     };
     let json = match &cli.command {
@@ -122,11 +117,11 @@ async fn run(
         }
         Command::Engine(EngineCommand::Status(p)) => {
             if !commands::status(settings, &target(&p), progress).await? {
-                return Ok(NOT_RUNNING);
+                return Ok(cli::exit::NOT_RUNNING);
             }
         }
     }
-    Ok(0)
+    Ok(cli::exit::SUCCESS)
 }
 
 async fn shutdown_signal() {

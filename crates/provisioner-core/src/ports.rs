@@ -85,11 +85,14 @@ impl CommandSpec {
         self
     }
 
-    /// The command for humans, shell-quoted.
+    /// The command for humans (messages, logs, hints): shell-quoted, with every URL in it
+    /// redacted ([`crate::redact_urls`]). The argv itself is never shown.
     pub fn display(&self) -> String {
-        command_line(
-            std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)),
-        )
+        let words: Vec<String> = std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|word| crate::secret::redact_urls(word))
+            .collect();
+        command_line(words.iter().map(String::as_str))
     }
 }
 
@@ -560,6 +563,55 @@ impl RecordingProgress {
 impl Progress for RecordingProgress {
     fn report(&self, event: ProgressEvent) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
+/// A Shell that passes every command on to another one and records it, for tests that count or
+/// inspect what reached the real shell (feature `mocks`).
+#[cfg(feature = "mocks")]
+pub struct RecordingShell {
+    inner: Arc<dyn Shell>,
+    seen: std::sync::Mutex<Vec<CommandSpec>>,
+}
+
+#[cfg(feature = "mocks")]
+impl RecordingShell {
+    /// Records what runs through `inner`.
+    pub fn new(inner: Arc<dyn Shell>) -> Self {
+        RecordingShell {
+            inner,
+            seen: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every command run so far, in order.
+    pub fn commands(&self) -> Vec<CommandSpec> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many commands ran.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(feature = "mocks")]
+#[async_trait]
+impl Shell for RecordingShell {
+    async fn run(&self, command: &CommandSpec) -> Result<CommandOutput> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(command.clone());
+        self.inner.run(command).await
+    }
+
+    fn locate(&self, program: &str) -> Option<ToolInfo> {
+        self.inner.locate(program)
+    }
+
+    fn inspect(&self, path: &Path) -> Option<ToolInfo> {
+        self.inner.inspect(path)
     }
 }
 

@@ -293,6 +293,9 @@ impl SafeUrl {
 /// A text for humans (a command line, a hint) with every URL in it redacted as [`SafeUrl`]
 /// does, also where a word only ends in one (`--repofrompath=id,https://u:p@host/x`).
 pub fn redact_urls(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_string();
+    }
     text.split(' ')
         .map(|word| {
             let Some(separator) = word.find("://") else {
