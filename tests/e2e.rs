@@ -6,13 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use provisioner_core::{
-    CommandOutput, CommandSpec, Config, EngineProvisioner, Format, NoProgress, Shell, ToolInfo,
-};
+use provisioner_core::{Config, EngineProvisioner, Format, NoProgress};
 use serde_json::{Value, json};
 use tests::{
     TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl,
@@ -104,26 +100,6 @@ fn prepare_up_complete_status_down() {
     );
 }
 
-/// Counts the commands that reach the real shell.
-struct CountingShell {
-    inner: adapters_host::process::HostShell,
-    runs: AtomicUsize,
-}
-
-#[async_trait]
-impl Shell for CountingShell {
-    async fn run(&self, command: &CommandSpec) -> provisioner_core::Result<CommandOutput> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        self.inner.run(command).await
-    }
-    fn locate(&self, program: &str) -> Option<ToolInfo> {
-        self.inner.locate(program)
-    }
-    fn inspect(&self, path: &Path) -> Option<ToolInfo> {
-        self.inner.inspect(path)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn warm_prepare_runs_no_git_and_no_cmake() {
     let prepared = tokio::task::spawn_blocking(main_build).await.unwrap();
@@ -134,10 +110,9 @@ async fn warm_prepare_runs_no_git_and_no_cmake() {
     let log_size = std::fs::metadata(&log).map(|m| m.len()).ok();
 
     let progress = Arc::new(NoProgress);
-    let shell = Arc::new(CountingShell {
-        inner: adapters_host::process::HostShell::new(progress.clone()),
-        runs: AtomicUsize::new(0),
-    });
+    let shell = Arc::new(provisioner_core::RecordingShell::new(Arc::new(
+        adapters_host::process::HostShell::new(progress.clone()),
+    )));
     let settings = cli::wiring::Settings {
         home: PathBuf::from(std::env::var_os("HOME").unwrap()),
         cache_dir: Some(shared_cache()),
@@ -154,11 +129,7 @@ async fn warm_prepare_runs_no_git_and_no_cmake() {
     let warm = provisioner.prepare(&config.pools[0]).await.unwrap();
 
     assert!(warm.metadata.cache_hit);
-    assert_eq!(
-        shell.runs.load(Ordering::SeqCst),
-        0,
-        "a warm prepare ran a command"
-    );
+    assert_eq!(shell.count(), 0, "a warm prepare ran a command");
     assert_eq!(json!(warm.engine_version), prepared["engine_version"]);
     assert_eq!(
         std::fs::metadata(&log).map(|m| m.len()).ok(),

@@ -13,13 +13,11 @@ use adapters_binary::{
 use adapters_host::SystemClock;
 use policy::HostPolicy;
 use provisioner_core::{BinaryInstallSpec, BinaryInstaller, Checksum, Engine, Error, UnpackLimits};
-use support::{
-    CountingShell, Item, Recorder, Route, TestServer, engine_archive, gzip, sha256, tar,
-};
+use support::{Item, Recorder, Route, TestServer, engine_archive, gzip, sha256, tar};
 
 struct Setup {
     server: TestServer,
-    shell: Arc<CountingShell>,
+    shell: Arc<provisioner_core::RecordingShell>,
     progress: Arc<Recorder>,
     installer: BinaryArtifactInstaller,
     root: tempfile::TempDir,
@@ -32,7 +30,7 @@ impl Setup {
 
     async fn with_policy(policy: HostPolicy) -> Setup {
         let progress = Arc::new(Recorder::default());
-        let shell = Arc::new(CountingShell::new());
+        let shell = support::counting_shell();
         let fetcher = Arc::new(HttpFetcher::new(
             progress.clone(),
             FetchSettings {

@@ -8,16 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adapters_container::{ContainerSettings, Credentials, PodmanOrDocker, sha256_digest};
 use adapters_host::process::Signal;
 use adapters_host::{DetachedSpec, HostShell, kill_group, spawn_detached};
-use async_trait::async_trait;
 use provisioner_core::{
-    CommandOutput, CommandSpec, ContainerRuntime, Engine, Error, ImageSpec, NoProgress, Result,
-    RuntimeKind, Shell, ToolInfo,
+    CommandOutput, CommandSpec, ContainerRuntime, Engine, Error, ImageSpec, NoProgress,
+    RecordingShell, RuntimeKind, Shell,
 };
 
 const USER: &str = "tester";
@@ -31,37 +30,11 @@ fn require(program: &str, package: &str) -> PathBuf {
         .path
 }
 
-/// A shell that records every command it runs.
-struct Recording {
-    inner: HostShell,
-    seen: Mutex<Vec<CommandSpec>>,
-}
-
-impl Recording {
-    fn new() -> Arc<Recording> {
-        Arc::new(Recording {
-            inner: HostShell::new(Arc::new(NoProgress)),
-            seen: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn commands(&self) -> Vec<CommandSpec> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl Shell for Recording {
-    async fn run(&self, command: &CommandSpec) -> Result<CommandOutput> {
-        self.seen.lock().unwrap().push(command.clone());
-        self.inner.run(command).await
-    }
-    fn locate(&self, program: &str) -> Option<ToolInfo> {
-        self.inner.locate(program)
-    }
-    fn inspect(&self, path: &Path) -> Option<ToolInfo> {
-        self.inner.inspect(path)
-    }
+/// The real shell, recording every command that reaches it.
+fn recording() -> Arc<RecordingShell> {
+    Arc::new(RecordingShell::new(Arc::new(HostShell::new(Arc::new(
+        NoProgress,
+    )))))
 }
 
 /// A background process killed (as a group) when dropped.
@@ -349,7 +322,7 @@ async fn resolves_pulls_verifies_and_then_hits_the_cache_without_the_registry() 
     assert!(pushed.starts_with("sha256:"), "{pushed}");
     let auth = world.auth_file(&registry);
 
-    let shell = Recording::new();
+    let shell = recording();
     let adapter = world.adapter(shell.clone(), world.settings(vec![auth.clone()]));
     let image = format!("{registry}/test/busybox");
     let artifact = adapter
@@ -393,7 +366,7 @@ async fn resolves_pulls_verifies_and_then_hits_the_cache_without_the_registry() 
     registry_process.stop();
     let mut best = Duration::MAX;
     for _ in 0..3 {
-        let shell = Recording::new();
+        let shell = recording();
         let adapter = world.adapter(shell.clone(), world.settings(vec![auth.clone()]));
         let started = Instant::now();
         let warm = adapter
@@ -419,7 +392,7 @@ async fn refuses_wrong_pins_unknown_names_and_wrong_passwords() {
     let (_registry_process, registry) = world.registry().await;
     let pushed = world.push_busybox(&registry).await;
     let auth = world.auth_file(&registry);
-    let adapter = world.adapter(Recording::new(), world.settings(vec![auth.clone()]));
+    let adapter = world.adapter(recording(), world.settings(vec![auth.clone()]));
     let image = format!("{registry}/test/busybox");
 
     // A pinned digest that is not the tag's.
@@ -459,7 +432,7 @@ async fn refuses_wrong_pins_unknown_names_and_wrong_passwords() {
     // Wrong password (from the variables): authentication failed, the secret nowhere.
     let mut settings = world.settings(Vec::new());
     settings.credentials = Some(Credentials::new(USER, "wrong-Xy7-password"));
-    let adapter = world.adapter(Recording::new(), settings);
+    let adapter = world.adapter(recording(), settings);
     let error = adapter
         .ensure_image(&spec(image.clone(), Some("v1"), None))
         .await
@@ -474,7 +447,7 @@ async fn refuses_wrong_pins_unknown_names_and_wrong_passwords() {
     assert_secret_free(&error);
 
     // No credentials at all.
-    let adapter = world.adapter(Recording::new(), world.settings(Vec::new()));
+    let adapter = world.adapter(recording(), world.settings(Vec::new()));
     let error = adapter
         .ensure_image(&spec(image.clone(), Some("v1"), None))
         .await
@@ -483,7 +456,7 @@ async fn refuses_wrong_pins_unknown_names_and_wrong_passwords() {
 
     // Offline policy refuses a remote registry before any request.
     let offline = PodmanOrDocker::new(
-        Recording::new(),
+        recording(),
         Arc::new(policy::HostPolicy {
             offline: true,
             ..policy::HostPolicy::default()
@@ -574,7 +547,7 @@ async fn a_manifest_that_does_not_match_its_digest_is_refused() {
     tampered.insert(at, b' ');
     let blobs = BTreeMap::from([(sha256_digest(CONFIG), CONFIG.to_vec())]);
     let (registry, _server) = tampering_registry(claimed.clone(), tampered, blobs).await;
-    let shell = Recording::new();
+    let shell = recording();
     let adapter = world.adapter(shell.clone(), world.settings(Vec::new()));
     let error = adapter
         .ensure_image(&spec(format!("{registry}/evil"), Some("v1"), None))
@@ -608,7 +581,7 @@ async fn a_config_blob_that_does_not_match_its_digest_is_refused() {
         .collect::<Vec<u8>>();
     let blobs = BTreeMap::from([(sha256_digest(CONFIG), forged)]);
     let (registry, _server) = tampering_registry(digest.clone(), manifest, blobs).await;
-    let adapter = world.adapter(Recording::new(), world.settings(Vec::new()));
+    let adapter = world.adapter(recording(), world.settings(Vec::new()));
     let error = adapter
         .ensure_image(&spec(format!("{registry}/evil"), Some("v1"), None))
         .await
@@ -674,7 +647,7 @@ async fn docker_cli_against_podman_system_service() {
         "DOCKER_HOST".to_string(),
         format!("unix://{}", socket.display()),
     );
-    let shell = Recording::new();
+    let shell = recording();
     let adapter = world.adapter(shell.clone(), settings);
     let mut docker_spec = spec(format!("{registry}/test/busybox"), Some("v1"), None);
     docker_spec.runtime = Some(RuntimeKind::Docker);

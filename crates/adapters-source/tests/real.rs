@@ -4,18 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use adapters_host::{HostShell, SystemClock, group_alive};
 use adapters_source::{
     BUILDS_BUCKET, CmakeSourceBuilder, HostFacts, REF_INDEX_FILE, SourceBuildMetadata,
 };
-use async_trait::async_trait;
 use provisioner_core::RecordingProgress as Recorder;
 use provisioner_core::{
-    Action, Backend, CommandOutput, CommandSpec, Engine, Error, Policy, Result, Shell,
-    SourceBuildSpec, SourceBuilder, ToolInfo,
+    Action, Backend, CommandSpec, Engine, Error, Policy, RecordingShell, Result, Shell,
+    SourceBuildSpec, SourceBuilder,
 };
 
 /// A small C program built into `bin/`, optionally with a slow generated source (for the
@@ -58,39 +56,11 @@ impl Policy for AllowAll {
     }
 }
 
-/// The real shell, counting the processes it runs.
-struct Counting {
-    inner: HostShell,
-    runs: AtomicUsize,
-}
-
-impl Counting {
-    fn new() -> Arc<Self> {
-        Arc::new(Counting {
-            inner: HostShell::new(Arc::new(Recorder::default())),
-            runs: AtomicUsize::new(0),
-        })
-    }
-
-    fn runs(&self) -> usize {
-        self.runs.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl Shell for Counting {
-    async fn run(&self, command: &CommandSpec) -> Result<CommandOutput> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        self.inner.run(command).await
-    }
-
-    fn locate(&self, program: &str) -> Option<ToolInfo> {
-        self.inner.locate(program)
-    }
-
-    fn inspect(&self, path: &Path) -> Option<ToolInfo> {
-        self.inner.inspect(path)
-    }
+/// The real shell, recording the processes it runs.
+fn counting() -> Arc<RecordingShell> {
+    Arc::new(RecordingShell::new(Arc::new(HostShell::new(Arc::new(
+        Recorder::default(),
+    )))))
 }
 
 /// A temporary directory with a git repository to build from and a cache to build into.
@@ -218,11 +188,7 @@ fn is_executable(path: &Path) -> bool {
 async fn cold_build_installs_and_the_warm_path_runs_no_process() {
     let fx = Fixture::new(HELLO_CMAKE).await;
     let spec = fx.spec("v1");
-    let first = fx
-        .builder(Counting::new())
-        .ensure_built(&spec)
-        .await
-        .unwrap();
+    let first = fx.builder(counting()).ensure_built(&spec).await.unwrap();
     assert!(!first.cache_hit);
     assert_eq!(first.commit, fx.git(&["rev-parse", "v1"]).await);
     assert_eq!(first.dir, fx.cache.join(BUILDS_BUCKET).join(&first.key));
@@ -245,7 +211,7 @@ async fn cold_build_installs_and_the_warm_path_runs_no_process() {
     assert!(fx.entries(".staging").is_empty());
 
     // A new builder (a new process, say) with a counting shell: a pure cache hit.
-    let counting = Counting::new();
+    let counting = counting();
     let builder = fx.builder(counting.clone());
     let started = Instant::now();
     let second = builder.ensure_built(&spec).await.unwrap();
@@ -254,7 +220,7 @@ async fn cold_build_installs_and_the_warm_path_runs_no_process() {
     assert_eq!(second.dir, first.dir);
     assert_eq!(second.key, first.key);
     assert_eq!(second.flags, first.flags);
-    assert_eq!(counting.runs(), 0, "the warm path ran a process");
+    assert_eq!(counting.count(), 0, "the warm path ran a process");
     assert!(
         elapsed < Duration::from_secs(1),
         "warm path took {elapsed:?}"
@@ -265,8 +231,8 @@ async fn cold_build_installs_and_the_warm_path_runs_no_process() {
 async fn concurrent_prepares_build_once() {
     let fx = Fixture::new(HELLO_CMAKE).await;
     let spec = fx.spec("v1");
-    let a = fx.builder(Counting::new());
-    let b = fx.builder(Counting::new());
+    let a = fx.builder(counting());
+    let b = fx.builder(counting());
     let (ra, rb) = tokio::join!(a.ensure_built(&spec), b.ensure_built(&spec));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.dir, rb.dir);
@@ -284,7 +250,7 @@ async fn concurrent_prepares_build_once() {
 async fn an_unknown_ref_is_a_source_error_naming_it() {
     let fx = Fixture::new(HELLO_CMAKE).await;
     let error = fx
-        .builder(Counting::new())
+        .builder(counting())
         .ensure_built(&fx.spec("no-such-ref"))
         .await
         .unwrap_err();
@@ -307,7 +273,7 @@ async fn an_unreachable_repository_is_a_source_error_and_leaves_nothing() {
     let mut spec = fx.spec("v1");
     spec.repo = "file:///nonexistent/repo.git".parse().unwrap();
     let error = fx
-        .builder(Counting::new())
+        .builder(counting())
         .ensure_built(&spec)
         .await
         .unwrap_err();
@@ -339,7 +305,7 @@ async fn a_configure_failure_reports_cmake_output_and_log_and_leaves_nothing() {
     )
     .await;
     let error = fx
-        .builder(Counting::new())
+        .builder(counting())
         .ensure_built(&fx.spec("v1"))
         .await
         .unwrap_err();
@@ -363,7 +329,7 @@ async fn a_configure_failure_reports_cmake_output_and_log_and_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branch_that_moves_gives_a_new_build() {
     let fx = Fixture::new(HELLO_CMAKE).await;
-    let builder = fx.builder(Counting::new());
+    let builder = fx.builder(counting());
     let first = builder.ensure_built(&fx.spec("main")).await.unwrap();
     assert!(!first.cache_hit);
 
@@ -387,7 +353,7 @@ async fn a_branch_that_moves_gives_a_new_build() {
     assert!(again.cache_hit);
     assert_eq!(again.dir, second.dir);
     // The first commit pinned by full SHA is the first build, without any process.
-    let counting = Counting::new();
+    let counting = counting();
     let pinned = fx
         .builder(counting.clone())
         .ensure_built(&fx.spec(&first.commit.to_ascii_uppercase()))
@@ -395,7 +361,7 @@ async fn a_branch_that_moves_gives_a_new_build() {
         .unwrap();
     assert!(pinned.cache_hit);
     assert_eq!(pinned.dir, first.dir);
-    assert_eq!(counting.runs(), 0);
+    assert_eq!(counting.count(), 0);
     // Branches are not recorded in the ref index.
     let index = std::fs::read_to_string(fx.cache.join(REF_INDEX_FILE)).unwrap_or_default();
     assert!(!index.contains(" main\""), "{index}");
@@ -417,11 +383,7 @@ async fn shell_metacharacters_in_a_flag_reach_cmake_literally() {
     spec.cmake_flags
         .set(format!("-DX={value}").parse().unwrap());
     spec.artifacts.push("bin/x-value".to_string());
-    let built = fx
-        .builder(Counting::new())
-        .ensure_built(&spec)
-        .await
-        .unwrap();
+    let built = fx.builder(counting()).ensure_built(&spec).await.unwrap();
     assert_eq!(
         std::fs::read_to_string(built.dir.join("bin/x-value")).unwrap(),
         value
@@ -474,7 +436,7 @@ async fn a_cancelled_build_leaves_no_process_and_no_install() {
             .parse()
             .unwrap(),
     );
-    let builder = Arc::new(fx.builder(Counting::new()));
+    let builder = Arc::new(fx.builder(counting()));
 
     let task = tokio::spawn({
         let builder = builder.clone();

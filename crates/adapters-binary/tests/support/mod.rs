@@ -9,15 +9,11 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 #[allow(unused_imports)] // not every test binary records progress
 pub use provisioner_core::RecordingProgress as Recorder;
-use provisioner_core::{CommandOutput, CommandSpec, Result, Shell, ToolInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -251,39 +247,12 @@ async fn status(stream: &mut TcpStream, code: u16) -> std::io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Ports
 
-/// The real HostShell, counting its runs.
-pub struct CountingShell {
-    inner: adapters_host::HostShell,
-    pub runs: AtomicUsize,
-}
-
-impl CountingShell {
-    pub fn new() -> Self {
-        CountingShell {
-            inner: adapters_host::HostShell::new(Arc::new(provisioner_core::NoProgress)),
-            runs: AtomicUsize::new(0),
-        }
-    }
-
-    pub fn count(&self) -> usize {
-        self.runs.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl Shell for CountingShell {
-    async fn run(&self, command: &CommandSpec) -> Result<CommandOutput> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        self.inner.run(command).await
-    }
-
-    fn locate(&self, program: &str) -> Option<ToolInfo> {
-        self.inner.locate(program)
-    }
-
-    fn inspect(&self, path: &Path) -> Option<ToolInfo> {
-        self.inner.inspect(path)
-    }
+/// The real shell, recording every command that reaches it.
+#[allow(dead_code)] // not every test binary runs commands
+pub fn counting_shell() -> Arc<provisioner_core::RecordingShell> {
+    Arc::new(provisioner_core::RecordingShell::new(Arc::new(
+        adapters_host::HostShell::new(Arc::new(provisioner_core::NoProgress)),
+    )))
 }
 
 // ---------------------------------------------------------------------------------------------
