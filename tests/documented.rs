@@ -52,6 +52,7 @@ fn every_error() -> Vec<(Error, i32)> {
                 pool: "p".into(),
                 action: "up".into(),
                 endpoint: "http://127.0.0.1:8080".into(),
+                hint: None,
             },
             4,
         ),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use provisioner_core::{Config, EngineProvisioner, Format, NoProgress};
 use serde_json::{Value, json};
 use tests::{
-    TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl,
+    TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl, source_build,
     orchctl_json as run_json, shared_cache, write_source_config,
 };
 
@@ -474,4 +474,43 @@ fn binary_mode_installs_a_pinned_archive_from_loopback_and_serves() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(prepared["metadata"]["cache_hit"], true);
     assert_eq!(prepared["engine_version"], json!(expected_version));
+}
+
+/// `ports: [0]`: llama-server is started on a free port, `up` finds the port it bound, records
+/// it for `status`, and prints it; a second engine on `[0]` never conflicts with the first.
+#[test]
+fn up_on_a_free_port_reports_the_port_it_bound() {
+    let _ = source_build();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = shared_cache();
+    let first = write_source_config(dir.path(), "e2e-free-a", 0, TEST_CMAKE_FLAGS, &[]);
+    let second = write_source_config(dir.path(), "e2e-free-b", 0, TEST_CMAKE_FLAGS, &[]);
+    let (code, up_a, stderr) = run_json(&cache, &["engine", "up"], &first);
+    assert_eq!(code, 0, "up failed: {stderr}");
+    let (code_b, up_b, stderr_b) = run_json(&cache, &["engine", "up"], &second);
+    let outcome = std::panic::catch_unwind(|| {
+        assert_eq!(code_b, 0, "the second free-port pool failed: {stderr_b}");
+        let port = up_a["ports"][0].as_u64().unwrap() as u16;
+        assert_ne!(port, 0, "{up_a}");
+        assert_ne!(up_b["ports"][0], up_a["ports"][0]);
+        assert_eq!(up_a["url"], json!(format!("http://127.0.0.1:{port}")));
+        let base = format!("http://127.0.0.1:{port}");
+        let (status, completion) = http_post_json(
+            &format!("{base}/completion"),
+            &json!({"prompt": "hello", "n_predict": 8, "temperature": 0, "ignore_eos": true}),
+        );
+        assert_eq!(status, 200, "{completion}");
+        assert_eq!(completion["tokens_predicted"], 8, "{completion}");
+        let (code, status, stderr) = run_json(&cache, &["engine", "status"], &first);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(status["ports"], json!([port]));
+        assert_eq!(status["ready"], json!(true));
+    });
+    for config in [&first, &second] {
+        let (code, _, stderr) = run_json(&cache, &["engine", "down"], config);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }

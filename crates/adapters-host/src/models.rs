@@ -57,7 +57,7 @@ fn ensure_present(request: &ModelRequest) -> Result<ModelArtifact> {
                 request,
                 format!("{} does not exist", path.display()),
                 Some(
-                    "put the model file there, or point the model reference at it with file:/absolute/path",
+                    "put the model file there, or set provisioning.model.ref to file:/absolute/path/to/the/model",
                 ),
             ));
         }

@@ -150,8 +150,9 @@ impl Supervisor {
         let (Some(bin), Some(workdir)) = (&prepared.bin, &prepared.workdir) else {
             return Err(Error::ExternalPool {
                 pool: pool.to_string(),
-                action: "starting it".to_string(),
+                action: "starting its engine".to_string(),
                 endpoint: format!("http://127.0.0.1:{}", readiness.port),
+                hint: None,
             });
         };
         if !bin.is_absolute() {

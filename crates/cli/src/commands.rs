@@ -171,18 +171,25 @@ fn describe(prepared: &PreparedEngine) {
     }
 }
 
-/// Refuses `action` for an external pool (nothing of it runs here).
-fn refuse_external(pool: &PoolConfig, action: &str) -> Result<()> {
+/// Refuses `up`/`down` (`command`) for an external pool: nothing of it runs here.
+fn refuse_external(
+    settings: &Settings,
+    target: &Target,
+    pool: &PoolConfig,
+    command: &str,
+) -> Result<()> {
     match pool.mode() {
         Mode::External => {
-            let port = pool.provisioning.ports.first().copied();
+            let endpoint = pool.provisioning.ports.first().map_or_else(
+                || "its default port".to_string(),
+                |port| format!("http://127.0.0.1:{port}"),
+            );
+            let status = orchctl_command(settings, target, pool.id.as_str(), &["engine", "status"]);
             Err(Error::ExternalPool {
                 pool: pool.id.to_string(),
-                action: action.to_string(),
-                endpoint: port.map_or_else(
-                    || "its default port".to_string(),
-                    |port| format!("http://127.0.0.1:{port}"),
-                ),
+                action: format!("`orchctl engine {command}`"),
+                endpoint,
+                hint: Some(format!("probe it with: {status}")),
             })
         }
         Mode::Source | Mode::Container | Mode::Package | Mode::Binary => Ok(()),
@@ -192,7 +199,7 @@ fn refuse_external(pool: &PoolConfig, action: &str) -> Result<()> {
 /// `orchctl engine up`
 pub async fn up(settings: &Settings, target: &Target, progress: Arc<dyn Progress>) -> Result<()> {
     let pool = load_pool(target, progress.as_ref())?;
-    refuse_external(&pool, "up (starting it)")?;
+    refuse_external(settings, target, &pool, "up")?;
     let prepared = provisioner(settings, progress.clone())
         .prepare(&pool)
         .await?;
@@ -266,7 +273,7 @@ pub async fn down(
     progress: Arc<dyn Progress>,
 ) -> Result<bool> {
     let pool = load_pool(target, progress.as_ref())?;
-    refuse_external(&pool, "down (stopping it)")?;
+    refuse_external(settings, target, &pool, "down")?;
     let id = pool.id.to_string();
     let stopped = Supervisor::new(settings.layout().run_dir)
         .stop(&id, grace)

@@ -92,15 +92,17 @@ pub enum Error {
     /// The pool's engine is run by someone else (`mode: external`): there is nothing to start
     /// or stop.
     #[error(
-        "pool `{pool}` is external (mode: external): {action} is not done for it; the engine at {endpoint} is run outside this tool"
+        "pool `{pool}` is external (mode: external): {action} does not apply to it; its engine at {endpoint} is started and stopped outside this tool"
     )]
     ExternalPool {
         /// Pool id.
         pool: String,
-        /// What was asked (`up`, `down`).
+        /// What was asked (`orchctl engine up`).
         action: String,
         /// The endpoint it attaches to.
         endpoint: String,
+        /// What to do instead (the exact command that probes it).
+        hint: Option<String>,
     },
     /// A tool, driver, daemon or package manager needed by the chosen mode is not installed.
     #[error("{tool} is required to {purpose} but was not found{}", found_elsewhere(.searched))]
@@ -280,12 +282,10 @@ impl Error {
             | Error::PolicyDenied { hint, .. }
             | Error::Engine { hint, .. }
             | Error::AlreadyRunning { hint, .. }
+            | Error::ExternalPool { hint, .. }
             | Error::PortUnavailable { hint, .. } => hint.as_deref(),
             Error::UnknownPool { .. } | Error::AmbiguousPool { .. } => {
                 Some("pass --pool ID with one of the ids listed")
-            }
-            Error::ExternalPool { .. } => {
-                Some("use `orchctl engine status` to probe it; start and stop it where it is run")
             }
             Error::HostileArchive { .. } => Some(
                 "nothing was installed; check that the URL and checksum name the archive you meant, and report a hostile archive to its publisher",
