@@ -3,22 +3,7 @@
 
 use std::path::Path;
 
-use tests::orchctl;
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cache: &Path, args: &[&str]) -> Outcome {
-    let output = orchctl(cache).args(args).output().expect("orchctl runs");
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
-    }
-}
+use tests::{Outcome, orchctl, run_orchctl as run};
 
 fn with_config(text: &str, args: &[&str]) -> (Outcome, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

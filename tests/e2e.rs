@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use provisioner_core::{Config, EngineProvisioner, Format, NoProgress};
 use serde_json::{Value, json};
 use tests::{
-    TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl, source_build,
-    orchctl_json as run_json, shared_cache, write_source_config,
+    TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl,
+    orchctl_json as run_json, shared_cache, source_build, write_source_config,
 };
 
 /// The shared source build (built once per machine, see `tests::source_build`).

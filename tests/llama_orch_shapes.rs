@@ -5,25 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tests::{LoopbackServer, free_port, orchctl};
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cache: &Path, args: &[&str]) -> Run {
-    let output = orchctl(cache).args(args).output().expect("orchctl runs");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
-    }
-}
+use tests::{LoopbackServer, Outcome, free_port, run_orchctl as run};
 
 /// Runs a command line printed by orchctl (`orchctl …`, words shell-quoted by it), as pasted.
-fn paste(cache: &Path, line: &str) -> Run {
+fn paste(cache: &Path, line: &str) -> Outcome {
     let words = shell_words(line);
     assert_eq!(words[0], "orchctl", "{line}");
     let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();

@@ -108,6 +108,26 @@ pub fn orchctl(cache: &Path) -> Command {
     command
 }
 
+/// How an `orchctl` run ended and what it printed.
+pub struct Outcome {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `orchctl ARGS` with an isolated cache.
+pub fn run_orchctl(cache: &Path, args: &[&str]) -> Outcome {
+    let output = orchctl(cache).args(args).output().expect("orchctl runs");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
+    }
+}
+
 /// Runs `orchctl ARGS --json --config CONFIG`; returns the exit code, the JSON it printed (or
 /// null) and its stderr.
 pub fn orchctl_json(

@@ -25,8 +25,10 @@ pub trait Recipe: Send + Sync {
     fn offers(&self, mode: Mode) -> std::result::Result<(), String>;
 
     /// The pool's `flags` as this engine's options (aliases resolved, options the provisioner
-    /// owns refused). Errors name `provisioning.flags[i]`.
-    fn options(&self, pool: &PoolConfig) -> Result<ServerArgs>;
+    /// owns refused). Errors name `provisioning.flags[i]`. Default: the flags as written.
+    fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
+        Ok(ServerArgs::verbatim(&pool.provisioning.flags))
+    }
 
     /// The server's arguments: the model, where to listen, then the options.
     fn server_args(
@@ -36,32 +38,46 @@ pub trait Recipe: Send + Sync {
         launch: &Listen<'_>,
     ) -> Vec<String>;
 
-    /// How the server runs on the host (source, binary and package modes); `None` for engines
-    /// that ship as images only.
-    fn native(&self) -> Option<&NativeFacts>;
+    /// How the engine runs from its image.
+    fn container(&self) -> &ContainerFacts;
 
-    /// How the engine is built from source; `None` when it is not.
-    fn source(&self) -> Option<&SourceFacts>;
+    /// How the server runs on the host (source, binary and package modes); `None` (the
+    /// default) for engines that ship as images only.
+    fn native(&self) -> Option<&NativeFacts> {
+        None
+    }
+
+    /// How the engine is built from source; `None` (the default) when it is not.
+    fn source(&self) -> Option<&SourceFacts> {
+        None
+    }
 
     /// Normalises a source build's CMake cache entries: the entries cmake gets, the backend they
     /// select, and notes on what was changed. Only called for engines with [`Recipe::source`].
     fn cmake_entries(
         &self,
-        configured: &[CacheEntry],
-    ) -> Result<(CacheEntries, Backend, Vec<String>)>;
-
-    /// How the engine runs from its image.
-    fn container(&self) -> &ContainerFacts;
+        _configured: &[CacheEntry],
+    ) -> Result<(CacheEntries, Backend, Vec<String>)> {
+        Err(no_source_build(self.engine()))
+    }
 
     /// The upstream version a prebuilt server reports for its version arguments, as a label
-    /// (`b6000-abc1234`).
-    fn reported_version(&self, output: &str) -> Option<String>;
+    /// (`b6000-abc1234`). Only called for engines with [`Recipe::native`].
+    fn reported_version(&self, _output: &str) -> Option<String> {
+        None
+    }
 
-    /// The backend a prebuilt server reports for its version arguments.
-    fn reported_backend(&self, output: &str) -> Backend;
+    /// The backend a prebuilt server reports for its version arguments. Only called for
+    /// engines with [`Recipe::native`].
+    fn reported_backend(&self, _output: &str) -> Backend {
+        Backend::Cpu
+    }
 
-    /// How to check that a running server is the build that was prepared.
-    fn identity(&self, evidence: Evidence<'_>) -> Option<IdentityCheck>;
+    /// How to check that a running server is the build that was prepared; `None` (the
+    /// default) when the engine reports nothing that identifies its build.
+    fn identity(&self, _evidence: Evidence<'_>) -> Option<IdentityCheck> {
+        None
+    }
 }
 
 /// What proves which build a running engine is.
@@ -315,6 +331,53 @@ impl PoolInputs {
         })
     }
 
+    /// How a native server is launched with `model`: its host ports, arguments and readiness.
+    pub fn native_launch(
+        &self,
+        recipe: &dyn Recipe,
+        native: &NativeFacts,
+        model: &str,
+    ) -> NativeLaunch {
+        let ports = self.native_ports(native);
+        let args = recipe.server_args(
+            &self.pool,
+            &self.options,
+            &Listen {
+                model,
+                host: "127.0.0.1",
+                ports: &ports,
+            },
+        );
+        NativeLaunch {
+            args,
+            readiness: probe(
+                ports[0],
+                native.readiness_path,
+                native.ready_timeout_seconds,
+            ),
+            ports,
+        }
+    }
+
+    /// The plan's launch step of a native server run as `program` with `env`.
+    pub fn native_launch_step(
+        &self,
+        recipe: &dyn Recipe,
+        native: &NativeFacts,
+        program: String,
+        env: BTreeMap<String, String>,
+    ) -> Step {
+        let launch = self.native_launch(recipe, native, &self.model_placeholder());
+        Step::Launch {
+            program,
+            args: launch.args,
+            env,
+            env_file: self.env_file.as_ref().map(|f| f.path.clone()),
+            ports: launch.ports,
+            readiness: launch.readiness,
+        }
+    }
+
     /// The host ports of a native server: the configured ones, else the engine's default.
     pub fn native_ports(&self, facts: &NativeFacts) -> Vec<u16> {
         match self.pool.provisioning.ports.as_slice() {
@@ -386,6 +449,16 @@ pub fn probe(port: u16, path: &str, timeout_seconds: u64) -> Probe {
         status: 200,
         timeout_seconds,
     }
+}
+
+/// How a native server is launched.
+pub struct NativeLaunch {
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Host ports, the HTTP API first.
+    pub ports: Vec<u16>,
+    /// Its readiness probe.
+    pub readiness: Probe,
 }
 
 /// What a mode found or made, for [`finish`].
@@ -497,7 +570,7 @@ pub fn container_only(
 }
 
 /// The error of [`Recipe::cmake_entries`] for an engine that is not built from source.
-pub fn no_source_build(engine: provisioner_core::Engine) -> Error {
+fn no_source_build(engine: provisioner_core::Engine) -> Error {
     Error::UnsupportedMode {
         engine: engine.to_string(),
         mode: Mode::Source.to_string(),

@@ -5,15 +5,10 @@
 //! `--shm-size 1g`; `/health` answers once the model is loaded. The host gets 8080 by default,
 //! because a host port below 1024 fails under rootless podman.
 
-use provisioner_core::{
-    Backend, CacheEntries, CacheEntry, Engine, IdentityCheck, Mode, PoolConfig, Result,
-};
+use provisioner_core::{Engine, Mode, PoolConfig};
 
 use crate::args::ServerArgs;
-use crate::common::{
-    ContainerFacts, Evidence, Listen, NativeFacts, Recipe, SharedMemory, SourceFacts,
-    container_only, no_source_build,
-};
+use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, container_only};
 
 /// The TGI recipe.
 pub struct Tgi;
@@ -39,10 +34,6 @@ impl Recipe for Tgi {
         container_only(Engine::Tgi, mode)
     }
 
-    fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
-        Ok(ServerArgs::verbatim(&pool.provisioning.flags))
-    }
-
     fn server_args(
         &self,
         _pool: &PoolConfig,
@@ -59,31 +50,7 @@ impl Recipe for Tgi {
         args
     }
 
-    fn native(&self) -> Option<&NativeFacts> {
-        None
-    }
-
-    fn source(&self) -> Option<&SourceFacts> {
-        None
-    }
-
-    fn cmake_entries(&self, _: &[CacheEntry]) -> Result<(CacheEntries, Backend, Vec<String>)> {
-        Err(no_source_build(Engine::Tgi))
-    }
-
     fn container(&self) -> &ContainerFacts {
         &CONTAINER
-    }
-
-    fn reported_version(&self, _: &str) -> Option<String> {
-        None
-    }
-
-    fn reported_backend(&self, _: &str) -> Backend {
-        Backend::Cuda
-    }
-
-    fn identity(&self, _: Evidence<'_>) -> Option<IdentityCheck> {
-        None
     }
 }

@@ -4,15 +4,10 @@
 //! 8000, gRPC on 8001 and metrics on 8002; readiness is `/v2/health/ready`. The image's
 //! entrypoint runs the command given after the image.
 
-use provisioner_core::{
-    Backend, CacheEntries, CacheEntry, Engine, IdentityCheck, Mode, PoolConfig, Result,
-};
+use provisioner_core::{Engine, Mode, PoolConfig};
 
 use crate::args::ServerArgs;
-use crate::common::{
-    ContainerFacts, Evidence, Listen, NativeFacts, Recipe, SharedMemory, SourceFacts,
-    container_only, no_source_build,
-};
+use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, container_only};
 
 /// The Triton recipe.
 pub struct Triton;
@@ -38,10 +33,6 @@ impl Recipe for Triton {
         container_only(Engine::Triton, mode)
     }
 
-    fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
-        Ok(ServerArgs::verbatim(&pool.provisioning.flags))
-    }
-
     fn server_args(
         &self,
         _pool: &PoolConfig,
@@ -56,31 +47,7 @@ impl Recipe for Triton {
         args
     }
 
-    fn native(&self) -> Option<&NativeFacts> {
-        None
-    }
-
-    fn source(&self) -> Option<&SourceFacts> {
-        None
-    }
-
-    fn cmake_entries(&self, _: &[CacheEntry]) -> Result<(CacheEntries, Backend, Vec<String>)> {
-        Err(no_source_build(Engine::Triton))
-    }
-
     fn container(&self) -> &ContainerFacts {
         &CONTAINER
-    }
-
-    fn reported_version(&self, _: &str) -> Option<String> {
-        None
-    }
-
-    fn reported_backend(&self, _: &str) -> Backend {
-        Backend::Cuda
-    }
-
-    fn identity(&self, _: Evidence<'_>) -> Option<IdentityCheck> {
-        None
     }
 }

@@ -4,15 +4,10 @@
 //! 8000 and needs `--ipc=host` (or a large `--shm-size`) because PyTorch shares tensors through
 //! shared memory; `/health` answers before the model is loaded, so readiness is `/v1/models`.
 
-use provisioner_core::{
-    Backend, CacheEntries, CacheEntry, Engine, IdentityCheck, Mode, PoolConfig, Result,
-};
+use provisioner_core::{Engine, Mode, PoolConfig};
 
 use crate::args::ServerArgs;
-use crate::common::{
-    ContainerFacts, Evidence, Listen, NativeFacts, Recipe, SharedMemory, SourceFacts,
-    container_only, no_source_build,
-};
+use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, container_only};
 
 /// The vLLM recipe.
 pub struct Vllm;
@@ -38,10 +33,6 @@ impl Recipe for Vllm {
         container_only(Engine::Vllm, mode)
     }
 
-    fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
-        Ok(ServerArgs::verbatim(&pool.provisioning.flags))
-    }
-
     fn server_args(
         &self,
         _pool: &PoolConfig,
@@ -60,31 +51,7 @@ impl Recipe for Vllm {
         args
     }
 
-    fn native(&self) -> Option<&NativeFacts> {
-        None
-    }
-
-    fn source(&self) -> Option<&SourceFacts> {
-        None
-    }
-
-    fn cmake_entries(&self, _: &[CacheEntry]) -> Result<(CacheEntries, Backend, Vec<String>)> {
-        Err(no_source_build(Engine::Vllm))
-    }
-
     fn container(&self) -> &ContainerFacts {
         &CONTAINER
-    }
-
-    fn reported_version(&self, _: &str) -> Option<String> {
-        None
-    }
-
-    fn reported_backend(&self, _: &str) -> Backend {
-        Backend::Cuda
-    }
-
-    fn identity(&self, _: Evidence<'_>) -> Option<IdentityCheck> {
-        None
     }
 }

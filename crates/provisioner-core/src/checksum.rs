@@ -88,18 +88,7 @@ impl std::str::FromStr for Checksum {
     }
 }
 
-impl Serialize for Checksum {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Checksum {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Checksum::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+crate::text::serde_as_text!(Checksum);
 
 #[cfg(test)]
 mod tests {

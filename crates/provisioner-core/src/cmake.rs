@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// One `-DNAME[:TYPE]=VALUE` entry (cmake(1), `-D <var>:<type>=<value>`); written and
 /// serialised as that flag.
@@ -85,19 +85,6 @@ impl std::str::FromStr for CacheEntry {
 impl std::fmt::Display for CacheEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_flag())
-    }
-}
-
-impl Serialize for CacheEntry {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_flag())
-    }
-}
-
-impl<'de> Deserialize<'de> for CacheEntry {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let flag = String::deserialize(deserializer)?;
-        parse_cache_entry(&flag).map_err(serde::de::Error::custom)
     }
 }
 
@@ -187,6 +174,8 @@ fn is_true(value: &str) -> bool {
         "ON" | "TRUE" | "YES" | "Y" | "1"
     )
 }
+
+crate::text::serde_as_text!(CacheEntry);
 
 #[cfg(test)]
 mod tests {

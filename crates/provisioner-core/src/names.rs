@@ -255,7 +255,7 @@ impl<'de> Deserialize<'de> for TagOrDigest {
 }
 
 /// The CMake generator of a source build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Generator {
     /// `Ninja`.
     Ninja,
@@ -302,12 +302,7 @@ impl FromStr for Generator {
     }
 }
 
-impl<'de> Deserialize<'de> for Generator {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::text::serde_as_text!(Generator);
 
 #[cfg(test)]
 mod tests {

@@ -333,19 +333,6 @@ impl FromStr for SafeUrl {
     }
 }
 
-impl Serialize for SafeUrl {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.redacted())
-    }
-}
-
-impl<'de> Deserialize<'de> for SafeUrl {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        SafeUrl::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 /// A git repository as `source.repo` names it: a URL (`https://`, `ssh://`, `git://`,
 /// `file://`), scp-like syntax (`git@github.com:org/repo.git`), or a local path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, JsonSchema)]
@@ -428,19 +415,6 @@ impl fmt::Display for GitRemote {
             GitRemote::Scp { raw, .. } => f.write_str(raw),
             GitRemote::Path(path) => f.write_str(path),
         }
-    }
-}
-
-impl Serialize for GitRemote {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for GitRemote {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -534,18 +508,9 @@ impl fmt::Display for PackageRepo {
     }
 }
 
-impl Serialize for PackageRepo {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for PackageRepo {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::text::serde_as_text!(GitRemote);
+crate::text::serde_as_text!(PackageRepo);
+crate::text::serde_as_text!(SafeUrl);
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,26 @@
 //! Small text helpers for what humans read: byte counts and shell-quoted words.
 
+/// Implements `Serialize` as the type's `Display` text and `Deserialize` through its `FromStr`,
+/// whose error message becomes the deserializer's: the one way every value with a syntax is
+/// written in configs, plans and records.
+macro_rules! serde_as_text {
+    ($type:ty) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use serde_as_text;
+
 /// Bytes for humans, binary units (`1.5 KiB`).
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

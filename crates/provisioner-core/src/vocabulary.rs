@@ -169,7 +169,7 @@ impl Backend {
 }
 
 /// Linux distribution families, each with its own package manager.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Distro {
     /// Debian, Ubuntu and derivatives (apt).
@@ -241,13 +241,6 @@ impl FromStr for Distro {
                 "unknown distribution `{text}`; expected `debian`, `arch` or `fedora` (or an id they cover, e.g. `ubuntu`, `cachyos`, `rhel`)"
             )
         })
-    }
-}
-
-impl<'de> Deserialize<'de> for Distro {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -344,6 +337,8 @@ impl fmt::Display for DeviceId {
         }
     }
 }
+
+crate::text::serde_as_text!(Distro);
 
 #[cfg(test)]
 mod tests {

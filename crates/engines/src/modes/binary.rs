@@ -6,9 +6,7 @@ use provisioner_core::{
     UnpackLimits, binary_engine_version,
 };
 
-use crate::common::{
-    Cache, Evidence, Listen, Outcome, PoolInputs, Recipe, finish, native_facts, probe, wired,
-};
+use crate::common::{Cache, Evidence, Outcome, PoolInputs, Recipe, finish, native_facts, wired};
 
 /// The install, decided from the pool.
 #[derive(Debug, Clone)]
@@ -75,30 +73,14 @@ pub fn plan(
         key_inputs: vec!["checksum".to_string()],
     });
     steps.extend(common.env_file_step());
-    let ports = common.native_ports(native);
-    let model = common.model_placeholder();
     let mut env = common.device_env();
     env.insert("LD_LIBRARY_PATH".to_string(), "{library_dirs}".to_string());
-    steps.push(Step::Launch {
-        program: format!("{{install_dir}}/…/{}", spec.executable),
-        args: recipe.server_args(
-            &common.pool,
-            &common.options,
-            &Listen {
-                model: &model,
-                host: "127.0.0.1",
-                ports: &ports,
-            },
-        ),
+    steps.push(common.native_launch_step(
+        recipe,
+        native,
+        format!("{{install_dir}}/…/{}", spec.executable),
         env,
-        env_file: common.env_file.as_ref().map(|f| f.path.clone()),
-        readiness: probe(
-            ports[0],
-            native.readiness_path,
-            native.ready_timeout_seconds,
-        ),
-        ports,
-    });
+    ));
     Ok(steps)
 }
 
@@ -135,27 +117,13 @@ pub async fn prepare(
             .collect();
         env.insert("LD_LIBRARY_PATH".to_string(), dirs.join(":"));
     }
-    let host_ports = common.native_ports(native);
-    let model_path = model.path.to_string_lossy().to_string();
-    let args = recipe.server_args(
-        &common.pool,
-        &common.options,
-        &Listen {
-            model: &model_path,
-            host: "127.0.0.1",
-            ports: &host_ports,
-        },
-    );
+    let launch = common.native_launch(recipe, native, &model.path.to_string_lossy());
     let outcome = Outcome {
         bin: artifact.executable.clone(),
-        args,
+        args: launch.args,
         env,
-        readiness: probe(
-            host_ports[0],
-            native.readiness_path,
-            native.ready_timeout_seconds,
-        ),
-        ports: host_ports,
+        readiness: launch.readiness,
+        ports: launch.ports,
         workdir: artifact.dir.clone(),
         engine_version: binary_engine_version(recipe.engine(), &version, &artifact.checksum),
         backend: recipe.reported_backend(output),

@@ -4,9 +4,7 @@ use provisioner_core::{
     Backend, Error, KnownFacts, Layout, PackageInstallSpec, PreparedEngine, Result, Step,
 };
 
-use crate::common::{
-    Cache, Evidence, Listen, Outcome, PoolInputs, Recipe, finish, native_facts, probe, wired,
-};
+use crate::common::{Cache, Evidence, Outcome, PoolInputs, Recipe, finish, native_facts, wired};
 
 /// The install, decided from the pool.
 #[derive(Debug, Clone)]
@@ -63,28 +61,12 @@ pub fn plan(
         allowed: spec.allowed_by_config,
     });
     steps.extend(common.env_file_step());
-    let ports = common.native_ports(native);
-    let model = common.model_placeholder();
-    steps.push(Step::Launch {
-        program: format!("{{package files}}/{}", spec.executable),
-        args: recipe.server_args(
-            &common.pool,
-            &common.options,
-            &Listen {
-                model: &model,
-                host: "127.0.0.1",
-                ports: &ports,
-            },
-        ),
-        env: common.device_env(),
-        env_file: common.env_file.as_ref().map(|f| f.path.clone()),
-        readiness: probe(
-            ports[0],
-            native.readiness_path,
-            native.ready_timeout_seconds,
-        ),
-        ports,
-    });
+    steps.push(common.native_launch_step(
+        recipe,
+        native,
+        format!("{{package files}}/{}", spec.executable),
+        common.device_env(),
+    ));
     Ok(steps)
 }
 
@@ -107,17 +89,7 @@ pub async fn prepare(
     let env_file = common.write_env_file(ports).await?;
     let output = artifact.version_output.as_deref().unwrap_or("");
     let reported = recipe.reported_version(output);
-    let host_ports = common.native_ports(native);
-    let model_path = model.path.to_string_lossy().to_string();
-    let args = recipe.server_args(
-        &common.pool,
-        &common.options,
-        &Listen {
-            model: &model_path,
-            host: "127.0.0.1",
-            ports: &host_ports,
-        },
-    );
+    let launch = common.native_launch(recipe, native, &model.path.to_string_lossy());
     let workdir = artifact
         .executable
         .parent()
@@ -125,14 +97,10 @@ pub async fn prepare(
         .unwrap_or_else(|| artifact.executable.clone());
     let outcome = Outcome {
         bin: artifact.executable.clone(),
-        args,
+        args: launch.args,
         env: common.device_env(),
-        readiness: probe(
-            host_ports[0],
-            native.readiness_path,
-            native.ready_timeout_seconds,
-        ),
-        ports: host_ports,
+        readiness: launch.readiness,
+        ports: launch.ports,
         workdir,
         engine_version: artifact.engine_version.clone(),
         // A GPU backend was asked for and checked by the installer; otherwise what the server

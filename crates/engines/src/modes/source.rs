@@ -6,9 +6,7 @@ use provisioner_core::{
     SourceBuildSpec, SourceProvenance, Step,
 };
 
-use crate::common::{
-    Cache, Evidence, Listen, Outcome, PoolInputs, Recipe, finish, native_facts, probe, wired,
-};
+use crate::common::{Cache, Evidence, Outcome, PoolInputs, Recipe, finish, native_facts, wired};
 
 /// The source build, decided from the pool.
 #[derive(Debug, Clone)]
@@ -119,8 +117,6 @@ pub fn plan(
             .to_vec(),
     });
     steps.extend(common.env_file_step());
-    let ports = common.native_ports(native);
-    let model = common.model_placeholder();
     let mut env = common.device_env();
     if spec.cmake_flags.is_on("BUILD_SHARED_LIBS") {
         env.insert(
@@ -128,26 +124,12 @@ pub fn plan(
             "{install_dir}/bin".to_string(),
         );
     }
-    steps.push(Step::Launch {
-        program: format!("{{install_dir}}/{}", spec.artifacts[0]),
-        args: recipe.server_args(
-            &common.pool,
-            &common.options,
-            &Listen {
-                model: &model,
-                host: "127.0.0.1",
-                ports: &ports,
-            },
-        ),
+    steps.push(common.native_launch_step(
+        recipe,
+        native,
+        format!("{{install_dir}}/{}", spec.artifacts[0]),
         env,
-        env_file: common.env_file.as_ref().map(|f| f.path.clone()),
-        readiness: probe(
-            ports[0],
-            native.readiness_path,
-            native.ready_timeout_seconds,
-        ),
-        ports,
-    });
+    ));
     Ok(steps)
 }
 
@@ -169,7 +151,6 @@ pub async fn prepare(
     let model = ports.models.ensure_present(common.model_request()?).await?;
     let artifact = builder.ensure_built(spec).await?;
     let env_file = common.write_env_file(ports).await?;
-    let host_ports = common.native_ports(native);
     let mut env = common.device_env();
     if spec.cmake_flags.is_on("BUILD_SHARED_LIBS") {
         env.insert(
@@ -177,26 +158,13 @@ pub async fn prepare(
             artifact.dir.join("bin").to_string_lossy().to_string(),
         );
     }
-    let model_path = model.path.to_string_lossy().to_string();
-    let args = recipe.server_args(
-        &common.pool,
-        &common.options,
-        &Listen {
-            model: &model_path,
-            host: "127.0.0.1",
-            ports: &host_ports,
-        },
-    );
+    let launch = common.native_launch(recipe, native, &model.path.to_string_lossy());
     let outcome = Outcome {
         bin: artifact.dir.join(&spec.artifacts[0]),
-        args,
+        args: launch.args,
         env,
-        readiness: probe(
-            host_ports[0],
-            native.readiness_path,
-            native.ready_timeout_seconds,
-        ),
-        ports: host_ports,
+        readiness: launch.readiness,
+        ports: launch.ports,
         workdir: artifact.dir.clone(),
         // The builder records the version in the metadata next to the artefact; one source.
         engine_version: artifact.engine_version.clone(),
