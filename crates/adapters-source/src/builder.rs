@@ -523,6 +523,7 @@ impl CmakeSourceBuilder {
 
         let src = staging.work.join("src");
         self.checkout(spec, plan, &staging, &log, &src).await?;
+        let flags = self.fit_to_tree(spec, &plan.flags, &crate::tree::declared(&src));
 
         let build_dir = src.join("build");
         let mut configure = CommandSpec::new(
@@ -538,7 +539,7 @@ impl CmakeSourceBuilder {
         )
         .log(&log)
         .progress("configure");
-        configure.args.extend(plan.flags.iter().cloned());
+        configure.args.extend(flags.iter().cloned());
         configure.env = plan.toolchain.env.clone();
         configure.group_file = Some(staging.group_file.clone());
         self.started("configure", Some(format!("log: {}", log.display())));
@@ -613,7 +614,7 @@ impl CmakeSourceBuilder {
                 &spec.cmake_flags.to_flags(),
             ),
             generator: plan.toolchain.generator.clone(),
-            flags: plan.flags.clone(),
+            flags,
             toolchain: plan.toolchain.recorded.clone(),
             backend: spec.backend,
             targets: spec.targets.clone(),
@@ -625,6 +626,38 @@ impl CmakeSourceBuilder {
                 .as_secs_f64(),
             log,
         })
+    }
+
+    /// The flags as this tree understands them: an option the configuration gave under an old
+    /// name and the spec passes under its successor goes back to the old name when the tree
+    /// declares only that one (a tree from before the rename), and the user is told.
+    fn fit_to_tree(
+        &self,
+        spec: &SourceBuildSpec,
+        flags: &[String],
+        declared: &std::collections::BTreeMap<String, crate::tree::Declared>,
+    ) -> Vec<String> {
+        let mut flags = flags.to_vec();
+        for rename in &spec.renamed {
+            if declared.contains_key(&rename.new) || !declared.contains_key(&rename.old) {
+                continue;
+            }
+            for flag in flags.iter_mut() {
+                let Some(rest) = flag.strip_prefix(&format!("-D{}", rename.new)) else {
+                    continue;
+                };
+                if rest.starts_with([':', '=']) {
+                    *flag = format!("-D{}{rest}", rename.old);
+                    self.report(ProgressEvent::Note {
+                        message: format!(
+                            "this tree declares {} but not {}: passing {flag}",
+                            rename.old, rename.new
+                        ),
+                    });
+                }
+            }
+        }
+        flags
     }
 
     /// Clones the commit out of the mirror (fetching when it is missing) into `src`.

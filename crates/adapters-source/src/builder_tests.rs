@@ -182,6 +182,7 @@ fn spec(cache_dir: &Path, reference: &str) -> SourceBuildSpec {
         submodules: false,
         generator: None,
         cmake_flags: CacheEntries::parse(["-DLLAMA_CURL=OFF"]).unwrap(),
+        renamed: Vec::new(),
         build_info: None,
         targets: vec!["llama-server".to_string()],
         artifacts: vec!["bin/llama-server".to_string()],

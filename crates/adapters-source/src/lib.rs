@@ -28,6 +28,7 @@ mod host;
 mod key;
 mod mirror;
 mod refs;
+mod tree;
 
 pub use builder::{BUILDS_BUCKET, CmakeSourceBuilder, SourceBuildMetadata};
 pub use host::HostFacts;

@@ -136,6 +136,7 @@ impl Fixture {
             generator: None,
             cmake_flags: provisioner_core::CacheEntries::parse(["-DCMAKE_BUILD_TYPE=Release"])
                 .unwrap(),
+            renamed: Vec::new(),
             build_info: None,
             targets: vec!["hello-server".to_string()],
             artifacts: vec!["bin/hello-server".to_string()],
@@ -391,6 +392,53 @@ async fn shell_metacharacters_in_a_flag_reach_cmake_literally() {
     assert!(built.flags.contains(&format!("-DX={value}")));
     assert!(!pwned.exists() && !pwned2.exists());
     assert!(fx.repo.join("CMakeLists.txt").exists());
+}
+
+/// A tree from before an option's rename declares only the old name: the flag the plan passes
+/// under the successor reaches cmake under the old name, and the user is told.
+#[tokio::test]
+async fn a_tree_that_knows_only_the_old_option_name_gets_the_old_name() {
+    let cmake = format!(
+        "{HELLO_CMAKE}option(OLD_NATIVE \"old spelling\" ON)\n\
+         file(WRITE ${{CMAKE_BINARY_DIR}}/bin/native \"${{OLD_NATIVE}}\")\n"
+    );
+    let fx = Fixture::new(&cmake).await;
+    let mut spec = fx.spec("v1");
+    spec.cmake_flags.set("-DNEW_NATIVE=OFF".parse().unwrap());
+    spec.renamed = vec![provisioner_core::OptionRename {
+        old: "OLD_NATIVE".to_string(),
+        new: "NEW_NATIVE".to_string(),
+    }];
+    spec.artifacts.push("bin/native".to_string());
+    let progress = Arc::new(Recorder::default());
+    let builder = CmakeSourceBuilder::new(
+        counting(),
+        Arc::new(AllowAll),
+        progress.clone(),
+        Arc::new(SystemClock),
+        HostFacts {
+            jobs: 2,
+            ..HostFacts::detect()
+        },
+    );
+    let built = builder.ensure_built(&spec).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(built.dir.join("bin/native")).unwrap(),
+        "OFF"
+    );
+    assert!(
+        built.flags.contains(&"-DOLD_NATIVE=OFF".to_string()),
+        "{:?}",
+        built.flags
+    );
+    assert!(!built.flags.iter().any(|f| f.contains("NEW_NATIVE")));
+    let notes = progress.notes();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("declares OLD_NATIVE but not NEW_NATIVE")),
+        "{notes:?}"
+    );
 }
 
 /// Pids of the processes of group `pgid` that are not zombies.

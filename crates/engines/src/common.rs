@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use provisioner_core::{
     Backend, CacheEntries, CacheEntry, EngineMetadata, EnvName, Error, IdentityCheck, KnownFacts,
-    Layout, Mode, ModelRef, ModelRequest, ModelStaging, PoolConfig, PoolId, PreparedEngine, Probe,
-    Result, Secret, SourceProvenance, Step,
+    Layout, Mode, ModelRef, ModelRequest, ModelStaging, OptionRename, PoolConfig, PoolId,
+    PreparedEngine, Probe, Result, Secret, SourceProvenance, Step,
 };
 
 use crate::args::ServerArgs;
@@ -53,11 +53,9 @@ pub trait Recipe: Send + Sync {
     }
 
     /// Normalises a source build's CMake cache entries: the entries cmake gets, the backend they
-    /// select, and notes on what was changed. Only called for engines with [`Recipe::source`].
-    fn cmake_entries(
-        &self,
-        _configured: &[CacheEntry],
-    ) -> Result<(CacheEntries, Backend, Vec<String>)> {
+    /// select, the old option names that were mapped, and notes on what was changed. Only
+    /// called for engines with [`Recipe::source`].
+    fn cmake_entries(&self, _configured: &[CacheEntry]) -> Result<CmakeChoice> {
         Err(no_source_build(self.engine()))
     }
 
@@ -78,6 +76,19 @@ pub trait Recipe: Send + Sync {
     fn identity(&self, _evidence: Evidence<'_>) -> Option<IdentityCheck> {
         None
     }
+}
+
+/// What a recipe makes of a pool's CMake cache entries.
+#[derive(Debug, Clone, Default)]
+pub struct CmakeChoice {
+    /// The entries cmake gets.
+    pub entries: CacheEntries,
+    /// The backend they select.
+    pub backend: Backend,
+    /// Entries given under an old option name, passed under its successor.
+    pub renamed: Vec<OptionRename>,
+    /// What was changed, for the plan.
+    pub notes: Vec<String>,
 }
 
 /// What proves which build a running engine is.

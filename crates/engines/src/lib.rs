@@ -26,8 +26,8 @@ use provisioner_core::{
 
 pub use args::{ServerArgs, parse_options};
 pub use common::{
-    ContainerFacts, ENV_FILE, EnvFile, Evidence, Listen, ModelInput, NativeFacts, PoolInputs,
-    Recipe, SharedMemory, SourceFacts,
+    CmakeChoice, ContainerFacts, ENV_FILE, EnvFile, Evidence, Listen, ModelInput, NativeFacts,
+    PoolInputs, Recipe, SharedMemory, SourceFacts,
 };
 pub use llamacpp::{LlamaCpp, backend_from_output, normalise_cmake_flags, parse_llamacpp_version};
 pub use modes::container::{container_engine_version, container_name};

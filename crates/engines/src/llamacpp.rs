@@ -9,12 +9,13 @@
 //! is `llama-server` (docs/docker.md).
 
 use provisioner_core::{
-    Backend, CacheEntries, CacheEntry, Engine, Error, IdentityCheck, Mode, PoolConfig, Result,
+    Backend, CacheEntries, CacheEntry, Engine, Error, IdentityCheck, Mode, OptionRename,
+    PoolConfig, Result,
 };
 
 use crate::args::{ServerArgs, parse_options};
 use crate::common::{
-    ContainerFacts, Evidence, Listen, NativeFacts, Recipe, SharedMemory, SourceFacts,
+    CmakeChoice, ContainerFacts, Evidence, Listen, NativeFacts, Recipe, SharedMemory, SourceFacts,
 };
 
 /// Default HTTP port of llama-server.
@@ -38,15 +39,115 @@ const ALIASES: &[(&str, &str)] = &[
     ("-nocb", "--no-cont-batching"),
 ];
 
-/// Old CMake switches and the ggml ones that replaced them.
-const LEGACY_FLAGS: &[(&str, &str)] = &[
+/// Build options of ggml (`option(...)` in ggml/CMakeLists.txt of release b11312, plus options
+/// older trees declared). In June 2024 llama.cpp renamed its `LLAMA_<X>` switches for ggml to
+/// `GGML_<X>`; trees since then ignore the old spellings, except the few that
+/// `llama_option_depr` in the top-level CMakeLists.txt forwards, and only when they are ON. So
+/// `-DLLAMA_NATIVE=OFF` is silently lost there and the build targets `-march=native`.
+const GGML_OPTIONS: &[&str] = &[
+    "GGML_ACCELERATE",
+    "GGML_ALL_WARNINGS",
+    "GGML_ALL_WARNINGS_3RD_PARTY",
+    "GGML_AMX_BF16",
+    "GGML_AMX_INT8",
+    "GGML_AMX_TILE",
+    "GGML_AVX",
+    "GGML_AVX2",
+    "GGML_AVX512",
+    "GGML_AVX512_BF16",
+    "GGML_AVX512_VBMI",
+    "GGML_AVX512_VNNI",
+    "GGML_AVX_VNNI",
+    "GGML_BACKEND_DL",
+    "GGML_BLAS",
+    "GGML_BMI2",
+    "GGML_CANN",
+    "GGML_CCACHE",
+    "GGML_CPU",
+    "GGML_CPU_ALL_VARIANTS",
+    "GGML_CPU_HBM",
+    "GGML_CPU_KLEIDIAI",
+    "GGML_CPU_REPACK",
+    "GGML_CUDA",
+    "GGML_CUDA_F16",
+    "GGML_CUDA_FA",
+    "GGML_CUDA_FA_ALL_QUANTS",
+    "GGML_CUDA_FORCE_CUBLAS",
+    "GGML_CUDA_FORCE_DMMV",
+    "GGML_CUDA_FORCE_MMQ",
+    "GGML_CUDA_GRAPHS",
+    "GGML_CUDA_NCCL",
+    "GGML_CUDA_NO_PEER_COPY",
+    "GGML_CUDA_NO_VMM",
+    "GGML_F16C",
+    "GGML_FATAL_WARNINGS",
+    "GGML_FMA",
+    "GGML_GPROF",
+    "GGML_HIP",
+    "GGML_HIP_GRAPHS",
+    "GGML_HIP_NO_VMM",
+    "GGML_HIP_UMA",
+    "GGML_KOMPUTE",
+    "GGML_LASX",
+    "GGML_LLAMAFILE",
+    "GGML_LSX",
+    "GGML_LTO",
+    "GGML_METAL",
+    "GGML_METAL_EMBED_LIBRARY",
+    "GGML_METAL_NDEBUG",
+    "GGML_METAL_SHADER_DEBUG",
+    "GGML_MUSA",
+    "GGML_NATIVE",
+    "GGML_OPENCL",
+    "GGML_OPENMP",
+    "GGML_RPC",
+    "GGML_RVV",
+    "GGML_SSE42",
+    "GGML_STATIC",
+    "GGML_SYCL",
+    "GGML_SYCL_F16",
+    "GGML_VULKAN",
+    "GGML_VULKAN_CHECK_RESULTS",
+    "GGML_VULKAN_DEBUG",
+    "GGML_VULKAN_MEMORY_DEBUG",
+    "GGML_VULKAN_RUN_TESTS",
+    "GGML_VULKAN_SHADER_DEBUG_INFO",
+    "GGML_VULKAN_VALIDATE",
+];
+
+/// llama.cpp's own options whose suffix is also a ggml option's: not old names.
+const LLAMA_OWN_OPTIONS: &[&str] = &[
+    "LLAMA_ALL_WARNINGS",
+    "LLAMA_ALL_WARNINGS_3RD_PARTY",
+    "LLAMA_FATAL_WARNINGS",
+    "LLAMA_BUILD_TESTS",
+    "LLAMA_BUILD_EXAMPLES",
+];
+
+/// Old names that are not `LLAMA_<X>` → `GGML_<X>` (the backends renamed at the same time or
+/// since: CUBLAS → CUDA, HIPBLAS → HIP).
+const OTHER_OLD_NAMES: &[(&str, &str)] = &[
     ("LLAMA_CUBLAS", "GGML_CUDA"),
-    ("LLAMA_CUDA", "GGML_CUDA"),
     ("GGML_CUBLAS", "GGML_CUDA"),
     ("LLAMA_HIPBLAS", "GGML_HIP"),
     ("GGML_HIPBLAS", "GGML_HIP"),
-    ("LLAMA_VULKAN", "GGML_VULKAN"),
+    ("LLAMA_HIP_UMA", "GGML_HIP_UMA"),
 ];
+
+/// The name that replaced an old llama.cpp CMake option name, if `name` is one.
+pub fn successor(name: &str) -> Option<&'static str> {
+    if let Some((_, new)) = OTHER_OLD_NAMES.iter().find(|(old, _)| *old == name) {
+        return Some(new);
+    }
+    let suffix = name.strip_prefix("LLAMA_")?;
+    if LLAMA_OWN_OPTIONS.contains(&name) {
+        return None;
+    }
+    GGML_OPTIONS
+        .iter()
+        .find(|option| option.strip_prefix("GGML_") == Some(suffix))
+        .copied()
+}
 
 /// Defaults the provisioner adds when the config does not set them, and why.
 const DEFAULT_FLAGS: &[(&str, &str)] = &[
@@ -186,10 +287,7 @@ impl Recipe for LlamaCpp {
         Some(&SOURCE)
     }
 
-    fn cmake_entries(
-        &self,
-        configured: &[CacheEntry],
-    ) -> Result<(CacheEntries, Backend, Vec<String>)> {
+    fn cmake_entries(&self, configured: &[CacheEntry]) -> Result<CmakeChoice> {
         normalise_cmake_flags(configured)
     }
 
@@ -221,36 +319,63 @@ impl Recipe for LlamaCpp {
     }
 }
 
-/// Normalises configured CMake entries: legacy names mapped to ggml's, duplicates resolved (last
-/// wins), defaults added, sorted. Returns the entries, the backend they select and notes on what
-/// was mapped.
-pub fn normalise_cmake_flags(
-    configured: &[CacheEntry],
-) -> Result<(CacheEntries, Backend, Vec<String>)> {
+/// Normalises configured CMake entries: old option names mapped to their successors whatever
+/// their value (an old and a new name given different values is an error), duplicates resolved
+/// (last wins), defaults added, sorted. Returns the entries, the backend they select, the names
+/// mapped (so the builder can pass an old name to a tree that knows only that one) and notes.
+pub fn normalise_cmake_flags(configured: &[CacheEntry]) -> Result<CmakeChoice> {
     let field = "provisioning.source.build.cmake_flags";
+    let at = |name: &str| {
+        let index = configured.iter().rposition(|e| e.name == name).unwrap_or(0);
+        format!("{field}[{index}]")
+    };
     let mut entries = CacheEntries::from_entries(configured);
-    let mut notes = Vec::new();
-    for (legacy, current) in LEGACY_FLAGS {
-        if let Some(old) = entries.remove(legacy) {
-            // The legacy switch is honoured, not dropped: `-DLLAMA_CUBLAS=ON` means CUDA.
-            if entries.get(current).is_none() {
-                notes.push(format!(
-                    "{legacy} is an old name of {current}; building with -D{current}={}",
-                    old.value
+    let mut choice = CmakeChoice::default();
+    let old_names: Vec<String> = entries
+        .iter()
+        .filter(|e| successor(&e.name).is_some())
+        .map(|e| e.name.clone())
+        .collect();
+    for old_name in old_names {
+        let Some(new_name) = successor(&old_name) else {
+            continue;
+        };
+        let Some(old) = entries.remove(&old_name) else {
+            continue;
+        };
+        match entries.get(new_name) {
+            Some(new) if new.value != old.value => {
+                return Err(Error::invalid(
+                    at(&old_name),
+                    format!(
+                        "-D{old_name}={} and -D{new_name}={} disagree: {old_name} is the old name of {new_name}; give it once",
+                        old.value, new.value
+                    ),
                 ));
+            }
+            Some(_) => {}
+            None => {
                 entries.set(CacheEntry {
-                    name: current.to_string(),
+                    name: new_name.to_string(),
                     kind: old.kind,
-                    value: old.value,
+                    value: old.value.clone(),
                 });
             }
         }
+        choice.notes.push(format!(
+            "{old_name} is the old name of {new_name}: building with -D{new_name}={}",
+            old.value
+        ));
+        choice.renamed.push(OptionRename {
+            old: old_name.clone(),
+            new: new_name.to_string(),
+        });
     }
     if let Some((commit, number)) = SOURCE.build_info {
         for name in [commit, number] {
             if entries.get(name).is_some() {
                 return Err(Error::invalid(
-                    field,
+                    at(name),
                     format!("{name} is set by the provisioner from the resolved commit; remove it"),
                 ));
             }
@@ -259,7 +384,7 @@ pub fn normalise_cmake_flags(
     for (name, value) in DEFAULT_FLAGS {
         entries.set_default(name, value);
     }
-    let backend = if entries.is_on("GGML_CUDA") {
+    choice.backend = if entries.is_on("GGML_CUDA") {
         Backend::Cuda
     } else if entries.is_on("GGML_HIP") {
         Backend::Hip
@@ -268,7 +393,8 @@ pub fn normalise_cmake_flags(
     } else {
         Backend::Cpu
     };
-    Ok((entries, backend, notes))
+    choice.entries = entries;
+    Ok(choice)
 }
 
 /// What `llama-server --version` reports, as a version label: `b<build>-<commit>`.
@@ -323,19 +449,69 @@ mod tests {
         assert_eq!(parse_llamacpp_version("nothing here"), None);
     }
 
+    fn entries(flags: &[&str]) -> Vec<CacheEntry> {
+        flags.iter().map(|f| f.parse().unwrap()).collect()
+    }
+
     #[test]
-    fn legacy_switches_map_to_ggml_and_say_so() {
-        let entries: Vec<CacheEntry> = ["-DLLAMA_CUBLAS=ON", "-DGGML_NATIVE=off"]
-            .iter()
-            .map(|f| f.parse().unwrap())
-            .collect();
-        let (entries, backend, notes) = normalise_cmake_flags(&entries).unwrap();
-        assert_eq!(backend, Backend::Cuda);
-        assert!(entries.is_on("GGML_CUDA"));
-        assert!(entries.get("LLAMA_CUBLAS").is_none());
-        assert_eq!(
-            notes,
-            vec!["LLAMA_CUBLAS is an old name of GGML_CUDA; building with -DGGML_CUDA=ON"]
+    fn old_names_map_to_ggml_whatever_their_value_and_say_so() {
+        let choice = normalise_cmake_flags(&entries(&[
+            "-DLLAMA_CUBLAS=ON",
+            "-DLLAMA_NATIVE=OFF",
+            "-DLLAMA_AVX2=OFF",
+            "-DLLAMA_CUDA_FORCE_MMQ=ON",
+        ]))
+        .unwrap();
+        assert_eq!(choice.backend, Backend::Cuda);
+        let flags = choice.entries.to_flags();
+        for expected in [
+            "-DGGML_CUDA=ON",
+            "-DGGML_NATIVE=OFF",
+            "-DGGML_AVX2=OFF",
+            "-DGGML_CUDA_FORCE_MMQ=ON",
+        ] {
+            assert!(flags.contains(&expected.to_string()), "{flags:?}");
+        }
+        assert!(
+            !flags.iter().any(|f| f.starts_with("-DLLAMA_CUBLAS")),
+            "{flags:?}"
+        );
+        assert!(
+            choice.notes.contains(
+                &"LLAMA_NATIVE is the old name of GGML_NATIVE: building with -DGGML_NATIVE=OFF"
+                    .to_string()
+            ),
+            "{:?}",
+            choice.notes
+        );
+        assert_eq!(choice.renamed.len(), 4);
+    }
+
+    #[test]
+    fn llamas_own_options_are_not_old_names() {
+        for own in [
+            "LLAMA_BUILD_SERVER",
+            "LLAMA_CURL",
+            "LLAMA_ALL_WARNINGS",
+            "LLAMA_BUILD_TESTS",
+        ] {
+            assert_eq!(successor(own), None, "{own}");
+        }
+        assert_eq!(successor("LLAMA_HIPBLAS"), Some("GGML_HIP"));
+        assert_eq!(successor("LLAMA_LTO"), Some("GGML_LTO"));
+    }
+
+    #[test]
+    fn an_old_and_a_new_name_that_disagree_is_an_error() {
+        let error = normalise_cmake_flags(&entries(&["-DGGML_NATIVE=ON", "-DLLAMA_NATIVE=OFF"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("provisioning.source.build.cmake_flags[1]: -DLLAMA_NATIVE=OFF and -DGGML_NATIVE=ON disagree"),
+            "{error}"
+        );
+        assert!(
+            normalise_cmake_flags(&entries(&["-DGGML_NATIVE=OFF", "-DLLAMA_NATIVE=0"])).is_ok()
         );
     }
 }

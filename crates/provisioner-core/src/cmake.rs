@@ -88,6 +88,15 @@ impl std::fmt::Display for CacheEntry {
     }
 }
 
+/// An option given under its old name and passed under the name that replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct OptionRename {
+    /// The name the configuration used (`LLAMA_NATIVE`).
+    pub old: String,
+    /// The name it is passed as (`GGML_NATIVE`).
+    pub new: String,
+}
+
 /// A de-duplicated, sorted set of cache entries: for a repeated name the last one wins, as in
 /// cmake. Serialised as the list of flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

@@ -34,7 +34,7 @@ pub mod tools;
 pub mod vocabulary;
 
 pub use checksum::{Algorithm, Checksum};
-pub use cmake::{CacheEntries, CacheEntry};
+pub use cmake::{CacheEntries, CacheEntry, OptionRename};
 pub use config::{Config, Format, PoolConfig};
 pub use error::{Error, ErrorCode, FieldError, Result};
 pub use image::ImageReference;

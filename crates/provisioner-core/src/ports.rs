@@ -644,6 +644,9 @@ pub struct SourceBuildSpec {
     pub generator: Option<Generator>,
     /// Normalised cache entries.
     pub cmake_flags: CacheEntries,
+    /// Entries given under an old option name and passed under its successor: when the tree
+    /// being built declares only the old name, the builder passes that one instead.
+    pub renamed: Vec<crate::cmake::OptionRename>,
     /// Variables set from the resolved commit.
     pub build_info: Option<BuildInfoVariables>,
     /// Targets to build.

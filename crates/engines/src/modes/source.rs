@@ -52,8 +52,8 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
             ));
         }
     };
-    let (entries, backend, notes) = recipe.cmake_entries(&source.build.cmake_flags)?;
-    common.notes.extend(notes);
+    let cmake = recipe.cmake_entries(&source.build.cmake_flags)?;
+    common.notes.extend(cmake.notes);
     let spec = SourceBuildSpec {
         engine: recipe.engine(),
         cache_dir: layout.dir_or(
@@ -64,14 +64,15 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
         reference,
         submodules: source.submodules.unwrap_or(false),
         generator: source.build.generator,
-        cmake_flags: entries,
+        cmake_flags: cmake.entries,
+        renamed: cmake.renamed,
         build_info: facts.build_info.map(|(commit, number)| BuildInfoVariables {
             commit: commit.to_string(),
             number: number.to_string(),
         }),
         targets: facts.targets.iter().map(|t| t.to_string()).collect(),
         artifacts: facts.artifacts.iter().map(|a| a.to_string()).collect(),
-        backend,
+        backend: cmake.backend,
         allow_package_installs: common.pool.allow_package_installs(),
     };
     Ok(Inputs { spec })
