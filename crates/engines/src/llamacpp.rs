@@ -13,7 +13,7 @@ use provisioner_core::{
     PoolConfig, Result,
 };
 
-use crate::args::{ServerArgs, parse_options};
+use crate::args::{OptionTable, ServerArgs, parse_options};
 use crate::common::{
     CmakeChoice, ContainerFacts, Evidence, Listen, NativeFacts, Recipe, SharedMemory, SourceFacts,
 };
@@ -22,22 +22,41 @@ use crate::common::{
 const DEFAULT_PORT: u16 = 8080;
 
 /// Canonical spellings of llama-server options that have several (common/arg.cpp).
-const ALIASES: &[(&str, &str)] = &[
-    ("-ngl", "--n-gpu-layers"),
-    ("--ngl", "--n-gpu-layers"),
-    ("--gpu-layers", "--n-gpu-layers"),
-    ("-m", "--model"),
-    ("-c", "--ctx-size"),
-    ("-np", "--parallel"),
-    ("-t", "--threads"),
-    ("-a", "--alias"),
-    ("-ts", "--tensor-split"),
-    ("-b", "--batch-size"),
-    ("-ub", "--ubatch-size"),
-    ("-fa", "--flash-attn"),
-    ("-cb", "--cont-batching"),
-    ("-nocb", "--no-cont-batching"),
-];
+/// llama-server's option spellings (common/arg.cpp of release b11312): the short and older
+/// forms mapped to one long form, and the options whose every occurrence counts (each one adds
+/// an adapter, a control vector, a key override, a tensor override, a sampler sequence
+/// breaker or an API key to a list).
+const OPTIONS: OptionTable = OptionTable {
+    aliases: &[
+        ("-ngl", "--n-gpu-layers"),
+        ("--ngl", "--n-gpu-layers"),
+        ("--gpu-layers", "--n-gpu-layers"),
+        ("-m", "--model"),
+        ("-c", "--ctx-size"),
+        ("-np", "--parallel"),
+        ("-t", "--threads"),
+        ("-a", "--alias"),
+        ("-ts", "--tensor-split"),
+        ("-b", "--batch-size"),
+        ("-ub", "--ubatch-size"),
+        ("-fa", "--flash-attn"),
+        ("-cb", "--cont-batching"),
+        ("-nocb", "--no-cont-batching"),
+        ("-ot", "--override-tensor"),
+        ("-otd", "--override-tensor-draft"),
+    ],
+    repeatable: &[
+        "--lora",
+        "--lora-scaled",
+        "--control-vector",
+        "--control-vector-scaled",
+        "--override-kv",
+        "--override-tensor",
+        "--override-tensor-draft",
+        "--dry-sequence-breaker",
+        "--api-key",
+    ],
+};
 
 /// Build options of ggml (`option(...)` in ggml/CMakeLists.txt of release b11312, plus options
 /// older trees declared). In June 2024 llama.cpp renamed its `LLAMA_<X>` switches for ggml to
@@ -214,9 +233,9 @@ impl Recipe for LlamaCpp {
     fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
         let flags = &pool.provisioning.flags;
         let field = "provisioning.flags";
-        let mut options = parse_options(flags, ALIASES, field)?;
+        let mut options = parse_options(flags, &OPTIONS, field)?;
         let at = |option: &str| {
-            let index = ServerArgs::position_in(flags, ALIASES, option).unwrap_or(0);
+            let index = ServerArgs::position_in(flags, &OPTIONS, option).unwrap_or(0);
             format!("{field}[{index}]")
         };
         if options.get("--model").is_some() {
@@ -241,16 +260,36 @@ impl Recipe for LlamaCpp {
                 ),
             ));
         }
-        if let Some(ctx) = pool.ctx
-            && options.get("--ctx-size").is_none()
-        {
-            options.set("--ctx-size", Some(ctx.to_string()));
-        }
-        if let Some(split) = &pool.tensor_split
-            && options.get("--tensor-split").is_none()
-        {
-            let text: Vec<String> = split.iter().map(|v| v.to_string()).collect();
-            options.set("--tensor-split", Some(text.join(",")));
+        // The pool's own keys and the flags they become: one value, given in either place.
+        let from_pool = [
+            ("ctx", "--ctx-size", pool.ctx.map(|ctx| ctx.to_string())),
+            (
+                "tensor_split",
+                "--tensor-split",
+                pool.tensor_split.as_ref().map(|split| {
+                    split
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
+            ),
+        ];
+        for (key, option, value) in from_pool {
+            let Some(value) = value else { continue };
+            match options.get(option) {
+                None => options.set(option, Some(value)),
+                Some(Some(given)) if same_setting(option, given, &value) => {}
+                Some(given) => {
+                    return Err(Error::invalid(
+                        at(option),
+                        format!(
+                            "{option} {} disagrees with the pool's {key}: {value}; give it in one place",
+                            given.as_deref().unwrap_or("(no value)")
+                        ),
+                    ));
+                }
+            }
         }
         Ok(options)
     }
@@ -319,9 +358,23 @@ impl Recipe for LlamaCpp {
     }
 }
 
+/// Whether a flag's value and a pool key's value say the same: equal, or for
+/// `--tensor-split` the same proportions (`3,1` and `3.0,1.0`; llama-server also takes `/`).
+fn same_setting(option: &str, given: &str, from_pool: &str) -> bool {
+    if given == from_pool {
+        return true;
+    }
+    let numbers = |text: &str| -> Option<Vec<f64>> {
+        text.split([',', '/'])
+            .map(|part| part.trim().parse::<f64>().ok())
+            .collect()
+    };
+    option == "--tensor-split" && numbers(given).is_some() && numbers(given) == numbers(from_pool)
+}
+
 /// Normalises configured CMake entries: old option names mapped to their successors whatever
-/// their value (an old and a new name given different values is an error), duplicates resolved
-/// (last wins), defaults added, sorted. Returns the entries, the backend they select, the names
+/// their value (a name given twice, or an old and a new name, with different values is an
+/// error), defaults added, sorted. Returns the entries, the backend they select, the names
 /// mapped (so the builder can pass an old name to a tree that knows only that one) and notes.
 pub fn normalise_cmake_flags(configured: &[CacheEntry]) -> Result<CmakeChoice> {
     let field = "provisioning.source.build.cmake_flags";
@@ -329,6 +382,20 @@ pub fn normalise_cmake_flags(configured: &[CacheEntry]) -> Result<CmakeChoice> {
         let index = configured.iter().rposition(|e| e.name == name).unwrap_or(0);
         format!("{field}[{index}]")
     };
+    for (index, entry) in configured.iter().enumerate() {
+        if let Some(earlier) = configured[..index]
+            .iter()
+            .position(|e| e.name == entry.name && e.value != entry.value)
+        {
+            return Err(Error::invalid(
+                format!("{field}[{index}]"),
+                format!(
+                    "{entry} disagrees with {} at {field}[{earlier}]; give {} once",
+                    configured[earlier], entry.name
+                ),
+            ));
+        }
+    }
     let mut entries = CacheEntries::from_entries(configured);
     let mut choice = CmakeChoice::default();
     let old_names: Vec<String> = entries

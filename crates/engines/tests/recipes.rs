@@ -37,7 +37,7 @@ pools:
         ref: file:/models/tiny.gguf
       ports: [8081]
       env: {{ LLAMA_LOG_COLORS: "off" }}
-      flags: [--metrics, -ngl, "99", --parallel, "1", --gpu-layers, "98"]
+      flags: [--metrics, -ngl, "99", --parallel, "1", --gpu-layers, "99"]
 "#,
         zeros = "0".repeat(64)
     )
@@ -741,4 +741,167 @@ pools:
         s,
         Step::WriteEnvFile { variables, .. } if variables == &["HF_TOKEN", "OMP_NUM_THREADS"]
     )));
+}
+
+/// Every value a pool can give twice must say the same both times, else the config error names
+/// both places (and never does the plan show one value while prepare uses the other).
+#[test]
+fn a_value_given_twice_must_agree() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let cases: [(&str, &str); 3] = [
+        (
+            "-c, \"4096\", --ctx-size, \"8192\"",
+            "provisioning.flags[2]: `--ctx-size 8192` disagrees with `-c 4096` at provisioning.flags[0]",
+        ),
+        (
+            "-ngl, \"99\", --gpu-layers=0",
+            "provisioning.flags[2]: `--gpu-layers=0` disagrees with `-ngl 99`",
+        ),
+        ("--metrics, --metrics=false", "disagrees with `--metrics`"),
+    ];
+    for (flags, expected) in cases {
+        let error = provisioner
+            .plan(&source_pool(flags))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{flags}: {error}");
+    }
+    // The same value twice is one value.
+    assert!(
+        provisioner
+            .plan(&source_pool("-c, \"4096\", --ctx-size=4096"))
+            .is_ok()
+    );
+
+    // The pool's own keys against the flags they become.
+    let mut pool = source_pool("-c, \"8192\"");
+    pool.ctx = Some(4096);
+    let error = provisioner.plan(&pool).unwrap_err().to_string();
+    assert!(
+        error
+            .contains("provisioning.flags[0]: --ctx-size 8192 disagrees with the pool's ctx: 4096"),
+        "{error}"
+    );
+    let mut pool = source_pool("-ts, \"3.0/1\"");
+    pool.tensor_split = Some(vec![3.0, 1.0]);
+    assert!(provisioner.plan(&pool).is_ok());
+    pool.tensor_split = Some(vec![1.0, 1.0]);
+    assert!(provisioner.plan(&pool).is_err());
+
+    // A CMake entry given twice.
+    let mut pool = source_pool("");
+    pool.provisioning.source.as_mut().unwrap().build.cmake_flags = vec![
+        "-DGGML_CUDA=ON".parse().unwrap(),
+        "-DGGML_AVX2=OFF".parse().unwrap(),
+        "-DGGML_CUDA=OFF".parse().unwrap(),
+    ];
+    let error = provisioner.plan(&pool).unwrap_err().to_string();
+    assert!(
+        error.contains("cmake_flags[2]: -DGGML_CUDA=OFF disagrees with -DGGML_CUDA=ON at provisioning.source.build.cmake_flags[0]"),
+        "{error}"
+    );
+}
+
+#[test]
+fn options_llama_server_accumulates_keep_every_occurrence() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let plan = provisioner
+        .plan(&source_pool(
+            "--lora, a.gguf, -ot, \"exps=CPU\", --lora, b.gguf, -ot, \"blk=CUDA0\"",
+        ))
+        .unwrap();
+    let text = serde_json::to_string(&plan).unwrap();
+    let loras: Vec<_> = text.match_indices("\"--lora\"").collect();
+    assert_eq!(loras.len(), 2, "{text}");
+    assert!(
+        text.contains("\"--override-tensor\",\"exps=CPU\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"--override-tensor\",\"blk=CUDA0\""),
+        "{text}"
+    );
+}
+
+/// A release URL names its version; `binary.version` must agree with it, and at prepare the
+/// server must report the release both name.
+#[tokio::test]
+async fn a_binary_version_must_agree_with_its_release_url_and_with_the_server() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let mut pool = binary_pool(Some("b6001"));
+    pool.provisioning.binary.as_mut().unwrap().url = Some(
+        "https://github.com/ggml-org/llama.cpp/releases/download/b6000/llama-b6000-bin-ubuntu-x64.zip"
+            .parse()
+            .unwrap(),
+    );
+    let error = provisioner.plan(&pool).unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "provisioning.binary.version: `b6001` disagrees with the release `b6000` in binary.url"
+        ),
+        "{error}"
+    );
+
+    let error = Provisioner::new(binary_ports("version: 5000 (abc1234)"), layout())
+        .prepare(&binary_pool(Some("b6000")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("reports version b5000-abc1234, but binary.version says b6000"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_image_tag_or_digest_given_twice_must_agree() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let pool = |container: &str| {
+        let text = format!(
+            r#"
+pools:
+  - id: v
+    engine: vllm
+    provisioning:
+      mode: container
+      container: {container}
+      model: {{ ref: "file:/models/m" }}
+"#
+        );
+        Config::parse(&text, Format::Yaml, "v.yaml").unwrap().pools[0].clone()
+    };
+    let a = format!("sha256:{}", "a".repeat(64));
+    let b = format!("sha256:{}", "b".repeat(64));
+    let cases = [
+        (
+            "{ image: \"127.0.0.1:5000/vllm/vllm-openai:v0.9.0\", tag: v0.10.0 }".to_string(),
+            "provisioning.container.tag: `v0.10.0` disagrees with the tag `v0.9.0` in container.image",
+        ),
+        (
+            format!("{{ image: \"127.0.0.1:5000/vllm/vllm-openai@{a}\", digest: \"{b}\" }}"),
+            "provisioning.container.digest",
+        ),
+        (
+            format!(
+                "{{ image: \"127.0.0.1:5000/vllm/vllm-openai\", tag: \"{a}\", digest: \"{b}\" }}"
+            ),
+            "provisioning.container.digest",
+        ),
+    ];
+    for (container, expected) in cases {
+        let error = provisioner.plan(&pool(&container)).unwrap_err().to_string();
+        assert!(error.contains(expected), "{container}: {error}");
+    }
+    // Given twice and agreeing: the plan shows the one image prepare pulls.
+    let plan = provisioner
+        .plan(&pool(
+            "{ image: \"127.0.0.1:5000/vllm/vllm-openai:v0.9.0\", tag: v0.9.0 }",
+        ))
+        .unwrap();
+    let text = serde_json::to_string(&plan).unwrap();
+    assert!(
+        text.contains(r#""image":"127.0.0.1:5000/vllm/vllm-openai","tag":"v0.9.0""#),
+        "{text}"
+    );
+    assert!(!text.contains("v0.10.0"));
 }

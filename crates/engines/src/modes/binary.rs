@@ -28,6 +28,16 @@ pub fn inputs(recipe: &dyn Recipe, common: &PoolInputs, layout: &Layout) -> Resu
     let checksum = binary.checksum.ok_or_else(|| {
         Error::invalid("provisioning.binary.checksum", "required for mode binary")
     })?;
+    if let (Some(version), Some(tag)) = (&binary.version, release_tag(&url))
+        && !versions_agree(version, tag)
+    {
+        return Err(Error::invalid(
+            "provisioning.binary.version",
+            format!(
+                "`{version}` disagrees with the release `{tag}` in binary.url (…/releases/download/{tag}/…); give the version in one place"
+            ),
+        ));
+    }
     Ok(Inputs {
         spec: BinaryInstallSpec {
             engine: recipe.engine(),
@@ -103,6 +113,30 @@ pub async fn prepare(
     let env_file = common.write_env_file(ports).await?;
     let output = artifact.version_output.as_deref().unwrap_or("");
     let reported = recipe.reported_version(output);
+    let pinned = inputs
+        .version
+        .as_deref()
+        .map(|v| (v, "binary.version"))
+        .or_else(|| release_tag(&inputs.spec.url).map(|tag| (tag, "the release in binary.url")));
+    if let (Some(reported), Some((pinned, place))) = (&reported, pinned)
+        && !versions_agree(pinned, reported)
+    {
+        return Err(Error::Download {
+            url: inputs.spec.url.redacted(),
+            message: format!(
+                "the server in it reports version {reported}, but {place} says {pinned}: it is another release than the one pinned"
+            ),
+            hint: Some(if place == "binary.version" {
+                format!(
+                    "point provisioning.binary.url and checksum at release {pinned}, or set provisioning.binary.version to {reported}"
+                )
+            } else {
+                format!(
+                    "point provisioning.binary.url and checksum at one release: this URL names {pinned}, its contents are {reported}"
+                )
+            }),
+        });
+    }
     let version = inputs
         .version
         .clone()
@@ -139,4 +173,52 @@ pub async fn prepare(
         }),
     };
     Ok(finish(common, outcome, env_file, plan_digest))
+}
+
+/// The release tag of a download URL, when it has the `/releases/download/<tag>/` form that
+/// GitHub (and Gitea/Forgejo) use for release assets.
+pub fn release_tag(url: &provisioner_core::SafeUrl) -> Option<&str> {
+    let parts: Vec<&str> = url.path().split('/').collect();
+    parts
+        .windows(4)
+        .find(|w| w[0] == "releases" && w[1] == "download" && !w[2].is_empty())
+        .map(|w| w[2])
+}
+
+/// Whether two version labels name one release: the same first part (up to the first `-` or
+/// `+`, a leading `v` ignored), so `b6000` agrees with `b6000-abc1234` and `v0.9.0` with
+/// `0.9.0`, while `b6000` and `b6001` disagree.
+pub fn versions_agree(a: &str, b: &str) -> bool {
+    let head = |v: &str| {
+        let v = v.trim();
+        let v = v.strip_prefix(['v', 'V']).unwrap_or(v);
+        v.split(['-', '+']).next().unwrap_or(v).to_string()
+    };
+    head(a) == head(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_release_tag_is_the_part_after_releases_download() {
+        let url: provisioner_core::SafeUrl =
+            "https://github.com/ggml-org/llama.cpp/releases/download/b6000/llama-b6000-bin-ubuntu-x64.zip"
+                .parse()
+                .unwrap();
+        assert_eq!(release_tag(&url), Some("b6000"));
+        let plain: provisioner_core::SafeUrl =
+            "https://example.org/llama-b6000.zip".parse().unwrap();
+        assert_eq!(release_tag(&plain), None);
+    }
+
+    #[test]
+    fn versions_agree_on_their_first_part_only() {
+        assert!(versions_agree("b6000", "b6000-abc1234"));
+        assert!(versions_agree("v0.9.0", "0.9.0"));
+        assert!(versions_agree("b6000-release", "b6000-abc1234"));
+        assert!(!versions_agree("b6000", "b6001-abc1234"));
+        assert!(!versions_agree("v0.9.0", "v0.10.0"));
+    }
 }
