@@ -8,7 +8,7 @@
 //!   SHA-512 or BLAKE3), resumable with HTTP range requests.
 //! - [`unpack()`](unpack::unpack) unpacks `.tar.gz`, `.tar.zst`, `.tar.xz` and `.zip` archives
 //!   (all with pure-Rust decoders) treating every entry as hostile, and
-//!   [`copy_executable`](unpack::copy_executable) installs a bare executable.
+//!   [`copy_executable`] installs a bare executable.
 //! - [`BinaryArtifactInstaller`] implements [`provisioner_core::BinaryInstaller`]: policy check,
 //!   download, unpack, a version run through the [`provisioner_core::Shell`] port, and an atomic
 //!   install through the shared transaction ([`adapters_host::install::InstallRoot`]).
@@ -32,7 +32,7 @@
 //!   a body shorter than its `Content-Length` is reported as truncated;
 //! - dropping the future stops the blocking download at its next read.
 //!
-//! Archives (see [`unpack`] for the full list): every entry is validated before anything is
+//! Archives (see [`mod@unpack`] for the full list): every entry is validated before anything is
 //! written for it; absolute paths, `..`, links leaving the tree, writes through links, devices and
 //! fifos are refused; entries and bytes actually written are capped ([`provisioner_core::UnpackLimits`]);
 //! only the executable bit survives (no setuid, setgid or sticky bits).

@@ -25,8 +25,13 @@
 //! 5. **Policy.** `Action::PullImage` before any registry request, so offline mode and the host
 //!    allowlist refuse non-loopback registries.
 //! 6. **Registry** (oci-client, rustls with ring). Anonymous first; on 401 the credentials for the
-//!    registry host from the auth files ([`ContainerSettings::auth_files`]: `auths.<host>.auth` as
-//!    base64 `user:pass`, or `username`/`password`), else `LLAMA_ORCH_REGISTRY_USER` /
+//!    registry host ([`CredentialSources`], see [`auth`]): from each auth file in turn
+//!    ([`ContainerSettings::auth_files`], podman's order), its `credHelpers` entry for the host,
+//!    then an `auths.<host>` entry that carries credentials (`auth` as base64 `user:pass`, or
+//!    `username`/`password`; an empty `{}` falls through), then its `credsStore`, a credential
+//!    helper run as `docker-credential-<name> get` through the Shell port (server URL on stdin,
+//!    `{"ServerURL","Username","Secret"}` on stdout, a `sensitive` command whose output is never
+//!    logged or quoted); else `LLAMA_ORCH_REGISTRY_USER` /
 //!    `LLAMA_ORCH_REGISTRY_PASSWORD`. The tag is resolved to a digest; the manifest is fetched by
 //!    digest; for an index, this platform's manifest is fetched too; then the config blob, whose
 //!    `org.opencontainers.image.revision` / `.version` labels are reported. `insecure` switches to
@@ -44,20 +49,28 @@
 //! - Credentials never reach argv, logs, progress, errors or metadata: the runtime gets them in a
 //!   temporary auth file (mode 0600, in a 0700 directory under `<cache_dir>/tmp`, removed after
 //!   the pull) — podman `--authfile FILE`, docker `--config DIR`. [`Credentials`] prints its
-//!   password as `***`. Docker's `credsStore`/credential helpers are not read; podman and docker
-//!   still use their own logins when this crate passes no auth file.
+//!   password as `***`. What a credential helper prints goes to this crate only (the command is
+//!   `sensitive`: not logged, traced, shown as progress or quoted in errors), and a helper gets
+//!   only the allowlisted variables [`HELPER_ENV`]. Podman and docker still use their own
+//!   logins when this crate passes no auth file (an image the registry serves anonymously).
 //!
 //! ## Errors
 //!
 //! - [`Error::MissingTool`](provisioner_core::Error::MissingTool): no runtime installed
-//!   (`podman or docker`, with the podman install commands), or the forced one missing.
+//!   (`podman or docker`, with the podman install commands), or the forced one missing; a
+//!   credential helper that is not installed (`docker-credential-<name>`, with the auth file and
+//!   key that name it).
 //! - [`Error::CommandFailed`](provisioner_core::Error::CommandFailed): a runtime is installed but
-//!   `info` fails (its output tail is shown), or `pull` fails.
+//!   `info` fails (its output tail is shown), or `pull` fails; a credential helper fails or does
+//!   not answer within [`HELPER_TIMEOUT`] (the program and its exit status only, never its
+//!   output; the hint names the auth file and the key that selected it).
 //! - [`Error::Source`](provisioner_core::Error::Source) with `repo` = `registry/repository` and
 //!   `reference` = the tag or digest: every registry problem — bad reference, unknown repository
-//!   or tag (told apart by listing the repository's tags; the hint shows some), authentication failed (message names the registry, hint the auth file locations,
-//!   never the secret), pinned digest mismatch, tampered manifest or config, unreachable
-//!   registry — and a local image that does not report the digest after the pull.
+//!   or tag (told apart by listing the repository's tags; the hint shows some), authentication
+//!   failed (the message names the registry, where rejected credentials came from and the
+//!   helpers that had none; the hint the auth file locations; never the secret), pinned digest
+//!   mismatch, tampered manifest or config, unreachable registry — and a local image that does
+//!   not report the digest after the pull.
 //! - [`Error::PolicyDenied`](provisioner_core::Error::PolicyDenied): from the Policy port.
 //! - [`Error::Engine`](provisioner_core::Error::Engine) with `pool` = the engine name: device
 //!   problems (no NVIDIA driver, unknown device — the GPUs found are listed, no CDI spec for
@@ -78,7 +91,10 @@ pub mod reference;
 mod registry;
 pub mod runtime;
 
-pub use auth::{Credentials, TempAuthFile, credentials_in, lookup_credentials};
+pub use auth::{
+    CredentialSources, Credentials, DOCKER_HUB_SERVER, Found, HELPER_ENV, HELPER_TIMEOUT, Origin,
+    Search, TempAuthFile, credentials_in,
+};
 pub use devices::{Gpu, MigDevice, find_cdi_spec, parse_nvidia_smi_list, unknown_devices};
 pub use index::{IndexEntry, TagIndex};
 pub use reference::{ImageRef, sha256_digest};

@@ -1,6 +1,7 @@
 //! Talking to the registry (oci-client): tag → digest, the manifest by digest (hash verified), the
 //! config blob (hash verified) and its labels. Anonymous first; on 401 with credentials from the
-//! auth files or the `LLAMA_ORCH_REGISTRY_*` variables.
+//! auth files, the credential helpers they name, or the `LLAMA_ORCH_REGISTRY_*` variables
+//! ([`CredentialSources`]).
 
 use std::path::PathBuf;
 use std::sync::Once;
@@ -16,7 +17,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use provisioner_core::{Error, Result};
 
-use crate::auth::{Credentials, lookup_credentials};
+use crate::auth::{CredentialSources, Credentials, Search};
 use crate::reference::{ImageRef, sha256_digest};
 
 /// Labels read from the image config.
@@ -45,12 +46,6 @@ pub(crate) struct Resolved {
     pub credentials: Option<Credentials>,
 }
 
-/// Where credentials are looked up.
-pub(crate) struct AuthSources<'a> {
-    pub files: &'a [PathBuf],
-    pub fallback: Option<&'a Credentials>,
-}
-
 fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -77,7 +72,7 @@ fn client(registry: &str, insecure: bool) -> Client {
 pub(crate) async fn resolve(
     image: &ImageRef,
     insecure: bool,
-    sources: &AuthSources<'_>,
+    sources: &CredentialSources<'_>,
 ) -> Result<Resolved> {
     let anonymous = resolve_with(image, insecure, &RegistryAuth::Anonymous).await;
     match anonymous {
@@ -86,15 +81,18 @@ pub(crate) async fn resolve(
             Ok(resolved)
         }
         Err(Failure::Unauthorized) => {
-            let Some(credentials) =
-                lookup_credentials(&image.registry, sources.files, sources.fallback)
-            else {
+            let search = sources.lookup(&image.registry).await?;
+            let Some(found) = search.found else {
                 return Err(auth_error(
                     image,
-                    sources.files,
-                    "requires authentication and no credentials were found",
+                    sources.auth_files,
+                    &format!(
+                        "requires authentication and no credentials were found{}",
+                        asked_helpers(&search)
+                    ),
                 ));
             };
+            let credentials = found.credentials;
             let auth = RegistryAuth::Basic(
                 credentials.username.clone(),
                 credentials.password().to_string(),
@@ -106,16 +104,39 @@ pub(crate) async fn resolve(
                 }
                 Err(Failure::Unauthorized) => Err(auth_error(
                     image,
-                    sources.files,
+                    sources.auth_files,
                     &format!(
-                        "the registry rejected the credentials of user `{}`",
-                        credentials.username
+                        "the registry rejected the credentials of user `{}` from {}{}",
+                        credentials.username,
+                        found.origin,
+                        if credentials.username == IDENTITY_TOKEN_USER {
+                            " (an identity token, which this tool cannot exchange for a registry token: log in with a user name and password or token instead)"
+                        } else {
+                            ""
+                        }
                     ),
                 )),
                 Err(Failure::Other(error)) => Err(error),
             }
         }
         Err(Failure::Other(error)) => Err(error),
+    }
+}
+
+/// The user name credential helpers give with an identity (OAuth2 refresh) token.
+const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// ` (docker-credential-x (selected by …); … had none for it)` when helpers were asked.
+fn asked_helpers(search: &Search) -> String {
+    let helpers: Vec<String> = search
+        .empty_helpers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if helpers.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} had none for it)", helpers.join("; "))
     }
 }
 
@@ -126,7 +147,7 @@ fn auth_error(image: &ImageRef, files: &[PathBuf], detail: &str) -> Error {
         reference: image.asked(),
         message: format!("authentication failed for {}: {detail}", image.registry),
         hint: Some(format!(
-            "log in with `podman login {0}` (or `docker login {0}`), or put credentials for {0} in one of: {1}; or set LLAMA_ORCH_REGISTRY_USER and LLAMA_ORCH_REGISTRY_PASSWORD",
+            "log in with `podman login {0}` (or `docker login {0}`), or put credentials for {0} in one of: {1} (an `auths` entry, or a credential helper named by `credHelpers` or `credsStore`); or set LLAMA_ORCH_REGISTRY_USER and LLAMA_ORCH_REGISTRY_PASSWORD",
             image.registry,
             if places.is_empty() {
                 "$REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json"

@@ -12,11 +12,11 @@ use provisioner_core::{
 };
 use tokio::sync::OnceCell;
 
-use crate::auth::{Credentials, TempAuthFile};
+use crate::auth::{CredentialSources, Credentials, Search, TempAuthFile};
 use crate::devices::{describe, find_cdi_spec, parse_nvidia_smi_list, unknown_devices};
 use crate::index::{IndexEntry, TagIndex};
 use crate::reference::ImageRef;
-use crate::registry::{self, AuthSources, REVISION_LABEL, VERSION_LABEL};
+use crate::registry::{self, REVISION_LABEL, VERSION_LABEL};
 
 /// Host variables passed to every runtime command and returned as `runtime_env`.
 pub const RUNTIME_ENV: [&str; 9] = provisioner_core::CONTAINER_RUNTIME_VARIABLES;
@@ -33,10 +33,14 @@ pub struct ContainerSettings {
     /// Where the tag index (`images-v1.json`), its lock and temporary auth files live, e.g.
     /// `~/.cache/llama-orch/containers`.
     pub cache_dir: PathBuf,
-    /// Auth files searched, in order, for registry credentials after a 401.
+    /// Auth files searched, in order, for registry credentials after a 401: their `auths`
+    /// entries and the credential helpers their `credHelpers` and `credsStore` name
+    /// ([`crate::auth`]).
     pub auth_files: Vec<PathBuf>,
     /// Host variables the runtime needs ([`RUNTIME_ENV`]), passed to every runtime command and
-    /// returned as [`ImageArtifact::runtime_env`]. Never credentials.
+    /// returned as [`ImageArtifact::runtime_env`]. Never credentials. Credential helpers get
+    /// those of them in [`crate::auth::HELPER_ENV`] (PATH, HOME, XDG_RUNTIME_DIR, DOCKER_CONFIG)
+    /// on top of the allowlisted variables they inherit.
     pub env: BTreeMap<String, String>,
     /// `LLAMA_ORCH_REGISTRY_USER` / `LLAMA_ORCH_REGISTRY_PASSWORD`, tried after the auth files.
     pub credentials: Option<Credentials>,
@@ -148,6 +152,24 @@ impl PodmanOrDocker {
     /// The settings in use.
     pub fn settings(&self) -> &ContainerSettings {
         &self.settings
+    }
+
+    /// Where this adapter looks up registry credentials: the settings' auth files (and the
+    /// credential helpers they name, run through this adapter's shell with the settings' PATH,
+    /// HOME, XDG_RUNTIME_DIR and DOCKER_CONFIG), then the `LLAMA_ORCH_REGISTRY_*` credentials.
+    pub fn credential_sources(&self) -> CredentialSources<'_> {
+        CredentialSources {
+            shell: self.shell.as_ref(),
+            auth_files: &self.settings.auth_files,
+            env: &self.settings.env,
+            fallback: self.settings.credentials.as_ref(),
+        }
+    }
+
+    /// The credentials this adapter would use for `registry` after a 401 (the lookup is the same
+    /// one `ensure_image` makes; it may run credential helpers).
+    pub async fn credentials_for(&self, registry: &str) -> Result<Search> {
+        self.credential_sources().lookup(registry).await
     }
 
     /// The runtime that works on this host: `forced` when given, else podman, else docker. The
@@ -577,15 +599,7 @@ impl ContainerRuntime for PodmanOrDocker {
             step: step.clone(),
             detail: None,
         });
-        let resolved = registry::resolve(
-            &image,
-            spec.insecure,
-            &AuthSources {
-                files: &self.settings.auth_files,
-                fallback: self.settings.credentials.as_ref(),
-            },
-        )
-        .await?;
+        let resolved = registry::resolve(&image, spec.insecure, &self.credential_sources()).await?;
         self.progress.report(ProgressEvent::Finished { step });
         let digest = resolved.digest.clone();
         let reference = image.pinned(&digest);

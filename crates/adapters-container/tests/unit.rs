@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use adapters_container::{
-    ContainerSettings, Credentials, ImageRef, PodmanOrDocker, TempAuthFile, credentials_in,
-    lookup_credentials, parse_nvidia_smi_list, unknown_devices,
+    ContainerSettings, CredentialSources, Credentials, ImageRef, Origin, PodmanOrDocker,
+    TempAuthFile, credentials_in, parse_nvidia_smi_list, unknown_devices,
 };
 use provisioner_core::{
     CommandOutput, CommandSpec, ContainerRuntime, Engine, Error, ImageSpec, MockShell, NoProgress,
@@ -83,23 +83,70 @@ fn auth_files_in_base64_and_username_password_forms() {
 }
 
 #[test]
-fn lookup_takes_the_first_file_with_the_host_then_the_variables() {
+fn empty_entries_and_other_registries_hold_no_credentials() {
+    let text = r#"{"auths":{"a.example":{},"b.example":{"auth":""},"c.example":{"auth":"bm9jb2xvbg=="}},"credsStore":"desktop"}"#;
+    for registry in ["a.example", "b.example", "c.example", "d.example"] {
+        assert!(credentials_in(text, registry).is_none(), "{registry}");
+    }
+    // Hosts compare case-insensitively; Docker Hub has three names.
+    let text = r#"{"auths":{"Registry-1.Docker.IO":{"username":"u","password":"p"}}}"#;
+    assert_eq!(credentials_in(text, "docker.io").unwrap().username, "u");
+    assert_eq!(
+        credentials_in(text, "index.docker.io").unwrap().username,
+        "u"
+    );
+    assert!(credentials_in(text, "docker.example").is_none());
+    assert!(credentials_in("not json", "docker.io").is_none());
+}
+
+#[tokio::test]
+async fn lookup_takes_the_first_file_with_the_host_then_the_variables() {
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("auth.json");
     let second = dir.path().join("config.json");
+    let broken = dir.path().join("broken.json");
     std::fs::write(&first, r#"{"auths":{"a.example":{"auth":"YTpi"}}}"#).unwrap();
     std::fs::write(&second, r#"{"auths":{"b.example":{"auth":"Yzpk"}}}"#).unwrap();
-    let files = vec![dir.path().join("missing.json"), first, second];
+    std::fs::write(&broken, "{not json").unwrap();
+    let files = vec![
+        dir.path().join("missing.json"),
+        broken,
+        first,
+        second.clone(),
+    ];
     let env = Credentials::new("env-user", "env-pass");
+    // No file names a credential helper: nothing may run.
+    let mut shell = MockShell::new();
+    shell.expect_run().never();
+    let env_vars = BTreeMap::new();
+    let sources = |fallback| CredentialSources {
+        shell: &shell,
+        auth_files: &files,
+        env: &env_vars,
+        fallback,
+    };
+    let found = sources(Some(&env)).lookup("b.example").await.unwrap();
+    let found = found.found.unwrap();
+    assert_eq!(found.credentials, Credentials::new("c", "d"));
     assert_eq!(
-        lookup_credentials("b.example", &files, Some(&env)).unwrap(),
-        Credentials::new("c", "d")
+        found.origin,
+        Origin::AuthFile {
+            file: second,
+            key: "b.example".into()
+        }
     );
-    assert_eq!(
-        lookup_credentials("z.example", &files, Some(&env)).unwrap(),
-        env
+    let found = sources(Some(&env)).lookup("z.example").await.unwrap();
+    let found = found.found.unwrap();
+    assert_eq!(found.credentials, env);
+    assert_eq!(found.origin, Origin::Environment);
+    assert!(
+        sources(None)
+            .lookup("z.example")
+            .await
+            .unwrap()
+            .found
+            .is_none()
     );
-    assert!(lookup_credentials("z.example", &files, None).is_none());
 }
 
 #[test]

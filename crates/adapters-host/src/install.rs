@@ -346,8 +346,8 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_through_temporary(path, bytes, 0o666)
 }
 
-/// As [`write_atomically`], but the file is readable by its owner only (mode 0600) from the
-/// moment it exists.
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, as the
+/// other writes here do, but the file is readable by its owner only (mode 0600) from the moment it exists.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     write_through_temporary(path, bytes, 0o600)
 }

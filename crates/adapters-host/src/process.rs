@@ -4,6 +4,10 @@
 //! Every child leads its own process group, so that a build and everything it forks (compilers,
 //! linkers, backgrounded helpers) can be signalled as one unit. [`HostShell::run`] kills that group
 //! when its future is dropped, which is how cancellation reaches a running build.
+//!
+//! A [`CommandSpec`] may carry standard input (written, then closed), be `sensitive` (its output
+//! is returned to the caller and goes nowhere else: not to the log file, progress, tracing or the
+//! tail that errors quote) and inherit only some of this process's variables (`inherit_env`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -19,10 +23,10 @@ use async_trait::async_trait;
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use provisioner_core::{
-    CommandOutput, CommandSpec, Error, Progress, ProgressEvent, Result, Shell, ToolInfo,
+    CommandOutput, CommandSpec, Error, Progress, ProgressEvent, Result, Secret, Shell, ToolInfo,
     redact_urls, shell_quote,
 };
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 pub use nix::sys::signal::Signal;
@@ -96,22 +100,43 @@ enum Stream {
 
 async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<CommandOutput> {
     let log = match &spec.log {
-        Some(path) => Some(LogSink::open(path, &spec.display())?),
+        Some(path) => {
+            let mut log = LogSink::open(path, &spec.display())?;
+            if spec.sensitive {
+                log.line("(output not recorded: it holds secrets)");
+            }
+            Some(log)
+        }
         None => None,
     };
 
     let mut command = tokio_command(&spec.program);
+    command.args(&spec.args);
+    if spec.inherit_env.is_some() {
+        command.env_clear();
+        for (name, value) in std::env::vars_os() {
+            if name.to_str().is_some_and(|name| spec.inherits(name)) {
+                command.env(name, value);
+            }
+        }
+    }
     command
-        .args(&spec.args)
         .envs(&spec.env)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if spec.stdin.is_some() {
+        command.stdin(Stdio::piped());
+    } else if spec.terminal {
+        command.stdin(Stdio::inherit());
+    } else {
+        command.stdin(Stdio::null());
+    }
     if spec.terminal {
         // Interactive (a `sudo` password prompt): stay in the terminal's foreground process
         // group, or reading the terminal would stop the process with SIGTTIN.
-        command.stdin(Stdio::inherit()).kill_on_drop(true);
+        command.kill_on_drop(true);
     } else {
-        command.stdin(Stdio::null()).process_group(0);
+        command.process_group(0);
     }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
@@ -143,6 +168,7 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
     tracing::debug!(pid, command = %spec.display(), "spawned");
 
     let (sender, mut receiver) = mpsc::unbounded_channel();
+    let feed_stdin = feed(child.stdin.take(), spec.stdin.as_ref());
     let pump_stdout = pump(child.stdout.take(), Stream::Stdout, sender.clone());
     let pump_stderr = pump(child.stderr.take(), Stream::Stderr, sender);
     let mut collector = Collector {
@@ -153,6 +179,7 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
         label: spec.progress.as_deref(),
         progress,
         last_percent: None,
+        sensitive: spec.sensitive,
     };
     let status = {
         let reading = async {
@@ -161,7 +188,7 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
                     collector.push(stream, &bytes);
                 }
             };
-            tokio::join!(pump_stdout, pump_stderr, collect);
+            tokio::join!(feed_stdin, pump_stdout, pump_stderr, collect);
         };
         tokio::pin!(reading);
         tokio::select! {
@@ -252,6 +279,16 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Writes a command's input to its standard input and closes it. A child that exits (or closes
+/// its input) without reading all of it is not an error here: its exit status tells.
+async fn feed(stdin: Option<tokio::process::ChildStdin>, input: Option<&Secret>) {
+    let (Some(mut stdin), Some(input)) = (stdin, input) else {
+        return;
+    };
+    let _ = stdin.write_all(input.expose().as_bytes()).await;
+    let _ = stdin.shutdown().await;
+}
+
 /// Reads a pipe to its end and sends it on line by line (each line with its terminator).
 async fn pump<R: AsyncRead + Unpin>(
     reader: Option<R>,
@@ -292,6 +329,8 @@ struct Collector<'a> {
     label: Option<&'a str>,
     progress: &'a dyn Progress,
     last_percent: Option<u8>,
+    /// The output holds secrets: it is kept in `stdout` for the caller and goes nowhere else.
+    sensitive: bool,
 }
 
 impl Collector<'_> {
@@ -303,6 +342,9 @@ impl Collector<'_> {
             } else {
                 self.stdout_truncated = true;
             }
+        }
+        if self.sensitive {
+            return;
         }
         // Tools print the URLs they were given (git, apt, curl): what is kept for humans has
         // their credentials and query values redacted.
@@ -829,6 +871,144 @@ mod tests {
             error.to_string().contains(&missing.display().to_string()),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn standard_input_is_written_then_closed() {
+        let spec = CommandSpec::new("sh", ["-c", "cat; echo; echo end"])
+            .stdin(Secret::new("https://index.docker.io/v1/"));
+        let output = shell().run(&spec).await.unwrap();
+        assert!(output.success(), "{output:?}");
+        assert_eq!(output.stdout, "https://index.docker.io/v1/\nend\n");
+        // Without input, standard input is empty (not the test's terminal).
+        let output = shell()
+            .run(&CommandSpec::new("sh", ["-c", "cat; echo end"]))
+            .await
+            .unwrap();
+        assert_eq!(output.stdout, "end\n");
+        // A child that does not read its input is not held up by it.
+        let big = "x".repeat(1024 * 1024);
+        let output = shell()
+            .run(&CommandSpec::new("sh", ["-c", "echo done"]).stdin(Secret::new(big)))
+            .await
+            .unwrap();
+        assert_eq!(output.stdout, "done\n");
+    }
+
+    /// Every field of every tracing event and span, as text.
+    #[derive(Clone, Default)]
+    struct Traced(Arc<std::sync::Mutex<String>>);
+
+    struct Fields<'a>(&'a mut String);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{}={value:?}\n", field.name()));
+        }
+    }
+
+    impl tracing::Subscriber for Traced {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            span.record(&mut Fields(&mut self.0.lock().unwrap()));
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+            values.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            event.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn sensitive_output_reaches_the_caller_only() {
+        let traced = Traced::default();
+        let _tracing = tracing::subscriber::set_default(traced.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("helper.log");
+        let recorder = Arc::new(Recorder::default());
+        let shell = HostShell::new(recorder.clone());
+        // The secrets are put together at run time: the argv does not hold them.
+        let script = "p=s3; echo \"[ 50%] {\\\"Secret\\\":\\\"${p}cret-Out\\\"} $(cat)\"; echo \"err ${p}cret-Err\" >&2; exit 1";
+        let spec = CommandSpec::new("sh", ["-c", script])
+            .stdin(Secret::new("s3cret-In"))
+            .sensitive()
+            .progress("helper")
+            .log(&log);
+        let output = shell.run(&spec).await.unwrap();
+        assert_eq!(output.code, Some(1));
+        assert!(
+            output.stdout.contains("s3cret-Out\"} s3cret-In"),
+            "{output:?}"
+        );
+        assert_eq!(output.tail, "");
+        assert!(recorder.events().is_empty(), "{:?}", recorder.events());
+        let logged = fs::read_to_string(&log).unwrap();
+        assert!(
+            logged.starts_with(&format!("$ {}", spec.display())),
+            "{logged}"
+        );
+        let traced = traced.0.lock().unwrap().clone();
+        assert!(traced.contains("spawned"), "nothing was traced: {traced}");
+        let debug = format!("{spec:?}");
+        for place in [&logged, &traced, &debug, &spec.display()] {
+            assert!(!place.contains("s3cret"), "a secret leaked: {place}");
+        }
+
+        // The same command without the flag shows its output everywhere.
+        let mut plain = spec.clone();
+        plain.sensitive = false;
+        let output = shell.run(&plain).await.unwrap();
+        assert!(output.tail.contains("s3cret-Err"), "{output:?}");
+        assert!(fs::read_to_string(&log).unwrap().contains("s3cret-Out"));
+        assert_eq!(recorder.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_the_allowed_variables_are_inherited() {
+        let dropped: Vec<String> = std::env::vars()
+            .map(|(name, _)| name)
+            .filter(|name| name != "PATH" && !name.starts_with("CARGO_"))
+            .collect();
+        let spec = CommandSpec::new("env", Vec::<String>::new())
+            .inherit_only(["PATH", "CARGO_*"])
+            .env("ADDED", "yes");
+        assert!(spec.inherits("PATH") && spec.inherits("CARGO_PKG_NAME"));
+        assert!(!spec.inherits("PATHS") && !spec.inherits("HOME"));
+        let output = shell().run(&spec).await.unwrap();
+        assert!(output.success(), "{output:?}");
+        let names: Vec<&str> = output
+            .stdout
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .collect();
+        assert!(
+            names.contains(&"PATH") && names.contains(&"ADDED"),
+            "{names:?}"
+        );
+        for name in &dropped {
+            assert!(!names.contains(&name.as_str()), "{name} was inherited");
+        }
+        assert!(
+            names
+                .iter()
+                .all(|n| *n == "PATH" || *n == "ADDED" || n.starts_with("CARGO_")),
+            "{names:?}"
+        );
+        // By default everything is inherited.
+        let all = shell()
+            .run(&CommandSpec::new("env", Vec::<String>::new()))
+            .await
+            .unwrap();
+        for name in &dropped {
+            assert!(all.stdout.contains(&format!("{name}=")), "{name} missing");
+        }
     }
 
     #[test]

@@ -34,8 +34,14 @@ pub struct CommandSpec {
     pub args: Vec<String>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
-    /// Variables set on top of the inherited environment.
+    /// Variables set on top of the inherited environment (or of the variables
+    /// [`CommandSpec::inherit_env`] lets through).
     pub env: BTreeMap<String, String>,
+    /// Which variables of this process's environment the child inherits. `None` (the default):
+    /// all of them. `Some(names)`: only these (an entry ending in `*` is a prefix, `AWS_*`);
+    /// [`CommandSpec::env`] is set on top either way. For programs that must not see the rest
+    /// of the environment, such as a credential helper named by a config file.
+    pub inherit_env: Option<Vec<String>>,
     /// Where to append the combined output, line by line.
     pub log: Option<PathBuf>,
     /// A label for progress reports; when set, output lines are forwarded to the Progress port.
@@ -45,6 +51,17 @@ pub struct CommandSpec {
     /// Run in the foreground with the terminal's stdin (interactive `sudo` asking for a
     /// password); such a command stays in the caller's process group.
     pub terminal: bool,
+    /// Text written to the child's standard input, which is then closed (a credential helper's
+    /// request). `None`: standard input is `/dev/null` (the terminal for
+    /// [`CommandSpec::terminal`]). A [`Secret`], so that it never shows in `Debug` output or in
+    /// a record of the commands that ran.
+    pub stdin: Option<Secret>,
+    /// The command prints secrets (a credential helper prints a password). Its standard output
+    /// is returned to the caller in [`CommandOutput::stdout`] and goes nowhere else: no line is
+    /// appended to [`CommandSpec::log`] (only the command itself), forwarded to progress or
+    /// traced, and [`CommandOutput::tail`] stays empty, so that an error built from the output
+    /// quotes nothing. Errors about such a command name the program and its exit status only.
+    pub sensitive: bool,
 }
 
 impl CommandSpec {
@@ -83,6 +100,42 @@ impl CommandSpec {
     pub fn progress(mut self, label: &str) -> Self {
         self.progress = Some(label.to_string());
         self
+    }
+
+    /// Lets the child inherit only the named variables of this process's environment (an entry
+    /// ending in `*` is a prefix); [`CommandSpec::env`] is still set on top.
+    pub fn inherit_only<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inherit_env = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Writes `input` to the child's standard input, then closes it.
+    pub fn stdin(mut self, input: Secret) -> Self {
+        self.stdin = Some(input);
+        self
+    }
+
+    /// Marks the output as secret: returned in [`CommandOutput::stdout`] only, never logged,
+    /// forwarded to progress, traced or kept in [`CommandOutput::tail`].
+    pub fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
+    }
+
+    /// Whether the variable `name` of this process's environment reaches the child
+    /// ([`CommandSpec::inherit_env`]).
+    pub fn inherits(&self, name: &str) -> bool {
+        match &self.inherit_env {
+            None => true,
+            Some(names) => names.iter().any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => entry == name,
+            }),
+        }
     }
 
     /// The command for humans (messages, logs, hints): shell-quoted, with every URL in it
