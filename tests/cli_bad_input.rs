@@ -366,3 +366,61 @@ fn offline_mode_refuses_package_installs_from_the_systems_repositories() {
         out.stderr
     );
 }
+
+/// Two pools of one file that would both use a host port: Triton's gRPC and metrics ports are
+/// fixed unless listed, llama.cpp pools without `ports` both take 8080.
+const SHARED_PORTS: &str = r#"pools:
+  - id: a
+    engine: triton
+    provisioning: { ports: [9000], model: { ref: "file:/nonexistent/models" } }
+  - id: b
+    engine: triton
+    provisioning: { ports: [9100], model: { ref: "file:/nonexistent/models" } }
+  - id: c
+    engine: llamacpp
+    provisioning: { mode: source, model: { ref: "file:/nonexistent.gguf" } }
+  - id: d
+    engine: llamacpp
+    provisioning: { mode: source, model: { ref: "file:/nonexistent.gguf" } }
+  - id: e
+    engine: llamacpp
+    provisioning: { mode: source, ports: [8085], model: { ref: "file:/nonexistent.gguf" } }
+"#;
+
+#[test]
+fn config_check_names_both_pools_of_every_shared_resource_with_exit_3() {
+    let (out, _dir) = with_config(SHARED_PORTS, &["config", "check"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    for expected in [
+        "pools[1].provisioning.ports: host port 8001 (Triton's gRPC port, by default) is also published by pool \"a\" (pools[0]); give each pool its own ports",
+        "pools[1].provisioning.ports: host port 8002 (Triton's metrics port, by default) is also published by pool \"a\" (pools[0])",
+        "pools[3].provisioning.ports: host port 8080 (llama.cpp's HTTP port, by default) is also listened on by pool \"c\" (pools[2])",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}\n{}", out.stderr);
+    }
+    assert_eq!(out.stderr.matches("host port").count(), 3, "{}", out.stderr);
+}
+
+#[test]
+fn plan_of_one_pool_still_counts_what_it_shares_with_another_pool() {
+    let (out, _dir) = with_config(SHARED_PORTS, &["engine", "plan", "--pool", "a", "--json"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("pools[1].provisioning.ports"),
+        "{}",
+        out.stderr
+    );
+    let error: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON on stdout");
+    assert_eq!(error["error"]["code"], "config", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is also published by pool \"a\" (pools[0])"),
+        "{error}"
+    );
+    // A pool that shares nothing plans.
+    let (out, _dir) = with_config(SHARED_PORTS, &["engine", "plan", "--pool", "e"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

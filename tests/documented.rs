@@ -173,6 +173,18 @@ fn every_error() -> Vec<(Error, i32)> {
                 pool: "p".into(),
                 pid: 1,
                 log: PathBuf::from("/x.log"),
+                config: None,
+                hint: None,
+            },
+            14,
+        ),
+        (
+            Error::PortHeld {
+                pool: "p".into(),
+                port: 8080,
+                holder: "q".into(),
+                pid: 1,
+                config: Some(PathBuf::from("/q.yaml")),
                 hint: None,
             },
             14,
@@ -202,6 +214,7 @@ fn every_error() -> Vec<(Error, i32)> {
             | Error::Io { .. }
             | Error::Engine { .. }
             | Error::AlreadyRunning { .. }
+            | Error::PortHeld { .. }
             | Error::PortUnavailable { .. }
             | Error::Cancelled => {}
         }

@@ -109,7 +109,9 @@ fn llama_orch_file(external_port: u16) -> String {
     devices: [0]
     provisioning: {{ mode: external, ports: [{external_port}] }}
 "#,
-        DESIGN_CARD
+        // Two llama.cpp pools of one file need their own ports: `minimal` takes the default,
+        // 8080, so the design card's pool moves (`config check` refuses the pair otherwise).
+        DESIGN_CARD.replace("ports: [8080]", "ports: [8081]")
     )
 }
 

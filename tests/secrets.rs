@@ -10,7 +10,8 @@ use tests::orchctl;
 
 const SECRET: &str = "Planted-Secret-7f3a9c";
 
-/// One pool per mode, each holding the secret wherever its mode lets a config hold one.
+/// One pool per mode, each holding the secret wherever its mode lets a config hold one (and
+/// its own port, so that every plan is made: pools sharing a port fail the config check).
 fn config(dir: &Path) -> String {
     let sum = "ab".repeat(32);
     let model = dir.join("tiny.gguf");
@@ -24,6 +25,7 @@ fn config(dir: &Path) -> String {
       mode: source
       source: {{ repo: "https://user:{SECRET}@127.0.0.1:9/llama.cpp.git?token={SECRET}", ref: b1 }}
       model: {{ ref: "file:{model}" }}
+      ports: [18081]
       env: {{ HF_TOKEN: "{SECRET}", LLAMA_API_KEY: "{SECRET}" }}
   - id: binary
     engine: llamacpp
@@ -31,6 +33,7 @@ fn config(dir: &Path) -> String {
       mode: binary
       binary: {{ url: "https://user:{SECRET}@127.0.0.1:9/llama.tar.gz?X-Amz-Signature={SECRET}", checksum: "sha256:{sum}" }}
       model: {{ ref: "https://user:{SECRET}@127.0.0.1:9/tiny.gguf?sig={SECRET}" }}
+      ports: [18082]
       env: {{ HF_TOKEN: "{SECRET}" }}
   - id: package
     engine: llamacpp
@@ -38,12 +41,14 @@ fn config(dir: &Path) -> String {
       mode: package
       package: {{ name: ep-llama-server, version: "1.0", repo: "deb [trusted=yes] http://user:{SECRET}@127.0.0.1:9/repo ./" }}
       model: {{ ref: "file:{model}" }}
+      ports: [18083]
       env: {{ HF_TOKEN: "{SECRET}" }}
   - id: container
     engine: tgi
     provisioning:
       container: {{ image: "127.0.0.1:9/tgi", tag: "1" }}
       model: {{ ref: "file:{model}" }}
+      ports: [18084]
       env: {{ HF_TOKEN: "{SECRET}" }}
   - id: external
     engine: vllm

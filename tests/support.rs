@@ -20,6 +20,13 @@ pub struct Fixtures {
     pub commit: String,
     /// Path of the tiny GGUF model.
     pub model: PathBuf,
+    /// An older llama.cpp tree (mid-2025, as llama-cpp-python 0.3.14 vendors it): `file://`
+    /// URL, tag and commit.
+    pub older_repo_url: String,
+    /// Tag of the older tree.
+    pub older_reference: String,
+    /// Commit the older tag points at.
+    pub older_commit: String,
 }
 
 /// The repository root.
@@ -59,6 +66,9 @@ pub fn fixtures() -> &'static Fixtures {
             reference: get("FIXTURE_REF"),
             commit: get("FIXTURE_COMMIT"),
             model: PathBuf::from(get("FIXTURE_MODEL")),
+            older_repo_url: get("FIXTURE_OLDER_REPO_URL"),
+            older_reference: get("FIXTURE_OLDER_REF"),
+            older_commit: get("FIXTURE_OLDER_COMMIT"),
         }
     })
 }

@@ -48,6 +48,11 @@ pub struct BinaryInstallMetadata {
     /// Directories with shared libraries, relative to the install directory (the executable's
     /// first).
     pub library_dirs: Vec<PathBuf>,
+    /// Every shared library (`lib*.so`, `lib*.so.*`), relative to the install directory: the
+    /// ggml backend libraries among them show the backend. `None` in records written before
+    /// they were kept (the install is scanned again).
+    #[serde(default)]
+    pub libraries: Option<Vec<PathBuf>>,
     /// Size of the executable at install time.
     pub executable_size: u64,
     /// Modification time of the executable at install time, in nanoseconds since the epoch.
@@ -77,12 +82,8 @@ impl std::fmt::Debug for BinaryArtifactInstaller {
 
 /// The install key of a spec: `<algorithm>-<first 16 hex digits of the pinned checksum>`.
 pub fn install_key(spec: &BinaryInstallSpec) -> String {
-    let checksum = &spec.checksum;
-    format!(
-        "{}-{}",
-        checksum.algorithm.as_str(),
-        &checksum.hex[..16.min(checksum.hex.len())]
-    )
+    // One definition, shared with the config check that finds pools installing into one place.
+    spec.checksum.cache_key()
 }
 
 /// The file extension downloads of a format are stored with.
@@ -134,7 +135,12 @@ fn installed_ok(
         || !pinned_matches
         || !plain_relative(&metadata.executable)
         || !metadata.library_dirs.iter().all(|dir| plain_relative(dir))
-        || metadata.executable.file_name() != Some(std::ffi::OsStr::new(&spec.executable))
+        || !metadata
+            .libraries
+            .iter()
+            .flatten()
+            .all(|file| plain_relative(file))
+        || !is_the_server(spec, &metadata.executable)
     {
         return false;
     }
@@ -145,6 +151,118 @@ fn installed_ok(
         && file.permissions().mode() & 0o111 != 0
         && file.len() == metadata.executable_size
         && mtime_nanos(&file) == metadata.executable_mtime
+}
+
+/// Whether `relative` (where an install found its server) is what `spec` asks for now: the
+/// configured path or name, else the engine's name or one of its older names.
+fn is_the_server(spec: &BinaryInstallSpec, relative: &Path) -> bool {
+    let name = relative.file_name().and_then(|n| n.to_str());
+    match &spec.configured {
+        Some(member) if member.is_file_name() => name == Some(member.as_str()),
+        // A path; a bare download keeps only its file name.
+        Some(member) => {
+            relative == Path::new(member.as_str())
+                || relative.parent() == Some(Path::new(""))
+                    && name == member.as_str().rsplit('/').next()
+        }
+        None => name.is_some_and(|name| {
+            name == spec.executable || spec.older_names.iter().any(|older| older == name)
+        }),
+    }
+}
+
+/// Finds the server in the unpacked tree at `root`: the configured path or file name, else the
+/// engine's server name, else its older names (with a note saying so). Exactly one file must
+/// match; otherwise the error lists what the archive holds.
+fn locate_server(root: &Path, spec: &BinaryInstallSpec) -> Result<(PathBuf, Option<String>)> {
+    if let Some(member) = spec.configured.as_ref().filter(|m| !m.is_file_name()) {
+        let path = root.join(member.as_str());
+        let is_file = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+        if is_file {
+            return Ok((PathBuf::from(member.as_str()), None));
+        }
+        return Err(not_in_archive(
+            root,
+            format!("the archive has no file `{member}` (provisioning.binary.executable)"),
+        ));
+    }
+    let wanted: Vec<&str> = match &spec.configured {
+        Some(member) => vec![member.as_str()],
+        None => std::iter::once(spec.executable.as_str())
+            .chain(spec.older_names.iter().map(String::as_str))
+            .collect(),
+    };
+    for (position, name) in wanted.iter().enumerate() {
+        let found = find_named(root, name)?;
+        match found.as_slice() {
+            [] => continue,
+            [one] => {
+                let note = (position > 0).then(|| {
+                    format!(
+                        "the archive has no `{}`; using `{}`, the name of {}'s server in older releases",
+                        spec.executable,
+                        one.display(),
+                        spec.engine.label()
+                    )
+                });
+                return Ok((one.clone(), note));
+            }
+            several => {
+                let listed: Vec<String> = several
+                    .iter()
+                    .map(|path| display_name(path.as_os_str().as_bytes()))
+                    .collect();
+                return Err(check_failed(
+                    format!(
+                        "the archive has several files named `{name}`: {}",
+                        listed.join(", ")
+                    ),
+                    "set provisioning.binary.executable to the server's path in the archive (one of the above)",
+                ));
+            }
+        }
+    }
+    let names: Vec<String> = wanted.iter().map(|n| format!("`{n}`")).collect();
+    Err(not_in_archive(
+        root,
+        format!("the archive has no file named {}", names.join(" or ")),
+    ))
+}
+
+/// The server was not found: the error lists what the archive holds (executables first).
+fn not_in_archive(root: &Path, message: String) -> Error {
+    const SHOWN: usize = 15;
+    let mut executables = Vec::new();
+    let mut others = Vec::new();
+    let _ = walk(root, Path::new(""), &mut |relative, file_type| {
+        if !file_type.is_file() {
+            return;
+        }
+        let shown = display_name(relative.as_os_str().as_bytes());
+        let executable = std::fs::symlink_metadata(root.join(relative))
+            .is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+        if executable {
+            executables.push(format!("{shown} (executable)"));
+        } else {
+            others.push(shown);
+        }
+    });
+    executables.sort();
+    others.sort();
+    let total = executables.len() + others.len();
+    let mut listed: Vec<String> = executables.into_iter().chain(others).take(SHOWN).collect();
+    if total > SHOWN {
+        listed.push(format!("… and {} more", total - SHOWN));
+    }
+    let holds = if listed.is_empty() {
+        "no files".to_string()
+    } else {
+        listed.join(", ")
+    };
+    check_failed(
+        format!("{message}; it holds: {holds}"),
+        "set provisioning.binary.executable to the server's path in the archive (e.g. build/bin/llama-server), or point provisioning.binary.url at an archive with the server",
+    )
 }
 
 /// Regular files named `name` under `root` (symbolic links are not followed), relative.
@@ -159,9 +277,9 @@ fn find_named(root: &Path, name: &str) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Directories under `root` holding `lib*.so` or `lib*.so.*`, relative; `first` leads.
-fn library_dirs(root: &Path, first: &Path) -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
+/// Files (or links) under `root` named `lib*.so` or `lib*.so.*`, relative, sorted.
+fn shared_libraries(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     walk(root, Path::new(""), &mut |relative, file_type| {
         let is_library = (file_type.is_file() || file_type.is_symlink())
             && relative
@@ -171,18 +289,28 @@ fn library_dirs(root: &Path, first: &Path) -> Result<Vec<PathBuf>> {
                     name.starts_with("lib") && (name.ends_with(".so") || name.contains(".so."))
                 });
         if is_library {
-            let dir = relative.parent().unwrap_or(Path::new("")).to_path_buf();
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
+            files.push(relative.to_path_buf());
         }
     })?;
+    files.sort();
+    Ok(files)
+}
+
+/// The directories holding `libraries`, relative; `first` leads.
+fn library_dirs(libraries: &[PathBuf], first: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for library in libraries {
+        let dir = library.parent().unwrap_or(Path::new("")).to_path_buf();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
     dirs.sort();
     if let Some(position) = dirs.iter().position(|dir| dir == first) {
         let dir = dirs.remove(position);
         dirs.insert(0, dir);
     }
-    Ok(dirs)
+    dirs
 }
 
 fn walk(
@@ -240,10 +368,19 @@ impl BinaryArtifactInstaller {
     fn artifact(installed: Installed<BinaryInstallMetadata>, cache_hit: bool) -> BinaryArtifact {
         let dir = installed.dir;
         let metadata = installed.metadata;
+        let libraries = match metadata.libraries {
+            Some(libraries) => libraries,
+            // A record from before libraries were kept: the install is what it was.
+            None => shared_libraries(&dir).unwrap_or_default(),
+        };
         BinaryArtifact {
             executable: dir.join(&metadata.executable),
             library_dirs: metadata
                 .library_dirs
+                .iter()
+                .map(|relative| dir.join(relative))
+                .collect(),
+            libraries: libraries
                 .iter()
                 .map(|relative| dir.join(relative))
                 .collect(),
@@ -322,7 +459,14 @@ impl BinaryArtifactInstaller {
         let out = staging.out.clone();
         let format = plan.format;
         let limits = spec.limits;
-        let executable_name = spec.executable.clone();
+        // A bare download is the server itself, saved under the name looked for.
+        let bare_name = spec
+            .configured
+            .as_ref()
+            .and_then(|member| member.as_str().rsplit('/').next())
+            .unwrap_or(&spec.executable)
+            .to_string();
+        let executable_name = bare_name.clone();
         tokio::task::spawn_blocking(move || {
             if format == ArchiveFormat::Bare {
                 copy_executable(&archive, &out, &executable_name, limits)
@@ -342,29 +486,14 @@ impl BinaryArtifactInstaller {
         })?;
         self.report(ProgressEvent::Finished { step });
 
-        let found = find_named(&staging.out, &spec.executable)?;
-        let executable = match found.as_slice() {
-            [one] => one.clone(),
-            [] => {
-                return Err(check_failed(
-                    format!("the archive has no `{}`", spec.executable),
-                    "check provisioning.binary.executable against the archive's contents",
-                ));
+        let executable = if plan.format == ArchiveFormat::Bare {
+            PathBuf::from(&bare_name)
+        } else {
+            let (executable, note) = locate_server(&staging.out, spec)?;
+            if let Some(message) = note {
+                self.report(ProgressEvent::Note { message });
             }
-            several => {
-                let listed: Vec<String> = several
-                    .iter()
-                    .map(|path| display_name(path.as_os_str().as_bytes()))
-                    .collect();
-                return Err(check_failed(
-                    format!(
-                        "the archive has several files named `{}`: {}",
-                        spec.executable,
-                        listed.join(", ")
-                    ),
-                    "the executable name must identify exactly one file in the archive",
-                ));
-            }
+            executable
         };
         let executable_path = staging.out.join(&executable);
         let metadata = std::fs::symlink_metadata(&executable_path)
@@ -375,7 +504,8 @@ impl BinaryArtifactInstaller {
                 .map_err(|e| Error::io("chmod", &executable_path, e))?;
         }
         let executable_dir = executable.parent().unwrap_or(Path::new("")).to_path_buf();
-        let library_dirs = library_dirs(&staging.out, &executable_dir)?;
+        let libraries = shared_libraries(&staging.out)?;
+        let library_dirs = library_dirs(&libraries, &executable_dir);
 
         let version_output = self
             .version_run(
@@ -398,6 +528,7 @@ impl BinaryArtifactInstaller {
             bytes,
             executable,
             library_dirs,
+            libraries: Some(libraries),
             executable_size: metadata.len(),
             executable_mtime: mtime_nanos(&metadata),
             version_output,
@@ -529,6 +660,8 @@ mod tests {
             size: None,
             allowed_by_config: None,
             executable: "llama-server".to_string(),
+            older_names: Vec::new(),
+            configured: None,
             version_args: vec![],
             limits: Default::default(),
         };

@@ -63,6 +63,8 @@ impl Setup {
             size: Some(archive.len() as u64),
             allowed_by_config: None,
             executable: "fake-engine".to_string(),
+            older_names: vec!["old-engine".to_string()],
+            configured: None,
             version_args: vec!["--version".to_string()],
             limits: UnpackLimits::default(),
         }
@@ -194,14 +196,75 @@ async fn an_archive_without_the_executable_installs_nothing() {
     let spec = setup.spec("/engine.tar.gz", &archive);
     let error = setup.installer.ensure_installed(&spec).await.unwrap_err();
     assert!(matches!(error, Error::BuildCheck { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains(
+            "the archive has no file named `fake-engine` or `old-engine`; it holds: bin/other-engine (executable)"
+        ),
+        "{text}"
+    );
     assert!(
         error
-            .to_string()
-            .contains("the archive has no `fake-engine`"),
-        "{error}"
+            .hint()
+            .unwrap()
+            .starts_with("set provisioning.binary.executable to the server's path"),
+        "{error:?}"
     );
     assert!(!setup.install_root().join(install_key(&spec)).exists());
     assert!(setup.staging_leftovers().is_empty());
+}
+
+/// An archive from before the engine renamed its server holds it under the older name: it is
+/// found, and prepare says so.
+#[tokio::test]
+async fn an_older_server_name_is_found_and_said() {
+    let setup = Setup::new().await;
+    let script = format!("#!/bin/sh\necho '{VERSION}'\n");
+    let archive = gzip(&tar(&[
+        Item::File("build/bin/old-engine", script.as_bytes(), 0o755),
+        Item::File("build/bin/llama-cli", script.as_bytes(), 0o755),
+    ]));
+    setup.server.file("/old.tar.gz", &archive, true);
+    let spec = setup.spec("/old.tar.gz", &archive);
+    let artifact = setup.installer.ensure_installed(&spec).await.unwrap();
+    assert!(artifact.executable.ends_with("build/bin/old-engine"));
+    let notes = setup.progress.notes();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("the archive has no `fake-engine`; using `build/bin/old-engine`")),
+        "{notes:?}"
+    );
+    // And the warm path accepts it.
+    let again = setup.installer.ensure_installed(&spec).await.unwrap();
+    assert!(again.cache_hit);
+}
+
+/// `binary.executable` names the server by its path in the archive (or its file name).
+#[tokio::test]
+async fn a_configured_executable_path_is_used_and_a_wrong_one_lists_the_contents() {
+    let setup = Setup::new().await;
+    let script = format!("#!/bin/sh\necho '{VERSION}'\n");
+    let archive = gzip(&tar(&[
+        Item::File("x/fake-engine", script.as_bytes(), 0o755),
+        Item::File("y/fake-engine", script.as_bytes(), 0o755),
+        Item::File("y/README.md", b"readme", 0o644),
+    ]));
+    setup.server.file("/two.tar.gz", &archive, true);
+    let mut spec = setup.spec("/two.tar.gz", &archive);
+    spec.configured = Some("y/fake-engine".parse().unwrap());
+    let artifact = setup.installer.ensure_installed(&spec).await.unwrap();
+    assert!(artifact.executable.ends_with("y/fake-engine"));
+
+    let mut wrong = setup.spec("/two.tar.gz", &archive);
+    wrong.install_root = setup.root.path().join("other");
+    wrong.configured = Some("z/fake-engine".parse().unwrap());
+    let error = setup.installer.ensure_installed(&wrong).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("the archive has no file `z/fake-engine` (provisioning.binary.executable); it holds: x/fake-engine (executable), y/fake-engine (executable), y/README.md"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +275,10 @@ async fn a_verified_download_is_reused_after_a_failed_install() {
     let mut spec = setup.spec("/engine.tar.gz", &archive);
     spec.executable = "llama-server".to_string();
     let error = setup.installer.ensure_installed(&spec).await.unwrap_err();
-    assert!(error.to_string().contains("no `llama-server`"), "{error}");
+    assert!(
+        error.to_string().contains("no file named `llama-server`"),
+        "{error}"
+    );
     assert_eq!(setup.server.requests(), 1);
     // Same archive, corrected executable name: no second download.
     spec.executable = "fake-engine".to_string();
@@ -445,4 +511,110 @@ async fn a_dropped_install_resumes_its_download() {
         .unwrap();
     assert!(from >= 100_000 && from < archive.len() as u64, "{range}");
     assert!(setup.progress.text().contains("resuming"));
+}
+
+/// A release-style archive of the fake engine with ggml's libraries next to it: the split
+/// layout's base and CPU libraries, and `libggml-cuda.so` when `cuda` (empty files suffice).
+fn ggml_archive(cuda: bool) -> Vec<u8> {
+    let script = format!("#!/bin/sh\necho \"version: {VERSION}\"\n");
+    let mut items = vec![
+        Item::Dir("build/bin"),
+        Item::File("build/bin/fake-engine", script.as_bytes(), 0o755),
+        Item::File("build/bin/libggml-base.so", b"", 0o644),
+        Item::File("build/bin/libggml-cpu-haswell.so", b"", 0o644),
+        Item::File("build/bin/libllama.so", b"", 0o644),
+    ];
+    if cuda {
+        items.push(Item::File("build/bin/libggml-cuda.so", b"", 0o644));
+    }
+    gzip(&tar(&items))
+}
+
+/// What binary mode makes of an installed archive for a pool with `-ngl 99`.
+fn judged(artifact: &provisioner_core::BinaryArtifact) -> provisioner_core::BackendVerdict {
+    let probe = provisioner_core::VersionProbe::new(
+        "fake-engine --version",
+        artifact.version_output.as_deref(),
+        provisioner_core::ggml_reported_backend,
+    );
+    let found = provisioner_core::BackendFinding::from_evidence(
+        &artifact.libraries,
+        "the archive's files",
+        Some(&probe),
+    );
+    let ask = provisioner_core::GpuAsk::any("provisioning.flags[0]: -ngl 99");
+    provisioner_core::judge_backend(Some(&ask), &found, "the prebuilt", false)
+}
+
+#[tokio::test]
+async fn the_shipped_libraries_are_recorded_and_show_the_backend() {
+    let setup = Setup::new().await;
+    for (cuda, path) in [(true, "/cuda.tar.gz"), (false, "/cpu.tar.gz")] {
+        let archive = ggml_archive(cuda);
+        setup.server.file(path, &archive, true);
+        let spec = setup.spec(path, &archive);
+        let artifact = setup.installer.ensure_installed(&spec).await.unwrap();
+        let dir = setup.install_root().join(install_key(&spec));
+        let names: Vec<String> = artifact
+            .libraries
+            .iter()
+            .map(|library| {
+                library
+                    .strip_prefix(&dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string()
+            })
+            .collect();
+        let mut expected = vec![
+            "build/bin/libggml-base.so",
+            "build/bin/libggml-cpu-haswell.so",
+            "build/bin/libllama.so",
+        ];
+        if cuda {
+            expected.insert(2, "build/bin/libggml-cuda.so");
+        }
+        assert_eq!(names, expected);
+        let verdict = judged(&artifact);
+        if cuda {
+            assert_eq!(verdict, provisioner_core::BackendVerdict::Met);
+        } else {
+            let provisioner_core::BackendVerdict::Refused(message) = verdict else {
+                panic!("a CPU-only archive passed -ngl 99: {verdict:?}");
+            };
+            assert!(
+                message.contains("found cpu (no GPU backend among the ggml libraries of the archive's files (libggml-base.so, libggml-cpu-haswell.so)"),
+                "{message}"
+            );
+        }
+
+        // The record keeps them: the warm path shows the same without looking again.
+        let metadata: BinaryInstallMetadata =
+            serde_json::from_slice(&std::fs::read(&artifact.metadata_file).unwrap()).unwrap();
+        assert_eq!(
+            metadata.libraries.unwrap().len(),
+            expected.len(),
+            "{names:?}"
+        );
+        let again = setup.installer.ensure_installed(&spec).await.unwrap();
+        assert!(again.cache_hit);
+        assert_eq!(again.libraries, artifact.libraries);
+    }
+}
+
+#[tokio::test]
+async fn a_record_without_libraries_is_scanned_again() {
+    let setup = Setup::new().await;
+    let archive = ggml_archive(true);
+    setup.server.file("/cuda.tar.gz", &archive, true);
+    let spec = setup.spec("/cuda.tar.gz", &archive);
+    let artifact = setup.installer.ensure_installed(&spec).await.unwrap();
+    // An install recorded before libraries were kept.
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&artifact.metadata_file).unwrap()).unwrap();
+    record.as_object_mut().unwrap().remove("libraries");
+    std::fs::write(&artifact.metadata_file, record.to_string()).unwrap();
+    let again = setup.installer.ensure_installed(&spec).await.unwrap();
+    assert!(again.cache_hit);
+    assert_eq!(again.libraries, artifact.libraries);
 }

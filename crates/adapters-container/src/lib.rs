@@ -39,6 +39,10 @@
 //! 7. **Pull by digest.** `<runtime> pull [--tls-verify=false] registry/repo@sha256:…` with a
 //!    progress label, unless the image is already present; then `image inspect` must report that
 //!    digest (`Digest` or `RepoDigests`). The tag index is updated atomically.
+//! 8. **Backend.** The same `image inspect` names the image's overlay layer directories on the
+//!    host; [`layers`] reads the `libggml-*.so*` files of the merged image from them without
+//!    running it ([`provisioner_core::ImageArtifact::backend`]); other storage drivers, or
+//!    storage this user cannot read, give `unknown`. No extra process runs.
 //!
 //! ## What is verified
 //!
@@ -87,6 +91,7 @@
 pub mod auth;
 pub mod devices;
 pub mod index;
+pub mod layers;
 pub mod reference;
 mod registry;
 pub mod runtime;
@@ -97,8 +102,9 @@ pub use auth::{
 };
 pub use devices::{Gpu, MigDevice, find_cdi_spec, parse_nvidia_smi_list, unknown_devices};
 pub use index::{IndexEntry, TagIndex};
+pub use layers::ImageLayers;
 pub use reference::{ImageRef, sha256_digest};
 pub use registry::{REVISION_LABEL, VERSION_LABEL};
 pub use runtime::{
-    ContainerSettings, DOCKER_INSECURE_HINT, PODMAN_INSTALL_HINT, PodmanOrDocker, RUNTIME_ENV,
+    ContainerSettings, DOCKER_INSECURE_HINT, PodmanOrDocker, RUNTIME_ENV, podman_install_hint,
 };

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use provisioner_core::{
     Action, CommandOutput, CommandSpec, ContainerRuntime, Digest, Error, ImageArtifact, ImageSpec,
-    ImageTag, Policy, Progress, ProgressEvent, Result, RuntimeKind, Shell,
+    ImageTag, Policy, Progress, ProgressEvent, Result, RuntimeKind, Shell, sudo_prefix,
 };
 use tokio::sync::OnceCell;
 
 use crate::auth::{CredentialSources, Credentials, Search, TempAuthFile};
 use crate::devices::{describe, find_cdi_spec, parse_nvidia_smi_list, unknown_devices};
 use crate::index::{IndexEntry, TagIndex};
+use crate::layers::ImageLayers;
 use crate::reference::ImageRef;
 use crate::registry::{self, REVISION_LABEL, VERSION_LABEL};
 
@@ -22,7 +23,12 @@ use crate::registry::{self, REVISION_LABEL, VERSION_LABEL};
 pub const RUNTIME_ENV: [&str; 9] = provisioner_core::CONTAINER_RUNTIME_VARIABLES;
 
 /// The install commands shown when neither podman nor docker works.
-pub const PODMAN_INSTALL_HINT: &str = "sudo apt-get install -y podman (Debian/Ubuntu) | sudo pacman -S podman (Arch) | sudo dnf install -y podman (Fedora)";
+pub fn podman_install_hint() -> String {
+    let sudo = sudo_prefix(adapters_host::running_as_root());
+    format!(
+        "{sudo}apt-get install -y podman (Debian/Ubuntu) | {sudo}pacman -S podman (Arch) | {sudo}dnf install -y podman (Fedora)"
+    )
+}
 
 /// What docker needs to pull from a plain-HTTP registry (it is daemon configuration, not a flag).
 pub const DOCKER_INSECURE_HINT: &str = "docker pulls from a plain-HTTP registry only when the daemon lists it under \"insecure-registries\" in /etc/docker/daemon.json (then restart dockerd); behind DOCKER_HOST=podman system service, the service's registries.conf decides ([[registry]] location=\"HOST:PORT\" insecure=true)";
@@ -260,7 +266,11 @@ impl PodmanOrDocker {
                         "podman is installed but `podman info` fails; run it yourself to see why (storage, containers.conf, XDG_RUNTIME_DIR for rootless use)"
                     }
                     RuntimeKind::Docker => {
-                        "docker is installed but cannot reach its daemon: start it (sudo systemctl start docker), add yourself to the docker group, or set DOCKER_HOST"
+                        if adapters_host::running_as_root() {
+                            "docker is installed but cannot reach its daemon: start it (systemctl start docker) or set DOCKER_HOST"
+                        } else {
+                            "docker is installed but cannot reach its daemon: start it (sudo systemctl start docker), add yourself to the docker group, or set DOCKER_HOST"
+                        }
                     }
                 },
             ))
@@ -323,12 +333,13 @@ impl PodmanOrDocker {
         let _ = cell.set(runtime.clone());
     }
 
-    fn artifact(
+    async fn artifact(
         &self,
         runtime: &Runtime,
         image: &ImageRef,
         digest: &str,
         labels: Labels,
+        layers: ImageLayers,
         cache_hit: bool,
     ) -> Result<ImageArtifact> {
         let parsed: Digest = digest.parse().map_err(|message: String| Error::Source {
@@ -337,7 +348,16 @@ impl PodmanOrDocker {
             message,
             hint: None,
         })?;
+        // The ggml libraries in its layers, read without running it (file system reads only).
+        let backend = tokio::task::spawn_blocking(move || layers.backend())
+            .await
+            .unwrap_or_else(|error| {
+                provisioner_core::BackendFinding::unknown(format!(
+                    "reading the image's layers failed: {error}"
+                ))
+            });
         Ok(ImageArtifact {
+            backend,
             runtime: runtime.kind,
             program: runtime.program.clone(),
             runtime_env: self.settings.env.clone(),
@@ -410,9 +430,10 @@ impl PodmanOrDocker {
                 what: format!("an NVIDIA CDI spec in {}", dirs.join(" or ")),
                 purpose: "give GPUs to podman containers (podman names them through CDI)"
                     .to_string(),
-                hint: Some(
-                    "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml".to_string(),
-                ),
+                hint: Some(format!(
+                    "{}nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
+                    sudo_prefix(adapters_host::running_as_root())
+                )),
             });
         }
         Ok(())
@@ -487,22 +508,24 @@ fn missing(kind: Option<RuntimeKind>) -> Error {
             tool: "docker".to_string(),
             purpose: "run container images (the configuration asks for docker)".to_string(),
             searched: Vec::new(),
-            hint: Some(
-                "sudo apt-get install -y docker.io (Debian/Ubuntu) | sudo pacman -S docker (Arch) | sudo dnf install -y moby-engine (Fedora); or drop `runtime: docker` to use podman"
-                    .to_string(),
-            ),
+            hint: Some({
+                let sudo = sudo_prefix(adapters_host::running_as_root());
+                format!(
+                    "{sudo}apt-get install -y docker.io (Debian/Ubuntu) | {sudo}pacman -S docker (Arch) | {sudo}dnf install -y moby-engine (Fedora); or drop `runtime: docker` to use podman"
+                )
+            }),
         },
         Some(RuntimeKind::Podman) => Error::MissingTool {
             tool: "podman".to_string(),
             purpose: "run container images (the configuration asks for podman)".to_string(),
             searched: Vec::new(),
-            hint: Some(PODMAN_INSTALL_HINT.to_string()),
+            hint: Some(podman_install_hint()),
         },
         None => Error::MissingTool {
             tool: "podman or docker".to_string(),
             purpose: "run container images".to_string(),
             searched: Vec::new(),
-            hint: Some(PODMAN_INSTALL_HINT.to_string()),
+            hint: Some(podman_install_hint()),
         },
     }
 }
@@ -526,6 +549,8 @@ struct Labels {
 #[derive(Debug)]
 struct Inspected {
     labels: Labels,
+    /// Where its files are on the host.
+    layers: ImageLayers,
 }
 
 /// Reads `image inspect` JSON (podman or docker): present with `digest` → its labels.
@@ -557,6 +582,7 @@ fn parse_inspect(stdout: &str, digest: &str) -> Option<Inspected> {
             revision: get(REVISION_LABEL),
             version: get(VERSION_LABEL),
         },
+        layers: ImageLayers::from_inspect(image),
     })
 }
 
@@ -584,7 +610,9 @@ impl ContainerRuntime for PodmanOrDocker {
                 labels.version = labels.version.or(entry.version);
             }
             tracing::debug!(image = %image.pinned(digest), "image present locally");
-            return self.artifact(&runtime, &image, digest, labels, true);
+            return self
+                .artifact(&runtime, &image, digest, labels, found.layers, true)
+                .await;
         }
 
         let runtime = self.runtime(spec.runtime).await?;
@@ -604,17 +632,20 @@ impl ContainerRuntime for PodmanOrDocker {
         let digest = resolved.digest.clone();
         let reference = image.pinned(&digest);
 
-        if self.inspect(&runtime, &reference, &digest).await?.is_none() {
-            self.pull(
-                &runtime,
-                &image,
-                &digest,
-                spec.insecure,
-                resolved.credentials.as_ref(),
-            )
-            .await?;
-            if self.inspect(&runtime, &reference, &digest).await?.is_none() {
-                return Err(Error::Source {
+        let present = match self.inspect(&runtime, &reference, &digest).await? {
+            Some(present) => present,
+            None => {
+                self.pull(
+                    &runtime,
+                    &image,
+                    &digest,
+                    spec.insecure,
+                    resolved.credentials.as_ref(),
+                )
+                .await?;
+                self.inspect(&runtime, &reference, &digest)
+                    .await?
+                    .ok_or_else(|| Error::Source {
                     repo: image.name(),
                     reference: digest.clone(),
                     message: format!(
@@ -626,9 +657,9 @@ impl ContainerRuntime for PodmanOrDocker {
                         "remove the local image (`{} rmi {reference}`) and prepare again",
                         runtime.kind.as_str()
                     )),
-                });
+                })?
             }
-        }
+        };
         if let Some(key) = image.tag_key() {
             self.index
                 .put(
@@ -649,8 +680,10 @@ impl ContainerRuntime for PodmanOrDocker {
                 revision: resolved.revision,
                 version: resolved.version,
             },
+            present.layers,
             false,
         )
+        .await
     }
 }
 

@@ -15,8 +15,8 @@ use adapters_container::{ContainerSettings, Credentials, PodmanOrDocker, sha256_
 use adapters_host::process::Signal;
 use adapters_host::{DetachedSpec, HostShell, kill_group, spawn_detached};
 use provisioner_core::{
-    CommandOutput, CommandSpec, ContainerRuntime, Engine, Error, ImageSpec, NoProgress,
-    RecordingShell, RuntimeKind, Shell,
+    CommandOutput, CommandSpec, ContainerRuntime, Engine, Error, FoundBackend, ImageSpec,
+    NoProgress, RecordingShell, RuntimeKind, Shell,
 };
 
 const USER: &str = "tester";
@@ -336,6 +336,13 @@ async fn resolves_pulls_verifies_and_then_hits_the_cache_without_the_registry() 
     assert!(!artifact.cache_hit);
     assert_eq!(artifact.runtime, RuntimeKind::Podman);
     assert_eq!(artifact.runtime_env, world.run_env);
+    // vfs storage: the layers are not read, so nothing shows the backend.
+    assert_eq!(artifact.backend.backend, FoundBackend::Unknown);
+    assert!(
+        artifact.backend.how.contains("storage driver is vfs"),
+        "{}",
+        artifact.backend.how
+    );
     let commands = shell.commands();
     let pull = commands
         .iter()
@@ -672,4 +679,117 @@ async fn docker_cli_against_podman_system_service() {
     // Warm, through docker.
     let warm = adapter.ensure_image(&docker_spec).await.unwrap();
     assert!(warm.cache_hit);
+}
+
+/// Overlay storage of its own: images built with ggml's libraries in `/app` (empty files), with
+/// `libggml-cuda.so` present, absent, and deleted by a later layer (a real overlay whiteout).
+/// The adapter reads the layers `image inspect` names, without running the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_is_read_from_the_image_layers_of_overlay_storage() {
+    let world = World::new();
+    let storage = world.path().join("storage-overlay.conf");
+    std::fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph-overlay\"\nrunroot = \"{0}/runroot-overlay\"\n",
+            world.path().display()
+        ),
+    )
+    .unwrap();
+    let mut env = world.run_env.clone();
+    env.insert(
+        "CONTAINERS_STORAGE_CONF".to_string(),
+        storage.display().to_string(),
+    );
+    let context = world.path().join("ggml");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::copy("/bin/busybox", context.join("busybox")).unwrap();
+    for name in [
+        "libggml-base.so",
+        "libggml-cpu-haswell.so",
+        "libggml-cuda.so",
+    ] {
+        std::fs::write(context.join(name), b"").unwrap();
+    }
+    let images = [
+        (
+            "cuda",
+            "FROM scratch\nCOPY libggml-base.so libggml-cpu-haswell.so libggml-cuda.so /app/\nWORKDIR /app\n",
+            FoundBackend::Cuda,
+        ),
+        (
+            "cpu",
+            "FROM scratch\nCOPY libggml-base.so libggml-cpu-haswell.so /app/\nWORKDIR /app\n",
+            FoundBackend::Cpu,
+        ),
+        (
+            "deleted",
+            "FROM localhost/ggml:cuda\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"rm\", \"/app/libggml-cuda.so\"]\n",
+            FoundBackend::Cpu,
+        ),
+    ];
+    for (tag, containerfile, expected) in images {
+        let file = context.join(format!("Containerfile.{tag}"));
+        std::fs::write(&file, containerfile).unwrap();
+        let name = format!("localhost/ggml:{tag}");
+        world
+            .run(
+                &world.podman,
+                &[
+                    "build",
+                    "-f",
+                    file.to_str().unwrap(),
+                    "-t",
+                    &name,
+                    context.to_str().unwrap(),
+                ],
+                &env,
+            )
+            .await;
+        let inspect = world
+            .run(
+                &world.podman,
+                &["image", "inspect", "--format", "{{.Digest}}", &name],
+                &env,
+            )
+            .await;
+        let digest = inspect.stdout.trim().to_string();
+        let adapter = world.adapter(
+            recording(),
+            ContainerSettings {
+                env: env.clone(),
+                ..world.settings(Vec::new())
+            },
+        );
+        let artifact = adapter
+            .ensure_image(&spec(
+                "localhost/ggml".to_string(),
+                Some(tag),
+                Some(digest.as_str()),
+            ))
+            .await
+            .unwrap();
+        assert!(artifact.cache_hit, "{tag}: a local image by digest");
+        assert_eq!(
+            artifact.backend.backend, expected,
+            "{tag}: {:?}",
+            artifact.backend
+        );
+        if expected == FoundBackend::Cuda {
+            assert!(
+                artifact.backend.how.contains("libggml-cuda.so"),
+                "{}",
+                artifact.backend.how
+            );
+        } else {
+            assert!(
+                artifact
+                    .backend
+                    .how
+                    .contains("libggml-base.so, libggml-cpu-haswell.so"),
+                "{tag}: {}",
+                artifact.backend.how
+            );
+        }
+    }
 }

@@ -371,11 +371,12 @@ async fn no_runtime_is_a_missing_tool_with_the_podman_hint() {
         }
         other => panic!("{other:?}"),
     }
+    // `sudo` only when the tests do not run as root (a pasted sudo fails where it is absent).
+    let sudo = provisioner_core::sudo_prefix(adapters_host::running_as_root());
     assert!(
-        error
-            .hint()
-            .unwrap()
-            .contains("sudo apt-get install -y podman"),
+        error.hint().unwrap().starts_with(&format!(
+            "{sudo}apt-get install -y podman (Debian/Ubuntu) | {sudo}pacman"
+        )),
         "{error:?}"
     );
     // Through the port as well.
@@ -491,9 +492,10 @@ async fn unknown_devices_list_the_gpus_found() {
     // A known device, but podman without a CDI spec.
     let spec = image_spec(None, Some(DIGEST), vec!["0".into()]);
     let error = with_gpus.ensure_image(&spec).await.unwrap_err();
+    let sudo = provisioner_core::sudo_prefix(adapters_host::running_as_root());
     assert_eq!(
         error.hint(),
-        Some("sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml")
+        Some(format!("{sudo}nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml").as_str())
     );
     // With a spec it passes.
     std::fs::create_dir_all(dir.path().join("cdi")).unwrap();

@@ -41,3 +41,9 @@ pub use process::{DetachedSpec, HostShell, group_alive, kill_group, spawn_detach
 pub use run_files::{HostRunFiles, read_env_file};
 pub use supervisor::{RunState, Status, Supervisor};
 pub use version::{VersionRun, run_version, version_text};
+
+/// Whether this process runs as root (effective uid 0): commands it prints for the user to run
+/// carry `sudo` only when it does not.
+pub fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

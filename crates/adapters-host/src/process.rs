@@ -35,6 +35,75 @@ pub use nix::sys::signal::Signal;
 const STDOUT_CAP: usize = 4 * 1024 * 1024;
 /// Combined output lines kept in [`CommandOutput::tail`].
 const TAIL_LINES: usize = 40;
+/// Lines carrying an error kept at most, and indented lines kept after each (CMake indents
+/// the text of a `CMake Error at …:` message).
+const ERROR_LINES: usize = 20;
+const ERROR_CONTINUATION: usize = 4;
+/// The line between the error lines and the last lines of a tail.
+pub const TAIL_GAP: &str = "...";
+
+/// Whether a line of tool output reports an error: the word `error`/`Error`/`ERROR` (not
+/// `-Werror` or `errors=0`), `fatal`, or a tool's own error prefix (`E:` of apt, `CMake Error`,
+/// `Could NOT find` of CMake's find modules).
+fn is_error_line(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    if trimmed.starts_with("E: ") || trimmed.contains("Could NOT find") {
+        return true;
+    }
+    ["error", "Error", "ERROR", "fatal", "FATAL", "Fatal"]
+        .iter()
+        .any(|word| {
+            line.match_indices(word).any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = line[at + word.len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '=')
+            })
+        })
+}
+
+/// The last `keep` lines of `text` as errors quote them: the lines that carry an error (from
+/// anywhere in it, with their indented continuation lines) first, then [`TAIL_GAP`], then
+/// the other last lines. For logs read back from a file (an engine that died at start).
+pub(crate) fn tail_of_text(text: &str, keep: usize) -> String {
+    let mut errors = Vec::new();
+    let mut continuation = 0;
+    for line in text.lines() {
+        if errors.len() >= ERROR_LINES {
+            break;
+        }
+        if is_error_line(line) {
+            errors.push(line.to_string());
+            continuation = ERROR_CONTINUATION;
+        } else if continuation > 0 && line.starts_with([' ', '\t']) && !line.trim().is_empty() {
+            errors.push(line.to_string());
+            continuation -= 1;
+        } else {
+            continuation = 0;
+        }
+    }
+    let all: Vec<&str> = text.lines().collect();
+    let last = all[all.len().saturating_sub(keep)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    error_first_tail(errors, last)
+}
+
+/// The tail errors quote: the lines that carry an error first, then [`TAIL_GAP`], then the
+/// other last lines (stdout and stderr are read side by side, so an error on stderr may arrive
+/// anywhere among them).
+fn error_first_tail(errors: Vec<String>, last: Vec<String>) -> String {
+    if errors.is_empty() {
+        return last.join("\n");
+    }
+    let rest: Vec<String> = last.into_iter().filter(|l| !errors.contains(l)).collect();
+    let mut lines = errors;
+    lines.push(TAIL_GAP.to_string());
+    lines.extend(rest);
+    lines.join("\n")
+}
+
 /// How long to keep reading output after the leader exited, for descendants still writing.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// A line longer than this is cut into pieces, so that output without newlines cannot grow a
@@ -175,6 +244,8 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
         stdout: String::new(),
         stdout_truncated: false,
         tail: VecDeque::with_capacity(TAIL_LINES + 1),
+        errors: Vec::new(),
+        continuation: 0,
         log,
         label: spec.progress.as_deref(),
         progress,
@@ -219,7 +290,7 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
         code: status.code(),
         signal: status.signal(),
         stdout: collector.stdout,
-        tail: Vec::from(collector.tail).join("\n"),
+        tail: error_first_tail(collector.errors, Vec::from(collector.tail)),
     })
 }
 
@@ -325,6 +396,11 @@ struct Collector<'a> {
     stdout: String,
     stdout_truncated: bool,
     tail: VecDeque<String>,
+    /// Lines that carry an error (and the indented lines right after one), wherever they
+    /// came: shown before the tail, so that a long aftermath cannot push them out.
+    errors: Vec<String>,
+    /// Indented lines still taken after the last error line.
+    continuation: usize,
     log: Option<LogSink>,
     label: Option<&'a str>,
     progress: &'a dyn Progress,
@@ -357,6 +433,20 @@ impl Collector<'_> {
             self.tail.pop_front();
         }
         self.tail.push_back(line.to_string());
+        if self.errors.len() < ERROR_LINES {
+            if is_error_line(line) {
+                self.errors.push(line.to_string());
+                self.continuation = ERROR_CONTINUATION;
+            } else if self.continuation > 0
+                && line.starts_with([' ', '\t'])
+                && !line.trim().is_empty()
+            {
+                self.errors.push(line.to_string());
+                self.continuation -= 1;
+            } else {
+                self.continuation = 0;
+            }
+        }
         if let Some(label) = self.label
             && let Some(percent) = parse_progress(line)
             && self.last_percent != Some(percent)
@@ -686,6 +776,81 @@ mod tests {
         );
         assert_eq!(parse_stat("43 (sh) Z 1 17 17"), Some(('Z', 17)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn error_lines_are_words_not_parts_of_flags() {
+        for line in [
+            "CMake Error at common/CMakeLists.txt:85 (message):",
+            "  Could NOT find CURL.  Hint: set -DLLAMA_CURL=OFF",
+            "E: Unable to locate package nope",
+            "fatal: repository 'x' not found",
+            "src/a.c:3:1: error: expected ';'",
+            "error: failed to commit transaction",
+        ] {
+            assert!(is_error_line(line), "{line}");
+        }
+        for line in [
+            "-- Performing Test HAVE_WERROR -Werror=format",
+            "checked 3 files, errors=0",
+            "[ 50%] Building CXX object common/CMakeFiles/error_handling.cpp.o",
+            "-- Configuring done",
+        ] {
+            assert!(!is_error_line(line), "{line}");
+        }
+    }
+
+    /// An error early in a long output (CMake's, followed by pages of warnings) is still shown,
+    /// first, with the indented lines that explain it; stderr counts like stdout.
+    #[tokio::test]
+    async fn the_error_lines_lead_a_tail_that_lost_them() {
+        let shell = HostShell::new(Arc::new(provisioner_core::RecordingProgress::default()));
+        let script = "echo 'CMake Error at common/CMakeLists.txt:85 (message):' >&2; \
+                      echo '  Could NOT find CURL.  Hint: set -DLLAMA_CURL=OFF' >&2; \
+                      i=0; while [ $i -lt 100 ]; do echo \"-- warning line $i\"; i=$((i+1)); done; \
+                      echo '-- Configuring incomplete, errors occurred!'; exit 1";
+        let output = shell
+            .run(&CommandSpec::new("sh", ["-c", script]))
+            .await
+            .unwrap();
+        let lines: Vec<&str> = output.tail.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "CMake Error at common/CMakeLists.txt:85 (message):",
+                "  Could NOT find CURL.  Hint: set -DLLAMA_CURL=OFF",
+                TAIL_GAP
+            ],
+            "{}",
+            output.tail
+        );
+        assert!(lines.contains(&"-- Configuring incomplete, errors occurred!"));
+        assert!(lines.contains(&"-- warning line 99"));
+        assert!(
+            !lines.contains(&"-- warning line 10"),
+            "only the last lines follow"
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("CMake Error"))
+                .count(),
+            1,
+            "shown once"
+        );
+        let error = Error::CommandFailed {
+            command: "cmake".to_string(),
+            status: "exit code 1".to_string(),
+            tail: output.tail,
+            log: None,
+            hint: None,
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("output (the lines with errors, then the last lines):\n  | CMake Error"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -8,12 +8,16 @@
 //! resolves to the recorded binary, so a reused pid is never mistaken for the engine (nor
 //! signalled). An engine started on a free port (`0`) has the port it bound found and recorded
 //! before its readiness is probed.
+//!
+//! The run dir is shared by every configuration file: a record names the file its engine was
+//! started from, and `start` refuses a pool id whose engine runs (from this file or another) and
+//! a host port that another pool's running engine holds, naming that engine.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use provisioner_core::{Error, IdentityCheck, PreparedEngine, Probe, Result};
+use provisioner_core::{Error, IdentityCheck, PreparedEngine, Probe, Result, RunRecord};
 
 use crate::run_files::read_env_file;
 use crate::sockets::listening_ports;
@@ -69,6 +73,22 @@ pub struct RunState {
     /// engine's own environment, which may hold secrets).
     #[serde(default)]
     pub runtime_env: std::collections::BTreeMap<String, String>,
+    /// The configuration file (absolute) the engine was started from; `None` in records of
+    /// versions that did not keep it, and for engines started without one.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+}
+
+impl RunState {
+    /// The host ports it holds: its ports and its readiness port, free ones (`0`) left out.
+    pub fn held_ports(&self) -> Vec<u16> {
+        let mut ports = self.ports.clone();
+        ports.push(self.readiness.port);
+        ports.retain(|&port| port != 0);
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
 }
 
 /// A recorded engine and how it is doing.
@@ -100,17 +120,17 @@ impl Supervisor {
 
     /// `<run_dir>/<pool>.json`.
     pub fn state_file(&self, pool_id: &str) -> PathBuf {
-        self.run_dir.join(format!("{pool_id}.json"))
+        RunRecord::State.path(&self.run_dir, pool_id)
     }
 
     /// `<run_dir>/<pool>.pid`.
     pub fn pid_file(&self, pool_id: &str) -> PathBuf {
-        self.run_dir.join(format!("{pool_id}.pid"))
+        RunRecord::Pid.path(&self.run_dir, pool_id)
     }
 
     /// `<run_dir>/<pool>.log`.
     pub fn log_file(&self, pool_id: &str) -> PathBuf {
-        self.run_dir.join(format!("{pool_id}.log"))
+        RunRecord::Log.path(&self.run_dir, pool_id)
     }
 
     /// The recorded state of a pool's engine, if any.
@@ -135,10 +155,79 @@ impl Supervisor {
             })
     }
 
-    /// Starts a prepared engine in the background and records it. Refuses an external pool
-    /// (nothing to start), an engine that already runs ([`Error::AlreadyRunning`]) and ports
-    /// that already accept connections.
+    /// The records of every other pool whose engine runs now (any configuration file).
+    fn running_others(&self, pool_id: &str) -> Vec<RunState> {
+        let Ok(entries) = fs::read_dir(&self.run_dir) else {
+            return Vec::new();
+        };
+        let mut running: Vec<RunState> = entries
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name();
+                let other = RunRecord::State.pool_of(name.to_str()?)?;
+                if other == pool_id || check_pool(other).is_err() {
+                    return None;
+                }
+                // Another pool's unreadable record is its own problem, not this start's.
+                let state = self.read_state(other).ok()??;
+                is_running(state.pid, &state.bin).then_some(state)
+            })
+            .collect();
+        running.sort_by(|a, b| a.pool_id.cmp(&b.pool_id));
+        running
+    }
+
+    /// Refuses what a running engine holds that this pool's engine needs: its pool id
+    /// ([`Error::AlreadyRunning`], naming the configuration file it was started from when that
+    /// is another than `config`) and its host `ports` ([`Error::PortHeld`]: another pool's
+    /// running engine, from any configuration file, holds one). Free ports (`0`) hold nothing.
+    /// `start` checks this itself; call it before a long prepare to fail early.
+    pub fn check_conflicts(
+        &self,
+        pool_id: &str,
+        ports: &[u16],
+        config: Option<&Path>,
+    ) -> Result<()> {
+        check_pool(pool_id)?;
+        if let Some(previous) = self.read_state(pool_id)?
+            && is_running(previous.pid, &previous.bin)
+        {
+            return Err(already_running(previous, config));
+        }
+        self.refuse_held_ports(pool_id, ports)
+    }
+
+    fn refuse_held_ports(&self, pool_id: &str, ports: &[u16]) -> Result<()> {
+        let wanted: Vec<u16> = ports.iter().copied().filter(|&port| port != 0).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for other in self.running_others(pool_id) {
+            let held = other.held_ports();
+            if let Some(port) = wanted.iter().find(|port| held.contains(port)) {
+                return Err(Error::PortHeld {
+                    pool: pool_id.to_string(),
+                    port: *port,
+                    holder: other.pool_id.clone(),
+                    pid: other.pid,
+                    config: other.config.clone(),
+                    hint: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a prepared engine in the background and records it; see [`Supervisor::start_from`].
     pub fn start(&self, prepared: &PreparedEngine) -> Result<RunState> {
+        self.start_from(prepared, None)
+    }
+
+    /// Starts a prepared engine in the background and records it with `config`, the
+    /// configuration file it comes from (made absolute). Refuses an external pool (nothing to
+    /// start), what [`Supervisor::check_conflicts`] refuses (an engine of this pool id that
+    /// already runs, a port another pool's running engine holds) and ports that already accept
+    /// connections.
+    pub fn start_from(&self, prepared: &PreparedEngine, config: Option<&Path>) -> Result<RunState> {
         let pool = prepared.pool_id.as_str();
         check_pool(pool)?;
         let engine_error = |message: String, hint: Option<String>| Error::Engine {
@@ -168,12 +257,7 @@ impl Supervisor {
 
         if let Some(previous) = self.read_state(pool)? {
             if is_running(previous.pid, &previous.bin) {
-                return Err(Error::AlreadyRunning {
-                    pool: pool.to_string(),
-                    pid: previous.pid,
-                    log: previous.log_file.clone(),
-                    hint: None,
-                });
+                return Err(already_running(previous, config));
             }
             self.remove_records(pool)?;
         }
@@ -182,6 +266,7 @@ impl Supervisor {
         ports.extend(prepared.ports.iter().copied());
         ports.retain(|&port| port != 0);
         ports.dedup();
+        self.refuse_held_ports(pool, &ports)?;
         for port in ports.iter().copied() {
             if port_accepts(port) {
                 return Err(engine_error(
@@ -234,6 +319,7 @@ impl Supervisor {
                 })
                 .map(|(key, value)| (key.clone(), value.clone()))
                 .collect(),
+            config: config.map(absolute_config),
         };
         if let Err(error) = self.write_records(&state) {
             // An engine nobody knows about could never be stopped with `down`.
@@ -584,7 +670,36 @@ fn port_accepts(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok()
 }
 
-/// Keeps the previous run's log as `<pool>.log.1`, so that a new run's log starts empty.
+/// The error for an engine of this pool id that runs: started from `config` or, as recorded,
+/// from another configuration file.
+fn already_running(previous: RunState, config: Option<&Path>) -> Error {
+    let other = match (&previous.config, config) {
+        (Some(recorded), Some(given)) if !same_file(recorded, given) => Some(recorded.clone()),
+        _ => None,
+    };
+    Error::AlreadyRunning {
+        pool: previous.pool_id,
+        pid: previous.pid,
+        log: previous.log_file,
+        config: other,
+        hint: None,
+    }
+}
+
+/// A configuration path as recorded: without symbolic links where it resolves, else absolute.
+fn absolute_config(config: &Path) -> PathBuf {
+    fs::canonicalize(config)
+        .or_else(|_| std::path::absolute(config))
+        .unwrap_or_else(|_| config.to_path_buf())
+}
+
+/// Whether two paths name one file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    absolute_config(a) == absolute_config(b)
+}
+
+/// Keeps the previous run's log as `<pool>.log.1` ([`RunRecord::PreviousLog`]), so that a new
+/// run's log starts empty.
 fn rotate_log(log: &Path) -> Result<()> {
     let mut previous = log.as_os_str().to_owned();
     previous.push(".1");
@@ -603,19 +718,17 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-/// The last lines of a log, indented for an error message.
+/// The last lines of a log, indented for an error message, the lines that carry an error first.
 fn log_tail(path: &Path, lines: usize) -> String {
     let Ok(bytes) = fs::read(path) else {
         return "  | (the log cannot be read)".to_string();
     };
     let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().collect();
-    let start = all.len().saturating_sub(lines);
-    if all.is_empty() {
+    if text.trim().is_empty() {
         return "  | (the log is empty)".to_string();
     }
-    all[start..]
-        .iter()
+    crate::process::tail_of_text(&text, lines)
+        .lines()
         .map(|line| format!("  | {line}"))
         .collect::<Vec<_>>()
         .join("\n")
@@ -685,6 +798,16 @@ mod tests {
         assert!(tail.starts_with("  | line 11\n"), "{tail}");
         assert!(tail.ends_with("  | line 30"), "{tail}");
         assert!(log_tail(&dir.path().join("missing"), 20).contains("cannot be read"));
+
+        // An engine that failed early and then logged on: its error comes first.
+        let mut text = String::from("llama_model_load: error loading model: tensor 'x' missing\n");
+        text.extend((1..=30).map(|i| format!("line {i}\n")));
+        fs::write(&log, text).unwrap();
+        let tail = log_tail(&log, 20);
+        assert!(
+            tail.starts_with("  | llama_model_load: error loading model: tensor 'x' missing\n  | ...\n  | line 11\n"),
+            "{tail}"
+        );
     }
 
     #[test]
@@ -694,6 +817,18 @@ mod tests {
         assert!(is_running(own, &exe));
         assert!(!is_running(own, Path::new("/definitely/not/the/engine")));
         assert!(!is_running(0, &exe));
+    }
+
+    #[test]
+    fn the_records_are_the_run_records_the_config_check_knows() {
+        let supervisor = Supervisor::new("/run");
+        let mut previous = supervisor.log_file("a.b").into_os_string();
+        previous.push(".1");
+        assert_eq!(
+            PathBuf::from(previous),
+            RunRecord::PreviousLog.path(Path::new("/run"), "a.b")
+        );
+        assert_eq!(supervisor.state_file("a.b"), Path::new("/run/a.b.json"));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use adapters_host::process::locate;
 use adapters_host::{HostRunFiles, Supervisor, group_alive};
 use provisioner_core::{
-    Backend, Engine, EngineMetadata, Error, IdentityCheck, Mode, PreparedEngine, Probe, RunFiles,
-    Secret,
+    Engine, EngineMetadata, Error, FoundBackend, IdentityCheck, Mode, PreparedEngine, Probe,
+    RunFiles, Secret,
 };
 
 const BUILD_INFO: &str = "b4567-abcdef0";
@@ -46,7 +46,7 @@ fn prepared(
             mode: Mode::Source,
             source: None,
             build_flags: Vec::new(),
-            backend: Some(Backend::Cpu),
+            backend: Some(FoundBackend::Cpu),
             readiness: Probe {
                 port,
                 path: "/health".to_string(),
@@ -63,6 +63,7 @@ fn prepared(
             cache_hit: false,
             metadata_file: None,
             plan_digest: "test".to_string(),
+            warnings: Vec::new(),
         },
     }
 }
@@ -331,4 +332,125 @@ async fn an_external_pool_is_not_started() {
     let error = supervisor.start(&engine).unwrap_err();
     assert!(matches!(error, Error::ExternalPool { .. }), "{error:?}");
     assert!(!supervisor.state_file("pool-g").exists());
+}
+
+#[tokio::test]
+async fn a_pool_id_or_a_port_held_by_an_engine_of_another_config_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(dir.path().join("run"));
+    let first = dir.path().join("first.yaml");
+    let second = dir.path().join("second.yaml");
+    for config in [&first, &second] {
+        fs::write(config, "pools: []\n").unwrap();
+    }
+    let port = free_port();
+    let engine = fake_engine("pool-h", port, dir.path());
+    let state = supervisor.start_from(&engine, Some(&first)).unwrap();
+    let checked = std::panic::catch_unwind(|| {
+        let first = fs::canonicalize(&first).unwrap();
+        assert_eq!(state.config.as_deref(), Some(first.as_path()));
+        assert_eq!(
+            supervisor.read_state("pool-h").unwrap().unwrap().config,
+            Some(first.clone())
+        );
+
+        // The same pool id from another file: says which file runs it.
+        let error = supervisor.start_from(&engine, Some(&second)).unwrap_err();
+        match &error {
+            Error::AlreadyRunning { pid, config, .. } => {
+                assert_eq!(*pid, state.pid);
+                assert_eq!(config.as_deref(), Some(first.as_path()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!(
+                "engine `pool-h` is already running as pid {}, started from another configuration file, {}",
+                state.pid,
+                first.display()
+            )),
+            "{message}"
+        );
+        assert_eq!(error.code().exit_code(), 14);
+        // From its own file (however it is spelt), no other file is named.
+        let spelt = dir.path().join(".").join("first.yaml");
+        let error = supervisor.start_from(&engine, Some(&spelt)).unwrap_err();
+        assert!(
+            matches!(&error, Error::AlreadyRunning { config: None, .. }),
+            "{error:?}"
+        );
+
+        // Another pool on a port the running engine holds, from any file, before spawning.
+        let other = fake_engine("pool-i", port, dir.path());
+        for config in [Some(second.as_path()), Some(first.as_path()), None] {
+            let error = supervisor.start_from(&other, config).unwrap_err();
+            match &error {
+                Error::PortHeld {
+                    pool,
+                    port: held,
+                    holder,
+                    pid,
+                    config,
+                    ..
+                } => {
+                    assert_eq!(
+                        (pool.as_str(), *held, holder.as_str(), *pid),
+                        ("pool-i", port, "pool-h", state.pid)
+                    );
+                    assert_eq!(config.as_deref(), Some(first.as_path()));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "host port {port}, which pool `pool-i` needs, is held by the running engine of pool `pool-h` (pid {}, started from {})",
+                    state.pid,
+                    first.display()
+                )
+            );
+            assert_eq!(error.code().exit_code(), 14);
+        }
+        assert!(!supervisor.state_file("pool-i").exists());
+        assert!(matches!(
+            supervisor.check_conflicts("pool-i", &[port], Some(&second)),
+            Err(Error::PortHeld { .. })
+        ));
+        // A free port, or another port, is not held.
+        supervisor
+            .check_conflicts("pool-i", &[0, free_port()], Some(&second))
+            .unwrap();
+    });
+    let stopped = supervisor.stop("pool-h", Duration::from_secs(10)).await;
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(stopped.unwrap());
+    // A stopped engine holds nothing.
+    supervisor
+        .check_conflicts("pool-i", &[port], Some(&second))
+        .unwrap();
+}
+
+#[test]
+fn records_of_older_versions_without_a_config_file_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(dir.path());
+    let record = serde_json::json!({
+        "pool_id": "old",
+        "pid": 12345,
+        "bin": "/usr/bin/llama-server",
+        "args": [],
+        "ports": [8080],
+        "engine_version": "v",
+        "log_file": dir.path().join("old.log"),
+        "started_at_unix": 0,
+        "readiness": { "port": 8080, "path": "/health", "status": 200, "timeout_seconds": 1 },
+        "identity": null
+    });
+    fs::write(supervisor.state_file("old"), record.to_string()).unwrap();
+    let state = supervisor.read_state("old").unwrap().unwrap();
+    assert_eq!(state.config, None);
+    assert_eq!(state.held_ports(), vec![8080]);
 }

@@ -415,7 +415,7 @@ impl PackageManager for Apt {
         ManagerKind::Apt
     }
 
-    fn install_command(&self, requests: &[PackageRequest]) -> String {
+    async fn install_command(&self, requests: &[PackageRequest]) -> String {
         by_repository(requests)
             .iter()
             .map(|group| self.display_group(group))

@@ -86,8 +86,9 @@ impl Aur {
                     manager: self.helper.to_string(),
                     package,
                     message: format!(
-                        "{} builds the current PKGBUILD only, which is version {current}; version {pin} cannot be installed this way. Pin {current}, or build the PKGBUILD of {pin} yourself (git clone https://aur.archlinux.org/{name}.git, check out the commit of {pin}, makepkg) and install the result with `sudo pacman -U {name}-{pin}-x86_64.pkg.tar.zst`",
-                        self.helper
+                        "{} builds the current PKGBUILD only, which is version {current}; version {pin} cannot be installed this way. Pin {current}, or build the PKGBUILD of {pin} yourself (git clone https://aur.archlinux.org/{name}.git, check out the commit of {pin}, makepkg) and install the result with `{}pacman -U {name}-{pin}-x86_64.pkg.tar.zst`",
+                        self.helper,
+                        provisioner_core::sudo_prefix(self.runner.privilege().root)
                     ),
                     hint: Some(format!("set provisioning.package.version to {current}")),
                 });
@@ -127,7 +128,7 @@ impl PackageManager for Aur {
         self.helper
     }
 
-    fn install_command(&self, requests: &[PackageRequest]) -> String {
+    async fn install_command(&self, requests: &[PackageRequest]) -> String {
         let names = requests
             .iter()
             .map(|request| shell_quote(request.name.as_str()))

@@ -115,7 +115,7 @@ pub(crate) async fn verify_installed(
                 manager: manager.kind().to_string(),
                 package: label(request),
                 message: "the install command succeeded but the package database reports it is not installed".to_string(),
-                hint: Some(manager.install_command(std::slice::from_ref(request))),
+                hint: Some(manager.install_command(std::slice::from_ref(request)).await),
             });
         };
         if let Some(version) = &request.version
@@ -128,7 +128,7 @@ pub(crate) async fn verify_installed(
                     "asked {version}, the package database reports {}; not reporting success",
                     package.version
                 ),
-                hint: Some(manager.install_command(std::slice::from_ref(request))),
+                hint: Some(manager.install_command(std::slice::from_ref(request)).await),
             });
         }
         package.repository = shown_repository(request.repository.as_ref());

@@ -186,7 +186,7 @@ impl PackageManager for Dnf {
         ManagerKind::Dnf
     }
 
-    fn install_command(&self, requests: &[PackageRequest]) -> String {
+    async fn install_command(&self, requests: &[PackageRequest]) -> String {
         requests
             .iter()
             .map(|request| match Self::install_argv(request) {

@@ -5,7 +5,10 @@
 //! path reads it and asks the package database once (one process); the cold path runs under the
 //! key's lock, installs only what is not installed at the pin (and only when the pool allows
 //! it), finds the executable in the package's file list, runs it once for its version, and
-//! removes the package again when it fails those checks and was not installed before.
+//! undoes what it changed when the package fails those checks: a package that was not installed
+//! before is removed again, one that was installed at another version is installed again at
+//! exactly that version (or, when no repository offers it any more, the error names the command
+//! that restores it).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,10 +20,11 @@ use adapters_host::version::{DEFAULT_VERSION_TIMEOUT, VersionRun, run_version};
 use async_trait::async_trait;
 use provisioner_core::packages::{default_engine_package, engine_packages};
 use provisioner_core::{
-    Action, Backend, Clock, CommandSpec, Distro, Engine, Error, InstalledPackage, ManagerKind,
-    PackageArtifact, PackageInstallSpec, PackageInstaller, PackageManager, PackageName,
-    PackageRepo, PackageRequest, PackageVersion, Policy, Progress, ProgressEvent, Result, Shell,
-    package_engine_version,
+    Action, Backend, BackendFinding, BackendVerdict, Clock, CommandSpec, Distro, Engine, Error,
+    FALLBACK_HINT, FoundBackend, InstalledPackage, ManagerKind, PackageArtifact,
+    PackageInstallSpec, PackageInstaller, PackageManager, PackageName, PackageRepo, PackageRequest,
+    PackageVersion, Policy, Progress, ProgressEvent, Result, Shell, VersionProbe,
+    ggml_reported_backend, judge_backend, package_engine_version,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +59,10 @@ pub struct PackageInstallMetadata {
     /// version output).
     #[serde(default)]
     pub backend: Backend,
+    /// The backend found at install time ([`BackendFinding`]); `None` in records written
+    /// before it was kept.
+    #[serde(default)]
+    pub found: Option<BackendFinding>,
     /// [`package_engine_version`] of the installed package.
     pub engine_version: String,
     /// When the record was written (seconds since the Unix epoch, from the Clock port).
@@ -153,8 +161,39 @@ fn find_executable(files: &[PathBuf], executable: &str) -> Option<PathBuf> {
         .cloned()
 }
 
-/// Adds what the rollback did to an error's message.
-fn with_rollback(error: Error, rollback: &str) -> Error {
+/// What undoing a failed attempt did: a sentence for the error message and, when the version
+/// installed before could not be put back, the exact command that puts it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Undo {
+    said: String,
+    restore: Option<String>,
+}
+
+impl Undo {
+    fn said(said: String) -> Undo {
+        Undo {
+            said,
+            restore: None,
+        }
+    }
+
+    /// `hint` with the restore command first (it is what the user must do now).
+    fn hint(&self, hint: Option<String>) -> Option<String> {
+        match (&self.restore, hint) {
+            (Some(restore), Some(hint)) => Some(format!(
+                "restore the version installed before: {restore}\n{hint}"
+            )),
+            (Some(restore), None) => {
+                Some(format!("restore the version installed before: {restore}"))
+            }
+            (None, hint) => hint,
+        }
+    }
+}
+
+/// Adds what the undo did to an error's message (and the restore command to its hint).
+fn with_undo(error: Error, undo: &Undo) -> Error {
+    let rollback = &undo.said;
     match error {
         Error::Package {
             manager,
@@ -165,7 +204,7 @@ fn with_rollback(error: Error, rollback: &str) -> Error {
             manager,
             package,
             message: format!("{message}; {rollback}"),
-            hint,
+            hint: undo.hint(hint),
         },
         Error::CommandFailed {
             command,
@@ -178,38 +217,47 @@ fn with_rollback(error: Error, rollback: &str) -> Error {
             status: format!("{status}; {rollback}"),
             tail,
             log,
+            hint: undo.hint(hint),
+        },
+        Error::MissingTool {
+            tool,
+            purpose,
+            searched,
             hint,
+        } => Error::MissingTool {
+            tool,
+            purpose,
+            searched,
+            hint: undo.hint(hint),
+        },
+        Error::PolicyDenied { action, hint } => Error::PolicyDenied {
+            action,
+            hint: undo.hint(hint),
         },
         other => other,
     }
 }
 
-/// Why the installed files do not show the GPU backend asked for, or `None` when they do (or CPU
-/// was asked for): a ggml backend library (`libggml-cuda…`) among the files, or the backend named
-/// by the version output (a static build loads no library).
-fn missing_backend(
-    backend: Backend,
+/// The backend an installed package shows: a ggml backend library (`libggml-cuda…`) among its
+/// files, or the backend named by the server's version output (a static build loads no
+/// library; llama.cpp's output is read as [`ggml_reported_backend`] reads it).
+fn package_backend(
     files: &[PathBuf],
+    executable: &Path,
+    version_args: &[String],
     version_output: Option<&str>,
-) -> Option<String> {
-    let (library, words): (&str, &[&str]) = match backend {
-        Backend::Cpu => return None,
-        Backend::Cuda => ("libggml-cuda", &["cuda"]),
-        Backend::Hip => ("libggml-hip", &["rocm", "hip"]),
-        Backend::Vulkan => ("libggml-vulkan", &["vulkan"]),
-    };
-    let shipped = files.iter().any(|path| {
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with(library))
-    });
-    let output = version_output.unwrap_or("").to_ascii_lowercase();
-    let reported = words.iter().any(|word| output.contains(word));
-    (!shipped && !reported).then(|| {
-        format!(
-            "it shows no {backend} backend (no {library}* among its files, and `--version` does not mention it); it would run on the CPU"
+) -> BackendFinding {
+    let probe = (!version_args.is_empty()).then(|| {
+        let name = executable
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().to_string());
+        VersionProbe::new(
+            format!("{name} {}", version_args.join(" ")),
+            version_output,
+            ggml_reported_backend,
         )
-    })
+    });
+    BackendFinding::from_evidence(files, "the package's files", probe.as_ref())
 }
 
 /// Whether a record describes the install `target` asks for and its executable still exists.
@@ -321,12 +369,36 @@ impl PackageEngineInstaller {
 
     fn artifact(installed: Installed<PackageInstallMetadata>, cache_hit: bool) -> PackageArtifact {
         let metadata = installed.metadata;
+        let found = metadata.found.unwrap_or_else(|| {
+            // A record from before findings were kept: a GPU backend asked for was checked.
+            if metadata.backend.is_gpu() {
+                BackendFinding::stated(
+                    FoundBackend::from(metadata.backend),
+                    "checked when it was installed",
+                )
+            } else {
+                let name = metadata
+                    .executable
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().to_string());
+                let probe = VersionProbe::new(
+                    format!("{name} --version"),
+                    metadata.version_output.as_deref(),
+                    ggml_reported_backend,
+                );
+                BackendFinding::from_evidence(
+                    &[],
+                    "the install record (from before its files were kept)",
+                    Some(&probe),
+                )
+            }
+        });
         PackageArtifact {
             manager: metadata.manager,
             package: metadata.package,
             executable: metadata.executable,
             version_output: metadata.version_output,
-            backend: metadata.backend,
+            found,
             engine_version: metadata.engine_version,
             key: metadata.key,
             cache_hit,
@@ -334,45 +406,136 @@ impl PackageEngineInstaller {
         }
     }
 
-    /// Removes what this call installed (when nothing was installed before) and says what
-    /// happened, for the error message.
-    async fn roll_back(&self, target: &Target<'_>, before: Option<&InstalledPackage>) -> String {
+    /// Undoes what this call changed, and says what happened, for the error message: a package
+    /// that was not installed before is removed again; one that was installed at another version
+    /// (which this call upgraded, downgraded or removed) is installed again at exactly that
+    /// version through the same manager, or, when no repository the pool or the policy allows
+    /// still offers it, the undo fails with the exact command that restores it.
+    async fn roll_back(&self, target: &Target<'_>, before: Option<&InstalledPackage>) -> Undo {
         let now = target.manager.query(&target.name).await.ok().flatten();
         match (before, now) {
             (None, Some(_)) => {
                 self.report(ProgressEvent::Note {
                     message: format!("removing {} again: it failed its checks", target.name),
                 });
-                match target.manager.remove(&target.name).await {
+                Undo::said(match target.manager.remove(&target.name).await {
                     Ok(()) => format!("{} was removed again", target.name),
                     Err(error) => format!("removing {} again failed: {error}", target.name),
-                }
+                })
             }
-            (Some(before), Some(now)) if before.version != now.version => format!(
-                "{} {} was installed before and has been replaced; reinstall it if needed",
-                target.name, before.version
+            (Some(before), now) if now.as_ref().is_none_or(|now| now.version != before.version) => {
+                self.restore(target, before, now.as_ref()).await
+            }
+            _ => Undo::said("nothing was left installed by this attempt".to_string()),
+        }
+    }
+
+    /// Installs `before` again at its exact version: from the pool's repository when it offers
+    /// that version, else from the system's repositories, each only when the policy allows it.
+    async fn restore(
+        &self,
+        target: &Target<'_>,
+        before: &InstalledPackage,
+        now: Option<&InstalledPackage>,
+    ) -> Undo {
+        let name = &target.name;
+        let replaced = match now {
+            Some(now) => format!("replaced it with {}", now.version),
+            None => "removed it".to_string(),
+        };
+        let Ok(version) = before.version.parse::<PackageVersion>() else {
+            return Undo::said(format!(
+                "{name} {} was installed before and this attempt {replaced}; it cannot be restored automatically (its version cannot be pinned)",
+                before.version
+            ));
+        };
+        let request = |repository: Option<PackageRepo>| PackageRequest {
+            name: name.clone(),
+            version: Some(version.clone()),
+            repository,
+        };
+        let mut sources = vec![target.spec.repository.clone()];
+        if target.spec.repository.is_some() {
+            sources.push(None);
+        }
+        let mut failed: Option<(PackageRequest, Error)> = None;
+        for repository in sources {
+            let allowed = self.policy.check(&Action::InstallPackages {
+                packages: vec![name.clone()],
+                repository: repository.clone(),
+                allowed_by_config: target.spec.allowed_by_config,
+            });
+            let candidate = request(repository);
+            if allowed.is_err()
+                || !target
+                    .manager
+                    .available(&candidate)
+                    .await
+                    .is_ok_and(|versions| versions.iter().any(|v| v == version.as_str()))
+            {
+                continue;
+            }
+            self.report(ProgressEvent::Note {
+                message: format!(
+                    "installing {name}={version} again: it was installed before, and this attempt {replaced} and failed its checks"
+                ),
+            });
+            match target
+                .manager
+                .install(std::slice::from_ref(&candidate))
+                .await
+            {
+                Ok(_) => {
+                    return Undo::said(format!(
+                        "{name} {version}, installed before, was installed again"
+                    ));
+                }
+                Err(error) => failed = Some((candidate, error)),
+            }
+        }
+        let (said, command) = match failed {
+            Some((candidate, error)) => (
+                format!(
+                    "{name} {version} was installed before and this attempt {replaced}; installing {version} again failed: {error}"
+                ),
+                target
+                    .manager
+                    .install_command(std::slice::from_ref(&candidate))
+                    .await,
             ),
-            _ => "nothing was left installed by this attempt".to_string(),
+            None => (
+                format!(
+                    "{name} {version} was installed before and this attempt {replaced}; no repository this pool may use offers {version} any more, so it was not installed again"
+                ),
+                target
+                    .manager
+                    .install_command(std::slice::from_ref(&request(None)))
+                    .await,
+            ),
+        };
+        Undo {
+            said,
+            restore: Some(command),
         }
     }
 
     /// After a check failed on the installed package: a package that was there at the pin before
-    /// this call is left alone; otherwise what this call installed is rolled back. Says which.
+    /// this call is left alone; otherwise what this call changed is undone. Says which.
     async fn undo_failed_check(
         &self,
         target: &Target<'_>,
         before: Option<&InstalledPackage>,
         was_installed_before: bool,
-    ) -> String {
+    ) -> Undo {
         if was_installed_before {
-            "it was installed before and is left alone".to_string()
+            Undo::said("it was installed before and is left alone".to_string())
         } else {
             self.roll_back(target, before).await
         }
     }
 
     /// Refuses an install the pool or the host policy does not allow, naming the exact command.
-    fn check_allowed(&self, target: &Target<'_>) -> Result<()> {
+    async fn check_allowed(&self, target: &Target<'_>) -> Result<()> {
         let spec = target.spec;
         let manager = &target.manager;
         let request = target.request();
@@ -381,7 +544,9 @@ impl PackageEngineInstaller {
                 action: format!("installing {}", target.label()),
                 hint: Some(format!(
                     "set provisioning.allow_package_installs: true, or install it yourself: {}",
-                    manager.install_command(std::slice::from_ref(&request))
+                    manager
+                        .install_command(std::slice::from_ref(&request))
+                        .await
                 )),
             });
         }
@@ -411,15 +576,15 @@ impl PackageEngineInstaller {
             });
         } else {
             let request = target.request();
-            self.check_allowed(target)?;
+            self.check_allowed(target).await?;
             let step = format!("install {} ({})", target.label(), manager.kind());
             self.report(ProgressEvent::Started {
                 step: step.clone(),
                 detail: spec.repository.as_ref().map(PackageRepo::to_string),
             });
             if let Err(error) = manager.install(std::slice::from_ref(&request)).await {
-                let rollback = self.roll_back(target, before.as_ref()).await;
-                return Err(with_rollback(error, &rollback));
+                let undo = self.roll_back(target, before.as_ref()).await;
+                return Err(with_undo(error, &undo));
             }
             self.report(ProgressEvent::Finished { step });
         }
@@ -433,9 +598,10 @@ impl PackageEngineInstaller {
                 .take(LISTED_FILES)
                 .map(|path| path.display().to_string())
                 .collect();
-            let rollback = self
+            let undo = self
                 .undo_failed_check(target, before.as_ref(), was_installed_before)
                 .await;
+            let rollback = &undo.said;
             let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
                 .iter()
                 .filter(|p| p.executable == spec.executable && p.name != target.name.as_str())
@@ -452,7 +618,7 @@ impl PackageEngineInstaller {
                         listed.join(", ")
                     }
                 ),
-                Some(if shipping.is_empty() {
+                undo.hint(Some(if shipping.is_empty() {
                     format!(
                         "set provisioning.package.name to a package that ships {}",
                         spec.executable
@@ -464,44 +630,66 @@ impl PackageEngineInstaller {
                         target.distro.as_str(),
                         shipping.join(", ")
                     )
-                }),
+                })),
             ));
         };
 
         let version_output = match self.version_run(spec, &staging, &executable).await {
             Ok(output) => output,
             Err(error) => {
-                let rollback = self
+                let undo = self
                     .undo_failed_check(target, before.as_ref(), was_installed_before)
                     .await;
-                return Err(with_rollback(error, &rollback));
+                return Err(with_undo(error, &undo));
             }
         };
 
-        if let Some(missing) = missing_backend(spec.backend, &files, version_output.as_deref()) {
-            let rollback = self
+        // What the pool asks of the backend (`package.backend`, `-ngl 99`) against what the
+        // files and the version output show; a fallback the pool allows is judged (and
+        // reported) again by the caller.
+        let found = package_backend(
+            &files,
+            &executable,
+            &spec.version_args,
+            version_output.as_deref(),
+        );
+        let ask = spec.gpu_ask();
+        if let BackendVerdict::Refused(message) = judge_backend(
+            ask.as_ref(),
+            &found,
+            &target.label(),
+            spec.allow_cpu_fallback,
+        ) {
+            let undo = self
                 .undo_failed_check(target, before.as_ref(), was_installed_before)
                 .await;
+            let wanted = ask.as_ref().and_then(|ask| ask.backend);
             let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
                 .iter()
-                .filter(|p| p.backend == spec.backend && p.name != target.name.as_str())
+                .filter(|p| {
+                    p.backend.is_gpu()
+                        && wanted.is_none_or(|wanted| FoundBackend::from(p.backend) == wanted)
+                        && p.name != target.name.as_str()
+                })
                 .map(|p| p.name)
                 .collect();
+            let build = match wanted {
+                Some(backend) => format!("the {backend} backend"),
+                None => "a GPU backend".to_string(),
+            };
             return Err(target.error(
-                format!("installed {} but {missing}; {rollback}", target.label()),
-                Some(if shipping.is_empty() {
+                format!("{message}; {}", undo.said),
+                undo.hint(Some(if shipping.is_empty() {
                     format!(
-                        "name a package built with the {} backend in provisioning.package.name, or build from source (mode: source)",
-                        spec.backend
+                        "name a package built with {build} in provisioning.package.name, build from source (mode: source), {FALLBACK_HINT}"
                     )
                 } else {
                     format!(
-                        "set provisioning.package.name to a {} build on {}: {}",
-                        spec.backend,
+                        "set provisioning.package.name to a build with {build} on {}: {}, {FALLBACK_HINT}",
                         target.distro.as_str(),
                         shipping.join(", ")
                     )
-                }),
+                })),
             ));
         }
 
@@ -536,6 +724,7 @@ impl PackageEngineInstaller {
             executable,
             version_output,
             backend: spec.backend,
+            found: Some(found),
             engine_version,
             installed_at_unix: unix_seconds(self.clock.now()),
             was_installed_before,
@@ -605,7 +794,7 @@ impl PackageInstaller for PackageEngineInstaller {
 
         // Refused installs stop here, before the transaction creates anything in the cache.
         if !at_pin {
-            self.check_allowed(&target)?;
+            self.check_allowed(&target).await?;
         }
 
         // The stale record seen above must not satisfy the re-check under the lock; a record
@@ -649,31 +838,55 @@ mod tests {
     }
 
     #[test]
-    fn a_gpu_backend_needs_its_library_or_a_mention() {
-        let files = vec![
-            PathBuf::from("/usr/bin/llama-server"),
+    fn a_gpu_backend_shows_by_its_library_or_the_version_output() {
+        let server = PathBuf::from("/usr/bin/llama-server");
+        let args = ["--version".to_string()];
+        let cuda_files = vec![
+            server.clone(),
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/libggml-base.so.0"),
             PathBuf::from("/usr/lib/x86_64-linux-gnu/libggml-cuda.so.0"),
         ];
-        assert_eq!(missing_backend(Backend::Cuda, &files, None), None);
-        assert_eq!(missing_backend(Backend::Cpu, &[], None), None);
+        let found = package_backend(&cuda_files, &server, &args, Some("version: 6000 (abc)"));
+        assert_eq!(found.backend, FoundBackend::Cuda);
+        assert!(found.how.contains("libggml-cuda.so.0"), "{}", found.how);
+
         let static_build = Some("ggml_cuda_init: found 1 CUDA devices\nversion: 6000 (abc)");
-        assert_eq!(missing_backend(Backend::Cuda, &[], static_build), None);
-        let cpu_only = missing_backend(Backend::Cuda, &files[..1], Some("version: 6000 (abc)"));
+        let found = package_backend(std::slice::from_ref(&server), &server, &args, static_build);
+        assert_eq!(found.backend, FoundBackend::Cuda);
+
+        let cpu = package_backend(
+            &cuda_files[..2],
+            &server,
+            &args,
+            Some("version: 6000 (abc)"),
+        );
+        assert_eq!(cpu.backend, FoundBackend::Cpu);
+        let ask = provisioner_core::GpuAsk::named(
+            FoundBackend::Cuda,
+            "provisioning.package.backend: cuda",
+        );
+        let BackendVerdict::Refused(message) = judge_backend(Some(&ask), &cpu, "p=1", false) else {
+            panic!("a CPU build passed a CUDA ask");
+        };
         assert!(
-            cpu_only
-                .as_deref()
-                .is_some_and(|m| m.contains("libggml-cuda")),
-            "{cpu_only:?}"
+            message.contains("shows no cuda backend")
+                && message.contains("it would run on the CPU"),
+            "{message}"
         );
-        assert!(missing_backend(Backend::Vulkan, &files, None).is_some());
-        assert_eq!(
-            missing_backend(
-                Backend::Hip,
-                &[PathBuf::from("/usr/lib/libggml-hip.so")],
-                None
-            ),
-            None
+        assert!(matches!(
+            judge_backend(Some(&ask), &cpu, "p=1", true),
+            BackendVerdict::Fallback(_)
+        ));
+
+        let hip = package_backend(
+            &[server.clone(), PathBuf::from("/usr/lib/libggml-hip.so")],
+            &server,
+            &args,
+            None,
         );
+        assert_eq!(hip.backend, FoundBackend::Hip);
+        let unknown = package_backend(std::slice::from_ref(&server), &server, &args, Some("1.0"));
+        assert_eq!(unknown.backend, FoundBackend::Unknown);
     }
 
     #[test]

@@ -102,6 +102,17 @@ enum Repo {
     Url(UrlRepo),
 }
 
+/// How one pinned request gets installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    /// `pacman -S --needed TARGET`.
+    Sync(String),
+    /// `pacman -U FILE`: a package file of exactly the pinned version.
+    File(PathBuf),
+    /// Nowhere: the versions that exist instead.
+    Unavailable { pin: String, versions: Vec<String> },
+}
+
 fn plain_repo_name(name: &str) -> bool {
     !name.is_empty()
         && name != "local"
@@ -515,45 +526,64 @@ impl Pacman {
             synced.push(url.url.expose().to_string());
         }
         let target = Self::target(&repo, name);
-        let sync_install = |target: &str| {
-            let mut args = self.args(config.as_deref());
-            args.extend([
-                "-S".to_string(),
-                "--noconfirm".to_string(),
-                "--needed".to_string(),
-                target.to_string(),
-            ]);
-            parsed("pacman", args)
+        let argv = match self
+            .decide(request, &repo, config.as_deref(), &target)
+            .await?
+        {
+            Decision::Sync(target) => self.install_argv(config.as_deref(), "-S", &target),
+            Decision::File(file) => {
+                self.install_argv(config.as_deref(), "-U", &file.display().to_string())
+            }
+            Decision::Unavailable { pin, versions } => {
+                return Err(self.not_offered(request, &pin, &repo, &versions));
+            }
         };
+        self.run_root(&parsed("pacman", argv), request, &action)
+            .await
+    }
+
+    /// `pacman [options] -S --noconfirm --needed TARGET` or `-U --noconfirm FILE`.
+    fn install_argv(&self, config: Option<&Path>, operation: &str, target: &str) -> Vec<String> {
+        let mut args = self.args(config);
+        args.push(operation.to_string());
+        args.push("--noconfirm".to_string());
+        if operation == "-S" {
+            args.push("--needed".to_string());
+        }
+        args.push(target.to_string());
+        args
+    }
+
+    /// What installs the request: the sync databases when they offer the pinned version (or
+    /// when nothing is pinned), else a package file of exactly that version from the package
+    /// cache (or next to a `file://` database). Only reads (`pacman -Si`, the cache
+    /// directory), so that a hint can say exactly what an install would run.
+    async fn decide(
+        &self,
+        request: &PackageRequest,
+        repo: &Repo,
+        config: Option<&Path>,
+        target: &str,
+    ) -> Result<Decision> {
+        let name = request.name.as_str();
         let Some(pin) = request.version.as_ref().map(|v| v.as_str()) else {
-            return self
-                .run_root(&sync_install(&target), request, &action)
-                .await;
+            return Ok(Decision::Sync(target.to_string()));
         };
-        let offered = self.offered(config.as_deref(), &target).await?;
+        let offered = self.offered(config, target).await?;
         if let Some((repository, version)) = &offered
             && version.as_str() == pin
         {
-            let exact_target = if repository.is_empty() || repo != Repo::Any {
-                target.clone()
-            } else {
-                format!("{repository}/{name}")
-            };
-            return self
-                .run_root(&sync_install(&exact_target), request, &action)
-                .await;
+            return Ok(Decision::Sync(
+                if repository.is_empty() || *repo != Repo::Any {
+                    target.to_string()
+                } else {
+                    format!("{repository}/{name}")
+                },
+            ));
         }
-        let files = self.local_files(&repo, name);
+        let files = self.local_files(repo, name);
         if let Some((_, file)) = files.iter().find(|(version, _)| version.as_str() == pin) {
-            let mut args = self.args(config.as_deref());
-            args.extend([
-                "-U".to_string(),
-                "--noconfirm".to_string(),
-                file.display().to_string(),
-            ]);
-            return self
-                .run_root(&parsed("pacman", args), request, &action)
-                .await;
+            return Ok(Decision::File(file.clone()));
         }
         let mut versions = Vec::new();
         if let Some((_, version)) = offered {
@@ -562,7 +592,10 @@ impl Pacman {
         for (version, _) in files {
             push_unique(&mut versions, version);
         }
-        Err(self.not_offered(request, pin, &repo, &versions))
+        Ok(Decision::Unavailable {
+            pin: pin.to_string(),
+            versions,
+        })
     }
 
     fn not_offered(
@@ -587,32 +620,15 @@ impl Pacman {
                 },
             ),
             Repo::Any | Repo::Named(_) => {
-                let first = name.chars().next().unwrap_or('_');
-                let mut command = vec!["pacman".to_string()];
-                command.extend(self.args(None));
-                command.extend([
-                    "-U".to_string(),
-                    format!(
-                        "https://archive.archlinux.org/packages/{first}/{name}/{name}-{pin}-x86_64.pkg.tar.zst"
-                    ),
-                ]);
-                let command = command
-                    .iter()
-                    .map(|w| shell_quote(w))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let sudo = if self.runner.privilege().root {
-                    ""
-                } else {
-                    "sudo "
-                };
+                let mut args = self.args(None);
+                args.extend(["-U".to_string(), Self::archive_url(name, pin)]);
                 let from = match repo {
                     Repo::Named(repository) => {
                         format!("repository {repository} and the package cache")
                     }
                     _ => "the sync databases and the package cache".to_string(),
                 };
-                (from, format!("{sudo}{command}"))
+                (from, self.shown(args))
             }
         };
         self.package_error(
@@ -626,37 +642,77 @@ impl Pacman {
         )
     }
 
-    fn display_one(&self, request: &PackageRequest) -> String {
+    /// A pacman command line as the user would type it: `sudo` unless the provisioner runs as
+    /// root, each word quoted for the shell, URLs without credentials.
+    fn shown(&self, args: Vec<String>) -> String {
         let sudo = if self.runner.privilege().root {
             ""
         } else {
             "sudo "
         };
-        let mut words = vec!["pacman".to_string()];
-        words.extend(self.args(None));
-        let repo =
-            parse_repo(request.repository.as_ref(), request.name.as_str()).unwrap_or(Repo::Any);
-        match (&repo, &request.version) {
-            (Repo::Url(url), Some(version)) => {
-                words.push("-U".to_string());
-                words.push(format!(
-                    "{}/{}-{version}-{}.pkg.tar.zst",
-                    url.server,
-                    request.name,
-                    std::env::consts::ARCH
-                ));
-            }
-            _ => {
-                words.extend(["-S".to_string(), "--needed".to_string()]);
-                words.push(Self::target(&repo, request.name.as_str()));
-            }
-        }
-        let words = words
-            .iter()
-            .map(|w| shell_quote(w))
+        let words = std::iter::once("pacman".to_string())
+            .chain(args)
+            .map(|w| shell_quote(&w))
             .collect::<Vec<_>>()
             .join(" ");
         format!("{sudo}{}", redact_urls(&words))
+    }
+
+    /// The Arch Linux Archive's URL of one version of an official package.
+    fn archive_url(name: &str, pin: &str) -> String {
+        let first = name.chars().next().unwrap_or('_');
+        format!(
+            "https://archive.archlinux.org/packages/{first}/{name}/{name}-{pin}-x86_64.pkg.tar.zst"
+        )
+    }
+
+    /// The exact commands an install of `request` would run now (the decision of
+    /// [`Pacman::decide`], without `--noconfirm`), for hints. A request that cannot be
+    /// installed shows what would install it from the Arch Linux Archive (system
+    /// repositories) or the package file next to the repository database (a URL).
+    async fn display_one(&self, request: &PackageRequest) -> String {
+        let name = request.name.as_str();
+        let Ok(repo) = parse_repo(request.repository.as_ref(), name) else {
+            return self.shown(vec!["-S".into(), "--needed".into(), name.to_string()]);
+        };
+        let target = Self::target(&repo, name);
+        if let Repo::Url(url) = &repo {
+            // The repository is only known to a generated config, synced first; a pinned version
+            // is fetched as its package file.
+            if let Some(version) = &request.version {
+                return self.shown(vec![
+                    "-U".to_string(),
+                    format!(
+                        "{}/{name}-{version}-{}.pkg.tar.zst",
+                        url.server,
+                        std::env::consts::ARCH
+                    ),
+                ]);
+            }
+            let Ok(config) = self.generated_config(url) else {
+                return self.shown(vec!["-S".into(), "--needed".into(), target]);
+            };
+            let mut sync = self.args(Some(&config));
+            sync.push("-Sy".to_string());
+            let mut install = self.args(Some(&config));
+            install.extend(["-S".to_string(), "--needed".to_string(), target]);
+            return format!("{} && {}", self.shown(sync), self.shown(install));
+        }
+        let decision = self
+            .decide(request, &repo, None, &target)
+            .await
+            .unwrap_or(Decision::Sync(target.clone()));
+        let mut args = self.args(None);
+        match decision {
+            Decision::Sync(target) => {
+                args.extend(["-S".to_string(), "--needed".to_string(), target])
+            }
+            Decision::File(file) => args.extend(["-U".to_string(), file.display().to_string()]),
+            Decision::Unavailable { pin, .. } => {
+                args.extend(["-U".to_string(), Self::archive_url(name, &pin)]);
+            }
+        }
+        self.shown(args)
     }
 }
 
@@ -666,12 +722,12 @@ impl PackageManager for Pacman {
         ManagerKind::Pacman
     }
 
-    fn install_command(&self, requests: &[PackageRequest]) -> String {
-        requests
-            .iter()
-            .map(|request| self.display_one(request))
-            .collect::<Vec<_>>()
-            .join(" && ")
+    async fn install_command(&self, requests: &[PackageRequest]) -> String {
+        let mut commands = Vec::with_capacity(requests.len());
+        for request in requests {
+            commands.push(self.display_one(request).await);
+        }
+        commands.join(" && ")
     }
 
     async fn query(&self, name: &PackageName) -> Result<Option<InstalledPackage>> {

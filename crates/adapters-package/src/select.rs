@@ -13,8 +13,18 @@ use crate::dnf::Dnf;
 use crate::pacman::{Pacman, PacmanOptions};
 use crate::privilege::Privilege;
 
-/// How to get an AUR helper when none is installed.
-const AUR_HELPER_HINT: &str = "sudo pacman -S --needed base-devel git && git clone https://aur.archlinux.org/paru-bin.git && cd paru-bin && makepkg -si";
+/// How to get an AUR helper when none is installed (makepkg refuses root: as root, the build
+/// steps run as a regular user).
+fn aur_helper_hint(as_root: bool) -> String {
+    let build = "git clone https://aur.archlinux.org/paru-bin.git && cd paru-bin && makepkg -si";
+    if as_root {
+        format!(
+            "pacman -S --needed base-devel git, then as a regular user with sudo rights: {build}"
+        )
+    } else {
+        format!("sudo pacman -S --needed base-devel git && {build}")
+    }
+}
 
 /// The host's distribution family, from `/etc/os-release` (or `/usr/lib/os-release`);
 /// [`Distro::Unknown`] when neither can be read or names a known family.
@@ -193,7 +203,7 @@ fn missing_helper(program: &str, package: Option<&str>) -> Error {
             None => "build AUR packages".to_string(),
         },
         searched: Vec::new(),
-        hint: Some(AUR_HELPER_HINT.to_string()),
+        hint: Some(aur_helper_hint(adapters_host::running_as_root())),
     }
 }
 

@@ -74,6 +74,8 @@ impl Fixture {
             executable: executable.to_string(),
             version_args: vec!["--version".to_string()],
             backend: provisioner_core::Backend::Cpu,
+            gpu: None,
+            allow_cpu_fallback: false,
         }
     }
 }

@@ -310,20 +310,24 @@ async fn apt_install_command_is_exact_for_each_source() {
     let state = tempfile::tempdir().unwrap();
     let user = apt(&shell, state.path(), Privilege::user(false));
     assert_eq!(
-        user.install_command(&[pinned("llama.cpp-tools", "1.0", None)]),
+        user.install_command(&[pinned("llama.cpp-tools", "1.0", None)])
+            .await,
         "sudo apt-get install -y --allow-downgrades llama.cpp-tools=1.0"
     );
     assert_eq!(
-        user.install_command(&[pinned("x", "1.0", Some("bookworm-backports"))]),
+        user.install_command(&[pinned("x", "1.0", Some("bookworm-backports"))])
+            .await,
         "sudo apt-get install -y --allow-downgrades -t bookworm-backports x=1.0"
     );
     assert_eq!(
-        user.install_command(&[pinned("x", "1.0", Some("deb [trusted=yes] file:/srv ./"))]),
+        user.install_command(&[pinned("x", "1.0", Some("deb [trusted=yes] file:/srv ./"))])
+            .await,
         "echo 'deb [trusted=yes] file:/srv ./' | sudo tee /etc/apt/sources.list.d/engine-provisioner.list && sudo apt-get update && sudo apt-get install -y --allow-downgrades x=1.0"
     );
     let root = apt(&shell, state.path(), Privilege::root());
     assert_eq!(
-        root.install_command(&[PackageRequest::latest("cmake".parse().unwrap())]),
+        root.install_command(&[PackageRequest::latest("cmake".parse().unwrap())])
+            .await,
         "apt-get install -y cmake"
     );
     assert!(shell.calls().is_empty());
@@ -576,6 +580,67 @@ async fn pacman_points_at_the_archive_when_no_repository_or_cache_has_the_pin() 
     );
 }
 
+/// The hint is the command an install would run for that pin: `-S` when a repository holds
+/// it, `-U` of the cached file for an older one, the archive's URL when nothing has it; `sudo`
+/// only when not root. Reading what is offered runs no install.
+#[tokio::test]
+async fn pacman_install_command_is_what_the_install_would_run_for_the_pin() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("var/cache/pacman/pkg");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("llama-cpp-5000-1-x86_64.pkg.tar.zst"), "").unwrap();
+    let shell = ScriptedShell::new();
+    shell.always(
+        "-Si llama-cpp",
+        ok("Repository      : extra\nVersion         : 6000-1\n"),
+    );
+    let manager = |privilege: Privilege| {
+        Pacman::new(
+            shell.clone(),
+            Arc::new(Recorder::default()),
+            privilege,
+            PacmanOptions {
+                root: Some(root.path().to_path_buf()),
+                state_dir: root.path().join("state"),
+                ..PacmanOptions::default()
+            },
+        )
+    };
+    let user = manager(Privilege::user(false));
+    let r = root.path().display();
+    assert_eq!(
+        user.install_command(&[pinned("llama-cpp", "6000-1", None)])
+            .await,
+        format!("sudo pacman --root {r} -S --needed extra/llama-cpp")
+    );
+    assert_eq!(
+        user.install_command(&[pinned("llama-cpp", "5000-1", None)])
+            .await,
+        format!(
+            "sudo pacman --root {r} -U {}",
+            cache.join("llama-cpp-5000-1-x86_64.pkg.tar.zst").display()
+        )
+    );
+    assert_eq!(
+        user.install_command(&[pinned("llama-cpp", "4000-1", None)])
+            .await,
+        format!(
+            "sudo pacman --root {r} -U https://archive.archlinux.org/packages/l/llama-cpp/llama-cpp-4000-1-x86_64.pkg.tar.zst"
+        )
+    );
+    assert_eq!(
+        manager(Privilege::root())
+            .install_command(&[pinned("llama-cpp", "6000-1", None)])
+            .await,
+        format!("pacman --root {r} -S --needed extra/llama-cpp")
+    );
+    assert!(
+        shell.matching("--noconfirm").is_empty(),
+        "{:?}",
+        shell.lines()
+    );
+}
+
 #[tokio::test]
 async fn pacman_query_files_and_remove_under_an_alternative_root() {
     let shell = ScriptedShell::new();
@@ -734,7 +799,9 @@ async fn dnf_names_available_versions_and_queries_precisely() {
         ]
     );
     assert_eq!(
-        manager.install_command(&[pinned("llama-cpp", "6000-1.fc42", None)]),
+        manager
+            .install_command(&[pinned("llama-cpp", "6000-1.fc42", None)])
+            .await,
         "dnf install -y --setopt=install_weak_deps=False llama-cpp-6000-1.fc42"
     );
 }

@@ -313,6 +313,8 @@ fn spec(dir: &Path, name: &str, version: &str, line: &str, executable: &str) -> 
         executable: executable.to_string(),
         version_args: vec!["--version".to_string()],
         backend: provisioner_core::Backend::Cpu,
+        gpu: None,
+        allow_cpu_fallback: false,
     }
 }
 
@@ -410,5 +412,78 @@ async fn a_package_without_the_executable_is_not_left_installed() {
         apt.query(&"ep-test-empty".parse().unwrap()).await.unwrap(),
         None,
         "the package must not be left installed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_that_fails_its_check_puts_the_previous_version_back() {
+    require_root_and_tools();
+    let _removed = Removed("ep-test-undo");
+    purge("ep-test-undo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    // 1.0.0 ships the server; 2.0.0 does not (a broken upgrade).
+    build_deb(
+        &repo,
+        "ep-test-undo",
+        "1.0.0",
+        &[(
+            "usr/bin/ep-test-undo",
+            "#!/bin/sh\necho \"ep-test-undo 1.0.0\"\n".to_string(),
+            0o755,
+        )],
+    )
+    .await;
+    build_deb(
+        &repo,
+        "ep-test-undo",
+        "2.0.0",
+        &[(
+            "usr/share/doc/ep-test-undo/README",
+            "nothing to run\n".to_string(),
+            0o644,
+        )],
+    )
+    .await;
+    let line = index(&repo).await;
+    let apt = apt(&dir.path().join("state"));
+    apt.install(&[pinned("ep-test-undo", "1.0.0", &line)])
+        .await
+        .unwrap();
+
+    let progress = Arc::new(Recorder::default());
+    let error = installer(dir.path(), progress.clone())
+        .ensure_installed(&spec(
+            dir.path(),
+            "ep-test-undo",
+            "2.0.0",
+            &line,
+            "ep-test-undo",
+        ))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("ships no `ep-test-undo`")
+            && message.contains("ep-test-undo 1.0.0, installed before, was installed again"),
+        "{message}"
+    );
+    assert_eq!(
+        apt.query(&"ep-test-undo".parse().unwrap())
+            .await
+            .unwrap()
+            .map(|installed| installed.version)
+            .as_deref(),
+        Some("1.0.0"),
+        "the version installed before must be back"
+    );
+    assert_eq!(
+        run(
+            &shell(),
+            CommandSpec::new("/usr/bin/ep-test-undo", Vec::<String>::new())
+        )
+        .await,
+        "ep-test-undo 1.0.0\n"
     );
 }

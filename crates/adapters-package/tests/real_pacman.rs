@@ -323,6 +323,8 @@ async fn the_installer_finds_the_executable_under_the_alternative_root() {
         executable: NAME.to_string(),
         version_args: vec!["--version".to_string()],
         backend: provisioner_core::Backend::Cpu,
+        gpu: None,
+        allow_cpu_fallback: false,
     };
     let cold = installer.ensure_installed(&spec).await.unwrap();
     assert!(!cold.cache_hit);

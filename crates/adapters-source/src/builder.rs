@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_host::install::{InstallRoot, Installed, Staging};
 use async_trait::async_trait;
-use provisioner_core::Distro;
 use provisioner_core::tools;
 use provisioner_core::{
     Action, Backend, CacheEntries, Clock, CommandOutput, CommandSpec, Engine, Error,
@@ -105,14 +104,14 @@ fn fingerprint(info: &ToolInfo) -> String {
     format!("{}@{}", info.path.display(), info.fingerprint)
 }
 
-fn install_hint(tool: &str, distro: Distro) -> String {
-    tools::install_command(tool, distro)
+fn install_hint(tool: &str, host: &HostFacts) -> String {
+    tools::install_command(tool, host.distro, host.root)
         .unwrap_or_else(|| format!("install {tool} with your system package manager"))
 }
 
 /// A missing-tool error whose hint installs every missing tool at once, and says how to let the
 /// provisioner do it.
-fn with_install_hint(error: Error, requests: &[PackageRequest], distro: Distro) -> Error {
+fn with_install_hint(error: Error, requests: &[PackageRequest], host: &HostFacts) -> Error {
     let Error::MissingTool {
         tool,
         purpose,
@@ -122,7 +121,7 @@ fn with_install_hint(error: Error, requests: &[PackageRequest], distro: Distro) 
     else {
         return error;
     };
-    let Some(manager) = provisioner_core::ManagerKind::for_distro(distro) else {
+    let Some(manager) = provisioner_core::ManagerKind::for_distro(host.distro) else {
         return Error::MissingTool {
             tool,
             purpose,
@@ -130,11 +129,8 @@ fn with_install_hint(error: Error, requests: &[PackageRequest], distro: Distro) 
             hint,
         };
     };
-    let pairs: Vec<(String, Option<String>)> = requests
-        .iter()
-        .map(|r| (r.name.to_string(), None))
-        .collect();
-    let mut text = manager.install_command(&pairs);
+    let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
+    let mut text = manager.install_command(&names, host.root);
     if tool == "nvcc" {
         text.push_str(", or set CUDA_HOME to your CUDA toolkit root");
     }
@@ -147,6 +143,51 @@ fn with_install_hint(error: Error, requests: &[PackageRequest], distro: Distro) 
         searched,
         hint: Some(text),
     }
+}
+
+/// Whether the flags a build recorded are `expected` (the spec's and the commit-derived ones),
+/// apart from what its toolchain added (`-DCMAKE_CUDA_COMPILER` found by preflight), options
+/// passed under their old name to a tree that knows only that one, and entries the spec's tree
+/// rules set for that tree (they replace the expected entry of the same name).
+fn same_flags(spec: &SourceBuildSpec, recorded: &[String], expected: &[String]) -> bool {
+    let user_cuda = user_cuda_compiler(&spec.cmake_flags).is_some();
+    let set_by_tree: Vec<String> = spec
+        .tree_rules
+        .iter()
+        .filter_map(|rule| match rule {
+            provisioner_core::TreeRule::SetWhenPresent { entry, .. } => Some(entry.to_flag()),
+            provisioner_core::TreeRule::RefuseWhenContains { .. } => None,
+        })
+        .filter(|flag| recorded.contains(flag))
+        .collect();
+    let named = |flag: &str, other: &str| {
+        let name = other.split(['=', ':']).next().unwrap_or(other);
+        flag.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with(['=', ':']))
+    };
+    let expected: Vec<String> = expected
+        .iter()
+        .filter(|flag| !set_by_tree.iter().any(|set| named(flag, set)))
+        .cloned()
+        .collect();
+    let expected = expected.as_slice();
+    let recorded: Vec<&String> = recorded
+        .iter()
+        .filter(|flag| user_cuda || !flag.starts_with("-DCMAKE_CUDA_COMPILER="))
+        .filter(|flag| !set_by_tree.contains(flag))
+        .collect();
+    recorded.len() == expected.len()
+        && recorded.iter().zip(expected).all(|(recorded, expected)| {
+            *recorded == expected
+                || spec.renamed.iter().any(|rename| {
+                    expected
+                        .strip_prefix(&format!("-D{}", rename.new))
+                        .is_some_and(|rest| {
+                            rest.starts_with([':', '='])
+                                && **recorded == format!("-D{}{rest}", rename.old)
+                        })
+                })
+        })
 }
 
 /// `N` for upstream llama.cpp's release tags `bN`, else 0.
@@ -253,7 +294,7 @@ impl CmakeSourceBuilder {
 
     fn missing(&self, requirement: &ToolRequirement, searched: Vec<PathBuf>) -> Error {
         let first = requirement.programs.first().map_or("", String::as_str);
-        let mut hint = install_hint(first, self.host.distro);
+        let mut hint = install_hint(first, &self.host);
         if first == "nvcc" {
             hint.push_str(", or set CUDA_HOME to your CUDA toolkit root");
         }
@@ -343,7 +384,7 @@ impl CmakeSourceBuilder {
             .collect();
         let manager = match &self.packages {
             Some(manager) if spec.allow_package_installs => manager.clone(),
-            _ => return Err(with_install_hint(error, &requests, self.host.distro)),
+            _ => return Err(with_install_hint(error, &requests, &self.host)),
         };
         self.policy.check(&Action::InstallPackages {
             packages: unique.clone(),
@@ -356,7 +397,7 @@ impl CmakeSourceBuilder {
                 "{} missing; installing with {}: {}",
                 names.join(", "),
                 manager.kind(),
-                manager.install_command(&requests)
+                manager.install_command(&requests).await
             ),
         });
         let names: Vec<&str> = unique.iter().map(PackageName::as_str).collect();
@@ -369,6 +410,8 @@ impl CmakeSourceBuilder {
     /// Step 1 and 2: every tool located (no process run) and fingerprinted.
     fn preflight(&self, spec: &SourceBuildSpec) -> Result<Toolchain> {
         artefacts::check_artifacts(&spec.artifacts)?;
+        crate::checks::check_fetches(self.policy.as_ref(), &spec.fetches)?;
+        crate::checks::check_headers(&spec.headers, &self.host.include_dirs, &self.host)?;
         let mut toolchain = Toolchain::default();
         let mut generator_tool = None;
         for requirement in tools::source_build_tools(spec.generator, spec.backend) {
@@ -458,9 +501,15 @@ impl CmakeSourceBuilder {
         }
     }
 
-    /// Steps 1 to 5: everything up to the cache key.
+    /// Steps 1 to 4 as a cold prepare takes them (the unit tests' view of the key).
+    #[cfg(test)]
     async fn plan(&self, spec: &SourceBuildSpec) -> Result<BuildPlan> {
         let toolchain = self.preflight_or_install(spec).await?;
+        self.plan_with(spec, toolchain).await
+    }
+
+    /// Steps 3 and 4: everything up to the cache key, with the toolchain preflight found.
+    async fn plan_with(&self, spec: &SourceBuildSpec, toolchain: Toolchain) -> Result<BuildPlan> {
         let resolved = self.git(spec).resolve().await?;
         let flags = Self::flags(spec, &toolchain, &resolved.commit);
         let key = build_key(&KeyInputs {
@@ -471,6 +520,9 @@ impl CmakeSourceBuilder {
             artifacts: &spec.artifacts,
             backend: spec.backend,
             toolchain: &toolchain.keyed,
+            submodules: spec.submodules,
+            renamed: &spec.renamed,
+            tree_rules: &spec.tree_rules,
         });
         Ok(BuildPlan {
             commit: resolved.commit,
@@ -478,6 +530,55 @@ impl CmakeSourceBuilder {
             flags,
             toolchain,
         })
+    }
+
+    /// The warm path of a host that lacks build tools (one that only runs engines): the newest
+    /// complete build of the commit the reference is known to name (a full SHA, or the ref
+    /// index: no git) with the spec's flags, targets, artefacts and backend, whatever toolchain
+    /// built it. `None` when the commit is not known without git (a branch, a ref never
+    /// resolved here) or no such build exists.
+    fn built_by_any_toolchain(
+        &self,
+        root: &InstallRoot,
+        spec: &SourceBuildSpec,
+    ) -> Option<Installed<SourceBuildMetadata>> {
+        let reference = spec.reference.as_str();
+        let commit = if crate::refs::is_full_sha(reference) {
+            reference.to_ascii_lowercase()
+        } else {
+            crate::refs::lookup(&spec.cache_dir, &spec.repo.to_string(), reference)?
+                .commit
+                .to_ascii_lowercase()
+        };
+        let flags = Self::flags(spec, &Toolchain::default(), &commit);
+        let engine_version = source_engine_version(
+            spec.engine,
+            &commit,
+            spec.backend,
+            &spec.cmake_flags.to_flags(),
+        );
+        let same_build = |installed: &Installed<SourceBuildMetadata>, key: &str| {
+            let m = &installed.metadata;
+            m.format == METADATA_FORMAT
+                && m.key == key
+                && m.engine == spec.engine
+                && m.commit == commit
+                && m.engine_version == engine_version
+                && m.backend == spec.backend
+                && m.targets == spec.targets
+                && m.artifacts == spec.artifacts
+                && spec
+                    .generator
+                    .as_ref()
+                    .is_none_or(|generator| m.generator == generator.to_string())
+                && same_flags(spec, &m.flags, &flags)
+                && artefacts::installed_ok(&installed.dir, &spec.artifacts)
+        };
+        let entries = std::fs::read_dir(spec.cache_dir.join(BUILDS_BUCKET)).ok()?;
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|key| root.lookup(&key, &|installed| same_build(installed, &key)))
+            .max_by_key(|installed| installed.metadata.built_at_unix)
     }
 
     fn artifact(installed: Installed<SourceBuildMetadata>, cache_hit: bool) -> SourceArtifact {
@@ -523,7 +624,10 @@ impl CmakeSourceBuilder {
 
         let src = staging.work.join("src");
         self.checkout(spec, plan, &staging, &log, &src).await?;
-        let flags = self.fit_to_tree(spec, &plan.flags, &crate::tree::declared(&src));
+        let mut flags = self.fit_to_tree(spec, &plan.flags, &crate::tree::declared(&src));
+        for message in crate::tree::apply_rules(&src, &spec.tree_rules, &mut flags)? {
+            self.report(ProgressEvent::Note { message });
+        }
 
         let build_dir = src.join("build");
         let mut configure = CommandSpec::new(
@@ -764,8 +868,37 @@ impl SourceBuilder for CmakeSourceBuilder {
             cache_dir,
             ..spec.clone()
         };
-        let plan = self.plan(spec).await?;
         let root = InstallRoot::new(&spec.cache_dir, BUILDS_BUCKET, self.progress.clone());
+        // Preflight only looks at the host (no process). When it passes, the toolchain is part
+        // of the key and the exact build for it is looked up below. When it fails (a tool, a
+        // header or a permission a new build would need), a prepared engine must still run on a
+        // host that only runs it: any complete build of the same inputs is a cache hit, and
+        // only without one does the failure count (tools installed when allowed, or the error).
+        let toolchain = match self.preflight(spec) {
+            Ok(toolchain) => toolchain,
+            Err(error) => {
+                if let Some(installed) = self.built_by_any_toolchain(&root, spec) {
+                    let lacking = match &error {
+                        Error::MissingTool { tool, .. } => format!("{tool} is not on this host"),
+                        other => other.to_string(),
+                    };
+                    self.report(ProgressEvent::Note {
+                        message: format!(
+                            "{} build {} is installed at {} (cache hit; only a new build would need what this host lacks: {lacking})",
+                            spec.engine,
+                            installed.metadata.key,
+                            installed.dir.display()
+                        ),
+                    });
+                    return Ok(Self::artifact(installed, true));
+                }
+                match error {
+                    Error::MissingTool { .. } => self.preflight_or_install(spec).await?,
+                    other => return Err(other),
+                }
+            }
+        };
+        let plan = self.plan_with(spec, toolchain).await?;
         let key = plan.key.as_str();
         let is_valid = |installed: &Installed<SourceBuildMetadata>| {
             installed.metadata.format == METADATA_FORMAT
@@ -796,3 +929,7 @@ impl SourceBuilder for CmakeSourceBuilder {
 #[cfg(test)]
 #[path = "builder_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "builder_warm_tests.rs"]
+mod warm_tests;

@@ -161,6 +161,8 @@ fn facts() -> HostFacts {
         cuda_home: None,
         cuda_path: None,
         jobs: 2,
+        root: false,
+        include_dirs: Vec::new(),
     }
 }
 
@@ -183,6 +185,9 @@ fn spec(cache_dir: &Path, reference: &str) -> SourceBuildSpec {
         generator: None,
         cmake_flags: CacheEntries::parse(["-DLLAMA_CURL=OFF"]).unwrap(),
         renamed: Vec::new(),
+        tree_rules: Vec::new(),
+        fetches: Vec::new(),
+        headers: Vec::new(),
         build_info: None,
         targets: vec!["llama-server".to_string()],
         artifacts: vec!["bin/llama-server".to_string()],
@@ -211,6 +216,21 @@ async fn missing_cmake_fails_preflight_with_the_install_command() {
         )
     );
     assert!(host.commands().is_empty());
+
+    // As root, the same command without sudo (which most containers do not have).
+    let host = FakeHost::new().without("cmake");
+    let as_root = HostFacts {
+        root: true,
+        ..facts()
+    };
+    let b = builder(host.shell(), allow(), Arc::default(), as_root);
+    let error = b.ensure_built(&spec(dir.path(), COMMIT)).await.unwrap_err();
+    assert_eq!(
+        error.hint(),
+        Some(
+            "apt-get install -y cmake (or set provisioning.allow_package_installs: true to let the provisioner install them)"
+        )
+    );
 }
 
 /// A shell whose `cmake` and `c++` appear once `installed` is set.
@@ -568,6 +588,45 @@ async fn policy_denial_runs_no_git() {
     let error = b.ensure_built(&spec(dir.path(), "v1")).await.unwrap_err();
     assert!(matches!(error, Error::PolicyDenied { .. }), "{error:?}");
     assert!(host.commands().is_empty());
+}
+
+/// A build option that downloads (`-DLLAMA_LLGUIDANCE=ON`) is put to the policy in preflight:
+/// refused, nothing runs, not even git; and a header an option needs is looked for there too.
+#[tokio::test]
+async fn downloads_and_headers_of_the_options_are_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = FakeHost::new();
+    let mut policy = MockPolicy::new();
+    policy.expect_check().returning(|action| match action {
+        Action::Download { url, .. } => Err(Error::PolicyDenied {
+            action: format!("download {}", url.redacted()),
+            hint: Some("drop --offline".to_string()),
+        }),
+        _ => Ok(()),
+    });
+    let b = builder(host.shell(), Arc::new(policy), Arc::default(), facts());
+    let mut guided = spec(dir.path(), "v1");
+    guided.fetches = vec![provisioner_core::BuildFetch {
+        option: "LLAMA_LLGUIDANCE".to_string(),
+        url: "https://github.com/guidance-ai/llguidance".parse().unwrap(),
+    }];
+    let error = b.ensure_built(&guided).await.unwrap_err();
+    assert!(
+        error.to_string().contains("-DLLAMA_LLGUIDANCE=ON"),
+        "{error}"
+    );
+    assert_eq!(error.code().exit_code(), 9);
+    assert!(host.commands().is_empty(), "{:?}", host.commands());
+
+    let mut curl = spec(dir.path(), "v1");
+    curl.headers = vec![provisioner_core::HeaderRequirement {
+        header: "curl/curl.h".to_string(),
+        purpose: "build with -DLLAMA_CURL=ON".to_string(),
+    }];
+    let b = builder(host.shell(), allow(), Arc::default(), facts());
+    let error = b.ensure_built(&curl).await.unwrap_err();
+    assert!(matches!(error, Error::MissingSetup { .. }), "{error:?}");
+    assert!(host.commands().is_empty(), "{:?}", host.commands());
 }
 
 #[tokio::test]

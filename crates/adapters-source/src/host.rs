@@ -1,6 +1,7 @@
 //! Facts about the host that decide how to build, gathered once.
 
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 
 use provisioner_core::Distro;
 
@@ -15,6 +16,10 @@ pub struct HostFacts {
     pub cuda_path: Option<String>,
     /// Parallel build jobs (`cmake --build --parallel`).
     pub jobs: usize,
+    /// The provisioner runs as root: printed install commands carry no `sudo`.
+    pub root: bool,
+    /// Where the C compiler looks for headers (`CPATH`, `C_INCLUDE_PATH`, then the system's).
+    pub include_dirs: Vec<PathBuf>,
 }
 
 impl HostFacts {
@@ -30,25 +35,53 @@ impl HostFacts {
             cuda_home: env("CUDA_HOME"),
             cuda_path: env("CUDA_PATH"),
             jobs: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            root: adapters_host::running_as_root(),
+            include_dirs: include_dirs(env("CPATH").as_deref(), env("C_INCLUDE_PATH").as_deref()),
         }
     }
 }
 
 impl Default for HostFacts {
-    /// An unknown distribution, no CUDA variables, one job.
+    /// An unknown distribution, no CUDA variables, one job, not root.
     fn default() -> Self {
         HostFacts {
             distro: Distro::Unknown,
             cuda_home: None,
             cuda_path: None,
             jobs: 1,
+            root: false,
+            include_dirs: include_dirs(None, None),
         }
     }
+}
+
+/// The directories a C compiler searches by default on Linux, plus `CPATH` and
+/// `C_INCLUDE_PATH` (gcc(1), "Environment Variables").
+pub fn include_dirs(cpath: Option<&str>, c_include_path: Option<&str>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = [cpath, c_include_path]
+        .into_iter()
+        .flatten()
+        .flat_map(|list| list.split(':'))
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    for dir in ["/usr/local/include", multiarch.as_str(), "/usr/include"] {
+        dirs.push(PathBuf::from(dir));
+    }
+    dirs
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn include_dirs_put_the_environments_first() {
+        let dirs = include_dirs(Some("/a:/b"), Some(""));
+        assert_eq!(dirs[..2], [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert!(dirs.contains(&PathBuf::from("/usr/include")));
+    }
 
     #[test]
     fn detect_gives_at_least_one_job() {

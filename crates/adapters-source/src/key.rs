@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use provisioner_core::Backend;
+use provisioner_core::{Backend, OptionRename, TreeRule};
 use serde::Serialize;
 
 /// Version of the build layout; bumping it invalidates every key.
@@ -25,6 +25,12 @@ pub struct KeyInputs<'a> {
     pub backend: Backend,
     /// Tool name → `path@fingerprint` (without ccache, which does not change the output).
     pub toolchain: &'a BTreeMap<String, String>,
+    /// Whether submodules are checked out (they are part of the source).
+    pub submodules: bool,
+    /// Options that may be passed under their old name, depending on the tree.
+    pub renamed: &'a [OptionRename],
+    /// Settings that depend on the tree.
+    pub tree_rules: &'a [TreeRule],
 }
 
 #[derive(Serialize)]
@@ -37,6 +43,9 @@ struct Canonical<'a> {
     artifacts: Vec<&'a str>,
     backend: Backend,
     toolchain: &'a BTreeMap<String, String>,
+    submodules: bool,
+    renamed: &'a [OptionRename],
+    tree_rules: &'a [TreeRule],
 }
 
 fn sorted(items: &[String]) -> Vec<&str> {
@@ -57,6 +66,9 @@ pub fn build_key(inputs: &KeyInputs<'_>) -> String {
         artifacts: sorted(inputs.artifacts),
         backend: inputs.backend,
         toolchain: inputs.toolchain,
+        submodules: inputs.submodules,
+        renamed: inputs.renamed,
+        tree_rules: inputs.tree_rules,
     };
     // Serialising strings, vectors and string maps cannot fail.
     let json = serde_json::to_vec(&canonical).unwrap_or_default();
@@ -75,6 +87,9 @@ mod tests {
         artifacts: Vec<String>,
         backend: Backend,
         toolchain: BTreeMap<String, String>,
+        submodules: bool,
+        renamed: Vec<OptionRename>,
+        tree_rules: Vec<TreeRule>,
     }
 
     impl Owned {
@@ -87,6 +102,9 @@ mod tests {
                 artifacts: &self.artifacts,
                 backend: self.backend,
                 toolchain: &self.toolchain,
+                submodules: self.submodules,
+                renamed: &self.renamed,
+                tree_rules: &self.tree_rules,
             })
         }
     }
@@ -102,6 +120,9 @@ mod tests {
             artifacts: vec!["bin/llama-server".into()],
             backend: Backend::Cpu,
             toolchain: [("cmake".to_string(), "/usr/bin/cmake@1-2".to_string())].into(),
+            submodules: false,
+            renamed: Vec::new(),
+            tree_rules: Vec::new(),
         }
     }
 
@@ -126,6 +147,20 @@ mod tests {
             Box::new(|o| o.flags.push("-DX=1".into())),
             Box::new(|o| o.targets.push("llama-cli".into())),
             Box::new(|o| o.artifacts.push("bin/llama-cli".into())),
+            Box::new(|o| o.submodules = true),
+            Box::new(|o| {
+                o.renamed.push(OptionRename {
+                    old: "LLAMA_NATIVE".into(),
+                    new: "GGML_NATIVE".into(),
+                })
+            }),
+            Box::new(|o| {
+                o.tree_rules.push(TreeRule::RefuseWhenContains {
+                    path: "a".into(),
+                    needle: "b".into(),
+                    message: "c".into(),
+                })
+            }),
             Box::new(|o| o.backend = Backend::Vulkan),
             Box::new(|o| {
                 o.toolchain

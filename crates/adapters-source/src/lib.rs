@@ -17,13 +17,18 @@
 //!    mirror `<cache_dir>/git/<hash>.git`, after the policy allowed the fetch.
 //! 4. **Key** over the layout version, commit, generator, flags, targets, artefacts, backend and
 //!    toolchain: `<cache_dir>/builds-v1/<key>`.
-//! 5. **Warm path**: an installed, valid build is returned without running any process.
+//! 5. **Warm path**: an installed, valid build is returned without running any process. When
+//!    preflight fails (a host that only runs engines has no git, cmake or compiler), any complete
+//!    build of the same commit (known from a full SHA or the ref index), flags, targets,
+//!    artefacts and backend is returned instead, whatever toolchain built it; only without one
+//!    does the preflight failure stand (or missing tools get installed, when the pool allows).
 //! 6. **Cold path**: clone from the mirror into a staging dir, configure, build, check that the
 //!    backend asked for was really built, copy the artefacts to `bin/`, and rename into place
 //!    atomically with `metadata.json` written last (see `adapters_host::install::InstallRoot`).
 
 mod artefacts;
 mod builder;
+mod checks;
 mod host;
 mod key;
 mod mirror;

@@ -89,6 +89,49 @@ fn scan(text: &str, found: &mut BTreeMap<String, Declared>) {
     }
 }
 
+/// Applies `rules` to the tree at `root`: a refused tree is an error (before anything is
+/// configured); each entry of a rule whose file exists is appended to `flags`. Returns a
+/// sentence per entry added, for the user.
+pub fn apply_rules(
+    root: &Path,
+    rules: &[provisioner_core::TreeRule],
+    flags: &mut Vec<String>,
+) -> provisioner_core::Result<Vec<String>> {
+    use provisioner_core::TreeRule;
+    let mut notes = Vec::new();
+    for rule in rules {
+        match rule {
+            TreeRule::RefuseWhenContains {
+                path,
+                needle,
+                message,
+            } => {
+                let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+                if text.contains(needle.as_str()) {
+                    return Err(provisioner_core::Error::BuildCheck {
+                        message: format!("{message} ({path} has `{needle}`)"),
+                        hint: Some(
+                            "set provisioning.source.ref to a newer release tag".to_string(),
+                        ),
+                    });
+                }
+            }
+            TreeRule::SetWhenPresent { path, entry } => {
+                if root.join(path).is_file() {
+                    let flag = entry.to_flag();
+                    let name = format!("-D{}", entry.name);
+                    flags.retain(|f| {
+                        !(f.starts_with(&name) && f[name.len()..].starts_with([':', '=']))
+                    });
+                    notes.push(format!("this tree has {path}: passing {flag}"));
+                    flags.push(flag);
+                }
+            }
+        }
+    }
+    Ok(notes)
+}
+
 fn is_name(word: &str) -> bool {
     !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
@@ -96,6 +139,49 @@ fn is_name(word: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provisioner_core::{CacheEntry, TreeRule};
+
+    #[test]
+    fn rules_set_what_a_tree_needs_and_refuse_what_cannot_be_built() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("examples/server")).unwrap();
+        let file = dir.path().join("examples/server/CMakeLists.txt");
+        std::fs::write(&file, "set(TARGET llama-server)\n").unwrap();
+        let rules = vec![
+            TreeRule::SetWhenPresent {
+                path: "examples/server/CMakeLists.txt".to_string(),
+                entry: CacheEntry {
+                    name: "LLAMA_BUILD_EXAMPLES".to_string(),
+                    kind: None,
+                    value: "ON".to_string(),
+                },
+            },
+            TreeRule::SetWhenPresent {
+                path: "tools/absent/CMakeLists.txt".to_string(),
+                entry: CacheEntry {
+                    name: "OTHER".to_string(),
+                    kind: None,
+                    value: "ON".to_string(),
+                },
+            },
+            TreeRule::RefuseWhenContains {
+                path: "examples/server/CMakeLists.txt".to_string(),
+                needle: "set(TARGET server)".to_string(),
+                message: "too old".to_string(),
+            },
+        ];
+        let mut flags = vec![
+            "-DLLAMA_BUILD_EXAMPLES=OFF".to_string(),
+            "-DX=1".to_string(),
+        ];
+        let notes = apply_rules(dir.path(), &rules, &mut flags).unwrap();
+        assert_eq!(flags, ["-DX=1", "-DLLAMA_BUILD_EXAMPLES=ON"]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+
+        std::fs::write(&file, "set(TARGET server)\n").unwrap();
+        let error = apply_rules(dir.path(), &rules, &mut flags).unwrap_err();
+        assert!(error.to_string().contains("too old"), "{error}");
+    }
 
     #[test]
     fn options_and_cache_variables_are_found() {

@@ -137,6 +137,9 @@ impl Fixture {
             cmake_flags: provisioner_core::CacheEntries::parse(["-DCMAKE_BUILD_TYPE=Release"])
                 .unwrap(),
             renamed: Vec::new(),
+            tree_rules: Vec::new(),
+            fetches: Vec::new(),
+            headers: Vec::new(),
             build_info: None,
             targets: vec!["hello-server".to_string()],
             artifacts: vec!["bin/hello-server".to_string()],
@@ -553,4 +556,97 @@ async fn a_cancelled_build_leaves_no_process_and_no_install() {
         fx.run_program(&built.dir.join("bin/hello-server")).await,
         "hello v1"
     );
+}
+
+/// The real shell on a host whose PATH holds none of the build tools (no git, no cmake, no
+/// compiler, no make): a host that only runs what was built elsewhere. `locate` searches
+/// `path` (a directory the test controls) the way `HostShell` searches PATH; `run` refuses a
+/// program that is not found there, as a spawn would fail, and records what it ran.
+struct RunOnlyHost {
+    path: PathBuf,
+    inner: HostShell,
+    ran: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Shell for RunOnlyHost {
+    async fn run(&self, command: &CommandSpec) -> Result<provisioner_core::CommandOutput> {
+        self.ran.lock().unwrap().push(command.display());
+        if self.locate(&command.program).is_none() {
+            return Err(Error::MissingTool {
+                tool: command.program.clone(),
+                purpose: format!("run `{}`", command.display()),
+                searched: vec![self.path.clone()],
+                hint: None,
+            });
+        }
+        self.inner.run(command).await
+    }
+
+    fn locate(&self, program: &str) -> Option<provisioner_core::ToolInfo> {
+        if program.contains('/') {
+            return self.inspect(Path::new(program));
+        }
+        self.inspect(&self.path.join(program))
+    }
+
+    fn inspect(&self, path: &Path) -> Option<provisioner_core::ToolInfo> {
+        self.inner.inspect(path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_build_needs_no_build_tool_on_path() {
+    let fx = Fixture::new(HELLO_CMAKE).await;
+    let built = fx
+        .builder(counting())
+        .ensure_built(&fx.spec("v1"))
+        .await
+        .unwrap();
+    assert!(!built.cache_hit);
+
+    let empty = fx.path("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let host = Arc::new(RunOnlyHost {
+        path: empty,
+        inner: HostShell::new(Arc::new(Recorder::default())),
+        ran: std::sync::Mutex::default(),
+    });
+    for tool in ["git", "cmake", "make", "cc"] {
+        assert!(host.locate(tool).is_none(), "{tool} is on the test's PATH");
+    }
+    // By tag (from the ref index) and by full SHA: a cache hit, no process, no preflight error.
+    for reference in ["v1", built.commit.as_str()] {
+        let warm = fx
+            .builder(host.clone())
+            .ensure_built(&fx.spec(reference))
+            .await
+            .unwrap_or_else(|error| panic!("{reference}: {error} ({error:?})"));
+        assert!(warm.cache_hit, "{reference}");
+        assert_eq!(warm.dir, built.dir);
+        assert_eq!(warm.engine_version, built.engine_version);
+    }
+    assert_eq!(*host.ran.lock().unwrap(), Vec::<String>::new());
+
+    // What was never built still needs the tools: preflight names the first one missing.
+    let mut other = fx.spec("v1");
+    other.cmake_flags =
+        provisioner_core::CacheEntries::parse(["-DCMAKE_BUILD_TYPE=Debug"]).unwrap();
+    let error = fx
+        .builder(host.clone())
+        .ensure_built(&other)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingTool { tool, .. } if tool == "git"),
+        "{error:?}"
+    );
+    // A branch must be resolved with git: no build of an older commit is used blindly.
+    let error = fx
+        .builder(host.clone())
+        .ensure_built(&fx.spec("main"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::MissingTool { .. }), "{error:?}");
+    assert_eq!(*host.ran.lock().unwrap(), Vec::<String>::new());
 }

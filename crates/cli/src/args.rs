@@ -16,42 +16,31 @@ pub struct Cli {
     pub host: HostArgs,
 }
 
-/// Host-wide settings shared by every command.
+/// Host-wide settings shared by every command. Each has an environment variable, read by
+/// `cli::settings` (not by clap) so that an empty variable means unset.
 #[derive(Debug, Args)]
 pub struct HostArgs {
-    /// Cache root for engine builds and the run dir [default: ~/.cache/llama-orch].
-    #[arg(long, global = true, env = "LLAMA_ORCH_CACHE_DIR")]
+    /// Cache root for engine builds and the run dir [env: LLAMA_ORCH_CACHE_DIR] [default:
+    /// $XDG_CACHE_HOME/llama-orch, else ~/.cache/llama-orch].
+    #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Model cache [default: ~/.cache/models].
-    #[arg(long, global = true, env = "LLAMA_ORCH_MODELS_DIR")]
+    /// Model cache [env: LLAMA_ORCH_MODELS_DIR] [default: $XDG_CACHE_HOME/models, else
+    /// ~/.cache/models].
+    #[arg(long, global = true, value_name = "DIR")]
     pub models_dir: Option<PathBuf>,
-    /// Refuse all network access except local sources (file://, loopback).
-    #[arg(
-        long,
-        global = true,
-        env = "LLAMA_ORCH_OFFLINE",
-        action = clap::ArgAction::SetTrue,
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
+    /// Refuse all network access except local sources (file://, loopback) [env:
+    /// LLAMA_ORCH_OFFLINE].
+    #[arg(long, global = true)]
     pub offline: bool,
-    /// Comma-separated hosts that may be contacted (`*.example.org` patterns allowed).
-    #[arg(
-        long,
-        global = true,
-        env = "LLAMA_ORCH_ALLOWED_HOSTS",
-        value_delimiter = ','
-    )]
+    /// Comma-separated hosts that may be contacted (`*.example.org` patterns allowed) [env:
+    /// LLAMA_ORCH_ALLOWED_HOSTS].
+    #[arg(long, global = true, value_delimiter = ',', value_name = "HOSTS")]
     pub allowed_hosts: Option<Vec<String>>,
-    /// Allow plain http:// downloads from remote hosts (loopback mirrors are always allowed).
-    #[arg(
-        long,
-        global = true,
-        env = "LLAMA_ORCH_ALLOW_HTTP",
-        action = clap::ArgAction::SetTrue,
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
+    /// Allow plain http:// downloads from remote hosts (loopback mirrors are always allowed)
+    /// [env: LLAMA_ORCH_ALLOW_HTTP].
+    #[arg(long, global = true)]
     pub allow_http: bool,
-    /// No progress on stderr.
+    /// Only errors (and their hints) on stderr: no progress, no notes.
     #[arg(long, short, global = true)]
     pub quiet: bool,
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use adapters_host::supervisor::{Supervisor, probe_now};
 use provisioner_core::{
-    Config, EngineProvisioner, Error, Format, Mode, PoolConfig, PreparedEngine, Progress,
-    ProgressEvent, Result, command_line,
+    Config, EngineProvisioner, Error, FieldError, Format, Mode, PoolConfig, PreparedEngine,
+    Progress, ProgressEvent, Result, Step, command_line,
 };
 use serde_json::json;
 
@@ -92,10 +92,24 @@ pub fn check(settings: &Settings, path: &Path, progress: Arc<dyn Progress>) -> R
     Ok(())
 }
 
-/// `orchctl engine plan`
+/// `orchctl engine plan`: the pool's plan; refused, like `config check`, when the pool would
+/// share a host port, a container name, a run file, an install path or a package with another
+/// pool of its file.
 pub fn plan(settings: &Settings, target: &Target, progress: Arc<dyn Progress>) -> Result<()> {
-    let pool = load_pool(target, progress.as_ref())?;
-    let plan = provisioner(settings, progress).plan(&pool)?;
+    let config = load_config(&target.config)?;
+    note_unread_sections(&config, progress.as_ref());
+    let pool = config.pool(target.pool.as_deref())?;
+    let provisioner = provisioner(settings, progress);
+    let plan = provisioner.plan(pool)?;
+    let conflicts: Vec<FieldError> = provisioner
+        .conflicts(&config)
+        .into_iter()
+        .filter(|conflict| conflict.involves(pool.index))
+        .map(|conflict| conflict.error)
+        .collect();
+    if !conflicts.is_empty() {
+        return Err(Error::ConfigInvalid { errors: conflicts });
+    }
     if target.json {
         out(&to_json(&json!({ "digest": plan.digest(), "plan": plan })));
         return Ok(());
@@ -196,24 +210,103 @@ fn refuse_external(
     }
 }
 
+/// What a running engine holds that `up` needs, with the exact command that stops it (from the
+/// configuration file it was started from).
+fn explain_held(settings: &Settings, target: &Target, error: Error) -> Error {
+    let down = |config: &Path, pool: &str| {
+        let other = Target {
+            config: config.to_path_buf(),
+            pool: None,
+            json: false,
+        };
+        orchctl_command(settings, &other, pool, &["engine", "down"])
+    };
+    match error {
+        Error::AlreadyRunning {
+            pool,
+            pid,
+            log,
+            config,
+            ..
+        } => {
+            let hint = match &config {
+                Some(other) => format!(
+                    "stop it first: {}\nor give pool {pool} of {} another id",
+                    down(other, &pool),
+                    target.config.display()
+                ),
+                None => format!("stop it first: {}", down(&target.config, &pool)),
+            };
+            Error::AlreadyRunning {
+                pool,
+                pid,
+                log,
+                config,
+                hint: Some(hint),
+            }
+        }
+        Error::PortHeld {
+            pool,
+            port,
+            holder,
+            pid,
+            config,
+            ..
+        } => {
+            let stop = match &config {
+                Some(other) => format!("stop it first: {}", down(other, &holder)),
+                None => format!(
+                    "stop it first with `orchctl engine down --config FILE --pool {holder}`, FILE being the configuration it was started from (its record does not say)"
+                ),
+            };
+            Error::PortHeld {
+                hint: Some(format!(
+                    "{stop}\nor give pool {pool} another port than {port} in provisioning.ports"
+                )),
+                pool,
+                port,
+                holder,
+                pid,
+                config,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The host ports a plan's launch step holds (its ports and its readiness port).
+fn launch_ports(steps: &[Step]) -> Vec<u16> {
+    steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Launch {
+                ports, readiness, ..
+            } => Some(ports.iter().copied().chain([readiness.port])),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 /// `orchctl engine up`
 pub async fn up(settings: &Settings, target: &Target, progress: Arc<dyn Progress>) -> Result<()> {
     let pool = load_pool(target, progress.as_ref())?;
     refuse_external(settings, target, &pool, "up")?;
-    let prepared = provisioner(settings, progress.clone())
-        .prepare(&pool)
-        .await?;
     let supervisor = Supervisor::new(settings.layout().run_dir);
-    let down = orchctl_command(settings, target, pool.id.as_str(), &["engine", "down"]);
-    let mut state = supervisor.start(&prepared).map_err(|error| match error {
-        Error::AlreadyRunning { pool, pid, log, .. } => Error::AlreadyRunning {
-            pool,
-            pid,
-            log,
-            hint: Some(format!("stop it first: {down}")),
-        },
-        other => other,
-    })?;
+    let provisioner = provisioner(settings, progress.clone());
+    // Before a prepare that may build for minutes: what a running engine holds. `start`
+    // checks again with the prepared ports.
+    let planned = provisioner
+        .plan(&pool)
+        .map(|plan| launch_ports(&plan.steps))
+        .unwrap_or_default();
+    supervisor
+        .check_conflicts(pool.id.as_str(), &planned, Some(&target.config))
+        .map_err(|error| explain_held(settings, target, error))?;
+    let prepared = provisioner.prepare(&pool).await?;
+    let mut state = supervisor
+        .start_from(&prepared, Some(&target.config))
+        .map_err(|error| explain_held(settings, target, error))?;
     let step = format!("wait for {} to be ready", prepared.pool_id);
     progress.report(ProgressEvent::Started {
         step: step.clone(),

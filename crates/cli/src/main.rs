@@ -5,18 +5,20 @@
 
 mod args;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{ColorChoice, CommandFactory, FromArgMatches};
 use cli::commands::{self, Target};
-use cli::render::{StderrProgress, error as render_error};
+use cli::render::{self, Failure, StderrProgress, error as render_error};
+use cli::settings::{self, Environment, HostFlags};
 use cli::wiring::Settings;
 use provisioner_core::{Error, Progress};
 
-use crate::args::{Cli, Command, ConfigCommand, EngineCommand, PoolArgs};
+use crate::args::{Cli, Command, ConfigCommand, EngineCommand, HostArgs, PoolArgs};
 
 fn target(args: &PoolArgs) -> Target {
     Target {
@@ -26,36 +28,129 @@ fn target(args: &PoolArgs) -> Target {
     }
 }
 
+fn host_flags(host: &HostArgs) -> HostFlags {
+    HostFlags {
+        cache_dir: host.cache_dir.clone(),
+        models_dir: host.models_dir.clone(),
+        offline: host.offline,
+        allowed_hosts: host.allowed_hosts.clone(),
+        allow_http: host.allow_http,
+    }
+}
+
+/// Whether `--json` is anywhere on the command line (before a `--`): then every failure, a
+/// command line that does not parse included, prints its JSON error object on stdout.
+fn wants_json(argv: &[OsString]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|arg| *arg != "--")
+        .filter_map(|arg| arg.to_str())
+        .any(|arg| arg == "--json" || arg.starts_with("--json="))
+}
+
+/// clap's error as a [`Failure`]: its first paragraph is the message (`the following required
+/// arguments were not provided: --config <CONFIG>`), the rest (tips, usage) the hint.
+fn usage_failure(error: &clap::Error) -> Failure {
+    let text = error.render().to_string();
+    let paragraphs: Vec<Vec<&str>> = text
+        .split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .filter(|lines| !lines.is_empty())
+        .collect();
+    let first = paragraphs.first().map(|p| p.join(" ")).unwrap_or_default();
+    let rest = paragraphs.iter().skip(1).flatten().copied();
+    let (message, hint): (String, Vec<&str>) = match first.strip_prefix("error: ") {
+        Some(message) => (message.to_string(), rest.collect()),
+        // Help printed because a subcommand is missing.
+        None => (
+            "a subcommand is missing".to_string(),
+            rest.filter(|line| line.starts_with("Usage:") || line.starts_with("For more"))
+                .collect(),
+        ),
+    };
+    Failure::usage(message, (!hint.is_empty()).then(|| hint.join("\n")))
+}
+
+/// A command line that does not parse: clap's own text on stderr (help and version on stdout,
+/// exit 0), exit 2, and with `--json` the error object on stdout.
+fn usage_error(error: clap::Error, json: bool) -> ExitCode {
+    let _ = error.print();
+    if !error.use_stderr() {
+        return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(cli::exit::USAGE));
+    }
+    if json {
+        render::failure_json(&usage_failure(&error));
+    }
+    ExitCode::from(cli::exit::USAGE)
+}
+
 /// Structured logs on stderr, off unless `LLAMA_ORCH_LOG` sets a filter (`info`, `debug`, …);
-/// `LLAMA_ORCH_LOG_FORMAT=json` makes them one JSON object per line.
-fn init_logs() {
-    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("LLAMA_ORCH_LOG") else {
+/// `LLAMA_ORCH_LOG_FORMAT=json` makes them one JSON object per line. Colour only when `colour`.
+fn init_logs(env: &Environment, colour: bool) {
+    let Some(logs) = settings::logs(env) else {
+        return;
+    };
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&logs.filter) else {
         return;
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let json = std::env::var("LLAMA_ORCH_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let _ = if json {
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    let _ = if logs.json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
 }
 
+/// Whether a command reads or writes the cache root or the models directory (every one but
+/// `config schema`).
+fn needs_directories(command: &Command) -> bool {
+    !matches!(command, Command::Config(ConfigCommand::Schema))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logs();
-    let settings = Settings {
-        home: std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/")),
-        cache_dir: cli.host.cache_dir.clone(),
-        models_dir: cli.host.models_dir.clone(),
-        offline: cli.host.offline,
-        allowed_hosts: cli.host.allowed_hosts.clone(),
-        allow_plain_http: cli.host.allow_http,
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let json = wants_json(&argv);
+    let env = Environment::from_process();
+    let colour = settings::colour(&env, std::io::stderr().is_terminal());
+    let mut command = Cli::command().color(if colour {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    });
+    let parsed = command
+        .try_get_matches_from_mut(&argv)
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error.format(&mut command), json),
     };
+    init_logs(&env, colour);
+    let settings: Settings = match settings::resolve(&host_flags(&cli.host), &env) {
+        Ok(settings) => settings,
+        Err(error) => {
+            let failure = Failure::usage(
+                error.message,
+                Some("fix or unset the variable; an empty value means unset".to_string()),
+            );
+            render::failure(&failure, json);
+            return ExitCode::from(failure.exit);
+        }
+    };
+    if needs_directories(&cli.command)
+        && let Err(failure) = settings.try_layout()
+    {
+        render::failure(&failure, json);
+        return ExitCode::from(failure.exit);
+    }
     let progress: Arc<dyn Progress> = Arc::new(StderrProgress::new(cli.host.quiet));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,19 +158,9 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            render_error(&Error::io("start runtime", "-", e), false);
+            render_error(&Error::io("start runtime", "-", e), json);
             return ExitCode::from(cli::exit::UNEXPECTED);
         }
-    };
-    let json = match &cli.command {
-        Command::Engine(EngineCommand::Down(down)) => down.pool.json,
-        Command::Engine(
-            EngineCommand::Plan(p)
-            | EngineCommand::Prepare(p)
-            | EngineCommand::Up(p)
-            | EngineCommand::Status(p),
-        ) => p.json,
-        Command::Config(_) => false,
     };
     let result = runtime.block_on(async {
         tokio::select! {

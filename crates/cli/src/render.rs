@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use provisioner_core::{Error, Progress, ProgressEvent, human_bytes};
 
-/// Renders progress events on stderr. On a terminal percentages update in place; otherwise a
-/// line is written every 10 %.
+/// Renders progress events on stderr. On a terminal percentages update in place (a carriage
+/// return and spaces, never an escape sequence); otherwise a line is written every 10 %.
 pub struct StderrProgress {
     quiet: bool,
     terminal: bool,
@@ -20,10 +20,13 @@ struct State {
     started: HashMap<String, Instant>,
     last_percent: HashMap<String, u8>,
     in_place: bool,
+    /// Characters of the line being updated in place, to blank what a shorter one leaves.
+    in_place_width: usize,
 }
 
 impl StderrProgress {
-    /// A renderer; `quiet` drops everything but notes.
+    /// A renderer; `quiet` drops everything, notes included: with `-q` stderr carries only
+    /// errors and their hints.
     pub fn new(quiet: bool) -> Self {
         StderrProgress {
             quiet,
@@ -31,6 +34,15 @@ impl StderrProgress {
             state: Mutex::new(State::default()),
         }
     }
+}
+
+/// Writes `line` over the line being updated in place.
+fn overwrite(state: &mut State, err: &mut dyn Write, line: &str) {
+    let width = line.chars().count();
+    let pad = state.in_place_width.saturating_sub(width);
+    let _ = write!(err, "\r{line}{:pad$}", "");
+    state.in_place = true;
+    state.in_place_width = width;
 }
 
 impl Progress for StderrProgress {
@@ -41,14 +53,15 @@ impl Progress for StderrProgress {
             if state.in_place {
                 let _ = writeln!(err);
                 state.in_place = false;
+                state.in_place_width = 0;
             }
         };
         match event {
+            _ if self.quiet => {}
             ProgressEvent::Note { message } => {
                 end_in_place(&mut state, &mut err);
                 let _ = writeln!(err, "note: {message}");
             }
-            _ if self.quiet => {}
             ProgressEvent::Started { step, detail } => {
                 end_in_place(&mut state, &mut err);
                 state.started.insert(step.clone(), Instant::now());
@@ -64,8 +77,7 @@ impl Progress for StderrProgress {
             ProgressEvent::Percent { step, percent } => {
                 let last = state.last_percent.get(&step).copied();
                 if self.terminal {
-                    let _ = write!(err, "\r    {step}: {percent:>3}%");
-                    state.in_place = true;
+                    overwrite(&mut state, &mut err, &format!("    {step}: {percent:>3}%"));
                 } else if last.is_none_or(|l| percent / 10 > l / 10) {
                     let _ = writeln!(err, "    {step}: {percent}%");
                 }
@@ -92,8 +104,7 @@ impl Progress for StderrProgress {
                     line.push_str(&format!(", ETA {:.0} s", (total - done) as f64 / rate));
                 }
                 if self.terminal {
-                    let _ = write!(err, "\r{line}\x1b[K");
-                    state.in_place = true;
+                    overwrite(&mut state, &mut err, &line);
                 } else {
                     let key = percent.unwrap_or((done >> 26).min(255) as u8);
                     let last = state.last_percent.get(&step).copied();
@@ -122,23 +133,93 @@ pub fn out(text: &str) {
     let _ = writeln!(stdout, "{text}");
 }
 
-/// Writes an error and its hint to stderr (and, with `json`, a JSON error object to stdout).
-pub fn error(error: &Error, json: bool) {
+/// A failure as `orchctl` reports it: `error:` and `hint:` lines on stderr and, with `--json`,
+/// `{"error": {"code", "message", "hint"}}` on stdout. Every error class of the library maps to
+/// one ([`Failure::from`]); the CLI adds its own (usage errors, an unknown cache directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The stable code in the JSON object: an [`provisioner_core::ErrorCode`]'s name, or
+    /// `usage` for a command line that does not parse.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it, one line per `hint:`.
+    pub hint: Option<String>,
+    /// The process exit code (the README's table).
+    pub exit: u8,
+}
+
+impl Failure {
+    /// A configuration problem (exit 3) found by the CLI itself.
+    pub fn config(message: String, hint: Option<String>) -> Failure {
+        Failure {
+            code: "config".to_string(),
+            message,
+            hint,
+            exit: provisioner_core::ErrorCode::Config.exit_code() as u8,
+        }
+    }
+
+    /// A command line (or switch) that does not parse: exit 2, code `usage`.
+    pub fn usage(message: String, hint: Option<String>) -> Failure {
+        Failure {
+            code: "usage".to_string(),
+            message,
+            hint,
+            exit: crate::exit::USAGE,
+        }
+    }
+
+    /// The JSON object printed on stdout with `--json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "hint": self.hint,
+            }
+        })
+    }
+}
+
+impl From<&Error> for Failure {
+    fn from(error: &Error) -> Failure {
+        let code = serde_json::to_value(error.code())
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{:?}", error.code()).to_ascii_lowercase());
+        Failure {
+            code,
+            message: error.to_string(),
+            hint: error.hint().map(str::to_string),
+            exit: u8::try_from(error.code().exit_code()).unwrap_or(crate::exit::UNEXPECTED),
+        }
+    }
+}
+
+/// Writes a failure: `error:` and `hint:` lines on stderr, and with `json` its JSON object on
+/// stdout.
+pub fn failure(failure: &Failure, json: bool) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "error: {error}");
-    if let Some(hint) = error.hint() {
+    let _ = writeln!(err, "error: {}", failure.message);
+    if let Some(hint) = &failure.hint {
         for line in hint.lines() {
             let _ = writeln!(err, "hint: {line}");
         }
     }
+    drop(err);
     if json {
-        let value = serde_json::json!({
-            "error": {
-                "code": error.code(),
-                "message": error.to_string(),
-                "hint": error.hint(),
-            }
-        });
-        out(&value.to_string());
+        failure_json(failure);
     }
+}
+
+/// Writes only the JSON object of a failure on stdout (its human text went to stderr already,
+/// as clap prints a usage error).
+pub fn failure_json(failure: &Failure) {
+    out(&failure.to_json().to_string());
+}
+
+/// Writes an error and its hint to stderr (and, with `json`, a JSON error object to stdout).
+pub fn error(error: &Error, json: bool) {
+    failure(&Failure::from(error), json);
 }

@@ -1,6 +1,6 @@
 //! The composition root: real adapters plugged into the ports.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use adapters_binary::{BinaryArtifactInstaller, FetchSettings, HttpFetcher};
@@ -14,37 +14,11 @@ use adapters_source::{CmakeSourceBuilder, HostFacts};
 use engines::Provisioner;
 use policy::HostPolicy;
 use provisioner_core::{
-    Digest, GitRef, GitRemote, ImageReference, KnownFacts, Layout, Ports, Progress, Shell,
+    Digest, GitRef, GitRemote, ImageReference, KnownFacts, Ports, Progress, Shell,
 };
 
-/// Host-wide settings, from flags and environment.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    /// Home directory (for defaults and `~/` in configs).
-    pub home: PathBuf,
-    /// Cache root override.
-    pub cache_dir: Option<PathBuf>,
-    /// Models directory override.
-    pub models_dir: Option<PathBuf>,
-    /// Offline mode.
-    pub offline: bool,
-    /// Network allowlist.
-    pub allowed_hosts: Option<Vec<String>>,
-    /// Allow plain HTTP downloads from remote hosts.
-    pub allow_plain_http: bool,
-}
-
-impl Settings {
-    /// The directories in use.
-    pub fn layout(&self) -> Layout {
-        let defaults = Layout::under_home(&self.home);
-        Layout::with_cache_root(
-            &self.home,
-            self.cache_dir.clone().unwrap_or(defaults.cache_root),
-            self.models_dir.clone().unwrap_or(defaults.models_dir),
-        )
-    }
-}
+/// Host-wide settings (defined with the rules that fill them in [`crate::settings`]).
+pub use crate::settings::Settings;
 
 /// What this host knows from earlier prepares, read from the caches' own records (the ref index
 /// of source builds, the tag index of images) and the file system: no network, no process.

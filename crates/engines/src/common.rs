@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use provisioner_core::{
-    Backend, CacheEntries, CacheEntry, EngineMetadata, EnvName, Error, IdentityCheck, KnownFacts,
-    Layout, Mode, ModelRef, ModelRequest, ModelStaging, OptionRename, PoolConfig, PoolId,
-    PreparedEngine, Probe, Result, Secret, SourceProvenance, Step,
+    Backend, BackendFinding, BackendVerdict, CacheEntries, CacheEntry, EngineMetadata, EnvName,
+    Error, FoundBackend, GpuAsk, IdentityCheck, KnownFacts, Layout, Mode, ModelRef, ModelRequest,
+    ModelStaging, OptionRename, PoolConfig, PoolId, PreparedEngine, Probe, ProgressEvent, Result,
+    Secret, SourceProvenance, Step, judge_backend,
 };
 
 use crate::args::ServerArgs;
@@ -65,10 +66,60 @@ pub trait Recipe: Send + Sync {
         None
     }
 
-    /// The backend a prebuilt server reports for its version arguments. Only called for
-    /// engines with [`Recipe::native`].
-    fn reported_backend(&self, _output: &str) -> Backend {
-        Backend::Cpu
+    /// The backend a prebuilt server names in what it printed for its version arguments, with
+    /// the line that names it: a GPU backend, or CPU when the output is the server's own and
+    /// names none; `None` (the default) when the output says nothing recognisable (a wrapper
+    /// script, a stand-in). Only called for engines with [`Recipe::native`].
+    fn reported_backend(&self, _output: &str) -> Option<(FoundBackend, String)> {
+        None
+    }
+
+    /// Whether the pool's options ask the server to put layers on a GPU, and where. Default:
+    /// `--n-gpu-layers` (llama-server's canonical spelling, which recipes map `-ngl` and
+    /// `--gpu-layers` to) with a value that offloads (`offloads`); engines whose options are
+    /// kept verbatim never match it.
+    fn offload_ask(&self, pool: &PoolConfig, options: &ServerArgs) -> Option<GpuAsk> {
+        let Some(Some(value)) = options.get(GPU_LAYERS) else {
+            return None;
+        };
+        if !offloads(value) {
+            return None;
+        }
+        let flags = &pool.provisioning.flags;
+        let at = flags
+            .iter()
+            .position(|flag| {
+                let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+                GPU_LAYERS_SPELLINGS.contains(&name)
+            })
+            .map(|index| {
+                let written = match flags.get(index + 1) {
+                    Some(next) if !flags[index].contains('=') => {
+                        format!("{} {next}", flags[index])
+                    }
+                    _ => flags[index].clone(),
+                };
+                format!("provisioning.flags[{index}]: {written}")
+            })
+            .unwrap_or_else(|| format!("provisioning.flags: {GPU_LAYERS} {value}"));
+        Some(GpuAsk::any(at))
+    }
+
+    /// The backend an image of this engine with `tag` is built with, when that is fixed by
+    /// definition (vLLM, TGI and Triton publish GPU builds only: CUDA unless the tag names
+    /// another backend): the image then asks for it and shows it without being looked into.
+    /// Default: `None`, the image's tag and files decide.
+    fn image_backend(&self, _tag: Option<&str>) -> Option<FoundBackend> {
+        None
+    }
+
+    /// The GPU backend an image's tag names (llama.cpp's `server-cuda-b6000`, `server-rocm`,
+    /// `server-musa`, `server-vulkan`, `server-intel`), which the pool then asks for. Default:
+    /// `backend_in_tag`.
+    fn image_ask(&self, tag: &str) -> Option<GpuAsk> {
+        backend_in_tag(tag).map(|backend| {
+            GpuAsk::named(backend, format!("provisioning.container: image tag {tag}"))
+        })
     }
 
     /// How to check that a running server is the build that was prepared; `None` (the
@@ -76,6 +127,113 @@ pub trait Recipe: Send + Sync {
     fn identity(&self, _evidence: Evidence<'_>) -> Option<IdentityCheck> {
         None
     }
+}
+
+/// llama-server's canonical name of the option that puts layers on GPUs.
+const GPU_LAYERS: &str = "--n-gpu-layers";
+
+/// Every spelling of [`GPU_LAYERS`] (common/arg.cpp of release b11312), to find where the pool
+/// writes it.
+const GPU_LAYERS_SPELLINGS: &[&str] = &["-ngl", "--ngl", "--gpu-layers", "--n-gpu-layers"];
+
+/// Whether a `--n-gpu-layers` value asks for layers on a GPU: a count other than 0, or `all`
+/// (also `-2`). `auto` (also `-1`), llama-server's default since 2025, fits what the devices
+/// hold, which is nothing without a GPU backend: it asks for nothing more than leaving the
+/// option out does.
+pub fn offloads(value: &str) -> bool {
+    match value.trim() {
+        "auto" | "-1" | "0" | "" => false,
+        "all" => true,
+        other => other.parse::<f64>().map_or(true, |n| n != 0.0 && n != -1.0),
+    }
+}
+
+/// The GPU backend an image tag names in one of its words (split at `-`, `_` and `.`, digits
+/// after the name ignored: `cuda12`): `cuda`, `rocm` or `hip`, `musa`, `vulkan`, `intel` or
+/// `sycl` — the names of llama.cpp's image variants (`server-cuda-b6000`, `full-rocm`).
+pub fn backend_in_tag(tag: &str) -> Option<FoundBackend> {
+    tag.split(['-', '_', '.']).find_map(|word| {
+        let word = word.to_ascii_lowercase();
+        match word.trim_end_matches(|c: char| c.is_ascii_digit()) {
+            "cuda" => Some(FoundBackend::Cuda),
+            "rocm" | "hip" => Some(FoundBackend::Hip),
+            "musa" => Some(FoundBackend::Musa),
+            "vulkan" => Some(FoundBackend::Vulkan),
+            "intel" | "sycl" => Some(FoundBackend::Sycl),
+            _ => None,
+        }
+    })
+}
+
+/// Judges what was found in `what` against what the pool asks ([`judge_backend`]): `Ok` with
+/// the warnings to record when it may run (a fallback is also reported as a note), `Err` from
+/// `refuse` (given the message) when it may not.
+pub fn check_backend(
+    common: &PoolInputs,
+    ask: Option<&GpuAsk>,
+    found: &BackendFinding,
+    what: &str,
+    progress: &dyn provisioner_core::Progress,
+    refuse: impl FnOnce(String) -> Error,
+) -> Result<Vec<String>> {
+    match judge_backend(ask, found, what, common.pool.allow_cpu_fallback()) {
+        BackendVerdict::Met => Ok(Vec::new()),
+        BackendVerdict::Fallback(warning) => {
+            progress.report(ProgressEvent::Note {
+                message: warning.clone(),
+            });
+            Ok(vec![warning])
+        }
+        BackendVerdict::Refused(message) => Err(refuse(message)),
+    }
+}
+
+/// What a source build selects with its CMake entries, stated (the builder checks a GPU
+/// backend after the build), judged against what the pool asks: the warnings to record, or a
+/// configuration error when the pool asks for a GPU that the entries do not build (nothing is
+/// fetched or built for it).
+pub fn source_backend(
+    common: &PoolInputs,
+    backend: Backend,
+) -> Result<(BackendFinding, Vec<String>)> {
+    let found = match backend {
+        Backend::Cpu => BackendFinding::stated(
+            FoundBackend::Cpu,
+            "source.build.cmake_flags select no GPU backend (-DGGML_CUDA=ON, -DGGML_HIP=ON or -DGGML_VULKAN=ON)",
+        ),
+        gpu => BackendFinding::stated(
+            FoundBackend::from(gpu),
+            format!("source.build.cmake_flags select {gpu}, which the build is checked for"),
+        ),
+    };
+    let ask = GpuAsk::merge(
+        backend.is_gpu().then(|| {
+            GpuAsk::named(
+                FoundBackend::from(backend),
+                "provisioning.source.build.cmake_flags",
+            )
+        }),
+        common.gpu.clone(),
+    );
+    let warnings = match judge_backend(
+        ask.as_ref(),
+        &found,
+        "the source build",
+        common.pool.allow_cpu_fallback(),
+    ) {
+        BackendVerdict::Met => Vec::new(),
+        BackendVerdict::Fallback(warning) => vec![warning],
+        BackendVerdict::Refused(message) => {
+            return Err(Error::invalid(
+                "provisioning.flags",
+                format!(
+                    "{message}; add the GPU backend to provisioning.source.build.cmake_flags (-DGGML_CUDA=ON, -DGGML_HIP=ON or -DGGML_VULKAN=ON), drop the offload flag, {}",
+                    provisioner_core::FALLBACK_HINT
+                ),
+            ));
+        }
+    };
+    Ok((found, warnings))
 }
 
 /// What a recipe makes of a pool's CMake cache entries.
@@ -87,6 +245,12 @@ pub struct CmakeChoice {
     pub backend: Backend,
     /// Entries given under an old option name, passed under its successor.
     pub renamed: Vec<OptionRename>,
+    /// Settings that depend on the tree being built.
+    pub tree_rules: Vec<provisioner_core::TreeRule>,
+    /// Downloads the chosen options make during the build.
+    pub fetches: Vec<provisioner_core::BuildFetch>,
+    /// Headers the chosen options need.
+    pub headers: Vec<provisioner_core::HeaderRequirement>,
     /// What was changed, for the plan.
     pub notes: Vec<String>,
 }
@@ -118,6 +282,9 @@ pub struct Listen<'a> {
 pub struct NativeFacts {
     /// File name of the server executable.
     pub executable: &'static str,
+    /// Names the server had in older releases, tried in order when a prebuilt archive has no
+    /// [`NativeFacts::executable`].
+    pub older_names: &'static [&'static str],
     /// Port it listens on when the pool gives none.
     pub default_port: u16,
     /// Readiness path.
@@ -153,6 +320,8 @@ pub struct ContainerFacts {
     pub default_tag: &'static str,
     /// Ports the server listens on inside the container, the HTTP API first.
     pub ports: &'static [u16],
+    /// What each of `ports` serves, in the same order (`HTTP`, `gRPC`, `metrics`), for messages.
+    pub port_names: &'static [&'static str],
     /// Host ports published when the pool gives none (the same as inside, except where a
     /// low port would fail under rootless podman).
     pub default_host_ports: &'static [u16],
@@ -216,6 +385,9 @@ pub struct PoolInputs {
     pub options: ServerArgs,
     /// The pool's env file, when it sets `env`.
     pub env_file: Option<EnvFile>,
+    /// What the pool's options ask of the backend ([`Recipe::offload_ask`]); each mode adds
+    /// what its own settings name.
+    pub gpu: Option<GpuAsk>,
 }
 
 impl PoolInputs {
@@ -266,12 +438,14 @@ impl PoolInputs {
                 contents: Secret::new(contents),
             }
         });
+        let options = recipe.options(pool)?;
         Ok(PoolInputs {
             pool: pool.clone(),
             mode,
             notes: Vec::new(),
             model,
-            options: recipe.options(pool)?,
+            gpu: recipe.offload_ask(pool, &options),
+            options,
             env_file,
         })
     }
@@ -486,8 +660,10 @@ pub struct Outcome {
     pub workdir: PathBuf,
     /// The engine version.
     pub engine_version: String,
-    /// Backend found.
-    pub backend: Backend,
+    /// Backend found (never a guess from the configuration).
+    pub backend: FoundBackend,
+    /// What prepare went ahead with although the pool asked otherwise.
+    pub warnings: Vec<String>,
     /// Readiness probe.
     pub readiness: Probe,
     /// Identity check.
@@ -547,6 +723,7 @@ pub fn finish(
             cache_hit,
             metadata_file,
             plan_digest,
+            warnings: outcome.warnings,
         },
     }
 }
@@ -587,5 +764,39 @@ fn no_source_build(engine: provisioner_core::Engine) -> Error {
         mode: Mode::Source.to_string(),
         supported: Vec::new(),
         hint: Some(format!("{} is not built from source here", engine.label())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offload_values_that_ask_for_a_gpu() {
+        for value in ["99", "1", "all", "-2", "999"] {
+            assert!(offloads(value), "{value}");
+        }
+        for value in ["0", "auto", "-1", ""] {
+            assert!(!offloads(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn image_tags_that_name_a_gpu_backend() {
+        let cases = [
+            ("server-cuda-b11312", Some(FoundBackend::Cuda)),
+            ("server-cuda13-b11312", Some(FoundBackend::Cuda)),
+            ("full-rocm", Some(FoundBackend::Hip)),
+            ("server-musa-b6000", Some(FoundBackend::Musa)),
+            ("server-vulkan", Some(FoundBackend::Vulkan)),
+            ("server-intel-b6000", Some(FoundBackend::Sycl)),
+            ("server-b11312", None),
+            ("v0.12.0", None),
+            ("25.10-trtllm-python-py3", None),
+            ("hipster", None),
+        ];
+        for (tag, expected) in cases {
+            assert_eq!(backend_in_tag(tag), expected, "{tag}");
+        }
     }
 }

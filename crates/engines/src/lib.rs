@@ -12,6 +12,7 @@
 
 mod args;
 mod common;
+pub mod conflicts;
 mod llamacpp;
 pub mod modes;
 mod tgi;
@@ -23,6 +24,8 @@ use provisioner_core::{
     Config, EngineProvisioner, Error, FieldError, Layout, Mode, Plan, PoolConfig, Ports,
     PreparedEngine, Result, Step,
 };
+
+use crate::conflicts::{Claims, Conflict};
 
 pub use args::{ServerArgs, parse_options};
 pub use common::{
@@ -139,33 +142,92 @@ impl Provisioner {
     }
 
     /// Every problem of every pool that needs no host: what [`Config::parse`] checks, plus each
-    /// engine's and mode's own rules (flags, unsupported engine/mode pairs, ports). All are
-    /// reported at once as one [`Error::ConfigInvalid`].
+    /// engine's and mode's own rules (flags, unsupported engine/mode pairs, ports), plus what
+    /// two pools would both use ([`Provisioner::conflicts`]). All are reported at once as one
+    /// [`Error::ConfigInvalid`], in pool order.
     pub fn check(&self, config: &Config) -> Result<()> {
-        let mut errors = Vec::new();
+        let mut errors: Vec<(usize, FieldError)> = Vec::new();
         for pool in &config.pools {
+            let mut push = |error: FieldError| errors.push((pool.index, error));
             match self.plan(pool) {
                 Ok(_) => {}
-                Err(Error::ConfigInvalid { errors: found }) => errors.extend(found),
+                Err(Error::ConfigInvalid { errors: found }) => found.into_iter().for_each(push),
                 Err(error @ Error::UnsupportedMode { .. }) => {
                     let mut message = error.to_string();
                     if let Some(hint) = error.hint() {
                         message.push_str("; ");
                         message.push_str(hint);
                     }
-                    errors.push(FieldError::new(pool.field("provisioning.mode"), message));
+                    push(FieldError::new(pool.field("provisioning.mode"), message));
                 }
-                Err(other) => errors.push(FieldError::new(
+                Err(other) => push(FieldError::new(
                     format!("pools[{}]", pool.index),
                     other.to_string(),
                 )),
             }
         }
+        errors.extend(
+            self.conflicts(config)
+                .into_iter()
+                .map(|conflict| (conflict.pools[0], conflict.error)),
+        );
+        errors.sort_by_key(|(index, _)| *index);
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(Error::ConfigInvalid { errors })
+            Err(Error::ConfigInvalid {
+                errors: errors.into_iter().map(|(_, error)| error).collect(),
+            })
         }
+    }
+
+    /// What two pools of `config` would both use on this host (a host port, a container name,
+    /// a run file, an install path holding different content, one package at two versions),
+    /// each reported at the later pool and naming the earlier ones. Pools whose inputs do not
+    /// compute are left out: [`Provisioner::check`] reports them.
+    pub fn conflicts(&self, config: &Config) -> Vec<Conflict> {
+        let claims: Vec<Claims> = config
+            .pools
+            .iter()
+            .filter_map(|pool| self.claims(pool).ok())
+            .collect();
+        conflicts::find(&claims)
+    }
+
+    /// What a pool would use on this host that no other pool may, from its inputs.
+    pub fn claims(&self, pool: &PoolConfig) -> Result<Claims> {
+        let recipe = self.recipe_for(pool)?;
+        let inputs = self.inputs(pool)?;
+        let env_file = self.ports.run_files.path(&pool.id, ENV_FILE);
+        let run_paths = || conflicts::run_paths(&self.layout, pool, &env_file);
+        let native = || common::native_facts(recipe);
+        let mut claims = Claims::new(pool);
+        match &inputs.mode {
+            ModeInputs::External(mode) => {
+                claims.ports = conflicts::external_ports(recipe, pool, mode);
+            }
+            ModeInputs::Source(mode) => {
+                claims.ports = conflicts::native_ports(recipe, native()?, &inputs.common);
+                claims.installs.push(conflicts::source_install(mode));
+                claims.run_paths = run_paths();
+            }
+            ModeInputs::Container(mode) => {
+                claims.ports = conflicts::container_ports(recipe, pool, mode);
+                claims.container = Some(container_name(pool.id.as_str()));
+                claims.run_paths = run_paths();
+            }
+            ModeInputs::Package(mode) => {
+                claims.ports = conflicts::native_ports(recipe, native()?, &inputs.common);
+                claims.packages = conflicts::package_pin(mode);
+                claims.run_paths = run_paths();
+            }
+            ModeInputs::Binary(mode) => {
+                claims.ports = conflicts::native_ports(recipe, native()?, &inputs.common);
+                claims.installs.push(conflicts::binary_install(mode));
+                claims.run_paths = run_paths();
+            }
+        }
+        Ok(claims)
     }
 }
 

@@ -9,8 +9,8 @@
 //! is `llama-server` (docs/docker.md).
 
 use provisioner_core::{
-    Backend, CacheEntries, CacheEntry, Engine, Error, IdentityCheck, Mode, OptionRename,
-    PoolConfig, Result,
+    Backend, BuildFetch, CacheEntries, CacheEntry, Engine, Error, FoundBackend, HeaderRequirement,
+    IdentityCheck, Mode, OptionRename, PoolConfig, Result, SafeUrl, TreeRule,
 };
 
 use crate::args::{OptionTable, ServerArgs, parse_options};
@@ -172,22 +172,79 @@ pub fn successor(name: &str) -> Option<&'static str> {
 const DEFAULT_FLAGS: &[(&str, &str)] = &[
     // An optimised server unless asked otherwise.
     ("CMAKE_BUILD_TYPE", "Release"),
+    // The server target exists only with these (LLAMA_BUILD_COMMON since mid-2024,
+    // LLAMA_BUILD_TOOLS since May 2025, when the server moved to tools/); trees that do not
+    // declare one ignore it.
     ("LLAMA_BUILD_SERVER", "ON"),
+    ("LLAMA_BUILD_COMMON", "ON"),
+    ("LLAMA_BUILD_TOOLS", "ON"),
     ("LLAMA_BUILD_TESTS", "OFF"),
     ("LLAMA_BUILD_EXAMPLES", "OFF"),
-    // Upstream downloads the web UI at build time by default; a build must not reach the
-    // network behind the policy's back.
+    // Options that download at build time are off: the provisioner stages models itself and
+    // a build must not reach the network behind the policy's back. LLAMA_CURL (ON by default
+    // from May 2025 to March 2026) would also need the libcurl headers.
+    ("LLAMA_CURL", "OFF"),
     ("LLAMA_USE_PREBUILT_UI", "OFF"),
+    ("LLAMA_USE_PREBUILT_WEBUI", "OFF"),
+    ("LLAMA_BUILD_UI", "OFF"),
+    ("LLAMA_LLGUIDANCE", "OFF"),
     // One self-contained executable survives the atomic rename into the cache; shared
     // libraries would carry RPATHs into the staging directory.
     ("BUILD_SHARED_LIBS", "OFF"),
 ];
+
+/// Build options that download something when ON, and from where (the CMake files of release
+/// b11312 and older trees: `FetchContent_Declare`, `ExternalProject_Add`, `file(DOWNLOAD)`,
+/// npm). A configuration that turns one on gets it checked against the host policy.
+const FETCHING_OPTIONS: &[(&str, &str)] = &[
+    (
+        "LLAMA_USE_PREBUILT_UI",
+        "https://huggingface.co/buckets/ggml-org/llama-ui",
+    ),
+    (
+        "LLAMA_USE_PREBUILT_WEBUI",
+        "https://huggingface.co/buckets/ggml-org/llama-ui",
+    ),
+    ("LLAMA_BUILD_UI", "https://registry.npmjs.org/"),
+    (
+        "LLAMA_LLGUIDANCE",
+        "https://github.com/guidance-ai/llguidance",
+    ),
+    (
+        "GGML_CPU_KLEIDIAI",
+        "https://github.com/ARM-software/kleidiai/releases/download/",
+    ),
+    (
+        "LLAMA_BUILD_BORINGSSL",
+        "https://boringssl.googlesource.com/boringssl",
+    ),
+    (
+        "LLAMA_BUILD_LIBRESSL",
+        "https://cdn.openbsd.org/pub/OpenBSD/LibreSSL/",
+    ),
+    ("GGML_CUDA_CUB_3DOT2", "https://github.com/nvidia/cccl.git"),
+    (
+        "GGML_VIRTGPU",
+        "https://gitlab.freedesktop.org/virgl/virglrenderer/",
+    ),
+    (
+        "GGML_OPENMP_FETCH",
+        "https://github.com/llvm/llvm-project/releases/",
+    ),
+];
+
+/// Trees from mid-2024 to early 2025 keep the server in `examples/server`, built only with
+/// LLAMA_BUILD_EXAMPLES; trees from before the June 2024 rename (release b3184) build it as
+/// `server`, which this recipe does not install.
+const SERVER_IN_EXAMPLES: &str = "examples/server/CMakeLists.txt";
 
 /// The llama.cpp recipe.
 pub struct LlamaCpp;
 
 const NATIVE: NativeFacts = NativeFacts {
     executable: "llama-server",
+    // `examples/server` built `server` until the rename of June 2024 (release b3186).
+    older_names: &["server"],
     default_port: DEFAULT_PORT,
     readiness_path: "/health",
     ready_timeout_seconds: 120,
@@ -210,6 +267,7 @@ const CONTAINER: ContainerFacts = ContainerFacts {
     default_image: "ghcr.io/ggml-org/llama.cpp",
     default_tag: "server-b11312",
     ports: &[DEFAULT_PORT],
+    port_names: &["HTTP"],
     default_host_ports: &[DEFAULT_PORT],
     shared_memory: SharedMemory::Default,
     readiness_path: "/health",
@@ -338,7 +396,7 @@ impl Recipe for LlamaCpp {
         parse_llamacpp_version(output)
     }
 
-    fn reported_backend(&self, output: &str) -> Backend {
+    fn reported_backend(&self, output: &str) -> Option<(FoundBackend, String)> {
         backend_from_output(output)
     }
 
@@ -448,8 +506,45 @@ pub fn normalise_cmake_flags(configured: &[CacheEntry]) -> Result<CmakeChoice> {
             }
         }
     }
+    let configured_names: Vec<&str> = configured.iter().map(|e| e.name.as_str()).collect();
     for (name, value) in DEFAULT_FLAGS {
         entries.set_default(name, value);
+    }
+    if !configured_names.contains(&"LLAMA_BUILD_EXAMPLES") {
+        choice.tree_rules.push(TreeRule::SetWhenPresent {
+            path: SERVER_IN_EXAMPLES.to_string(),
+            entry: CacheEntry {
+                name: "LLAMA_BUILD_EXAMPLES".to_string(),
+                kind: None,
+                value: "ON".to_string(),
+            },
+        });
+    }
+    choice.tree_rules.push(TreeRule::RefuseWhenContains {
+        path: SERVER_IN_EXAMPLES.to_string(),
+        needle: "set(TARGET server)".to_string(),
+        message: "this llama.cpp tree is from before June 2024, when the server was still called `server`; build release b3184 or newer".to_string(),
+    });
+    for (option, url) in FETCHING_OPTIONS {
+        if entries.is_on(option) {
+            let url: SafeUrl = url
+                .parse()
+                .map_err(|e: String| Error::invalid(at(option), e))?;
+            choice.notes.push(format!(
+                "-D{option}=ON downloads from {} during the build; it is checked against --offline and the allowed hosts before anything is fetched",
+                url.redacted()
+            ));
+            choice.fetches.push(BuildFetch {
+                option: option.to_string(),
+                url,
+            });
+        }
+    }
+    if entries.is_on("LLAMA_CURL") {
+        choice.headers.push(HeaderRequirement {
+            header: "curl/curl.h".to_string(),
+            purpose: "build with -DLLAMA_CURL=ON (the libcurl development files)".to_string(),
+        });
     }
     choice.backend = if entries.is_on("GGML_CUDA") {
         Backend::Cuda
@@ -482,18 +577,14 @@ pub fn parse_llamacpp_version(output: &str) -> Option<String> {
     Some(format!("b{}-{}", head.trim(), inner.trim()))
 }
 
-/// The backend a prebuilt llama.cpp was built with, from what it prints at start-up (GPU backends
-/// announce themselves, e.g. `ggml_cuda_init: found 1 CUDA devices`); CPU otherwise.
-pub fn backend_from_output(output: &str) -> Backend {
-    if output.contains("ggml_cuda_init") || output.contains("CUDA devices") {
-        Backend::Cuda
-    } else if output.contains("ROCm") || output.contains("ggml_hip") {
-        Backend::Hip
-    } else if output.contains("ggml_vulkan") || output.contains("Vulkan devices") {
-        Backend::Vulkan
-    } else {
-        Backend::Cpu
-    }
+/// The backend a prebuilt llama.cpp names in what it prints for `--version`, with the line
+/// naming it: GPU backends announce themselves (`load_backend: loaded CUDA backend from …` when
+/// loaded at run time, `ggml_cuda_init: found 1 CUDA devices` or `… found 1 ROCm devices` when
+/// built in, `ggml_vulkan: Found 1 Vulkan devices`, and a device-less host still gets the
+/// `ggml_cuda_init: failed to initialize CUDA` line); CPU when it prints its `version:` line and
+/// no GPU backend; `None` when the output is not llama.cpp's (a wrapper script, a stand-in).
+pub fn backend_from_output(output: &str) -> Option<(FoundBackend, String)> {
+    provisioner_core::ggml_reported_backend(output)
 }
 
 #[cfg(test)]
@@ -566,6 +657,61 @@ mod tests {
         }
         assert_eq!(successor("LLAMA_HIPBLAS"), Some("GGML_HIP"));
         assert_eq!(successor("LLAMA_LTO"), Some("GGML_LTO"));
+    }
+
+    #[test]
+    fn options_that_download_are_off_unless_asked_and_then_checked() {
+        let choice = normalise_cmake_flags(&entries(&["-DGGML_NATIVE=OFF"])).unwrap();
+        for off in [
+            "LLAMA_CURL",
+            "LLAMA_USE_PREBUILT_UI",
+            "LLAMA_USE_PREBUILT_WEBUI",
+            "LLAMA_BUILD_UI",
+            "LLAMA_LLGUIDANCE",
+        ] {
+            assert_eq!(
+                choice.entries.get(off).map(|e| e.value.as_str()),
+                Some("OFF"),
+                "{off}"
+            );
+        }
+        assert!(choice.fetches.is_empty() && choice.headers.is_empty());
+        // The examples switch follows the tree unless the configuration sets it.
+        assert!(choice.tree_rules.iter().any(|rule| matches!(
+            rule,
+            TreeRule::SetWhenPresent { entry, .. } if entry.name == "LLAMA_BUILD_EXAMPLES"
+        )));
+
+        let choice = normalise_cmake_flags(&entries(&[
+            "-DLLAMA_LLGUIDANCE=ON",
+            "-DLLAMA_CURL=ON",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+        ]))
+        .unwrap();
+        assert_eq!(
+            choice
+                .fetches
+                .iter()
+                .map(|f| (f.option.as_str(), f.url.to_string()))
+                .collect::<Vec<_>>(),
+            [(
+                "LLAMA_LLGUIDANCE",
+                "https://github.com/guidance-ai/llguidance".to_string()
+            )]
+        );
+        assert!(
+            choice.notes.iter().any(|n| n.contains(
+                "-DLLAMA_LLGUIDANCE=ON downloads from https://github.com/guidance-ai/llguidance"
+            )),
+            "{:?}",
+            choice.notes
+        );
+        assert_eq!(choice.headers.len(), 1);
+        assert_eq!(choice.headers[0].header, "curl/curl.h");
+        assert!(!choice.tree_rules.iter().any(|rule| matches!(
+            rule,
+            TreeRule::SetWhenPresent { entry, .. } if entry.name == "LLAMA_BUILD_EXAMPLES"
+        )));
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! `--shm-size 1g`; `/health` answers once the model is loaded. The host gets 8080 by default,
 //! because a host port below 1024 fails under rootless podman.
 
-use provisioner_core::{Engine, Mode, PoolConfig};
+use provisioner_core::{Engine, FoundBackend, Mode, PoolConfig};
 
 use crate::args::ServerArgs;
-use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, container_only};
+use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, backend_in_tag, container_only};
 
 /// The TGI recipe.
 pub struct Tgi;
@@ -18,6 +18,7 @@ const CONTAINER: ContainerFacts = ContainerFacts {
     default_image: "ghcr.io/huggingface/text-generation-inference",
     default_tag: "3.3.6",
     ports: &[80],
+    port_names: &["HTTP"],
     default_host_ports: &[8080],
     shared_memory: SharedMemory::Size("1g"),
     readiness_path: "/health",
@@ -52,5 +53,10 @@ impl Recipe for Tgi {
 
     fn container(&self) -> &ContainerFacts {
         &CONTAINER
+    }
+
+    /// TGI's images are CUDA builds unless the tag names another backend (`3.3.6-rocm`, `…-intel-xpu`).
+    fn image_backend(&self, tag: Option<&str>) -> Option<FoundBackend> {
+        Some(tag.and_then(backend_in_tag).unwrap_or(FoundBackend::Cuda))
     }
 }

@@ -4,10 +4,10 @@
 //! 8000, gRPC on 8001 and metrics on 8002; readiness is `/v2/health/ready`. The image's
 //! entrypoint runs the command given after the image.
 
-use provisioner_core::{Engine, Mode, PoolConfig};
+use provisioner_core::{Engine, FoundBackend, Mode, PoolConfig};
 
 use crate::args::ServerArgs;
-use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, container_only};
+use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, backend_in_tag, container_only};
 
 /// The Triton recipe.
 pub struct Triton;
@@ -17,6 +17,7 @@ const CONTAINER: ContainerFacts = ContainerFacts {
     default_image: "nvcr.io/nvidia/tritonserver",
     default_tag: "25.10-trtllm-python-py3",
     ports: &[8000, 8001, 8002],
+    port_names: &["HTTP", "gRPC", "metrics"],
     default_host_ports: &[8000, 8001, 8002],
     shared_memory: SharedMemory::Size("1g"),
     readiness_path: "/v2/health/ready",
@@ -49,5 +50,10 @@ impl Recipe for Triton {
 
     fn container(&self) -> &ContainerFacts {
         &CONTAINER
+    }
+
+    /// Triton's TensorRT-LLM images are CUDA builds.
+    fn image_backend(&self, tag: Option<&str>) -> Option<FoundBackend> {
+        Some(tag.and_then(backend_in_tag).unwrap_or(FoundBackend::Cuda))
     }
 }

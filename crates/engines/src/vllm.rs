@@ -4,10 +4,10 @@
 //! 8000 and needs `--ipc=host` (or a large `--shm-size`) because PyTorch shares tensors through
 //! shared memory; `/health` answers before the model is loaded, so readiness is `/v1/models`.
 
-use provisioner_core::{Engine, Mode, PoolConfig};
+use provisioner_core::{Engine, FoundBackend, Mode, PoolConfig};
 
 use crate::args::ServerArgs;
-use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, container_only};
+use crate::common::{ContainerFacts, Listen, Recipe, SharedMemory, backend_in_tag, container_only};
 
 /// The vLLM recipe.
 pub struct Vllm;
@@ -17,6 +17,7 @@ const CONTAINER: ContainerFacts = ContainerFacts {
     default_image: "vllm/vllm-openai",
     default_tag: "v0.12.0",
     ports: &[8000],
+    port_names: &["HTTP"],
     default_host_ports: &[8000],
     shared_memory: SharedMemory::HostIpc,
     readiness_path: "/v1/models",
@@ -53,5 +54,10 @@ impl Recipe for Vllm {
 
     fn container(&self) -> &ContainerFacts {
         &CONTAINER
+    }
+
+    /// vLLM's images (vllm/vllm-openai) are CUDA builds; a tag naming another backend says so.
+    fn image_backend(&self, tag: Option<&str>) -> Option<FoundBackend> {
+        Some(tag.and_then(backend_in_tag).unwrap_or(FoundBackend::Cuda))
     }
 }

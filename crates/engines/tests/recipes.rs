@@ -344,6 +344,7 @@ fn binary_ports(version_output: &'static str) -> Ports {
             Ok(provisioner_core::BinaryArtifact {
                 executable: dir.join("build/bin/llama-server"),
                 library_dirs: vec![dir.join("build/bin")],
+                libraries: Vec::new(),
                 checksum: spec.checksum.clone(),
                 bytes: 10,
                 version_output: Some(version_output.to_string()),
@@ -375,7 +376,7 @@ async fn binary_prepare_uses_the_reported_version_and_the_shipped_libraries() {
     );
     assert_eq!(
         prepared.metadata.backend,
-        Some(provisioner_core::Backend::Cuda)
+        Some(provisioner_core::FoundBackend::Cuda)
     );
     assert_eq!(
         prepared.env.get("LD_LIBRARY_PATH").map(String::as_str),
@@ -398,7 +399,7 @@ async fn a_configured_binary_version_wins_over_the_reported_one() {
     );
     assert_eq!(
         prepared.metadata.backend,
-        Some(provisioner_core::Backend::Cpu)
+        Some(provisioner_core::FoundBackend::Cpu)
     );
 }
 
@@ -515,7 +516,10 @@ fn package_ports(cache_hit: bool) -> Ports {
                 },
                 executable: PathBuf::from("/usr/bin/llama-server"),
                 version_output: Some("version: 0.5.0-dev (build 0, commit f3e37ccca)".into()),
-                backend: spec.backend,
+                found: provisioner_core::BackendFinding::stated(
+                    provisioner_core::FoundBackend::Cpu,
+                    "`llama-server --version` names no GPU backend",
+                ),
                 engine_version: "llamacpp-apt-ep-llama-server-1.1.0@repo-0123abcd".to_string(),
                 key: "0123456789abcdef".to_string(),
                 cache_hit,
@@ -643,7 +647,10 @@ async fn a_gpu_backend_is_asked_of_the_installer_and_reported() {
                 executable: PathBuf::from("/usr/bin/llama-server"),
                 // A CUDA build asked for its version on a host without a GPU says nothing of CUDA.
                 version_output: Some("version: 6000 (abc1234)".into()),
-                backend: spec.backend,
+                found: provisioner_core::BackendFinding::stated(
+                    provisioner_core::FoundBackend::Cuda,
+                    "libggml-cuda.so among the package's files",
+                ),
                 engine_version: "llamacpp-paru-llama.cpp-cuda-b6000-1".to_string(),
                 key: "0123456789abcdef".to_string(),
                 cache_hit: false,
@@ -675,7 +682,7 @@ pools:
         .unwrap();
     assert_eq!(
         prepared.metadata.backend,
-        Some(provisioner_core::Backend::Cuda)
+        Some(provisioner_core::FoundBackend::Cuda)
     );
     assert_eq!(
         prepared.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str),
@@ -904,4 +911,52 @@ pools:
         "{text}"
     );
     assert!(!text.contains("v0.10.0"));
+}
+
+/// pacman cannot build AUR packages: naming one (or the backend whose Arch default is one)
+/// under `manager: pacman` is a config error that says which helper to use.
+#[test]
+fn an_aur_package_under_pacman_is_a_config_error() {
+    let provisioner = Provisioner::new(unused_ports(), layout());
+    let pool = |package: &str| {
+        let text = format!(
+            r#"
+pools:
+  - id: p
+    engine: llamacpp
+    provisioning:
+      mode: package
+      package: {package}
+      model: {{ ref: "file:/models/tiny.gguf" }}
+"#
+        );
+        Config::parse(&text, Format::Yaml, "p.yaml").unwrap().pools[0].clone()
+    };
+    for package in [
+        "{ manager: pacman, backend: cuda, version: b5000-1 }",
+        "{ manager: pacman, name: llama.cpp-vulkan, version: b5000-1 }",
+        "{ manager: pacman, name: llama.cpp, version: b5000-1 }",
+    ] {
+        let error = provisioner.plan(&pool(package)).unwrap_err().to_string();
+        assert!(
+            error.contains("provisioning.package.manager")
+                && error.contains("which pacman cannot install")
+                && error.contains("set provisioning.package.manager to paru or yay"),
+            "{package}: {error}"
+        );
+    }
+    let error = provisioner
+        .plan(&pool(
+            "{ manager: pacman, backend: hip, name: llama.cpp-hip, version: b5000-1 }",
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("or name: llama-cpp-rocm"), "{error}");
+    for package in [
+        "{ manager: pacman, name: llama-cpp, version: b5000-1 }",
+        "{ manager: pacman, backend: hip, version: b5000-1 }",
+        "{ manager: paru, backend: cuda, version: b5000-1 }",
+    ] {
+        assert!(provisioner.plan(&pool(package)).is_ok(), "{package}");
+    }
 }

@@ -72,6 +72,16 @@ impl Checksum {
             hex: hex.to_ascii_lowercase(),
         })
     }
+
+    /// The name what it pins gets in a cache: `<algorithm>-<first 16 hex digits>` (e.g.
+    /// `sha256-0123456789abcdef`). Two checksums that share it name one install directory.
+    pub fn cache_key(&self) -> String {
+        format!(
+            "{}-{}",
+            self.algorithm.as_str(),
+            &self.hex[..16.min(self.hex.len())]
+        )
+    }
 }
 
 impl std::fmt::Display for Checksum {

@@ -97,6 +97,41 @@ pub struct OptionRename {
     pub new: String,
 }
 
+/// A setting that depends on the source tree being built, applied after checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum TreeRule {
+    /// When the tree holds the file `path` (relative to its root), `entry` is passed too (the
+    /// recipe adds such a rule only for names the configuration does not set).
+    SetWhenPresent {
+        /// File whose presence decides.
+        path: String,
+        /// The entry passed.
+        entry: CacheEntry,
+    },
+    /// The tree cannot be built when the file `path` contains `needle`: prepare fails with
+    /// `message` before configuring.
+    RefuseWhenContains {
+        /// File to read.
+        path: String,
+        /// Text that marks a tree this recipe does not build.
+        needle: String,
+        /// Why, and what to build instead.
+        message: String,
+    },
+}
+
+/// A download that a build option makes at configure or build time (CMake `FetchContent`,
+/// `ExternalProject`, `file(DOWNLOAD)`, npm): checked against the host policy before the
+/// build starts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct BuildFetch {
+    /// The cache entry that turns it on (`LLAMA_LLGUIDANCE`).
+    pub option: String,
+    /// Where it downloads from.
+    pub url: crate::secret::SafeUrl,
+}
+
 /// A de-duplicated, sorted set of cache entries: for a repeated name the last one wins, as in
 /// cmake. Serialised as the list of flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

@@ -108,6 +108,13 @@ pub struct Provisioning {
     /// them (a checksum is always required).
     #[serde(default)]
     pub allow_binary_downloads: Option<bool>,
+    /// Run what was installed even when the pool asks for a GPU (a GPU backend named in
+    /// CMake flags, `package.backend` or the image, or `--n-gpu-layers` above 0) and what was
+    /// installed shows no such backend (its ggml libraries, its `--version` output): prepare
+    /// then records a warning in the prepared engine's metadata and prints it as a note.
+    /// Default: false, and such a prepare fails.
+    #[serde(default)]
+    pub allow_cpu_fallback: Option<bool>,
     /// Source mode settings.
     #[serde(default)]
     pub source: Option<SourceConfig>,
@@ -235,9 +242,15 @@ pub struct BinaryConfig {
     /// Install root; default `~/.cache/llama-orch/<engine>/bin`.
     #[serde(default)]
     pub install_dir: Option<String>,
-    /// Upstream version of the artefact (e.g. `b6000`); default: what the binary reports.
+    /// Upstream version of the artefact (e.g. `b6000`); default: what the binary reports. A
+    /// release URL (`…/releases/download/<tag>/…`) and this must name the same release.
     #[serde(default)]
     pub version: Option<String>,
+    /// The server inside the archive: a path (`build/bin/llama-server`) or a file name
+    /// (`server`). Default: the engine's server name (`llama-server`), else its older names
+    /// (`server`, before mid-2024).
+    #[serde(default)]
+    pub executable: Option<crate::names::ArchiveMember>,
     /// Exact size in bytes, when known: shown in the plan and enforced on download.
     #[serde(default)]
     pub size: Option<u64>,
@@ -310,6 +323,11 @@ impl PoolConfig {
     /// `provisioning.allow_package_installs`, default false.
     pub fn allow_package_installs(&self) -> bool {
         self.provisioning.allow_package_installs.unwrap_or(false)
+    }
+
+    /// `provisioning.allow_cpu_fallback`, default false.
+    pub fn allow_cpu_fallback(&self) -> bool {
+        self.provisioning.allow_cpu_fallback.unwrap_or(false)
     }
 }
 
@@ -970,6 +988,7 @@ pools:
             "provisioning",
             "cmake_flags",
             "allow_package_installs",
+            "allow_cpu_fallback",
             "checksum",
             "catalog",
         ] {

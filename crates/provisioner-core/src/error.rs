@@ -241,8 +241,9 @@ pub enum Error {
         /// Where to look.
         hint: Option<String>,
     },
-    /// The pool's engine is already running.
-    #[error("engine `{pool}` is already running as pid {pid}; its log is {}", .log.display())]
+    /// The pool's engine is already running (perhaps started from another configuration file
+    /// that holds a pool of the same id).
+    #[error("engine `{pool}` is already running as pid {pid}{}; its log is {}", other_config(.config), .log.display())]
     AlreadyRunning {
         /// Pool id.
         pool: String,
@@ -250,6 +251,26 @@ pub enum Error {
         pid: u32,
         /// Its log file.
         log: PathBuf,
+        /// The configuration file it was started from, when that is another file than the one
+        /// given now.
+        config: Option<PathBuf>,
+        /// The command that stops it.
+        hint: Option<String>,
+    },
+    /// A host port the pool's engine needs is held by the running engine of another pool,
+    /// started by this tool from any configuration file.
+    #[error("host port {port}, which pool `{pool}` needs, is held by the running engine of pool `{holder}` (pid {pid}{})", started_from(.config))]
+    PortHeld {
+        /// The pool being started.
+        pool: String,
+        /// The port.
+        port: u16,
+        /// The pool whose engine holds it.
+        holder: String,
+        /// That engine's process (group) id.
+        pid: u32,
+        /// The configuration file that engine was started from, when recorded.
+        config: Option<PathBuf>,
         /// The command that stops it.
         hint: Option<String>,
     },
@@ -282,6 +303,7 @@ impl Error {
             | Error::PolicyDenied { hint, .. }
             | Error::Engine { hint, .. }
             | Error::AlreadyRunning { hint, .. }
+            | Error::PortHeld { hint, .. }
             | Error::ExternalPool { hint, .. }
             | Error::PortUnavailable { hint, .. } => hint.as_deref(),
             Error::UnknownPool { .. } | Error::AmbiguousPool { .. } => {
@@ -322,7 +344,7 @@ impl Error {
             Error::PolicyDenied { .. } => ErrorCode::Policy,
             Error::Io { .. } => ErrorCode::Io,
             Error::Engine { .. } => ErrorCode::Engine,
-            Error::AlreadyRunning { .. } => ErrorCode::AlreadyRunning,
+            Error::AlreadyRunning { .. } | Error::PortHeld { .. } => ErrorCode::AlreadyRunning,
             Error::Cancelled => ErrorCode::Cancelled,
         }
     }
@@ -397,7 +419,7 @@ pub enum ErrorCode {
     Engine,
     /// A package could not be installed, found or verified.
     Package,
-    /// The engine is already running.
+    /// The engine, or another engine holding one of its ports, is already running.
     AlreadyRunning,
     /// Cancelled by the user.
     Cancelled,
@@ -457,7 +479,9 @@ impl ErrorCode {
             ErrorCode::Package => {
                 "a package could not be installed, found or verified (package mode)"
             }
-            ErrorCode::AlreadyRunning => "`up`: the pool's engine is already running",
+            ErrorCode::AlreadyRunning => {
+                "`up`: the pool's engine, or another engine holding one of its ports, is already running"
+            }
             ErrorCode::Cancelled => "cancelled",
         }
     }
@@ -501,6 +525,23 @@ fn found_elsewhere(searched: &[PathBuf]) -> String {
     }
 }
 
+fn other_config(config: &Option<PathBuf>) -> String {
+    match config {
+        Some(path) => format!(
+            ", started from another configuration file, {}",
+            path.display()
+        ),
+        None => String::new(),
+    }
+}
+
+fn started_from(config: &Option<PathBuf>) -> String {
+    match config {
+        Some(path) => format!(", started from {}", path.display()),
+        None => String::new(),
+    }
+}
+
 fn log_line(log: &Option<PathBuf>) -> String {
     match log {
         Some(path) => format!("; full log: {}", path.display()),
@@ -513,7 +554,14 @@ fn tail_block(tail: &str) -> String {
         String::new()
     } else {
         let indented: Vec<String> = tail.lines().map(|l| format!("  | {l}")).collect();
-        format!("\nlast lines of output:\n{}", indented.join("\n"))
+        // The Shell puts the lines that carry an error first when the last lines lost them,
+        // separated by a `...` line.
+        let heading = if tail.lines().any(|l| l == "...") {
+            "output (the lines with errors, then the last lines)"
+        } else {
+            "last lines of output"
+        };
+        format!("\n{heading}:\n{}", indented.join("\n"))
     }
 }
 

@@ -54,4 +54,88 @@ impl Layout {
             None => PathBuf::from(path),
         }
     }
+
+    /// `<run_dir>/<pool>.<extension>`: where a supervisor keeps `record` of a pool's engine.
+    pub fn run_record(&self, pool: &str, record: RunRecord) -> PathBuf {
+        record.path(&self.run_dir, pool)
+    }
+}
+
+/// What a supervisor keeps about a pool's engine directly in the run dir, next to the pool's
+/// private directory `<run_dir>/<pool>/` (the env file): `<pool>.json`, `<pool>.pid`,
+/// `<pool>.log` and the previous run's `<pool>.log.1`. Pool ids may hold `.`, so pool `a` and
+/// pool `a.log` would share a path: the config check refuses such pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunRecord {
+    /// What was started (JSON).
+    State,
+    /// The process (group) id.
+    Pid,
+    /// The engine's output.
+    Log,
+    /// The previous run's output.
+    PreviousLog,
+}
+
+impl RunRecord {
+    /// Every record.
+    pub const ALL: [RunRecord; 4] = [
+        RunRecord::State,
+        RunRecord::Pid,
+        RunRecord::Log,
+        RunRecord::PreviousLog,
+    ];
+
+    /// What follows `<pool>` in the file name.
+    pub fn extension(self) -> &'static str {
+        match self {
+            RunRecord::State => ".json",
+            RunRecord::Pid => ".pid",
+            RunRecord::Log => ".log",
+            RunRecord::PreviousLog => ".log.1",
+        }
+    }
+
+    /// What it is, for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            RunRecord::State => "state file",
+            RunRecord::Pid => "pid file",
+            RunRecord::Log => "log",
+            RunRecord::PreviousLog => "previous log",
+        }
+    }
+
+    /// `<run_dir>/<pool><extension>`.
+    pub fn path(self, run_dir: &Path, pool: &str) -> PathBuf {
+        run_dir.join(format!("{pool}{}", self.extension()))
+    }
+
+    /// The pool a file name of the run dir is this record of (`a.json` → `a`).
+    pub fn pool_of(self, file_name: &str) -> Option<&str> {
+        file_name
+            .strip_suffix(self.extension())
+            .filter(|pool| !pool.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_records_sit_next_to_the_pools_directory() {
+        let layout = Layout::under_home(Path::new("/home/u"));
+        assert_eq!(
+            layout.run_record("a", RunRecord::State),
+            Path::new("/home/u/.cache/llama-orch/run/a.json")
+        );
+        assert_eq!(
+            layout.run_record("a", RunRecord::PreviousLog),
+            Path::new("/home/u/.cache/llama-orch/run/a.log.1")
+        );
+        assert_eq!(RunRecord::State.pool_of("a.b.json"), Some("a.b"));
+        assert_eq!(RunRecord::State.pool_of(".json"), None);
+        assert_eq!(RunRecord::Pid.pool_of("a.json"), None);
+    }
 }

@@ -34,24 +34,26 @@ pub mod tools;
 pub mod vocabulary;
 
 pub use checksum::{Algorithm, Checksum};
-pub use cmake::{CacheEntries, CacheEntry, OptionRename};
+pub use cmake::{BuildFetch, CacheEntries, CacheEntry, OptionRename, TreeRule};
 pub use config::{Config, Format, PoolConfig};
 pub use error::{Error, ErrorCode, FieldError, Result};
 pub use image::ImageReference;
-pub use layout::Layout;
+pub use layout::{Layout, RunRecord};
 pub use model_ref::{HfRef, ModelRef};
 pub use names::{
-    Digest, EnvName, Generator, GitRef, ImageTag, PackageName, PackageVersion, PoolId, TagOrDigest,
+    ArchiveMember, Digest, EnvName, Generator, GitRef, ImageTag, PackageName, PackageVersion,
+    PoolId, TagOrDigest,
 };
 pub use packages::package_engine_version;
 pub use plan::{ModelStaging, Plan, Step};
 pub use ports::*;
 pub use prepared::{
-    EngineMetadata, IdentityCheck, PreparedEngine, Probe, SourceProvenance, binary_engine_version,
-    external_engine_version, source_engine_version,
+    BackendFinding, BackendVerdict, EngineMetadata, FALLBACK_HINT, FoundBackend, GpuAsk,
+    IdentityCheck, PreparedEngine, Probe, SourceProvenance, VersionProbe, binary_engine_version,
+    external_engine_version, ggml_reported_backend, judge_backend, source_engine_version,
 };
 pub use provisioner::EngineProvisioner;
 pub use secret::{GitRemote, PackageRepo, REDACTED, SafeUrl, Secret, redact_urls};
-pub use text::{command_line, human_bytes, shell_quote};
-pub use tools::ToolRequirement;
+pub use text::{command_line, human_bytes, shell_quote, sudo_prefix};
+pub use tools::{HeaderRequirement, ToolRequirement};
 pub use vocabulary::{Backend, DeviceId, Distro, Engine, ManagerKind, Mode, RuntimeKind};

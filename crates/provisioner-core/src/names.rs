@@ -91,6 +91,21 @@ checked_string!(
 );
 
 checked_string!(
+    /// A file inside an unpacked archive: a relative path of plain components
+    /// (`build/bin/llama-server`), or a bare file name (`server`). Never absolute, never `.` or
+    /// `..`, no empty components, NUL or line breaks; at most 1024 bytes.
+    ArchiveMember,
+    check_archive_member
+);
+
+impl ArchiveMember {
+    /// Whether it is a bare file name (found anywhere in the archive) rather than a path.
+    pub fn is_file_name(&self) -> bool {
+        !self.0.contains('/')
+    }
+}
+
+checked_string!(
     /// An OCI image tag: up to 128 of `A-Z a-z 0-9 _ . -`, not starting with `.` or `-`
     /// (distribution spec, `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`).
     ImageTag,
@@ -198,6 +213,26 @@ fn check_package_version(version: &str) -> Result<(), String> {
     } else {
         Err("must start with a letter or digit and hold only letters, digits and `.` `_` `+` `~` `:` `-`".to_string())
     }
+}
+
+fn check_archive_member(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.len() > 1024 {
+        return Err("must be a path inside the archive, 1-1024 bytes".to_string());
+    }
+    if path.starts_with('/') {
+        return Err(format!(
+            "`{path}` is absolute; give the path inside the archive (e.g. build/bin/llama-server)"
+        ));
+    }
+    if path.contains(['\0', '\n', '\r']) {
+        return Err("contains a NUL byte or a line break".to_string());
+    }
+    if path.split('/').any(|part| matches!(part, "" | "." | "..")) {
+        return Err(format!(
+            "`{path}` has an empty, `.` or `..` component; give a plain path inside the archive"
+        ));
+    }
+    Ok(())
 }
 
 fn check_image_tag(tag: &str) -> Result<(), String> {

@@ -9,27 +9,18 @@ use crate::secret::PackageRepo;
 use crate::vocabulary::{Backend, Distro, Engine, ManagerKind};
 
 impl ManagerKind {
-    /// The command line that installs `packages` (display only; adapters build argv
-    /// themselves). Entries are `(name, Some(version))` for exact pins.
-    pub fn install_command(self, packages: &[(String, Option<String>)]) -> String {
-        let spec = |(name, version): &(String, Option<String>)| match (self, version) {
-            (_, None) => name.clone(),
-            (ManagerKind::Dnf, Some(v)) => format!("{name}-{v}"),
-            (
-                ManagerKind::Apt | ManagerKind::Pacman | ManagerKind::Paru | ManagerKind::Yay,
-                Some(v),
-            ) => {
-                format!("{name}={v}")
-            }
-        };
-        let names: Vec<String> = packages.iter().map(spec).collect();
-        let names = names.join(" ");
+    /// The command line that installs the latest `packages` (build tools; display only:
+    /// adapters build argv themselves, and the managers' own hints pin exactly). `sudo` leads
+    /// unless `as_root`; paru and yay never run as root and call sudo themselves.
+    pub fn install_command(self, packages: &[&str], as_root: bool) -> String {
+        let names = packages.join(" ");
+        let sudo = if as_root { "" } else { "sudo " };
         match self {
-            ManagerKind::Apt => format!("sudo apt-get install -y {names}"),
-            ManagerKind::Pacman => format!("sudo pacman -S --needed {names}"),
+            ManagerKind::Apt => format!("{sudo}apt-get install -y {names}"),
+            ManagerKind::Pacman => format!("{sudo}pacman -S --needed {names}"),
             ManagerKind::Paru => format!("paru -S --needed {names}"),
             ManagerKind::Yay => format!("yay -S --needed {names}"),
-            ManagerKind::Dnf => format!("sudo dnf install -y {names}"),
+            ManagerKind::Dnf => format!("{sudo}dnf install -y {names}"),
         }
     }
 }
@@ -221,28 +212,22 @@ mod tests {
     }
 
     #[test]
-    fn install_commands_pin_in_each_managers_syntax() {
-        let pinned = [(
-            "llama.cpp-tools".to_string(),
-            Some("8064+dfsg-2".to_string()),
-        )];
+    fn install_commands_carry_sudo_only_when_not_root() {
         assert_eq!(
-            ManagerKind::Apt.install_command(&pinned),
-            "sudo apt-get install -y llama.cpp-tools=8064+dfsg-2"
-        );
-        let pinned = [("llama-cpp".to_string(), Some("b6000-1.fc42".to_string()))];
-        assert_eq!(
-            ManagerKind::Dnf.install_command(&pinned),
-            "sudo dnf install -y llama-cpp-b6000-1.fc42"
-        );
-        let tools = [("cmake".to_string(), None), ("gcc".to_string(), None)];
-        assert_eq!(
-            ManagerKind::Pacman.install_command(&tools),
-            "sudo pacman -S --needed cmake gcc"
+            ManagerKind::Apt.install_command(&["cmake", "gcc"], false),
+            "sudo apt-get install -y cmake gcc"
         );
         assert_eq!(
-            ManagerKind::Yay.install_command(&tools),
-            "yay -S --needed cmake gcc"
+            ManagerKind::Pacman.install_command(&["cmake"], true),
+            "pacman -S --needed cmake"
+        );
+        assert_eq!(
+            ManagerKind::Dnf.install_command(&["gcc-c++"], true),
+            "dnf install -y gcc-c++"
+        );
+        assert_eq!(
+            ManagerKind::Yay.install_command(&["cmake"], false),
+            "yay -S --needed cmake"
         );
     }
 

@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::image::ImageReference;
 use crate::model_ref::ModelRef;
 use crate::names::{Digest, Generator, GitRef, ImageTag, PackageName, PackageVersion, PoolId};
+use crate::prepared::{BackendFinding, FoundBackend, GpuAsk};
 use crate::secret::{GitRemote, PackageRepo, SafeUrl, Secret};
 use crate::text::command_line;
 use crate::vocabulary::{Backend, DeviceId, Distro, Engine, ManagerKind, RuntimeKind};
@@ -300,8 +301,10 @@ pub trait PackageManager: Send + Sync {
     /// Which manager this is.
     fn kind(&self) -> ManagerKind;
 
-    /// The command a user would run to install `requests` (for errors and plans).
-    fn install_command(&self, requests: &[PackageRequest]) -> String;
+    /// The exact command line an install of `requests` would run now, as a user would type it
+    /// (`sudo` unless the provisioner runs as root; for hints). May read the package databases
+    /// (which repository offers which version), never changes anything.
+    async fn install_command(&self, requests: &[PackageRequest]) -> String;
 
     /// The installed version of a package, if installed (`dpkg-query`, `pacman -Q`, `rpm -q`).
     async fn query(&self, name: &PackageName) -> Result<Option<InstalledPackage>>;
@@ -347,6 +350,26 @@ pub struct PackageInstallSpec {
     /// Backend asked for: picks the default package, and a GPU backend must be shown to be
     /// present (its ggml library in the package's files, or named by the version output).
     pub backend: Backend,
+    /// What else of the pool asks for a GPU (`--n-gpu-layers` above 0): what was installed
+    /// must show a GPU backend too ([`PackageInstallSpec::gpu_ask`]).
+    pub gpu: Option<GpuAsk>,
+    /// The pool's `provisioning.allow_cpu_fallback`: a package that shows no GPU backend
+    /// although one is asked for is kept (with a warning) instead of removed again.
+    pub allow_cpu_fallback: bool,
+}
+
+impl PackageInstallSpec {
+    /// Everything this install asks of the backend: [`PackageInstallSpec::backend`] when it
+    /// is a GPU backend, and [`PackageInstallSpec::gpu`].
+    pub fn gpu_ask(&self) -> Option<GpuAsk> {
+        let named = self.backend.is_gpu().then(|| {
+            GpuAsk::named(
+                FoundBackend::from(self.backend),
+                format!("provisioning.package.backend: {}", self.backend),
+            )
+        });
+        GpuAsk::merge(named, self.gpu.clone())
+    }
 }
 
 /// An engine installed from a distribution package.
@@ -360,8 +383,9 @@ pub struct PackageArtifact {
     pub executable: PathBuf,
     /// What the executable printed for `version_args` at install time (stdout and stderr).
     pub version_output: Option<String>,
-    /// Backend checked at install time.
-    pub backend: Backend,
+    /// The backend found at install time: the ggml libraries among the package's files, and
+    /// the version output.
+    pub found: BackendFinding,
     /// [`crate::package_engine_version`] of the installed package.
     pub engine_version: String,
     /// Key of the install record.
@@ -420,6 +444,10 @@ pub struct ImageArtifact {
     pub revision: Option<String>,
     /// `org.opencontainers.image.version` label.
     pub version: Option<String>,
+    /// The backend shown by the ggml libraries (`libggml-*.so*`) in the image's file system,
+    /// read from its layers on the host without running it; `unknown` when they cannot be
+    /// read (a storage driver other than overlay, storage this user cannot read).
+    pub backend: BackendFinding,
     /// Whether the image was already present (no registry contacted).
     pub cache_hit: bool,
 }
@@ -700,6 +728,13 @@ pub struct SourceBuildSpec {
     /// Entries given under an old option name and passed under its successor: when the tree
     /// being built declares only the old name, the builder passes that one instead.
     pub renamed: Vec<crate::cmake::OptionRename>,
+    /// Settings that depend on the checked-out tree (applied after checkout, before configure).
+    pub tree_rules: Vec<crate::cmake::TreeRule>,
+    /// Downloads the chosen options make during the build: each is checked against the host
+    /// policy in preflight, before anything is fetched.
+    pub fetches: Vec<crate::cmake::BuildFetch>,
+    /// Headers the chosen options need, checked in preflight.
+    pub headers: Vec<crate::tools::HeaderRequirement>,
     /// Variables set from the resolved commit.
     pub build_info: Option<BuildInfoVariables>,
     /// Targets to build.
@@ -825,6 +860,12 @@ pub struct BinaryInstallSpec {
     pub allowed_by_config: Option<bool>,
     /// File name of the executable to find in the unpacked tree (exactly one must exist).
     pub executable: String,
+    /// Names the engine's server had in older releases (llama.cpp's `server` before mid-2024),
+    /// looked for in order when the archive has no [`BinaryInstallSpec::executable`].
+    pub older_names: Vec<String>,
+    /// `binary.executable`: the server's path in the archive (or its file name), which
+    /// replaces the search by name.
+    pub configured: Option<crate::names::ArchiveMember>,
     /// Arguments that make the executable print its version, run once after install.
     pub version_args: Vec<String>,
     /// Unpacking caps.
@@ -840,6 +881,9 @@ pub struct BinaryArtifact {
     pub executable: PathBuf,
     /// Directories holding shared libraries shipped with it (for LD_LIBRARY_PATH).
     pub library_dirs: Vec<PathBuf>,
+    /// Every shared library (`lib*.so`, `lib*.so.*`) shipped with it, absolute: the ggml
+    /// backend libraries among them show its backend.
+    pub libraries: Vec<PathBuf>,
     /// Checksum of the downloaded file.
     pub checksum: Checksum,
     /// Size of the downloaded file.

@@ -50,6 +50,12 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
+/// What leads a printed command that needs root: `sudo ` for a user, nothing for root (a
+/// pasted `sudo` fails where sudo is not installed, as in most containers).
+pub fn sudo_prefix(as_root: bool) -> &'static str {
+    if as_root { "" } else { "sudo " }
+}
+
 /// An argv for humans, each word shell-quoted.
 pub fn command_line<'a>(words: impl IntoIterator<Item = &'a str>) -> String {
     words

@@ -15,6 +15,34 @@ pub struct ToolRequirement {
     pub purpose: String,
 }
 
+/// A C header a build option needs (its `find_package` fails without it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HeaderRequirement {
+    /// Path under an include directory, e.g. `curl/curl.h`.
+    pub header: String,
+    /// Why it is needed (names the option).
+    pub purpose: String,
+}
+
+/// The development package providing a header, per family: (header, debian, arch, fedora).
+pub const HEADER_PACKAGES: &[(&str, &str, &str, &str)] = &[(
+    "curl/curl.h",
+    "libcurl4-openssl-dev",
+    "curl",
+    "libcurl-devel",
+)];
+
+/// The package that provides `header` on `distro`.
+pub fn header_package(header: &str, distro: Distro) -> Option<&'static str> {
+    let (_, debian, arch, fedora) = HEADER_PACKAGES.iter().find(|(h, ..)| *h == header)?;
+    match distro {
+        Distro::Debian => Some(debian),
+        Distro::Arch => Some(arch),
+        Distro::Fedora => Some(fedora),
+        Distro::Unknown => None,
+    }
+}
+
 /// The tools a CMake source build needs for a backend and generator.
 pub fn source_build_tools(generator: Option<Generator>, backend: Backend) -> Vec<ToolRequirement> {
     let tool = |programs: &[&str], purpose: &str| ToolRequirement {
@@ -41,11 +69,12 @@ pub fn source_build_tools(generator: Option<Generator>, backend: Backend) -> Vec
     tools
 }
 
-/// The command that installs `program` on `distro`, when there is a known package.
-pub fn install_command(program: &str, distro: Distro) -> Option<String> {
+/// The command that installs `program` on `distro`, when there is a known package (`sudo`
+/// unless `as_root`).
+pub fn install_command(program: &str, distro: Distro, as_root: bool) -> Option<String> {
     let package = crate::packages::tool_package(program, distro)?;
     let manager = ManagerKind::for_distro(distro)?;
-    Some(manager.install_command(&[(package.to_string(), None)]))
+    Some(manager.install_command(&[package.as_str()], as_root))
 }
 
 /// Places a CUDA toolkit is commonly installed when `nvcc` is not on PATH.
@@ -79,7 +108,7 @@ mod tests {
         assert!(names(Backend::Cuda).contains(&"nvcc".to_string()));
         assert!(!names(Backend::Cpu).contains(&"nvcc".to_string()));
         assert_eq!(
-            install_command("nvcc", Distro::Arch).as_deref(),
+            install_command("nvcc", Distro::Arch, false).as_deref(),
             Some("sudo pacman -S --needed cuda")
         );
     }

@@ -1,13 +1,22 @@
 //! A stand-in engine for the supervisor tests (a `[[bin]]` of this crate, not a test): serves
 //! `GET /health` (200), `GET /props` (`{"build_info": "<--build-info>"}`) and `GET /env/<NAME>`
 //! (the value of an environment variable, 404 when unset) on 127.0.0.1 and the port given by
-//! `--port` (`0`: any free port, as `llama-server --port 0` does).
+//! `--port` (`0`: any free port, as `llama-server --port 0` does). `--version` prints a line
+//! that names no llama.cpp build and exits, so that it can also stand in for a prebuilt
+//! `llama-server` installed by binary mode.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|arg| arg == "--version") {
+        let _ = writeln!(
+            std::io::stdout(),
+            "fake-engine (a stand-in server for tests)"
+        );
+        return;
+    }
     let value = |name: &str| {
         args.windows(2)
             .find(|pair| pair[0] == name)

@@ -2,11 +2,15 @@
 //! port.
 
 use provisioner_core::{
-    ArchiveFormat, BinaryInstallSpec, Error, KnownFacts, Layout, PreparedEngine, Result, Step,
-    UnpackLimits, binary_engine_version,
+    ArchiveFormat, BackendFinding, BinaryArtifact, BinaryInstallSpec, Error, FALLBACK_HINT, GpuAsk,
+    KnownFacts, Layout, PreparedEngine, Result, Step, UnpackLimits, VersionProbe,
+    binary_engine_version,
 };
 
-use crate::common::{Cache, Evidence, Outcome, PoolInputs, Recipe, finish, native_facts, wired};
+use crate::common::{
+    Cache, Evidence, NativeFacts, Outcome, PoolInputs, Recipe, check_backend, finish, native_facts,
+    wired,
+};
 
 /// The install, decided from the pool.
 #[derive(Debug, Clone)]
@@ -50,6 +54,8 @@ pub fn inputs(recipe: &dyn Recipe, common: &PoolInputs, layout: &Layout) -> Resu
             size: binary.size,
             allowed_by_config: common.pool.provisioning.allow_binary_downloads,
             executable: native.executable.to_string(),
+            older_names: native.older_names.iter().map(|n| n.to_string()).collect(),
+            configured: binary.executable.clone(),
             version_args: native.version_args.iter().map(|a| a.to_string()).collect(),
             limits: UnpackLimits::default(),
         },
@@ -66,6 +72,11 @@ pub fn plan(
 ) -> Result<Vec<Step>> {
     let native = native_facts(recipe)?;
     let spec = &inputs.spec;
+    // The configured path in the archive, else the name looked for.
+    let shown = spec
+        .configured
+        .as_ref()
+        .map_or_else(|| spec.executable.clone(), |member| member.to_string());
     let mut steps: Vec<Step> = common.model_step(known).into_iter().collect();
     steps.push(Step::Download {
         url: spec.url.to_string(),
@@ -74,12 +85,12 @@ pub fn plan(
     });
     steps.push(Step::Unpack {
         format: ArchiveFormat::from_url(&spec.url).as_str().to_string(),
-        executable: spec.executable.clone(),
+        executable: shown.clone(),
         limits: spec.limits,
     });
     steps.push(Step::Install {
         cache_dir: spec.install_root.clone(),
-        artifacts: vec![spec.executable.clone()],
+        artifacts: vec![shown.clone()],
         key_inputs: vec!["checksum".to_string()],
     });
     steps.extend(common.env_file_step());
@@ -88,7 +99,7 @@ pub fn plan(
     steps.push(common.native_launch_step(
         recipe,
         native,
-        format!("{{install_dir}}/…/{}", spec.executable),
+        format!("{{install_dir}}/…/{shown}"),
         env,
     ));
     Ok(steps)
@@ -110,7 +121,6 @@ pub async fn prepare(
     )?;
     let model = ports.models.ensure_present(common.model_request()?).await?;
     let artifact = installer.ensure_installed(&inputs.spec).await?;
-    let env_file = common.write_env_file(ports).await?;
     let output = artifact.version_output.as_deref().unwrap_or("");
     let reported = recipe.reported_version(output);
     let pinned = inputs
@@ -137,6 +147,21 @@ pub async fn prepare(
             }),
         });
     }
+    // The verified install stays in the cache (it is keyed by its checksum); the pool does not
+    // get it when it asks for a GPU that it does not show.
+    let found = found_backend(recipe, native, &artifact);
+    let warnings = check_backend(
+        common,
+        common.gpu.as_ref(),
+        &found,
+        &format!("the prebuilt server from {}", inputs.spec.url.redacted()),
+        ports.progress.as_ref(),
+        |message| Error::BuildCheck {
+            message,
+            hint: Some(refused_hint(common.gpu.as_ref())),
+        },
+    )?;
+    let env_file = common.write_env_file(ports).await?;
     let version = inputs
         .version
         .clone()
@@ -160,7 +185,8 @@ pub async fn prepare(
         ports: launch.ports,
         workdir: artifact.dir.clone(),
         engine_version: binary_engine_version(recipe.engine(), &version, &artifact.checksum),
-        backend: recipe.reported_backend(output),
+        backend: found.backend,
+        warnings,
         identity: reported
             .as_deref()
             .and_then(|v| recipe.identity(Evidence::ReportedVersion(v))),
@@ -173,6 +199,38 @@ pub async fn prepare(
         }),
     };
     Ok(finish(common, outcome, env_file, plan_digest))
+}
+
+/// The backend a prebuilt shows: the ggml libraries it ships, and what its server printed for
+/// the version arguments (read by the recipe).
+pub fn found_backend(
+    recipe: &dyn Recipe,
+    native: &NativeFacts,
+    artifact: &BinaryArtifact,
+) -> BackendFinding {
+    let name = artifact.executable.file_name().map_or_else(
+        || native.executable.to_string(),
+        |n| n.to_string_lossy().to_string(),
+    );
+    let probe = (!native.version_args.is_empty()).then(|| {
+        VersionProbe::new(
+            format!("{name} {}", native.version_args.join(" ")),
+            artifact.version_output.as_deref(),
+            |output| recipe.reported_backend(output),
+        )
+    });
+    BackendFinding::from_evidence(&artifact.libraries, "the installed files", probe.as_ref())
+}
+
+/// The fix for a prebuilt without the GPU backend asked for.
+fn refused_hint(ask: Option<&GpuAsk>) -> String {
+    let wanted = match ask.and_then(|ask| ask.backend) {
+        Some(backend) => format!("the {backend} backend"),
+        None => "a GPU backend".to_string(),
+    };
+    format!(
+        "point provisioning.binary.url and checksum at a build with {wanted} (llama.cpp's release assets name it, e.g. llama-<release>-bin-ubuntu-vulkan-x64.zip), build it from source (mode: source with -DGGML_CUDA=ON), {FALLBACK_HINT}"
+    )
 }
 
 /// The release tag of a download URL, when it has the `/releases/download/<tag>/` form that

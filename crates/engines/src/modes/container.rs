@@ -11,13 +11,14 @@
 use std::path::Path;
 
 use provisioner_core::{
-    Backend, Digest, Engine, Error, ImageArtifact, ImageReference, ImageSpec, ImageTag, KnownFacts,
-    Layout, PreparedEngine, Result, RuntimeKind, Step, TagOrDigest,
+    BackendFinding, Digest, Engine, Error, FALLBACK_HINT, GpuAsk, ImageArtifact, ImageReference,
+    ImageSpec, ImageTag, KnownFacts, Layout, PreparedEngine, Result, RuntimeKind, Step,
+    TagOrDigest,
 };
 
 use crate::common::{
-    Cache, ContainerFacts, Evidence, Listen, Outcome, PoolInputs, Recipe, SharedMemory, finish,
-    probe, wired,
+    Cache, ContainerFacts, Evidence, Listen, Outcome, PoolInputs, Recipe, SharedMemory,
+    check_backend, finish, probe, wired,
 };
 
 /// Where models are mounted inside a container.
@@ -360,6 +361,24 @@ pub async fn prepare(
     )?;
     let model = ports.models.ensure_present(common.model_request()?).await?;
     let image = runtime.ensure_image(&inputs.spec).await?;
+    let (ask, found) = backend_of_image(recipe, common, inputs, &image);
+    let warnings = check_backend(
+        common,
+        ask.as_ref(),
+        &found,
+        &format!("the image {}", image.reference),
+        ports.progress.as_ref(),
+        |message| Error::BuildCheck {
+            message,
+            hint: Some(format!(
+                "point provisioning.container.image and tag at a build with {} (llama.cpp publishes server-cuda-<release>, server-rocm-<release>, server-vulkan-<release>, … next to the CPU-only server-<release>), {FALLBACK_HINT}",
+                match ask.as_ref().and_then(|ask| ask.backend) {
+                    Some(backend) => format!("the {backend} backend"),
+                    None => "a GPU backend".to_string(),
+                }
+            )),
+        },
+    )?;
     let env_file = common.write_env_file(ports).await?;
     let engine_version = container_engine_version(recipe.engine(), &image);
     let args = run_args(
@@ -374,10 +393,6 @@ pub async fn prepare(
             env_file: env_file.as_deref(),
         },
     )?;
-    let backend = match recipe.engine() {
-        Engine::Llamacpp if common.pool.devices.is_empty() => Backend::Cpu,
-        Engine::Llamacpp | Engine::Vllm | Engine::Tgi | Engine::Triton => Backend::Cuda,
-    };
     let outcome = Outcome {
         bin: image.program.clone(),
         args,
@@ -390,7 +405,8 @@ pub async fn prepare(
         ports: inputs.host_ports.clone(),
         workdir: inputs.workdir.clone(),
         engine_version,
-        backend,
+        backend: found.backend,
+        warnings,
         identity: image
             .revision
             .as_deref()
@@ -405,6 +421,41 @@ pub async fn prepare(
         }),
     };
     Ok(finish(common, outcome, env_file, plan_digest))
+}
+
+/// What the pool asks of the image's backend (the engine's fixed backend, or a GPU backend its
+/// tag names, and the pool's offload flags) and what the image shows (the engine's fixed
+/// backend, else the ggml libraries the runtime adapter found in its layers).
+pub fn backend_of_image(
+    recipe: &dyn Recipe,
+    common: &PoolInputs,
+    inputs: &Inputs,
+    image: &ImageArtifact,
+) -> (Option<GpuAsk>, BackendFinding) {
+    let label = recipe.engine().label();
+    let tag = inputs.spec.image.tag().map(ImageTag::as_str);
+    match recipe.image_backend(tag) {
+        Some(backend) => (
+            GpuAsk::merge(
+                Some(GpuAsk::named(
+                    backend,
+                    format!("{label} images are GPU builds ({backend})"),
+                )),
+                common.gpu.clone(),
+            ),
+            BackendFinding::stated(
+                backend,
+                format!("{label} publishes GPU builds only; this tag is a {backend} build"),
+            ),
+        ),
+        None => (
+            GpuAsk::merge(
+                tag.and_then(|tag| recipe.image_ask(tag)),
+                common.gpu.clone(),
+            ),
+            image.backend.clone(),
+        ),
+    }
 }
 
 #[cfg(test)]

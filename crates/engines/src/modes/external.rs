@@ -68,6 +68,7 @@ pub fn prepare(common: &PoolInputs, inputs: &Inputs, plan_digest: String) -> Pre
             cache_hit: false,
             metadata_file: None,
             plan_digest,
+            warnings: Vec::new(),
         },
     }
 }

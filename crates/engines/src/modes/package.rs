@@ -1,10 +1,14 @@
 //! Package mode: a distribution package at an exact version, through the PackageInstaller port.
 
+use provisioner_core::packages::{Origin, default_engine_package, engine_packages};
 use provisioner_core::{
-    Backend, Error, KnownFacts, Layout, PackageInstallSpec, PreparedEngine, Result, Step,
+    Backend, Distro, Error, FALLBACK_HINT, KnownFacts, Layout, ManagerKind, PackageInstallSpec,
+    PreparedEngine, Result, Step,
 };
 
-use crate::common::{Cache, Evidence, Outcome, PoolInputs, Recipe, finish, native_facts, wired};
+use crate::common::{
+    Cache, Evidence, Outcome, PoolInputs, Recipe, check_backend, finish, native_facts, wired,
+};
 
 /// The install, decided from the pool.
 #[derive(Debug, Clone)]
@@ -24,6 +28,10 @@ pub fn inputs(recipe: &dyn Recipe, common: &PoolInputs, layout: &Layout) -> Resu
             "required: package mode installs an exact version",
         )
     })?;
+    let backend = package.backend.unwrap_or(Backend::Cpu);
+    if package.manager == Some(ManagerKind::Pacman) {
+        refuse_aur_under_pacman(recipe.engine(), package.name.as_ref(), backend)?;
+    }
     Ok(Inputs {
         spec: PackageInstallSpec {
             engine: recipe.engine(),
@@ -36,9 +44,48 @@ pub fn inputs(recipe: &dyn Recipe, common: &PoolInputs, layout: &Layout) -> Resu
             allowed_by_config: common.pool.allow_package_installs(),
             executable: native.executable.to_string(),
             version_args: native.version_args.iter().map(|a| a.to_string()).collect(),
-            backend: package.backend.unwrap_or(Backend::Cpu),
+            backend,
+            gpu: common.gpu.clone(),
+            allow_cpu_fallback: common.pool.allow_cpu_fallback(),
         },
     })
+}
+
+/// pacman installs from the official repositories only; a package the table knows as an AUR
+/// build (by name, or the Arch default for the backend) needs an AUR helper.
+fn refuse_aur_under_pacman(
+    engine: provisioner_core::Engine,
+    name: Option<&provisioner_core::PackageName>,
+    backend: Backend,
+) -> Result<()> {
+    let arch = engine_packages(engine, Distro::Arch);
+    let (package, field) = match name {
+        Some(name) => (
+            arch.iter().find(|p| p.name == name.as_str()).copied(),
+            "provisioning.package.name",
+        ),
+        None => (
+            default_engine_package(engine, Distro::Arch, backend),
+            "provisioning.package.backend",
+        ),
+    };
+    match package {
+        Some(package) if package.origin == Origin::Aur => {
+            let official = arch
+                .iter()
+                .find(|p| p.backend == backend && p.origin == Origin::Official)
+                .map(|p| format!(" (or name: {}, from the official repositories)", p.name))
+                .unwrap_or_default();
+            Err(Error::invalid(
+                "provisioning.package.manager",
+                format!(
+                    "{} is built from the AUR, which pacman cannot install ({field} selects it); set provisioning.package.manager to paru or yay{official}",
+                    package.name
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Model, install, launch.
@@ -85,7 +132,24 @@ pub async fn prepare(
         "wire adapters-package's PackageEngineInstaller into Ports::packages",
     )?;
     let model = ports.models.ensure_present(common.model_request()?).await?;
+    // The installer checks a fresh install against what the pool asks and undoes it when it
+    // fails; this also judges an install recorded earlier (and records the warning).
     let artifact = installer.ensure_installed(&inputs.spec).await?;
+    let warnings = check_backend(
+        common,
+        inputs.spec.gpu_ask().as_ref(),
+        &artifact.found,
+        &format!("{} {}", artifact.package.name, artifact.package.version),
+        ports.progress.as_ref(),
+        |message| Error::Package {
+            manager: artifact.manager.to_string(),
+            package: format!("{}={}", artifact.package.name, artifact.package.version),
+            message: format!("{message}; it was installed and checked before, and is left alone"),
+            hint: Some(format!(
+                "set provisioning.package.name to a build with that backend, build from source (mode: source), {FALLBACK_HINT}"
+            )),
+        },
+    )?;
     let env_file = common.write_env_file(ports).await?;
     let output = artifact.version_output.as_deref().unwrap_or("");
     let reported = recipe.reported_version(output);
@@ -103,12 +167,8 @@ pub async fn prepare(
         ports: launch.ports,
         workdir,
         engine_version: artifact.engine_version.clone(),
-        // A GPU backend was asked for and checked by the installer; otherwise what the server
-        // reports.
-        backend: match artifact.backend {
-            Backend::Cpu => recipe.reported_backend(output),
-            checked @ (Backend::Cuda | Backend::Hip | Backend::Vulkan) => checked,
-        },
+        backend: artifact.found.backend,
+        warnings,
         identity: reported
             .as_deref()
             .and_then(|v| recipe.identity(Evidence::ReportedVersion(v))),

@@ -54,6 +54,10 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
     };
     let cmake = recipe.cmake_entries(&source.build.cmake_flags)?;
     common.notes.extend(cmake.notes);
+    // A pool that asks for a GPU (`-ngl 99`) with entries that build none fails here, before
+    // anything is fetched, unless it allows running on the CPU.
+    let (_, warnings) = crate::common::source_backend(common, cmake.backend)?;
+    common.notes.extend(warnings);
     let spec = SourceBuildSpec {
         engine: recipe.engine(),
         cache_dir: layout.dir_or(
@@ -66,6 +70,9 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
         generator: source.build.generator,
         cmake_flags: cmake.entries,
         renamed: cmake.renamed,
+        tree_rules: cmake.tree_rules,
+        fetches: cmake.fetches,
+        headers: cmake.headers,
         build_info: facts.build_info.map(|(commit, number)| BuildInfoVariables {
             commit: commit.to_string(),
             number: number.to_string(),
@@ -150,6 +157,14 @@ pub async fn prepare(
         "wire adapters-source's CmakeSourceBuilder into Ports::source_builder",
     )?;
     let model = ports.models.ensure_present(common.model_request()?).await?;
+    let (found, warnings) = crate::common::source_backend(common, spec.backend)?;
+    for message in &warnings {
+        ports
+            .progress
+            .report(provisioner_core::ProgressEvent::Note {
+                message: message.clone(),
+            });
+    }
     let artifact = builder.ensure_built(spec).await?;
     let env_file = common.write_env_file(ports).await?;
     let mut env = common.device_env();
@@ -169,7 +184,8 @@ pub async fn prepare(
         workdir: artifact.dir.clone(),
         // The builder records the version in the metadata next to the artefact; one source.
         engine_version: artifact.engine_version.clone(),
-        backend: spec.backend,
+        backend: found.backend,
+        warnings,
         identity: recipe.identity(Evidence::Commit(&artifact.commit)),
         model_path: model.path,
         source: Some((
