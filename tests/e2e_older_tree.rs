@@ -56,7 +56,7 @@ fn an_older_tree_builds_offline_comes_up_and_decodes() {
     assert_eq!(code, 0, "prepare failed: {stderr}");
     let commit = &fixtures().older_commit;
     assert_eq!(prepared["metadata"]["source"]["commit"], json!(commit));
-    let flags = prepared["metadata"]["source"]["flags"].to_string();
+    let flags = prepared["metadata"]["build_flags"].to_string();
     assert!(flags.contains("-DLLAMA_CURL=OFF"), "{flags}");
 
     let (code, _, stderr) = run_json(&cache, &["engine", "up"], &config);

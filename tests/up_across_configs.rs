@@ -105,6 +105,17 @@ fn up_refuses_a_pool_id_or_a_port_held_by_an_engine_of_another_config_file() {
     let first_path = std::fs::canonicalize(&first).unwrap();
 
     let checked = std::panic::catch_unwind(|| {
+        // A second `up` from the same file: refused with a `down` that names the file (a bare
+        // `--pool` would be a usage error); the same shape is pasted and run below.
+        let again = orch(&cache, &["engine", "up"], &first, "shared");
+        assert_eq!(again.code, 14, "{}", again.stderr);
+        let hint = stop_hint(&again.stderr);
+        assert!(
+            hint.contains(&format!("--config {}", first_path.display()))
+                && hint.contains("--pool shared"),
+            "{hint}"
+        );
+
         // The same pool id from another file: which file runs it, and how to stop it there.
         let refused = orch(&cache, &["engine", "up"], &second, "shared");
         assert_eq!(refused.code, 14, "{}", refused.stderr);
