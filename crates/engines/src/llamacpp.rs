@@ -153,6 +153,41 @@ const OTHER_OLD_NAMES: &[(&str, &str)] = &[
     ("LLAMA_HIP_UMA", "GGML_HIP_UMA"),
 ];
 
+/// llama.cpp's own boolean switches besides [`LLAMA_OWN_OPTIONS`] (`option()` in the
+/// top-level, common/ and tools/ CMakeLists.txt of release b11312 and the trees before it),
+/// and CMake's `BUILD_SHARED_LIBS`.
+const LLAMA_SWITCHES: &[&str] = &[
+    "BUILD_SHARED_LIBS",
+    "LLAMA_BUILD_APP",
+    "LLAMA_BUILD_BORINGSSL",
+    "LLAMA_BUILD_COMMON",
+    "LLAMA_BUILD_LIBRESSL",
+    "LLAMA_BUILD_SERVER",
+    "LLAMA_BUILD_TOOLS",
+    "LLAMA_BUILD_UI",
+    "LLAMA_BUILD_WEBUI",
+    "LLAMA_CURL",
+    "LLAMA_LLGUIDANCE",
+    "LLAMA_OPENSSL",
+    "LLAMA_SANITIZE_ADDRESS",
+    "LLAMA_SANITIZE_THREAD",
+    "LLAMA_SANITIZE_UNDEFINED",
+    "LLAMA_SERVER_SSL",
+    "LLAMA_SERVER_VERBOSE",
+    "LLAMA_USE_PREBUILT_UI",
+    "LLAMA_USE_PREBUILT_WEBUI",
+    "LLAMA_USE_SYSTEM_GGML",
+];
+
+/// Whether `name` is a boolean option of llama.cpp or ggml (under its current or an old name):
+/// its value is a truth value, whatever its spelling.
+fn is_boolean_option(name: &str) -> bool {
+    GGML_OPTIONS.contains(&name)
+        || LLAMA_OWN_OPTIONS.contains(&name)
+        || LLAMA_SWITCHES.contains(&name)
+        || successor(name).is_some_and(|new| GGML_OPTIONS.contains(&new))
+}
+
 /// The name that replaced an old llama.cpp CMake option name, if `name` is one.
 pub fn successor(name: &str) -> Option<&'static str> {
     if let Some((_, new)) = OTHER_OLD_NAMES.iter().find(|(old, _)| *old == name) {
@@ -435,6 +470,19 @@ fn same_setting(option: &str, given: &str, from_pool: &str) -> bool {
 /// error), defaults added, sorted. Returns the entries, the backend they select, the names
 /// mapped (so the builder can pass an old name to a tree that knows only that one) and notes.
 pub fn normalise_cmake_flags(configured: &[CacheEntry]) -> Result<CmakeChoice> {
+    // Boolean options are spelled ON/OFF so that equivalent spellings build once; every other
+    // value reaches cmake exactly as written (`GGML_SCHED_MAX_COPIES=1` is a number).
+    let configured: Vec<CacheEntry> = configured
+        .iter()
+        .map(|entry| {
+            if is_boolean_option(&entry.name) {
+                entry.as_boolean_option()
+            } else {
+                entry.clone()
+            }
+        })
+        .collect();
+    let configured = configured.as_slice();
     let field = "provisioning.source.build.cmake_flags";
     let at = |name: &str| {
         let index = configured.iter().rposition(|e| e.name == name).unwrap_or(0);
@@ -657,6 +705,40 @@ mod tests {
         }
         assert_eq!(successor("LLAMA_HIPBLAS"), Some("GGML_HIP"));
         assert_eq!(successor("LLAMA_LTO"), Some("GGML_LTO"));
+    }
+
+    #[test]
+    fn only_boolean_options_are_spelled_on_or_off() {
+        let choice = normalise_cmake_flags(&entries(&[
+            "-DGGML_SCHED_MAX_COPIES=1",
+            "-DGGML_CUDA_PEER_MAX_BATCH_SIZE:STRING=0",
+            "-DGGML_NATIVE=0",
+            "-DLLAMA_CURL=yes",
+            "-DLLAMA_CUDA=1",
+        ]))
+        .unwrap();
+        let flags = choice.entries.to_flags();
+        for expected in [
+            "-DGGML_SCHED_MAX_COPIES=1",
+            "-DGGML_CUDA_PEER_MAX_BATCH_SIZE:STRING=0",
+            "-DGGML_NATIVE=OFF",
+            "-DLLAMA_CURL=ON",
+            "-DGGML_CUDA=ON",
+        ] {
+            assert!(
+                flags.contains(&expected.to_string()),
+                "{expected}: {flags:?}"
+            );
+        }
+        // Two spellings of one truth value agree.
+        assert!(normalise_cmake_flags(&entries(&["-DGGML_NATIVE=0", "-DGGML_NATIVE=off"])).is_ok());
+        assert!(
+            normalise_cmake_flags(&entries(&[
+                "-DGGML_SCHED_MAX_COPIES=1",
+                "-DGGML_SCHED_MAX_COPIES=2"
+            ]))
+            .is_err()
+        );
     }
 
     #[test]

@@ -31,6 +31,20 @@ impl CacheEntry {
     pub fn is_on(&self) -> bool {
         is_true(&self.value)
     }
+
+    /// The entry with a boolean constant spelled `ON`/`OFF`, for a name known to be a boolean
+    /// option (a recipe's table, or the tree's own `option()`); any other value is returned
+    /// unchanged. Never applied to typed `STRING`/`PATH`/`FILEPATH` entries.
+    pub fn as_boolean_option(&self) -> CacheEntry {
+        let typed_other = self.kind.as_deref().is_some_and(|kind| kind != "BOOL");
+        if typed_other || !is_bool_word(&self.value) {
+            return self.clone();
+        }
+        CacheEntry {
+            value: if is_true(&self.value) { "ON" } else { "OFF" }.to_string(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Parses one flag; the error says how to write it.
@@ -61,8 +75,14 @@ pub fn parse_cache_entry(flag: &str) -> Result<CacheEntry, String> {
             "`{name}`: the value contains a NUL byte or a newline"
         ));
     }
-    let is_bool = kind.as_deref() == Some("BOOL") || is_bool_word(value);
-    let value = if is_bool && is_bool_word(value) {
+    // Only a value typed BOOL is known to be a boolean here; any other value is kept exactly as
+    // written (`-DGGML_SCHED_MAX_COPIES=1` is the number 1, which the compiler gets).
+    let value = if kind.as_deref() == Some("BOOL") {
+        if !is_bool_word(value) {
+            return Err(format!(
+                "`{flag}`: a BOOL value is ON or OFF (or TRUE/FALSE, YES/NO, Y/N, 1/0)"
+            ));
+        }
         if is_true(value) { "ON" } else { "OFF" }.to_string()
     } else {
         value.to_string()
@@ -226,18 +246,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn booleans_are_normalised_and_last_wins() {
+    fn only_typed_booleans_are_normalised_and_last_wins() {
         let entries = CacheEntries::parse([
             "-DGGML_CUDA=1",
             "-DB=yes",
             "-DGGML_CUDA:bool=off",
             "-DX=a b",
+            "-DGGML_SCHED_MAX_COPIES=1",
+            "-DN:STRING=0",
         ])
         .unwrap();
         assert_eq!(
             entries.to_flags(),
-            vec!["-DB=ON", "-DGGML_CUDA:BOOL=OFF", "-DX=a b"]
+            vec![
+                "-DB=yes",
+                "-DGGML_CUDA:BOOL=OFF",
+                "-DGGML_SCHED_MAX_COPIES=1",
+                "-DN:STRING=0",
+                "-DX=a b"
+            ]
         );
+        assert!(parse_cache_entry("-DX:BOOL=maybe").is_err());
+    }
+
+    #[test]
+    fn a_known_boolean_option_is_spelled_on_or_off_and_nothing_else_is() {
+        let entry = |flag: &str| {
+            parse_cache_entry(flag)
+                .unwrap()
+                .as_boolean_option()
+                .to_flag()
+        };
+        assert_eq!(entry("-DGGML_CUDA=1"), "-DGGML_CUDA=ON");
+        assert_eq!(entry("-DGGML_NATIVE=off"), "-DGGML_NATIVE=OFF");
+        assert_eq!(
+            entry("-DGGML_NATIVE:STRING=off"),
+            "-DGGML_NATIVE:STRING=off"
+        );
+        assert_eq!(entry("-DGGML_CUDA=sm_80"), "-DGGML_CUDA=sm_80");
     }
 
     #[test]
