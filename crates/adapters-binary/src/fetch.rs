@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use provisioner_core::{
-    Algorithm, Checksum, Error, FetchRequest, Fetched, Fetcher, Progress, ProgressEvent, Result,
+    Action, Algorithm, Checksum, Error, FetchRequest, Fetched, Fetcher, Policy, Progress,
+    ProgressEvent, Result, SafeUrl,
 };
 
 use crate::hash::{BUFFER_SIZE, StreamHasher};
@@ -65,6 +66,9 @@ pub struct HttpFetcher {
     progress: Arc<dyn Progress>,
     settings: FetchSettings,
     agent: ureq::Agent,
+    /// Asked about every redirect target before it is contacted (the first URL was asked by
+    /// the caller).
+    policy: Option<Arc<dyn Policy>>,
 }
 
 impl std::fmt::Debug for HttpFetcher {
@@ -93,7 +97,16 @@ impl HttpFetcher {
             progress,
             settings,
             agent: ureq::Agent::new_with_config(config),
+            policy: None,
         }
+    }
+
+    /// Checks every redirect target against `policy` (`--offline`, the allowed hosts, plain
+    /// http) before contacting it: a redirect to a host the policy refuses fails with
+    /// [`Error::PolicyDenied`] naming the target and where it came from.
+    pub fn with_policy(mut self, policy: Arc<dyn Policy>) -> Self {
+        self.policy = Some(policy);
+        self
     }
 
     /// The settings in use.
@@ -137,6 +150,7 @@ impl Fetcher for HttpFetcher {
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let job = Job {
+            policy: self.policy.clone(),
             agent: self.agent.clone(),
             max_redirects: self.settings.max_redirects,
             stall_timeout: self.settings.stall_timeout,
@@ -157,6 +171,7 @@ impl Fetcher for HttpFetcher {
 
 /// One download, run on a blocking thread.
 struct Job {
+    policy: Option<Arc<dyn Policy>>,
     agent: ureq::Agent,
     max_redirects: u32,
     stall_timeout: Duration,
@@ -565,6 +580,23 @@ impl Job {
                     Some("use the final URL in the configuration if it is trustworthy".to_string()),
                 )
             })?;
+            if let Some(policy) = &self.policy {
+                let target: SafeUrl = current.parse().map_err(|message: String| {
+                    self.error(format!("a redirect to an unusable URL: {message}"), None)
+                })?;
+                policy
+                    .check(&Action::Download {
+                        url: target,
+                        allowed_by_config: None,
+                    })
+                    .map_err(|error| match error {
+                        Error::PolicyDenied { action, hint } => Error::PolicyDenied {
+                            action: format!("{action} (a redirect from {})", redact(url)),
+                            hint,
+                        },
+                        other => other,
+                    })?;
+            }
             tracing::debug!(from = %redact(url), to = %redact(&current), "following redirect");
             hops += 1;
         }

@@ -539,3 +539,57 @@ async fn progress_is_throttled() {
         "{bytes_events} events in {elapsed:?}"
     );
 }
+
+/// Every redirect target is put to the policy before it is contacted: a hop to a host the
+/// allowlist does not name is refused, naming the target and where it came from.
+#[tokio::test]
+async fn redirect_targets_are_checked_against_the_policy() {
+    let setup = Setup::new(100).await;
+    setup.server.file("/f", &setup.body, true);
+    // A remote host the allowlist does not name (loopback is always allowed).
+    let elsewhere = "https://downloads.example.org/f".to_string();
+    setup.server.route(
+        "/away",
+        Route::Redirect {
+            status: 302,
+            location: elsewhere.clone(),
+        },
+    );
+    let policy = policy::HostPolicy {
+        allowed_hosts: Some(vec!["127.0.0.1".to_string()]),
+        ..policy::HostPolicy::default()
+    };
+    let fetcher = fetcher(setup.progress.clone()).with_policy(Arc::new(policy));
+    let before = setup.server.requests();
+    let error = fetcher
+        .fetch(&request(setup.server.url("/away"), &setup.dest(), None))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::PolicyDenied { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("downloads.example.org") && text.contains("a redirect from http://127.0.0.1"),
+        "{text}"
+    );
+    assert_eq!(error.code().exit_code(), 9);
+    assert_eq!(
+        setup.server.requests() - before,
+        1,
+        "the target was contacted"
+    );
+    assert!(!setup.dest().exists());
+
+    // An allowed hop is followed.
+    setup.server.route(
+        "/near",
+        Route::Redirect {
+            status: 302,
+            location: "/f".to_string(),
+        },
+    );
+    let fetched = fetcher
+        .fetch(&request(setup.server.url("/near"), &setup.dest(), None))
+        .await
+        .unwrap();
+    assert_eq!(fetched.bytes, 100);
+}

@@ -834,26 +834,100 @@ impl CmakeSourceBuilder {
             let set_url = git
                 .run_in(src, &["remote", "set-url", "origin", spec.repo.expose()])
                 .await?;
-            let output = if set_url.success() {
-                git.run_in(
-                    src,
-                    &["submodule", "update", "--init", "--recursive", "--quiet"],
+            if !set_url.success() {
+                return Err(git.source_error(
+                    format!("cannot set the checkout's remote: {}", last_line(&set_url)),
+                    None,
+                ));
+            }
+            self.update_submodules(&git, src, spec.repo.expose(), log)
+                .await?;
+        }
+        self.finished(&step);
+        Ok(())
+    }
+}
+
+impl CmakeSourceBuilder {
+    /// Checks out the submodules of `root` level by level: the URLs each `.gitmodules` names
+    /// (relative ones resolved as git does) are put to the policy before git contacts any of
+    /// them, then that level is updated; nested submodules follow, eight levels at most.
+    async fn update_submodules(
+        &self,
+        git: &Git<'_>,
+        root: &Path,
+        remote: &str,
+        log: &Path,
+    ) -> Result<()> {
+        const MAX_DEPTH: usize = 8;
+        let mut pending = vec![(root.to_path_buf(), remote.to_string(), 0usize)];
+        while let Some((dir, superproject, depth)) = pending.pop() {
+            if !dir.join(".gitmodules").is_file() {
+                continue;
+            }
+            let listed = git
+                .run_in(
+                    &dir,
+                    &[
+                        "config",
+                        "-f",
+                        ".gitmodules",
+                        "--get-regexp",
+                        r"^submodule\..*\.(path|url)$",
+                    ],
                 )
-                .await?
-            } else {
-                set_url
-            };
+                .await?;
+            let found = crate::submodules::parse(&listed.stdout);
+            let mut resolved = Vec::with_capacity(found.len());
+            for submodule in &found {
+                let url = crate::submodules::resolve(&superproject, &submodule.url).map_err(
+                    |message| {
+                        git.source_error(format!("submodule {}: {message}", submodule.path), None)
+                    },
+                )?;
+                self.policy
+                    .check(&provisioner_core::Action::FetchSource {
+                        remote: url.clone(),
+                    })
+                    .map_err(|error| match error {
+                        Error::PolicyDenied { action, hint } => Error::PolicyDenied {
+                            action: format!(
+                                "{action} (submodule {} of {})",
+                                submodule.path,
+                                crate::submodules::shown(&superproject)
+                            ),
+                            hint,
+                        },
+                        other => other,
+                    })?;
+                resolved.push((submodule.path.clone(), url));
+            }
+            if found.is_empty() {
+                continue;
+            }
+            let output = git
+                .run_in(&dir, &["submodule", "update", "--init", "--quiet"])
+                .await?;
             if !output.success() {
                 return Err(git.source_error(
                     format!("cannot fetch the submodules: {}", last_line(&output)),
                     Some(format!(
-                        "check your network and credentials for the submodule URLs; the full output is in {}",
+                        "check your network and credentials for the submodule URLs ({}); the full output is in {}",
+                        resolved
+                            .iter()
+                            .map(|(_, url)| url.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         log.display()
                     )),
                 ));
             }
+            if depth + 1 < MAX_DEPTH {
+                for (path, url) in resolved {
+                    pending.push((dir.join(path), url.expose().to_string(), depth + 1));
+                }
+            }
         }
-        self.finished(&step);
         Ok(())
     }
 }

@@ -33,6 +33,7 @@ mod host;
 mod key;
 mod mirror;
 mod refs;
+mod submodules;
 mod tree;
 
 pub use builder::{BUILDS_BUCKET, CmakeSourceBuilder, SourceBuildMetadata};

@@ -91,7 +91,13 @@ impl Git<'_> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut command = CommandSpec::new("git", args).env("GIT_TERMINAL_PROMPT", "0");
+        // No prompt, and no HTTP redirect followed: a redirect to another host would bypass the
+        // policy, which saw only the configured URL (git ≥ 2.31 reads GIT_CONFIG_COUNT).
+        let mut command = CommandSpec::new("git", args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.followRedirects")
+            .env("GIT_CONFIG_VALUE_0", "false");
         command.log.clone_from(&self.log);
         command.group_file.clone_from(&self.group_file);
         command

@@ -250,6 +250,63 @@ async fn concurrent_prepares_build_once() {
     );
 }
 
+/// Refuses every fetch from a remote host, like `--offline`.
+struct Offline;
+
+impl Policy for Offline {
+    fn check(&self, action: &Action) -> Result<()> {
+        match action {
+            Action::FetchSource { remote } if remote.remote_host().is_some() => {
+                Err(Error::PolicyDenied {
+                    action: format!("fetching source from {remote} (offline mode)"),
+                    hint: Some("turn offline mode off".to_string()),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A local repository whose `.gitmodules` names a remote submodule, under `--offline`: the
+/// submodule URL is refused (exit 9, naming it and the submodule) before git contacts it.
+#[tokio::test]
+async fn a_submodule_on_a_remote_host_is_put_to_the_policy_before_git_runs() {
+    let fx = Fixture::new(HELLO_CMAKE).await;
+    fx.write(
+        ".gitmodules",
+        "[submodule \"ggml\"]\n\tpath = ggml\n\turl = https://github.com/ggml-org/ggml.git\n",
+    );
+    fx.commit("a submodule").await;
+    fx.git(&["tag", "v2"]).await;
+    let mut spec = fx.spec("v2");
+    spec.submodules = true;
+    let shell = counting();
+    let builder = CmakeSourceBuilder::new(
+        shell.clone(),
+        Arc::new(Offline),
+        Arc::new(Recorder::default()),
+        Arc::new(SystemClock),
+        HostFacts {
+            jobs: 2,
+            ..HostFacts::detect()
+        },
+    );
+    let error = builder.ensure_built(&spec).await.unwrap_err();
+    assert_eq!(error.code().exit_code(), 9, "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("https://github.com/ggml-org/ggml.git") && text.contains("submodule ggml"),
+        "{text}"
+    );
+    let submodule_runs = shell
+        .commands()
+        .iter()
+        .filter(|c| c.args.iter().any(|a| a == "submodule"))
+        .count();
+    assert_eq!(submodule_runs, 0, "git ran a submodule command");
+    assert!(fx.entries(BUILDS_BUCKET).is_empty());
+}
+
 #[tokio::test]
 async fn an_unknown_ref_is_a_source_error_naming_it() {
     let fx = Fixture::new(HELLO_CMAKE).await;

@@ -86,7 +86,9 @@ pub fn provisioner_with_shell(
         progress.clone(),
         clock.clone(),
     );
-    let fetcher = Arc::new(HttpFetcher::new(progress.clone(), FetchSettings::default()));
+    let fetcher = Arc::new(
+        HttpFetcher::new(progress.clone(), FetchSettings::default()).with_policy(policy.clone()),
+    );
     let binaries = BinaryArtifactInstaller::new(
         fetcher,
         shell.clone(),

@@ -588,6 +588,11 @@ pub fn normalise_cmake_flags(configured: &[CacheEntry]) -> Result<CmakeChoice> {
             });
         }
     }
+    // With no download asked for, CMake's FetchContent may not download either: a dependency
+    // this table does not know fails at configure instead of reaching the network.
+    if choice.fetches.is_empty() {
+        entries.set_default("FETCHCONTENT_FULLY_DISCONNECTED", "ON");
+    }
     if entries.is_on("LLAMA_CURL") {
         choice.headers.push(HeaderRequirement {
             header: "curl/curl.h".to_string(),
