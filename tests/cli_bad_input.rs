@@ -424,3 +424,105 @@ fn plan_of_one_pool_still_counts_what_it_shares_with_another_pool() {
     let (out, _dir) = with_config(SHARED_PORTS, &["engine", "plan", "--pool", "e"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// One pool per kind of contradiction between a pool and what the provisioner renders: every
+/// engine's owned options, a positional model, an option that downloads, a pool field that
+/// disagrees with its flag or that an engine cannot take, parallelism that does not fit the
+/// devices, and a device mask in `env`.
+const CONTRADICTIONS: &str = r#"pools:
+  - id: vllm-model
+    engine: vllm
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9100], flags: [--model, other/model] }
+  - id: vllm-positional
+    engine: vllm
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9101], flags: [other/model] }
+  - id: tgi-port
+    engine: tgi
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9102], flags: [--port, "8080", --model-id, other] }
+  - id: triton-port
+    engine: triton
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9103, 9104, 9105], flags: ["--http-port=9000"] }
+  - id: llama-hub
+    engine: llamacpp
+    provisioning: { model: { ref: "file:/srv/m.gguf" }, ports: [9106], flags: [-hf, org/repo] }
+  - id: vllm-ctx
+    engine: vllm
+    ctx: 4096
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9107], flags: [--max-model-len, "8192"] }
+  - id: triton-ctx
+    engine: triton
+    ctx: 4096
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9108, 9109, 9110] }
+  - id: vllm-tp
+    engine: vllm
+    devices: [0]
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9111], flags: [--tensor-parallel-size, "4"] }
+  - id: triton-devices
+    engine: triton
+    devices: [0, 1]
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9112, 9113, 9114] }
+  - id: tgi-mask
+    engine: tgi
+    devices: [1]
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9115], env: { CUDA_VISIBLE_DEVICES: "1" } }
+  - id: vllm-split
+    engine: vllm
+    devices: [0, 1]
+    tensor_split: [3, 1]
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9116] }
+  - id: vllm-fine
+    engine: vllm
+    devices: [0, 1]
+    ctx: 4096
+    queue: { capacity: 8 }
+    provisioning: { model: { ref: "file:/srv/m" }, ports: [9117], flags: [--max-model-len, "4096", --middleware, a.M, --middleware, b.M] }
+"#;
+
+#[test]
+fn config_check_refuses_flags_fields_and_env_that_contradict_the_provisioner_with_exit_3() {
+    let (out, _dir) = with_config(CONTRADICTIONS, &["config", "check"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    for expected in [
+        "pools[0].provisioning.flags[0]: `--model other/model`: the provisioner passes the model it staged",
+        "pools[1].provisioning.flags[0]: `other/model` is a positional argument",
+        "pools[2].provisioning.flags[0]: `--port 8080` contradicts the provisioner's --port 80",
+        "pools[2].provisioning.flags[2]: `--model-id other`: the provisioner passes the model it staged",
+        "pools[3].provisioning.flags[0]: `--http-port=9000` contradicts the provisioner's --http-port 8000",
+        "pools[4].provisioning.flags[0]: `-hf org/repo` makes the engine download a model from the Hugging Face Hub itself",
+        "pools[5].provisioning.flags[0]: --max-model-len 8192 disagrees with the pool's ctx: 4096",
+        "pools[6].ctx: Triton takes no context length",
+        "pools[7].provisioning.flags[0]: tensor × pipeline × data parallel = 4 × 1 × 1 = 4 GPUs, but the pool has 1 device ([0])",
+        "pools[8].devices: Triton runs here on one device",
+        "pools[9].provisioning.env.CUDA_VISIBLE_DEVICES: CUDA_VISIBLE_DEVICES chooses the GPUs",
+        "pools[10].tensor_split: vLLM splits the model evenly",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}\n{}", out.stderr);
+    }
+    assert!(!out.stderr.contains("pools[11]"), "{}", out.stderr);
+
+    // The pool that says only what the provisioner renders plans, with the flags it derives.
+    let (out, _dir) = with_config(
+        CONTRADICTIONS,
+        &["engine", "plan", "--pool", "vllm-fine", "--json"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON plan");
+    let args: Vec<&str> = plan["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|step| step["step"] == "launch")
+        .unwrap()["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let text = args.join(" ");
+    for expected in [
+        "--env HF_HUB_OFFLINE=1 --env TRANSFORMERS_OFFLINE=1",
+        "--max-model-len 4096 --middleware a.M --middleware b.M --tensor-parallel-size 2",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}

@@ -102,6 +102,11 @@ impl Env {
         Env { vars }
     }
 
+    /// Sets (or replaces) one variable, e.g. another `CONTAINERS_CONF`.
+    pub fn set(&mut self, key: &str, value: PathBuf) {
+        self.vars.insert(key.to_string(), value);
+    }
+
     /// Sets the variables on a command.
     pub fn apply<'a>(&self, command: &'a mut Command) -> &'a mut Command {
         for (key, value) in &self.vars {

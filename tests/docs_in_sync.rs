@@ -283,6 +283,7 @@ fn binary_mode_and_up_leave_the_documented_layout() {
       model: {{ ref: "file:{}" }}
       ports: [{}]
       env: {{ LAYOUT_TOKEN: "not-a-secret" }}
+      flags: [--api-key, not-a-secret-key]
 "#,
             engine.display(),
             model.display(),
@@ -316,7 +317,13 @@ fn binary_mode_and_up_leave_the_documented_layout() {
 /// While the engine runs: what is there is documented.
 fn check_running(cache: &Path) {
     check_layout(cache, &["<engine>/bin/<key>/"]);
-    for record in ["layout.json", "layout.pid", "layout.log", "layout/env"] {
+    for record in [
+        "layout.json",
+        "layout.pid",
+        "layout.log",
+        "layout/env",
+        "layout/api-key",
+    ] {
         assert!(cache.join("run").join(record).exists(), "run/{record}");
     }
 }

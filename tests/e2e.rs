@@ -514,3 +514,205 @@ fn up_on_a_free_port_reports_the_port_it_bound() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// POST JSON with an optional bearer key; returns the status and the JSON body.
+fn post_with_key(url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut request = agent.post(url);
+    if let Some(key) = key {
+        request = request.header("Authorization", &format!("Bearer {key}"));
+    }
+    let mut response = request.send_json(body).expect("POST");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_json().unwrap_or(Value::Null),
+    )
+}
+
+/// The files under `dir` whose bytes hold `needle` (`grep -rlF`).
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    #[allow(clippy::disallowed_methods)] // test harness: grep is the check
+    let output = std::process::Command::new("grep")
+        .args(["-rlF", "--", needle])
+        .arg(dir)
+        .output()
+        .expect("grep runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The mode bits of a file.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// An API key given as `--api-key` in flags: llama-server gets it from a key file of mode 0600
+/// (`--api-key-file`), `up` passes readiness and identity by authenticating, a completion with
+/// the key works and one without is refused, and the key is in no argv, no output of plan,
+/// prepare, up or status (human and --json), no state or log file: in the whole cache only the
+/// key file holds it. Then the same with the key read from orchctl's environment
+/// (`env: {LLAMA_API_KEY: {from_env: …}}`), which reaches llama-server through the env file.
+#[test]
+fn an_api_key_reaches_llama_server_through_a_private_file_only() {
+    let _ = source_build();
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let key = format!("sk-e2e-flag-{nonce}");
+    let env_key = format!("sk-e2e-env-{nonce}");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = shared_cache();
+    let port = free_port();
+    let pool = "e2e-api-key";
+    let config = write_source_config(
+        dir.path(),
+        pool,
+        port,
+        TEST_CMAKE_FLAGS,
+        &["--api-key", &key, "-ngl", "0", "--parallel", "1"],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let config_arg = config.to_string_lossy().to_string();
+    let mut outputs = Vec::new();
+    let mut run = |args: &[&str], json: bool| {
+        let mut command = orchctl(&cache);
+        command.args(args).args(["--config", &config_arg]);
+        if json {
+            command.arg("--json");
+        }
+        let output = command.env("LLAMA_ORCH_LOG", "debug").output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        outputs.push((args.join(" "), text.clone()));
+        (output.status.code().unwrap_or(-1), text)
+    };
+    for json in [false, true] {
+        for command in ["plan", "prepare"] {
+            let (code, text) = run(&["engine", command], json);
+            assert_eq!(code, 0, "{command}: {text}");
+        }
+    }
+    let key_file = cache.join("run").join(pool).join("api-key");
+    let mut pids = Vec::new();
+    for json in [false, true] {
+        let (code, text) = run(&["engine", "up"], json);
+        assert_eq!(code, 0, "up with a key failed:\n{text}");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (code, text) = run(&["engine", "status"], false);
+            assert_eq!(code, 0, "{text}");
+            let (code, text) = run(&["engine", "status"], true);
+            assert_eq!(code, 0, "{text}");
+            assert!(text.contains("\"ready\": true"), "{text}");
+            let state: Value = serde_json::from_slice(
+                &std::fs::read(cache.join("run").join(format!("{pool}.json"))).unwrap(),
+            )
+            .unwrap();
+            let pid = state["pid"].as_u64().expect("a pid");
+            pids.push(pid);
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(
+                cmdline.contains(&format!("--api-key-file {}", key_file.display())),
+                "{cmdline}"
+            );
+            assert!(!cmdline.contains(&key), "the key is on the argv: {cmdline}");
+
+            let body =
+                json!({"prompt": "hello", "n_predict": 4, "temperature": 0, "ignore_eos": true});
+            let (status, completion) =
+                post_with_key(&format!("{base}/completion"), Some(&key), &body);
+            assert_eq!(status, 200, "{completion}");
+            assert_eq!(completion["tokens_predicted"], 4, "{completion}");
+            let (status, refused) = post_with_key(&format!("{base}/completion"), None, &body);
+            assert_eq!(status, 401, "{refused}");
+            let (status, _) = post_with_key(&format!("{base}/completion"), Some("sk-wrong"), &body);
+            assert_eq!(status, 401);
+
+            let state =
+                std::fs::read_to_string(cache.join("run").join(format!("{pool}.json"))).unwrap();
+            assert!(!state.contains(&key), "{state}");
+            assert!(state.contains("key_file"), "{state}");
+            for record in ["json", "pid", "log"] {
+                let file = cache.join("run").join(format!("{pool}.{record}"));
+                assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+            }
+            let log =
+                std::fs::read_to_string(cache.join("run").join(format!("{pool}.log"))).unwrap();
+            assert!(!log.contains(&key), "{log}");
+        }));
+        let (code, text) = run(&["engine", "down"], json);
+        assert_eq!(code, 0, "{text}");
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+    assert_eq!(pids.len(), 2);
+    for (command, text) in &outputs {
+        assert!(
+            !text.contains(&key),
+            "`orchctl {command}` showed the key:\n{text}"
+        );
+    }
+    assert_eq!(mode_of(&key_file), 0o600);
+    assert_eq!(files_holding(&cache, &key), vec![key_file.clone()]);
+
+    // The key kept out of the YAML: read from orchctl's environment at prepare.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(&format!("\"--api-key\", \"{key}\", "), "");
+    assert!(!text.contains(&key), "{text}");
+    text.push_str("      env: { LLAMA_API_KEY: { from_env: E2E_LLAMA_KEY } }\n");
+    std::fs::write(&config, text).unwrap();
+    let up = orchctl(&cache)
+        .args(["engine", "up", "--json", "--config", &config_arg])
+        .env("E2E_LLAMA_KEY", &env_key)
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(
+        up.status.code(),
+        Some(0),
+        "up with a key from the environment failed:\n{shown}"
+    );
+    let outcome = std::panic::catch_unwind(|| {
+        assert!(!shown.contains(&env_key), "{shown}");
+        let body = json!({"prompt": "hi", "n_predict": 2, "temperature": 0, "ignore_eos": true});
+        let (status, _) = post_with_key(&format!("{base}/completion"), Some(&env_key), &body);
+        assert_eq!(status, 200);
+        let (status, _) = post_with_key(&format!("{base}/completion"), None, &body);
+        assert_eq!(status, 401);
+        let (code, status, stderr) = run_json(&cache, &["engine", "status"], &config);
+        assert_eq!(
+            (code, status["ready"].clone()),
+            (0, json!(true)),
+            "{stderr}"
+        );
+    });
+    let (code, _, stderr) = run_json(&cache, &["engine", "down"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    let env_file = cache.join("run").join(pool).join("env");
+    assert_eq!(files_holding(&cache, &env_key), vec![env_file.clone()]);
+    assert_eq!(mode_of(&env_file), 0o600);
+}

@@ -4,17 +4,38 @@
 //! their rendered commands run with the image swapped for a busybox stand-in that answers each
 //! engine's readiness path and reports the arguments, environment and mounts it was given.
 //!
-//! Everything runs in one test so that the registry is started and stopped exactly once.
+//! Everything that needs the registry runs in one test so that it is started and stopped
+//! exactly once; images built on this host (`localhost/…`) and the runtime check need none.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tests::containers::{Env, PASSWORD, Registry, USER, push_llama_image};
+use tests::containers::{Env, PASSWORD, Registry, USER, command, push_llama_image};
 use tests::{fixtures, free_port, http_get, http_post_json, orchctl};
 
+/// A chat template llama-server accepts, with a mark to find it by.
+const CHAT_TEMPLATE: &str = "{# llama-orch e2e template #}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// Adds `flags: <yaml>` to a pool written by [`container_config`].
+fn add_flags(config: &Path, flags: &str) {
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "      ports: [",
+        &format!("      flags: {flags}\n      ports: ["),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+/// The image ID of `reference` in podman's store.
+fn image_id(env: &Env, reference: &str) -> String {
+    let output = env.podman(&["image", "inspect", "--format", "{{.Id}}", reference]);
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// A busybox image that answers every engine's readiness path and writes what it was given
-/// (arguments, an environment variable, the mounted model directories) to /standin.txt.
-fn push_standin_image(env: &Env, dir: &Path, registry: u16) -> String {
+/// (arguments, an environment variable, the mounted model directories, the files mounted under
+/// /inputs and their contents) to /standin.txt; built as `tag`.
+fn build_standin_image(env: &Env, dir: &Path, tag: &str) {
     let context = dir.join("standin");
     std::fs::create_dir_all(context.join("rootfs/bin")).unwrap();
     std::fs::copy("/bin/busybox", context.join("rootfs/bin/busybox")).unwrap();
@@ -27,7 +48,7 @@ for a in "$@"; do [ "$prev" = "--port" ] && port=$a; prev=$a; done
 echo '{"object":"list","data":[]}' > /www/v1/models
 echo ok > /www/health
 echo ok > /www/v2/health/ready
-{ echo "args: $*"; echo "env: STANDIN_MARK=$STANDIN_MARK"; /bin/busybox ls -R /models 2>/dev/null; } > /www/standin.txt
+{ echo "args: $*"; echo "env: STANDIN_MARK=$STANDIN_MARK"; /bin/busybox ls -R /models 2>/dev/null; for f in /inputs/*; do [ -f "$f" ] && echo "input $f: $(/bin/busybox cat "$f")"; done; } > /www/standin.txt
 exec /bin/busybox httpd -f -p "$port" -h /www
 "#,
     )
@@ -37,9 +58,14 @@ exec /bin/busybox httpd -f -p "$port" -h /www
         "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"/standin.sh\"]\n",
     )
     .unwrap();
+    env.podman(&["build", "-q", "-t", tag, &context.to_string_lossy()]);
+}
+
+/// The stand-in image, pushed to the registry as `standin:1`; returns the repository.
+fn push_standin_image(env: &Env, dir: &Path, registry: u16) -> String {
     let repository = format!("127.0.0.1:{registry}/standin");
     let tag = format!("{repository}:1");
-    env.podman(&["build", "-q", "-t", &tag, &context.to_string_lossy()]);
+    build_standin_image(env, dir, &tag);
     let creds = format!("{USER}:{PASSWORD}");
     env.podman(&["push", "-q", "--tls-verify=false", "--creds", &creds, &tag]);
     repository
@@ -127,6 +153,17 @@ fn container_mode_end_to_end() {
         &model,
         &[port],
     );
+    // A host file named in a flag (in a directory whose name holds `,`, a file name holding
+    // `:`) is mounted read-only under /inputs/ and the flag rewritten: llama-server reads the
+    // chat template inside the container, and /props shows it.
+    let inputs = dir.path().join("host inputs,1");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let template = inputs.join("chat:ml.jinja");
+    std::fs::write(&template, CHAT_TEMPLATE).unwrap();
+    add_flags(
+        &config,
+        &format!("[--chat-template-file, \"{}\"]", template.display()),
+    );
     let (code, plan, stderr) = orch(&env, &cache, &["engine", "plan"], &config);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(plan["plan"]["steps"][1]["step"], "pull_image");
@@ -150,6 +187,10 @@ fn container_mode_end_to_end() {
         );
         assert_eq!(status, 200, "{completion}");
         assert_eq!(completion["tokens_predicted"], 8, "{completion}");
+        let (status, props) = http_get(&format!("{base}/props"));
+        assert_eq!(status, 200, "{props}");
+        let props: Value = serde_json::from_str(&props).unwrap();
+        assert_eq!(props["chat_template"], CHAT_TEMPLATE, "{props}");
         let (code, status, stderr) = orch(&env, &cache, &["engine", "status"], &config);
         assert_eq!(code, 0, "{stderr}");
         assert_eq!(status["container"], "running", "{status}");
@@ -225,7 +266,8 @@ fn container_mode_end_to_end() {
     std::fs::create_dir_all(&model_dir).unwrap();
     std::fs::write(model_dir.join("config.json"), "{}").unwrap();
     for (engine, expected_arg) in [
-        ("vllm", "--model /models/tiny,model:1"),
+        // Tag `1` names no vLLM release before v0.14.0: `vllm serve <model>`.
+        ("vllm", "args: /models/tiny,model:1 --host 0.0.0.0"),
         ("tgi", "--model-id /models/tiny,model:1"),
         (
             "triton",
@@ -307,4 +349,121 @@ fn container_mode_end_to_end() {
         Some(u64::from(bound)),
         "{status}"
     );
+
+    // The prepared run never pulls: with the image removed after prepare, the command a
+    // supervisor spawns fails at once, says to prepare again, and fetches nothing.
+    let config = container_config(
+        dir.path(),
+        "standin-removed",
+        "vllm",
+        &standin,
+        ", tag: \"1\"",
+        &model_dir,
+        &[free_port()],
+    );
+    let (code, prepared, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    let args: Vec<String> = serde_json::from_value(prepared["args"].clone()).unwrap();
+    assert_eq!(&args[..3], ["run", "--rm", "--pull=never"], "{args:?}");
+    let reference = args
+        .iter()
+        .find(|a| a.starts_with(&format!("{standin}@sha256:")))
+        .expect("the run names the image by digest")
+        .clone();
+    env.podman(&["rmi", "-f", &image_id(&env, &reference)]);
+    let prepared: provisioner_core::PreparedEngine = serde_json::from_value(prepared).unwrap();
+    let supervisor = adapters_host::Supervisor::new(dir.path().join("supervised"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut state = supervisor.start(&prepared).unwrap();
+    let started = Instant::now();
+    let error = runtime
+        .block_on(supervisor.wait_ready(&mut state, Duration::from_secs(120)))
+        .unwrap_err();
+    let _ = runtime.block_on(supervisor.stop("standin-removed", Duration::from_secs(1)));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a missing image did not fail fast"
+    );
+    assert!(error.to_string().contains("image not known"), "{error}");
+    let hint = error.hint().unwrap_or_default();
+    assert!(hint.contains("prepare again"), "{hint}");
+    let exists = env
+        .apply(command("podman").args(["image", "exists", &reference]))
+        .status()
+        .unwrap();
+    assert!(!exists.success(), "the run pulled {reference}");
+}
+
+/// Images built on this host (`localhost/…`) are prepared from podman's store by their image
+/// ID; what the run needs from the runtime is checked when it is detected.
+#[test]
+fn local_images_and_the_runtime_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::new(dir.path(), 1);
+    let cache = dir.path().join("cache");
+    let model = dir.path().join("model.gguf");
+    std::fs::write(&model, "not read by the stand-in").unwrap();
+    let name = format!("localhost/llama-orch-e2e/standin-{}", std::process::id());
+    let port = free_port();
+    let config = container_config(
+        dir.path(),
+        "local-standin",
+        "llamacpp",
+        &name,
+        ", tag: b0",
+        &model,
+        &[port],
+    );
+
+    // Not built yet: said so, with how to build it; no registry, no `insecure`.
+    let (code, _, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(
+        stderr.contains("not in podman's local store") && stderr.contains("podman build -t"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("insecure"), "{stderr}");
+
+    let tag = format!("{name}:b0");
+    build_standin_image(&env, dir.path(), &tag);
+    let outcome = std::panic::catch_unwind(|| {
+        let id = image_id(&env, &tag);
+        let (code, prepared, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
+        assert_eq!(code, 0, "{stderr}");
+        let args: Vec<String> = serde_json::from_value(prepared["args"].clone()).unwrap();
+        assert!(args.contains(&format!("sha256:{id}")), "{args:?}");
+        assert!(args.contains(&"--pull=never".to_string()), "{args:?}");
+        assert_eq!(
+            prepared["engine_version"],
+            format!("llamacpp-b0-sha256-{}", &id[..12])
+        );
+        let (code, up, stderr) = orch(&env, &cache, &["engine", "up"], &config);
+        assert_eq!(code, 0, "up failed: {stderr}");
+        let (status, report) = http_get(&format!("http://127.0.0.1:{port}/standin.txt"));
+        let (code, _, stderr) = orch(&env, &cache, &["engine", "down"], &config);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(status, 200, "{up}");
+        assert!(report.contains("--model /models/model.gguf"), "{report}");
+    });
+
+    // The runtime check: an init_path naming a missing file fails prepare (exit 5) with what
+    // to install, before anything runs; the check is cached by containers.conf's contents.
+    let conf = dir.path().join("no-init.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\ninit_path = \"/nonexistent/catatonit\"\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    env.set("CONTAINERS_CONF", conf);
+    let (code, _, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
+    env.podman(&["rmi", "-f", &tag]);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(code, 5, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/catatonit") && stderr.contains("no-init.conf"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("catatonit"), "{stderr}");
 }

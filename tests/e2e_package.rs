@@ -515,3 +515,66 @@ fn preflight_installs_a_missing_build_tool_when_allowed() {
     assert_eq!(code, 6, "the unknown ref, after preflight: {stderr}");
     assert!(debs::installed_version("glslc").is_some());
 }
+
+/// dpkg's front-end lock held by another process (as unattended-upgrades holds it on a fresh
+/// cloud host): `orchctl` says which lock, which process and how long it waits, and installs
+/// once the lock is free.
+#[test]
+fn a_held_dpkg_lock_is_waited_for_naming_its_holder() {
+    require_root();
+    const PACKAGE: &str = "ep-llama-locked";
+    let _purge = Purge(vec![PACKAGE]);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = debs::server_repo(&dir.path().join("repo"), PACKAGE);
+    let config = write_config(
+        dir.path(),
+        "pkg-locked",
+        PACKAGE,
+        "1.0.0",
+        &repo,
+        true,
+        &fixtures().model,
+        free_port(),
+    );
+    // perl holds an fcntl write lock, as apt and dpkg take theirs, for 4 seconds.
+    let marker = dir.path().join("locked");
+    #[allow(clippy::disallowed_methods)] // the lock must be held by another process
+    let mut holder = std::process::Command::new("perl")
+        .args([
+            "-e",
+            r#"use Fcntl qw(F_SETLKW F_WRLCK);
+open(my $fh, '>>', $ARGV[0]) or die "open: $!";
+my $lock = pack('s s x4 q q l x4', F_WRLCK, 0, 0, 0, 0);
+fcntl($fh, F_SETLKW, $lock) or die "fcntl: $!";
+open(my $m, '>', $ARGV[1]) or die; close($m);
+sleep(4);"#,
+            "/var/lib/dpkg/lock-frontend",
+        ])
+        .arg(&marker)
+        .spawn()
+        .expect("perl starts");
+    while !marker.exists() {
+        assert!(
+            holder.try_wait().unwrap().is_none(),
+            "the lock holder exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = tests::orchctl(&dir.path().join("cache"))
+        .args(["engine", "prepare", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("orchctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "/var/lib/dpkg/lock-frontend is locked by pid {} (perl",
+            holder.id()
+        )) && stderr.contains("waiting for it (at most 300 s)"),
+        "{stderr}"
+    );
+    assert_eq!(debs::installed_version(PACKAGE).as_deref(), Some("1.0.0"));
+}

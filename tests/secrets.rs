@@ -1,5 +1,6 @@
-//! A secret planted in every place a configuration can hold one (the pool's `env`, user-info and
-//! query values of URLs) never shows in what `orchctl` prints for any mode: `config check`,
+//! A secret planted in every place a configuration can hold one (the pool's `env`, given or read
+//! from orchctl's environment or a file, user-info and query values of URLs, llama-server's
+//! `--api-key` in flags) never shows in what `orchctl` prints for any mode: `config check`,
 //! `plan`, `prepare` (which fails here, at the first step that needs the network) and their
 //! `--json` forms, with structured logs on. Nothing here needs a build or the network: every
 //! URL points at a closed loopback port.
@@ -10,6 +11,9 @@ use tests::orchctl;
 
 const SECRET: &str = "Planted-Secret-7f3a9c";
 
+/// The variable of orchctl's environment a pool reads the secret from (`from_env`).
+const SECRET_VARIABLE: &str = "PLANTED_SECRET_VARIABLE";
+
 /// One pool per mode, each holding the secret wherever its mode lets a config hold one (and
 /// its own port, so that every plan is made: pools sharing a port fail the config check).
 fn config(dir: &Path) -> String {
@@ -17,6 +21,9 @@ fn config(dir: &Path) -> String {
     let model = dir.join("tiny.gguf");
     std::fs::write(&model, b"GGUF").unwrap();
     let model = model.display();
+    let secret_file = dir.join("hf-token");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let secret_file = secret_file.display();
     format!(
         r#"pools:
   - id: source
@@ -34,7 +41,8 @@ fn config(dir: &Path) -> String {
       binary: {{ url: "https://user:{SECRET}@127.0.0.1:9/llama.tar.gz?X-Amz-Signature={SECRET}", checksum: "sha256:{sum}" }}
       model: {{ ref: "https://user:{SECRET}@127.0.0.1:9/tiny.gguf?sig={SECRET}" }}
       ports: [18082]
-      env: {{ HF_TOKEN: "{SECRET}" }}
+      env: {{ HF_TOKEN: {{ from_env: {SECRET_VARIABLE} }} }}
+      flags: [--api-key, "{SECRET}"]
   - id: package
     engine: llamacpp
     provisioning:
@@ -42,7 +50,8 @@ fn config(dir: &Path) -> String {
       package: {{ name: ep-llama-server, version: "1.0", repo: "deb [trusted=yes] http://user:{SECRET}@127.0.0.1:9/repo ./" }}
       model: {{ ref: "file:{model}" }}
       ports: [18083]
-      env: {{ HF_TOKEN: "{SECRET}" }}
+      env: {{ HF_TOKEN: {{ from_file: "{secret_file}" }} }}
+      flags: ["--api-key={SECRET}"]
   - id: container
     engine: tgi
     provisioning:
@@ -50,6 +59,14 @@ fn config(dir: &Path) -> String {
       model: {{ ref: "file:{model}" }}
       ports: [18084]
       env: {{ HF_TOKEN: "{SECRET}" }}
+  - id: container-llama
+    engine: llamacpp
+    provisioning:
+      mode: container
+      container: {{ image: "127.0.0.1:9/llama", tag: server-b1 }}
+      model: {{ ref: "file:{model}" }}
+      ports: [18085]
+      flags: [--api-key, "{SECRET}"]
   - id: external
     engine: vllm
     provisioning:
@@ -68,7 +85,14 @@ fn a_planted_secret_never_shows_in_any_output() {
     let cache = dir.path().join("cache");
     let config_arg = config.to_string_lossy().to_string();
     let mut runs = vec![vec!["config", "check", "--config", &config_arg]];
-    for pool in ["source", "binary", "package", "container", "external"] {
+    for pool in [
+        "source",
+        "binary",
+        "package",
+        "container",
+        "container-llama",
+        "external",
+    ] {
         for command in ["plan", "prepare", "status"] {
             for json in [false, true] {
                 let mut args = vec!["engine", command, "--config", &config_arg, "--pool", pool];
@@ -84,6 +108,7 @@ fn a_planted_secret_never_shows_in_any_output() {
         let output = orchctl(&cache)
             .args(args)
             .env("LLAMA_ORCH_LOG", "debug")
+            .env(SECRET_VARIABLE, SECRET)
             .output()
             .expect("orchctl runs");
         let text = format!(
@@ -103,14 +128,15 @@ fn a_planted_secret_never_shows_in_any_output() {
         );
         outputs += 1;
     }
-    assert_eq!(outputs, 31);
-    // Whatever prepare left behind holds the secret only in the pool's private env file.
+    assert_eq!(outputs, 37);
+    // Whatever prepare left behind holds the secret only in the pool's private env or key file.
     for entry in walk(&cache) {
         let Ok(text) = std::fs::read_to_string(&entry) else {
             continue;
         };
         if text.contains(SECRET) {
-            assert_eq!(entry.file_name().unwrap(), "env", "{}", entry.display());
+            let name = entry.file_name().unwrap();
+            assert!(name == "env" || name == "api-key", "{}", entry.display());
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", entry.display());

@@ -6,24 +6,34 @@
 //!
 //! ## Steps of `ensure_image`
 //!
-//! 1. **Reference.** `spec.image` is the core's [`provisioner_core::ImageReference`], parsed when
-//!    the config was read (no registry → `docker.io`, one-component Docker Hub names →
-//!    `library/…`), with its tag and pinned digest ([`ImageRef`] is the registry client's view).
-//! 2. **Warm path.** When the digest is known without the registry — pinned in the spec, or recorded
-//!    for `registry/repo:tag` in `<cache_dir>/images-v1.json` ([`TagIndex`]) — one
-//!    `<runtime> image inspect registry/repo@digest` decides: present with that digest →
-//!    `cache_hit: true`, no registry contacted, no other process run (besides `nvidia-smi -L` when
-//!    devices are requested). The labels come from the local image.
-//! 3. **Runtime.** `spec.runtime` when forced, else podman, else docker: located on PATH
-//!    ([`provisioner_core::Shell::locate`]) and probed with `<runtime> info --format json`; the
-//!    choice is kept for the adapter's lifetime. Every runtime command carries
+//! 1. **Reference and inputs.** `spec.image` is the core's [`provisioner_core::ImageReference`],
+//!    parsed when the config was read (no registry → `docker.io`, one-component Docker Hub names
+//!    → `library/…`), with its tag and pinned digest ([`ImageRef`] is the registry client's
+//!    view). The host paths the run bind-mounts (`spec.inputs`, named in engine flags) must
+//!    exist as the kind their option takes, else a configuration error names the flag.
+//! 2. **Runtime.** `spec.runtime` when forced, else podman, else docker: located on PATH
+//!    ([`provisioner_core::Shell::locate`]) and probed with `<runtime> info --format json`, then
+//!    checked for what the rendered run needs ([`requirements`]: the init binary, the OCI
+//!    runtime, the network backend); the check is recorded in `<cache_dir>/runtimes-v1/` under a
+//!    fingerprint of the binary, [`ContainerSettings::env`] and the containers.conf files with
+//!    their contents, and reused (no process) while what it found is still there. The choice is
+//!    kept for the adapter's lifetime. Every runtime command carries
 //!    [`ContainerSettings::env`] (PATH, HOME, XDG_RUNTIME_DIR, CONTAINERS_CONF, DOCKER_HOST, …),
 //!    which is also returned as `runtime_env`. All processes go through the Shell port.
+//! 3. **Warm path.** When the digest is known without the registry — pinned in the spec, or
+//!    recorded for `registry/repo:tag` in `<cache_dir>/images-v1.json` ([`TagIndex`]) — one
+//!    `<runtime> image inspect registry/repo@digest` decides: present with that digest →
+//!    `cache_hit: true`, no registry contacted, no other process run (besides `nvidia-smi -L`
+//!    when devices are requested). The labels come from the local image. An image of this host,
+//!    `localhost/…`, is never pulled: `image inspect` of its tag finds it in the runtime's store
+//!    and the artifact names it by image ID (`sha256:<id>` as reference and digest); absent, the
+//!    error says how to build or load it.
 //! 4. **Devices.** Each `spec.devices` entry must be a GPU index, GPU UUID or MIG UUID listed by
 //!    `nvidia-smi -L` ([`parse_nvidia_smi_list`]); with podman an NVIDIA CDI spec must exist in
 //!    `/etc/cdi` or `/var/run/cdi`.
 //! 5. **Policy.** `Action::PullImage` before any registry request, so offline mode and the host
-//!    allowlist refuse non-loopback registries.
+//!    allowlist refuse non-loopback registries; refused, a tag the store already holds is used
+//!    (by the manifest digest recorded for that repository, else its image ID), with a note.
 //! 6. **Registry** (oci-client, rustls with ring). Anonymous first; on 401 the credentials for the
 //!    registry host ([`CredentialSources`], see [`auth`]): from each auth file in turn
 //!    ([`ContainerSettings::auth_files`], podman's order), its `credHelpers` entry for the host,
@@ -94,6 +104,7 @@ pub mod index;
 pub mod layers;
 pub mod reference;
 mod registry;
+pub mod requirements;
 pub mod runtime;
 
 pub use auth::{
@@ -105,6 +116,7 @@ pub use index::{IndexEntry, TagIndex};
 pub use layers::ImageLayers;
 pub use reference::{ImageRef, sha256_digest};
 pub use registry::{REVISION_LABEL, VERSION_LABEL};
+pub use requirements::{ContainersConf, PodmanFiles};
 pub use runtime::{
     ContainerSettings, DOCKER_INSECURE_HINT, PodmanOrDocker, RUNTIME_ENV, podman_install_hint,
 };

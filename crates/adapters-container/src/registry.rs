@@ -440,19 +440,54 @@ fn classify(error: OciDistributionError, image: &ImageRef, asked: &str, doing: &
             "registry {} has no `{asked}` in repository `{}` (or no such repository)",
             image.registry, image.repository
         )),
-        other => Failure::Other(Error::Source {
-            repo: image.name(),
-            reference: asked.to_string(),
-            message: format!(
-                "{doing} from registry {} failed: {}",
-                image.registry,
-                error_chain(&other)
-            ),
-            hint: Some(format!(
-                "check that {} is reachable{}",
-                image.registry, " (a registry that speaks plain HTTP needs `insecure: true`)"
-            )),
-        }),
+        other => {
+            let chain = error_chain(&other);
+            Failure::Other(Error::Source {
+                repo: image.name(),
+                reference: asked.to_string(),
+                message: format!("{doing} from registry {} failed: {chain}", image.registry),
+                hint: Some(unreachable_hint(&image.registry, &chain)),
+            })
+        }
+    }
+}
+
+/// What to do about a registry that could not be talked to, from the cause in the error chain:
+/// `insecure: true` only when the registry answered plain HTTP to HTTPS.
+pub(crate) fn unreachable_hint(registry: &str, chain: &str) -> String {
+    let lower = chain.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if has(&[
+        "invalidcontenttype",
+        "corrupt message",
+        "wrong version number",
+        "http response to https",
+    ]) {
+        format!(
+            "{registry} answers plain HTTP, not HTTPS: set `insecure: true` in provisioning.container for it (only for a registry you trust, such as a loopback mirror)"
+        )
+    } else if has(&["certificate", "unknownissuer", "invalid peer"]) {
+        format!(
+            "{registry}'s TLS certificate is not trusted by this host: add its CA to the system's trust store"
+        )
+    } else if has(&["connection refused"]) {
+        format!(
+            "nothing listens at {registry}: start the registry, or correct the host and port in provisioning.container.image"
+        )
+    } else if has(&[
+        "dns error",
+        "failed to lookup",
+        "name or service not known",
+        "no address associated",
+        "temporary failure in name resolution",
+    ]) {
+        format!(
+            "the host name of {registry} does not resolve: check provisioning.container.image (an image built or loaded on this host is named localhost/…)"
+        )
+    } else if has(&["timed out", "timeout", "deadline"]) {
+        format!("{registry} did not answer in time: check the network path (proxy, firewall)")
+    } else {
+        format!("check that {registry} is reachable from this host")
     }
 }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use provisioner_core::{
-    Action, CommandOutput, CommandSpec, ContainerRuntime, Digest, Error, ImageArtifact, ImageSpec,
-    ImageTag, Policy, Progress, ProgressEvent, Result, RuntimeKind, Shell, sudo_prefix,
+    Action, CommandOutput, CommandSpec, ContainerRuntime, Digest, Distro, Error, HostInputKind,
+    ImageArtifact, ImageSpec, ImageTag, Policy, Progress, ProgressEvent, Result, RuntimeKind,
+    Shell, sudo_prefix,
 };
 use tokio::sync::OnceCell;
 
@@ -18,6 +19,7 @@ use crate::index::{IndexEntry, TagIndex};
 use crate::layers::ImageLayers;
 use crate::reference::ImageRef;
 use crate::registry::{self, REVISION_LABEL, VERSION_LABEL};
+use crate::requirements::{self, ContainersConf, PodmanFiles};
 
 /// Host variables passed to every runtime command and returned as `runtime_env`.
 pub const RUNTIME_ENV: [&str; 9] = provisioner_core::CONTAINER_RUNTIME_VARIABLES;
@@ -52,6 +54,11 @@ pub struct ContainerSettings {
     pub credentials: Option<Credentials>,
     /// Directories searched for an NVIDIA CDI spec when podman is to get GPUs.
     pub cdi_dirs: Vec<PathBuf>,
+    /// Where podman's configuration and helpers are ([`crate::requirements`]).
+    pub podman_files: PodmanFiles,
+    /// This host's distribution family, for install commands in hints ([`Distro::Unknown`]:
+    /// the commands of every family).
+    pub distro: Distro,
 }
 
 impl ContainerSettings {
@@ -73,6 +80,14 @@ impl ContainerSettings {
             (None, Some(home)) => auth_files.push(Path::new(&home).join(".docker/config.json")),
             (None, None) => {}
         }
+        // Rootless podman also reads the user's containers.conf.
+        let user_config = (!adapters_host::running_as_root())
+            .then(|| match (get("XDG_CONFIG_HOME"), get("HOME")) {
+                (Some(dir), _) => Some(PathBuf::from(dir)),
+                (None, Some(home)) => Some(Path::new(&home).join(".config")),
+                (None, None) => None,
+            })
+            .flatten();
         let credentials = match (
             get("LLAMA_ORCH_REGISTRY_USER"),
             get("LLAMA_ORCH_REGISTRY_PASSWORD"),
@@ -89,13 +104,22 @@ impl ContainerSettings {
                 .collect(),
             credentials,
             cdi_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            podman_files: PodmanFiles::defaults(user_config.as_deref()),
+            distro: Distro::Unknown,
         }
     }
 
-    /// Settings from this process's environment.
+    /// Settings from this process's environment (and the distribution from
+    /// `/etc/os-release`).
     pub fn from_host(cache_dir: impl Into<PathBuf>) -> Self {
         let vars: BTreeMap<String, String> = std::env::vars().collect();
-        ContainerSettings::from_vars(cache_dir, &vars)
+        let mut settings = ContainerSettings::from_vars(cache_dir, &vars);
+        settings.distro = ["/etc/os-release", "/usr/lib/os-release"]
+            .iter()
+            .find_map(|file| std::fs::read_to_string(file).ok())
+            .map(|text| Distro::from_os_release(&text))
+            .unwrap_or(Distro::Unknown);
+        settings
     }
 }
 
@@ -219,7 +243,9 @@ impl PodmanOrDocker {
         }
     }
 
-    /// `Ok(None)`: not installed; `Err`: installed, but `info` fails.
+    /// `Ok(None)`: not installed; `Err`: installed, but `info` fails or the rendered run would
+    /// miss a piece it needs from the runtime ([`crate::requirements`]: the init binary, the
+    /// OCI runtime, the network backend).
     async fn probe(&self, kind: RuntimeKind) -> Result<Option<Runtime>> {
         let Some(tool) = self.shell.locate(kind.as_str()) else {
             return Ok(None);
@@ -228,37 +254,47 @@ impl PodmanOrDocker {
             kind,
             program: tool.path,
         };
-        // `info` takes about a third of a second: a runtime whose binary and environment have
-        // not changed since it last answered is trusted without asking again (a runtime broken
-        // since then still fails, with its own message, at the pull).
+        let conf = match kind {
+            RuntimeKind::Podman => ContainersConf::read(
+                self.settings.env.get("CONTAINERS_CONF").map(String::as_str),
+                &self.settings.podman_files,
+            ),
+            RuntimeKind::Docker => ContainersConf::default(),
+        };
+        // `info` takes about a third of a second: a runtime whose binary, environment and
+        // containers.conf files (their contents) have not changed since it last passed the
+        // check, and whose pieces found then are all still there, is trusted without asking
+        // again (a runtime broken since then in another way still fails, with its own message,
+        // at the pull or at start).
         let proof = self.settings.cache_dir.join("runtimes-v1").join(format!(
             "{}-{}",
             kind.as_str(),
             &blake3::hash(
                 format!(
-                    "{}|{}|{:?}",
+                    "v2|{}|{}|{:?}|{:?}|{}",
                     runtime.program.display(),
                     tool.fingerprint,
-                    self.settings.env
+                    self.settings.env,
+                    self.settings.podman_files,
+                    conf.fingerprint()
                 )
                 .as_bytes()
             )
             .to_hex()[..16]
         ));
-        if proof.exists() {
+        if proof_holds(&proof) {
             return Ok(Some(runtime));
         }
         let command = self.command(&runtime, ["info", "--format", "json"]);
         let output = self.shell.run(&command).await?;
-        if output.success() {
-            if let Some(parent) = proof.parent()
-                && std::fs::create_dir_all(parent).is_ok()
+        if !output.success() {
+            if kind == RuntimeKind::Podman
+                && let Some(error) =
+                    requirements::podman_info_failure(&output.tail, &conf, self.settings.distro)
             {
-                let _ = std::fs::write(&proof, b"info succeeded\n");
+                return Err(error);
             }
-            Ok(Some(runtime))
-        } else {
-            Err(failed(
+            return Err(failed(
                 &command,
                 &output,
                 match kind {
@@ -273,8 +309,27 @@ impl PodmanOrDocker {
                         }
                     }
                 },
-            ))
+            ));
         }
+        let found = match kind {
+            RuntimeKind::Podman => requirements::check_podman(
+                &output.stdout,
+                &conf,
+                &self.settings.podman_files,
+                &|name: &str| self.shell.locate(name).map(|tool| tool.path),
+                self.settings.distro,
+            )?,
+            RuntimeKind::Docker => {
+                requirements::check_docker(&output.stdout, self.settings.distro)?
+            }
+        };
+        if let Some(parent) = proof.parent()
+            && std::fs::create_dir_all(parent).is_ok()
+        {
+            let record = serde_json::json!({ "checked": found });
+            let _ = std::fs::write(&proof, record.to_string());
+        }
+        Ok(Some(runtime))
     }
 
     /// A runtime command carrying the host variables from the settings.
@@ -303,40 +358,48 @@ impl PodmanOrDocker {
         Ok(parse_inspect(&output.stdout, digest))
     }
 
-    /// The runtime to try on the warm path: the one already chosen, else the first installed
-    /// candidate without probing it (a successful `image inspect` proves that it works).
-    fn warm_candidate(&self, forced: Option<RuntimeKind>) -> Option<Runtime> {
-        let chosen = match forced {
-            Some(kind) => self.forced[slot(kind)].get(),
-            None => self.auto.get(),
-        };
-        if let Some(runtime) = chosen {
-            return Some(runtime.clone());
+    /// An image the runtime's store holds under `image`'s tag (or pinned digest), named by its
+    /// image ID (`sha256:<id>`, recorded as its digest); with `prefer_repo_digest`, by the
+    /// registry's manifest digest instead when the store recorded one for this repository (an
+    /// image pulled before), as a pull would have named it. `None` when the store lacks it.
+    async fn stored(
+        &self,
+        runtime: &Runtime,
+        image: &ImageRef,
+        prefer_repo_digest: bool,
+    ) -> Result<Option<ImageArtifact>> {
+        let name = stored_name(image);
+        let command = self.command(runtime, ["image", "inspect", name.as_str()]);
+        let output = self.shell.run(&command).await?;
+        if !output.success() {
+            return Ok(None);
         }
-        let kinds = match forced {
-            Some(kind) => vec![kind],
-            None => vec![RuntimeKind::Podman, RuntimeKind::Docker],
+        let Some(stored) = parse_stored(&output.stdout, &image.name()) else {
+            return Ok(None);
         };
-        kinds.into_iter().find_map(|kind| {
-            self.shell.locate(kind.as_str()).map(|tool| Runtime {
-                kind,
-                program: tool.path,
-            })
-        })
+        let (reference, digest) = match stored.repo_digest.filter(|_| prefer_repo_digest) {
+            Some(digest) => (image.pinned(&digest), digest),
+            None => (stored.id.clone(), stored.id),
+        };
+        self.artifact(
+            runtime,
+            image,
+            reference,
+            &digest,
+            stored.labels,
+            stored.layers,
+            true,
+        )
+        .await
+        .map(Some)
     }
 
-    fn remember(&self, forced: Option<RuntimeKind>, runtime: &Runtime) {
-        let cell = match forced {
-            Some(kind) => &self.forced[slot(kind)],
-            None => &self.auto,
-        };
-        let _ = cell.set(runtime.clone());
-    }
-
+    #[allow(clippy::too_many_arguments)]
     async fn artifact(
         &self,
         runtime: &Runtime,
         image: &ImageRef,
+        reference: String,
         digest: &str,
         labels: Labels,
         layers: ImageLayers,
@@ -361,7 +424,7 @@ impl PodmanOrDocker {
             runtime: runtime.kind,
             program: runtime.program.clone(),
             runtime_env: self.settings.env.clone(),
-            reference: image.pinned(digest),
+            reference,
             digest: parsed,
             tag: image.tag.as_ref().and_then(|t| t.parse::<ImageTag>().ok()),
             revision: labels.revision,
@@ -502,6 +565,22 @@ impl PodmanOrDocker {
     }
 }
 
+/// Whether a runtime check recorded at `proof` still holds: written by this version, and every
+/// piece it found still there.
+fn proof_holds(proof: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(proof) else {
+        return false;
+    };
+    let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    record["checked"].as_array().is_some_and(|paths| {
+        paths
+            .iter()
+            .all(|path| path.as_str().is_some_and(|path| Path::new(path).exists()))
+    })
+}
+
 fn missing(kind: Option<RuntimeKind>) -> Error {
     match kind {
         Some(RuntimeKind::Docker) => Error::MissingTool {
@@ -566,6 +645,15 @@ fn parse_inspect(stdout: &str, digest: &str) -> Option<Inspected> {
     if !matches {
         return None;
     }
+    Some(Inspected {
+        labels: labels_of(image),
+        layers: ImageLayers::from_inspect(image),
+    })
+}
+
+/// The revision and version labels of one `image inspect` entry (podman: `Labels`; docker:
+/// `Config.Labels`).
+fn labels_of(image: &serde_json::Value) -> Labels {
     let labels = if image["Labels"].is_object() {
         &image["Labels"]
     } else {
@@ -577,11 +665,96 @@ fn parse_inspect(stdout: &str, digest: &str) -> Option<Inspected> {
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
-    Some(Inspected {
-        labels: Labels {
-            revision: get(REVISION_LABEL),
-            version: get(VERSION_LABEL),
-        },
+    Labels {
+        revision: get(REVISION_LABEL),
+        version: get(VERSION_LABEL),
+    }
+}
+
+/// Checks the host files the run bind-mounts (named in the engine's flags): each must exist as
+/// the kind its option takes, and be readable.
+fn check_inputs(spec: &ImageSpec) -> Result<()> {
+    for input in &spec.inputs {
+        let problem = match std::fs::metadata(&input.path) {
+            Ok(metadata) => {
+                let fits = match input.kind {
+                    HostInputKind::File => metadata.is_file(),
+                    HostInputKind::Directory => metadata.is_dir(),
+                    HostInputKind::Either => metadata.is_file() || metadata.is_dir(),
+                };
+                if !fits {
+                    Some(format!(
+                        "is {}, but {} takes {}",
+                        if metadata.is_dir() {
+                            "a directory"
+                        } else {
+                            "not a regular file or directory"
+                        },
+                        input.option,
+                        input.kind.described()
+                    ))
+                } else if metadata.is_file() {
+                    std::fs::File::open(&input.path)
+                        .err()
+                        .map(|error| format!("cannot be read: {error}"))
+                } else {
+                    std::fs::read_dir(&input.path)
+                        .err()
+                        .map(|error| format!("cannot be read: {error}"))
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Some("does not exist on this host".to_string())
+            }
+            Err(error) => Some(format!("cannot be read: {error}")),
+        };
+        if let Some(problem) = problem {
+            return Err(Error::invalid(
+                &input.field,
+                format!(
+                    "{} {}: {problem} (container mode bind-mounts a host path named in flags read-only under /inputs/, so it must be {} here; a relative path names a file inside the image)",
+                    input.option,
+                    input.path.display(),
+                    input.kind.described()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An image as the store holds it.
+#[derive(Debug)]
+struct Stored {
+    /// `sha256:<image ID>`.
+    id: String,
+    /// The manifest digest recorded for the repository asked for (`RepoDigests`), if any.
+    repo_digest: Option<String>,
+    labels: Labels,
+    layers: ImageLayers,
+}
+
+/// Reads `image inspect` JSON (podman: `Id` is bare hex; docker: `sha256:…`) of an image looked
+/// up by name.
+fn parse_stored(stdout: &str, repository: &str) -> Option<Stored> {
+    let value: serde_json::Value = serde_json::from_str(stdout).ok()?;
+    let image = value.as_array()?.first()?;
+    let id = image["Id"].as_str()?;
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let prefix = format!("{repository}@");
+    let repo_digest = image["RepoDigests"].as_array().and_then(|all| {
+        all.iter()
+            .filter_map(|d| d.as_str()?.strip_prefix(&prefix))
+            .find(|d| d.starts_with("sha256:"))
+            .map(str::to_string)
+    });
+    Some(Stored {
+        id: format!("sha256:{}", hex.to_ascii_lowercase()),
+        repo_digest,
+        labels: labels_of(image),
         layers: ImageLayers::from_inspect(image),
     })
 }
@@ -589,20 +762,25 @@ fn parse_inspect(stdout: &str, digest: &str) -> Option<Inspected> {
 #[async_trait]
 impl ContainerRuntime for PodmanOrDocker {
     async fn ensure_image(&self, spec: &ImageSpec) -> Result<ImageArtifact> {
+        check_inputs(spec)?;
         let image = ImageRef::from_reference(&spec.image);
-        let indexed = image.tag_key().and_then(|key| self.index.get(&key));
+        // The runtime, checked for what the run needs (cached: no process when nothing changed).
+        let runtime = self.runtime(spec.runtime).await?;
+        let local = spec.image.is_localhost();
+        let indexed = image
+            .tag_key()
+            .filter(|_| !local)
+            .and_then(|key| self.index.get(&key));
         // Warm path: a digest known without the registry, and the image present locally.
         let known = image
             .digest
             .clone()
             .or_else(|| indexed.as_ref().map(|entry| entry.digest.clone()));
         if let Some(digest) = &known
-            && let Some(runtime) = self.warm_candidate(spec.runtime)
             && let Some(found) = self
                 .inspect(&runtime, &image.pinned(digest), digest)
                 .await?
         {
-            self.remember(spec.runtime, &runtime);
             self.check_devices(runtime.kind, spec).await?;
             let mut labels = found.labels;
             if let Some(entry) = indexed.filter(|entry| entry.digest == *digest) {
@@ -611,17 +789,59 @@ impl ContainerRuntime for PodmanOrDocker {
             }
             tracing::debug!(image = %image.pinned(digest), "image present locally");
             return self
-                .artifact(&runtime, &image, digest, labels, found.layers, true)
+                .artifact(
+                    &runtime,
+                    &image,
+                    image.pinned(digest),
+                    digest,
+                    labels,
+                    found.layers,
+                    true,
+                )
                 .await;
         }
 
-        let runtime = self.runtime(spec.runtime).await?;
         self.check_devices(runtime.kind, spec).await?;
+        // `localhost/…` names an image built or loaded here: no registry serves it, the
+        // runtime's own store is the only place to look.
+        if local {
+            let Some(stored) = self.stored(&runtime, &image, false).await? else {
+                return Err(not_in_store(&runtime, &image));
+            };
+            self.progress.report(ProgressEvent::Note {
+                message: format!(
+                    "{} is local by nature: resolved in {}'s store to image {} (nothing is pulled)",
+                    stored_name(&image),
+                    runtime.kind.as_str(),
+                    stored.digest
+                ),
+            });
+            return Ok(stored);
+        }
 
-        self.policy.check(&Action::PullImage {
+        if let Err(denied) = self.policy.check(&Action::PullImage {
             image: spec.image.clone(),
             insecure: spec.insecure,
-        })?;
+        }) {
+            // No registry may be asked (offline, or not an allowed host): an image the store
+            // already holds under that tag is used as it is, unverified against the registry.
+            if image.digest.is_none()
+                && let Some(stored) = self.stored(&runtime, &image, true).await?
+            {
+                self.progress.report(ProgressEvent::Note {
+                    message: format!(
+                        "{} is not checked against {} ({}): using the image {}'s store holds under that tag, {}",
+                        stored_name(&image),
+                        image.registry,
+                        denied,
+                        runtime.kind.as_str(),
+                        stored.reference
+                    ),
+                });
+                return Ok(stored);
+            }
+            return Err(denied);
+        }
         let step = format!("resolve {}:{}", image.name(), image.asked());
         self.progress.report(ProgressEvent::Started {
             step: step.clone(),
@@ -675,6 +895,7 @@ impl ContainerRuntime for PodmanOrDocker {
         self.artifact(
             &runtime,
             &image,
+            reference,
             &digest,
             Labels {
                 revision: resolved.revision,
@@ -684,6 +905,31 @@ impl ContainerRuntime for PodmanOrDocker {
             false,
         )
         .await
+    }
+}
+
+/// How the store is asked for an image: `name@digest`, `name:tag`, else `name:latest`.
+fn stored_name(image: &ImageRef) -> String {
+    match (&image.digest, &image.tag) {
+        (Some(digest), _) => image.pinned(digest),
+        (None, Some(tag)) => format!("{}:{tag}", image.name()),
+        (None, None) => format!("{}:latest", image.name()),
+    }
+}
+
+/// A `localhost/…` image the runtime's store does not hold.
+fn not_in_store(runtime: &Runtime, image: &ImageRef) -> Error {
+    let program = runtime.kind.as_str();
+    let name = stored_name(image);
+    Error::Source {
+        repo: image.name(),
+        reference: image.asked(),
+        message: format!(
+            "{name} is not in {program}'s local store; images named localhost/… are built or loaded on this host and never pulled (no registry serves them)"
+        ),
+        hint: Some(format!(
+            "build or load it into {program}'s store first (`{program} build -t {name} <context>` or `{program} load -i <archive>`), then prepare again; `{program} images` lists what the store holds (another runtime's or user's store is separate)"
+        )),
     }
 }
 

@@ -116,6 +116,15 @@ impl Host {
         let mut settings = ContainerSettings::from_vars(self.path().join("cache"), &vars);
         settings.auth_files = auth_files;
         settings.cdi_dirs = Vec::new();
+        // podman's configuration and helpers of this temporary host: only an init binary.
+        let helpers = self.path().join("podman-helpers");
+        std::fs::create_dir_all(&helpers).unwrap();
+        std::fs::write(helpers.join("catatonit"), "").unwrap();
+        settings.podman_files = adapters_container::PodmanFiles {
+            containers_conf: Vec::new(),
+            helper_dirs: vec![helpers],
+            cni_plugin_dirs: Vec::new(),
+        };
         settings
     }
 
@@ -632,6 +641,7 @@ fn spec(registry: &str) -> ImageSpec {
         insecure: true,
         runtime: Some(RuntimeKind::Podman),
         devices: Vec::new(),
+        inputs: Vec::new(),
     }
 }
 

@@ -278,6 +278,8 @@ impl World {
             env: self.run_env.clone(),
             credentials: None,
             cdi_dirs: Vec::new(),
+            podman_files: adapters_container::PodmanFiles::defaults(None),
+            distro: provisioner_core::Distro::Unknown,
         }
     }
 
@@ -302,6 +304,7 @@ fn spec(image: String, tag: Option<&str>, digest: Option<&str>) -> ImageSpec {
         insecure: true,
         runtime: Some(RuntimeKind::Podman),
         devices: Vec::new(),
+        inputs: Vec::new(),
     }
 }
 
@@ -792,4 +795,160 @@ async fn the_backend_is_read_from_the_image_layers_of_overlay_storage() {
             );
         }
     }
+}
+
+/// Builds a busybox image into the adapter's own (run) storage as `name`, labelled with
+/// version `b0`; returns its image ID.
+async fn build_local(world: &World, name: &str) -> String {
+    let context = world.path().join("local-context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::copy("/bin/busybox", context.join("busybox")).unwrap();
+    std::fs::write(
+        context.join("Containerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\n",
+    )
+    .unwrap();
+    world
+        .run(
+            &world.podman,
+            &[
+                "build",
+                "--label",
+                "org.opencontainers.image.version=b0",
+                "-t",
+                name,
+                context.to_str().unwrap(),
+            ],
+            &world.run_env,
+        )
+        .await;
+    let id = world
+        .run(
+            &world.podman,
+            &["image", "inspect", "--format", "{{.Id}}", name],
+            &world.run_env,
+        )
+        .await;
+    id.stdout.trim().to_string()
+}
+
+/// An image built here and named by tag (`localhost/…`) is resolved in podman's store, never
+/// in a registry; the reference it gets runs with `--pull=never`. One that is not there says
+/// how to get it there (and nothing about `insecure`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_image_named_by_tag_is_resolved_in_the_store_and_runs_without_pulling() {
+    let world = World::new();
+    let id = build_local(&world, "localhost/llama/server:b0").await;
+    let shell = recording();
+    let adapter = world.adapter(shell.clone(), world.settings(Vec::new()));
+    let mut local = spec("localhost/llama/server".to_string(), Some("b0"), None);
+    local.insecure = false;
+    let artifact = adapter.ensure_image(&local).await.unwrap();
+    assert_eq!(artifact.reference, format!("sha256:{id}"));
+    assert_eq!(artifact.digest.as_str(), format!("sha256:{id}"));
+    assert_eq!(artifact.version.as_deref(), Some("b0"));
+    assert!(artifact.cache_hit);
+    for command in shell.commands() {
+        assert_ne!(command.args[0], "pull", "{command:?}");
+    }
+    // The reference runs as the prepared command names it.
+    let out = world
+        .run(
+            &world.podman,
+            &[
+                "run",
+                "--rm",
+                "--pull=never",
+                "--init",
+                &artifact.reference,
+                "echo",
+                "from-the-store",
+            ],
+            &world.run_env,
+        )
+        .await;
+    assert!(out.stdout.contains("from-the-store"), "{out:?}");
+
+    // A tag the store lacks.
+    let missing = spec("localhost/llama/server".to_string(), Some("b1"), None);
+    let error = adapter.ensure_image(&missing).await.unwrap_err();
+    let text = format!("{error} {}", error.hint().unwrap_or_default());
+    assert!(
+        text.contains("not in podman's local store") && text.contains("podman build -t"),
+        "{text}"
+    );
+    assert!(!text.contains("insecure"), "{text}");
+
+    // A removed image is not pulled back by the prepared run: podman fails at once.
+    world
+        .run(
+            &world.podman,
+            &["rmi", "-f", "localhost/llama/server:b0"],
+            &world.run_env,
+        )
+        .await;
+    let mut command = CommandSpec::new(
+        &world.podman.display().to_string(),
+        ["run", "--rm", "--pull=never", &artifact.reference, "true"],
+    );
+    command.env = world.run_env.clone();
+    let output = world.shell.run(&command).await.unwrap();
+    assert!(!output.success());
+    assert!(output.tail.contains("image not known"), "{}", output.tail);
+}
+
+/// The runtime check runs real `podman info` against containers.conf files: an `init_path`
+/// naming a missing file, and a network backend whose helper is not where podman looks, are
+/// refused when the runtime is detected, with what to install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_check_names_what_the_run_would_miss() {
+    let world = World::new();
+    let base = "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n";
+    let conf = world.path().join("check.conf");
+    let mut settings = world.settings(Vec::new());
+    settings
+        .env
+        .insert("CONTAINERS_CONF".into(), conf.display().to_string());
+
+    std::fs::write(
+        &conf,
+        format!("{base}init_path = \"/nonexistent/catatonit\"\n[engine]\nruntime = \"runc\"\n"),
+    )
+    .unwrap();
+    let adapter = world.adapter(recording(), settings.clone());
+    let error = adapter.detect(Some(RuntimeKind::Podman)).await.unwrap_err();
+    assert!(matches!(error, Error::MissingSetup { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("/nonexistent/catatonit") && text.contains("check.conf"),
+        "{text}"
+    );
+    assert!(error.hint().unwrap().contains("catatonit"), "{error:?}");
+    // The same check passes once the file names podman's default init again: its contents
+    // are part of the cache key.
+    std::fs::write(&conf, format!("{base}[engine]\nruntime = \"runc\"\n")).unwrap();
+    let adapter = world.adapter(recording(), settings.clone());
+    adapter.detect(Some(RuntimeKind::Podman)).await.unwrap();
+
+    let empty = world.path().join("no-helpers");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "{base}[network]\nnetwork_backend = \"netavark\"\n[engine]\nruntime = \"runc\"\nhelper_binaries_dir = [\"{}\"]\n",
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let adapter = world.adapter(recording(), settings);
+    let error = adapter.detect(Some(RuntimeKind::Podman)).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingTool { tool, searched, .. } if tool == "netavark" && searched == std::slice::from_ref(&empty)),
+        "{error:?}"
+    );
+    let hint = error.hint().unwrap();
+    assert!(
+        hint.contains("netavark") && hint.contains("helper_binaries_dir"),
+        "{hint}"
+    );
 }

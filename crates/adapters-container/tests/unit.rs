@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use adapters_container::{
-    ContainerSettings, CredentialSources, Credentials, ImageRef, Origin, PodmanOrDocker,
-    TempAuthFile, credentials_in, parse_nvidia_smi_list, unknown_devices,
+    ContainerSettings, CredentialSources, Credentials, ImageRef, Origin, PodmanFiles,
+    PodmanOrDocker, TempAuthFile, credentials_in, parse_nvidia_smi_list, unknown_devices,
 };
 use provisioner_core::{
-    CommandOutput, CommandSpec, ContainerRuntime, Engine, Error, ImageSpec, MockShell, NoProgress,
-    RuntimeKind, ToolInfo,
+    CommandOutput, CommandSpec, ContainerRuntime, Distro, Engine, Error, ImageSpec, MockShell,
+    NoProgress, RuntimeKind, ToolInfo,
 };
 
 /// Real output of `nvidia-smi -L` on an H100 host (shared/fixtures/gpu-h100).
@@ -318,10 +318,21 @@ fn adapter(shell: MockShell, settings: ContainerSettings) -> PodmanOrDocker {
     )
 }
 
+/// Settings of a temporary host: podman's containers.conf is `<dir>/containers.conf` (absent
+/// unless a test writes it), its helpers in `<dir>/helpers` (catatonit there), CNI plugins in
+/// `<dir>/cni`.
 fn settings(dir: &std::path::Path) -> ContainerSettings {
     let mut settings = ContainerSettings::from_vars(dir.join("cache"), &BTreeMap::new());
     settings.env.insert("PATH".into(), "/usr/bin".into());
     settings.cdi_dirs = vec![dir.join("cdi")];
+    std::fs::create_dir_all(dir.join("helpers")).unwrap();
+    std::fs::write(dir.join("helpers/catatonit"), "").unwrap();
+    settings.podman_files = PodmanFiles {
+        containers_conf: vec![dir.join("containers.conf")],
+        helper_dirs: vec![dir.join("helpers")],
+        cni_plugin_dirs: vec![dir.join("cni")],
+    };
+    settings.distro = Distro::Debian;
     settings
 }
 
@@ -420,6 +431,7 @@ fn image_spec(tag: Option<&str>, digest: Option<&str>, devices: Vec<String>) -> 
         ),
         insecure: true,
         runtime: None,
+        inputs: Vec::new(),
         devices: devices
             .into_iter()
             .map(|d| match d.parse::<u32>() {
@@ -435,6 +447,8 @@ fn present_with_gpus(listing: &'static str) -> Script {
     Arc::new(move |c: &CommandSpec| {
         if c.program.ends_with("nvidia-smi") {
             ok(listing)
+        } else if c.args.first().map(String::as_str) == Some("info") {
+            ok("{}")
         } else if c.args.first().map(String::as_str) == Some("image") {
             ok(&format!(
                 r#"[{{"Digest":"{DIGEST}","Labels":{{"org.opencontainers.image.revision":"abc123"}}}}]"#
@@ -448,6 +462,25 @@ fn present_with_gpus(listing: &'static str) -> Script {
 #[tokio::test]
 async fn warm_path_with_a_pinned_digest_runs_one_inspect() {
     let dir = tempfile::tempdir().unwrap();
+    // The first time on this host the runtime is checked (`info`); its proof is kept.
+    let (first, seen) = shell(&["podman"], present_with_gpus(H100_LIST));
+    adapter(first, settings(dir.path()))
+        .ensure_image(&image_spec(None, Some(DIGEST), vec![]))
+        .await
+        .unwrap();
+    let seen_first: Vec<Vec<String>> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.args.clone())
+        .collect();
+    assert_eq!(
+        seen_first[0],
+        ["info", "--format", "json"],
+        "{seen_first:?}"
+    );
+    assert_eq!(seen_first.len(), 2, "{seen_first:?}");
+    // Then (a new process) one inspect is all.
     let (shell, seen) = shell(&["podman"], present_with_gpus(H100_LIST));
     let adapter = adapter(shell, settings(dir.path()));
     let artifact = adapter
@@ -517,4 +550,365 @@ async fn unknown_devices_list_the_gpus_found() {
         "{error:?}"
     );
     assert_eq!(error.code().exit_code(), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the run needs from the runtime (issue 11, item 10)
+
+/// A shell whose podman answers `info` with `info` and inspects nothing.
+fn podman_info(info: &'static str) -> Script {
+    Arc::new(move |c: &CommandSpec| {
+        if c.args.first().map(String::as_str) == Some("info") {
+            ok(info)
+        } else {
+            fail("Error: image not known")
+        }
+    })
+}
+
+fn infos(seen: &Arc<Mutex<Vec<CommandSpec>>>) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.args.first().map(String::as_str) == Some("info"))
+        .count()
+}
+
+#[tokio::test]
+async fn an_init_path_naming_a_missing_file_fails_detection_and_the_check_follows_containers_conf()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("custom.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ninit_path = \"/nonexistent/catatonit\"\n",
+    )
+    .unwrap();
+    let mut with_conf = settings(dir.path());
+    with_conf
+        .env
+        .insert("CONTAINERS_CONF".into(), conf.display().to_string());
+    let (mock, seen) = shell(&["podman"], podman_info("{}"));
+    let error = adapter(mock, with_conf.clone())
+        .detect(None)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::MissingSetup { .. }), "{error:?}");
+    assert_eq!(error.code().exit_code(), 5);
+    let text = error.to_string();
+    assert!(
+        text.contains("/nonexistent/catatonit") && text.contains(&conf.display().to_string()),
+        "{text}"
+    );
+    let sudo = provisioner_core::sudo_prefix(adapters_host::running_as_root());
+    let hint = error.hint().unwrap();
+    assert!(
+        hint.contains(&format!("{sudo}apt-get install -y catatonit")),
+        "{hint}"
+    );
+    assert_eq!(infos(&seen), 1);
+
+    // The same file, now naming an init that exists: its contents changed, so it is checked
+    // again, and passes.
+    let init = dir.path().join("helpers/catatonit");
+    std::fs::write(
+        &conf,
+        format!("[containers]\ninit_path = \"{}\"\n", init.display()),
+    )
+    .unwrap();
+    let (mock, seen) = shell(&["podman"], podman_info("{}"));
+    adapter(mock, with_conf.clone()).detect(None).await.unwrap();
+    assert_eq!(infos(&seen), 1);
+    // Unchanged: the recorded check holds, no process runs.
+    let (mock, seen) = shell(&["podman"], podman_info("{}"));
+    adapter(mock, with_conf.clone()).detect(None).await.unwrap();
+    assert_eq!(infos(&seen), 0);
+    // The init binary it found is gone: checked again, and refused.
+    std::fs::remove_file(&init).unwrap();
+    let (mock, seen) = shell(&["podman"], podman_info("{}"));
+    let error = adapter(mock, with_conf).detect(None).await.unwrap_err();
+    assert!(matches!(error, Error::MissingSetup { .. }), "{error:?}");
+    assert_eq!(infos(&seen), 1);
+
+    // No init_path and no catatonit anywhere podman looks: the package to install.
+    let (mock, _) = shell(&["podman"], podman_info("{}"));
+    let error = adapter(mock, settings(dir.path()))
+        .detect(Some(RuntimeKind::Podman))
+        .await;
+    // settings() wrote catatonit again into the helper directory.
+    assert!(error.is_ok(), "{error:?}");
+    let mut bare = settings(dir.path());
+    bare.podman_files.helper_dirs = vec![dir.path().join("empty")];
+    let (mock, _) = shell(&["podman"], podman_info("{}"));
+    let error = adapter(mock, bare).detect(None).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingTool { tool, .. } if tool.contains("catatonit")),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .hint()
+            .unwrap()
+            .contains("apt-get install -y catatonit")
+    );
+}
+
+#[tokio::test]
+async fn the_network_backend_and_oci_runtime_are_checked_with_install_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rootful with CNI: the bridge and portmap plugins must be there.
+    let cni = r#"{"host":{"networkBackend":"cni","security":{"rootless":false}}}"#;
+    let (mock, _) = shell(&["podman"], podman_info(cni));
+    let error = adapter(mock, settings(dir.path()))
+        .detect(None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingTool { tool, .. } if tool.contains("bridge")),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .hint()
+            .unwrap()
+            .contains("apt-get install -y containernetworking-plugins"),
+        "{error:?}"
+    );
+    std::fs::create_dir_all(dir.path().join("cni")).unwrap();
+    for plugin in ["bridge", "portmap"] {
+        std::fs::write(dir.path().join("cni").join(plugin), "").unwrap();
+    }
+    let (mock, _) = shell(&["podman"], podman_info(cni));
+    adapter(mock, settings(dir.path()))
+        .detect(None)
+        .await
+        .unwrap();
+
+    // Rootless without slirp4netns or pasta (another host: no recorded check).
+    let dir = tempfile::tempdir().unwrap();
+    let rootless = r#"{"host":{"security":{"rootless":true},"slirp4netns":{"executable":""}}}"#;
+    let (mock, _) = shell(&["podman"], podman_info(rootless));
+    let error = adapter(mock, settings(dir.path()))
+        .detect(None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingTool { tool, .. } if tool.contains("slirp4netns")),
+        "{error:?}"
+    );
+    assert!(error.hint().unwrap().contains("apt-get install -y passt"));
+
+    // `podman info` fails naming the OCI runtime it lacks.
+    let (mock, _) = shell(
+        &["podman"],
+        Arc::new(|_: &CommandSpec| {
+            fail("Error: default OCI runtime \"crun\" not found: invalid argument")
+        }),
+    );
+    let error = adapter(mock, settings(dir.path()))
+        .detect(None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::MissingTool { tool, .. } if tool == "crun"),
+        "{error:?}"
+    );
+    assert!(error.hint().unwrap().contains("apt-get install -y crun"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images in the runtime's own store (issue 11, item 12)
+
+const IMAGE_ID: &str = "803f15cfa83828d6f6114c7ebca6defb737d7490b613460294d317fccf60c32d";
+const LOCAL_DIGEST: &str =
+    "sha256:005e4463e4fb95673713c9aa7deb8d26aa24c70acbbdb2905372af164cd19223";
+
+/// podman's store holds `names` (image inspect by name answers with IMAGE_ID).
+fn store(names: &'static [&'static str]) -> Script {
+    Arc::new(
+        move |c: &CommandSpec| match c.args.first().map(String::as_str) {
+            Some("info") => ok("{}"),
+            Some("image") if names.contains(&c.args[2].as_str()) => ok(&format!(
+                r#"[{{"Id":"{IMAGE_ID}","Digest":"{LOCAL_DIGEST}","RepoDigests":["{}@{LOCAL_DIGEST}"],"Labels":{{"org.opencontainers.image.version":"b0"}}}}]"#,
+                c.args[2]
+                    .rsplit_once(':')
+                    .map_or(c.args[2].as_str(), |(name, _)| name)
+            )),
+            Some("image") => fail(&format!("Error: {}: image not known", c.args[2])),
+            _ => fail("unexpected"),
+        },
+    )
+}
+
+fn spec_of(image: &str) -> ImageSpec {
+    let reference: provisioner_core::ImageReference = image.parse().unwrap();
+    ImageSpec {
+        engine: Engine::Llamacpp,
+        image: reference,
+        insecure: false,
+        runtime: Some(RuntimeKind::Podman),
+        devices: Vec::new(),
+        inputs: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_localhost_image_is_resolved_in_the_store_by_its_image_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock, seen) = shell(&["podman"], store(&["localhost/llama/server:b0"]));
+    let adapter = adapter(mock, settings(dir.path()));
+    let artifact = adapter
+        .ensure_image(&spec_of("localhost/llama/server:b0"))
+        .await
+        .unwrap();
+    assert_eq!(artifact.reference, format!("sha256:{IMAGE_ID}"));
+    assert_eq!(artifact.digest.as_str(), format!("sha256:{IMAGE_ID}"));
+    assert_eq!(artifact.tag.as_ref().map(|t| t.as_str()), Some("b0"));
+    assert_eq!(artifact.version.as_deref(), Some("b0"));
+    assert!(artifact.cache_hit);
+    let seen: Vec<Vec<String>> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.args.clone())
+        .collect();
+    assert_eq!(
+        seen.last().unwrap(),
+        &["image", "inspect", "localhost/llama/server:b0"]
+    );
+    assert!(
+        !seen.iter().any(|args| args[0] == "pull"),
+        "nothing is pulled: {seen:?}"
+    );
+    // The tag index does not record it (the store is the truth; a rebuild moves the tag).
+    assert!(!dir.path().join("cache/images-v1.json").exists());
+
+    // Not in the store: said so, with how to get it there; no registry, no `insecure`.
+    let error = adapter
+        .ensure_image(&spec_of("localhost/llama/server:b1"))
+        .await
+        .unwrap_err();
+    let text = format!("{error} {}", error.hint().unwrap_or_default());
+    assert!(matches!(error, Error::Source { .. }), "{error:?}");
+    assert!(
+        text.contains("not in podman's local store") && text.contains("podman build -t"),
+        "{text}"
+    );
+    assert!(!text.contains("insecure"), "{text}");
+}
+
+#[tokio::test]
+async fn offline_a_tag_the_store_holds_is_used_by_its_registry_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let offline = policy::HostPolicy {
+        offline: true,
+        ..policy::HostPolicy::default()
+    };
+    let (mock, seen) = shell(&["podman"], store(&["ghcr.io/ggml-org/llama.cpp:server"]));
+    let adapter = PodmanOrDocker::new(
+        Arc::new(mock),
+        Arc::new(offline),
+        Arc::new(NoProgress),
+        settings(dir.path()),
+    );
+    let artifact = adapter
+        .ensure_image(&spec_of("ghcr.io/ggml-org/llama.cpp:server"))
+        .await
+        .unwrap();
+    assert_eq!(
+        artifact.reference,
+        format!("ghcr.io/ggml-org/llama.cpp@{LOCAL_DIGEST}")
+    );
+    assert_eq!(artifact.digest.as_str(), LOCAL_DIGEST);
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.args.first().map(String::as_str) == Some("pull"))
+    );
+    // A tag the store lacks: the policy's refusal stands.
+    let error = adapter
+        .ensure_image(&spec_of("ghcr.io/ggml-org/llama.cpp:other"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::PolicyDenied { .. }), "{error:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host files named in engine flags (issue 11, item 11)
+
+#[tokio::test]
+async fn host_inputs_must_exist_as_the_kind_their_option_takes() {
+    use provisioner_core::{HostInput, HostInputKind};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chatml.jinja");
+    std::fs::write(&file, "{{ x }}").unwrap();
+    let input = |path: PathBuf, kind| HostInput {
+        path,
+        kind,
+        option: "--chat-template-file".into(),
+        field: "provisioning.flags[1]".into(),
+    };
+    let (mock, _) = shell(&["podman"], store(&["localhost/llama/server:b0"]));
+    let adapter = adapter(mock, settings(dir.path()));
+    let mut spec = spec_of("localhost/llama/server:b0");
+    spec.inputs = vec![input(file.clone(), HostInputKind::File)];
+    adapter.ensure_image(&spec).await.unwrap();
+    for (path, kind, says) in [
+        (
+            dir.path().join("missing.jinja"),
+            HostInputKind::File,
+            "does not exist",
+        ),
+        (
+            dir.path().to_path_buf(),
+            HostInputKind::File,
+            "is a directory",
+        ),
+        (file.clone(), HostInputKind::Directory, "takes a directory"),
+    ] {
+        spec.inputs = vec![input(path, kind)];
+        let error = adapter.ensure_image(&spec).await.unwrap_err();
+        assert!(matches!(error, Error::ConfigInvalid { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.contains("provisioning.flags[1]") && text.contains(says),
+            "{text}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hints that match the cause (issue 11, item 12)
+
+#[tokio::test]
+async fn an_unreachable_registry_is_told_apart_from_a_plain_http_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ask = |registry: String| {
+        let settings = settings(dir.path());
+        async move {
+            let (mock, _) = shell(&["podman"], podman_info("{}"));
+            let adapter = adapter(mock, settings);
+            let mut spec = spec_of(&format!("{registry}/llama/server:b0"));
+            spec.insecure = false;
+            adapter.ensure_image(&spec).await.unwrap_err()
+        }
+    };
+    // Nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let error = ask(format!("127.0.0.1:{port}")).await;
+    let hint = error.hint().unwrap().to_string();
+    assert!(hint.contains("nothing listens"), "{error:?}");
+    assert!(!hint.contains("insecure"), "{hint}");
+    // A plain-HTTP server asked over HTTPS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|| async { "plain" });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let error = ask(format!("127.0.0.1:{port}")).await;
+    let hint = error.hint().unwrap().to_string();
+    assert!(hint.contains("insecure: true"), "{error:?}");
 }

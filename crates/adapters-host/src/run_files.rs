@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use provisioner_core::{Error, PoolId, Result, RunFiles, Secret};
+use provisioner_core::{EnvValue, Error, PoolId, ProbeAuth, Result, RunFiles, Secret};
 
 use crate::install::write_private;
 
@@ -45,6 +45,67 @@ impl RunFiles for HostRunFiles {
         write_private(&path, contents.expose().as_bytes())?;
         Ok(path)
     }
+
+    async fn resolve(&self, value: &EnvValue) -> std::result::Result<Secret, String> {
+        match value {
+            EnvValue::Plain(secret) => Ok(secret.clone()),
+            EnvValue::FromEnv(name) => match std::env::var(name.as_str()) {
+                Ok(text) if text.is_empty() => Err(format!(
+                    "from_env: {name} is set but empty in the environment of this process; export the secret in it"
+                )),
+                Ok(text) => Ok(Secret::new(text)),
+                Err(std::env::VarError::NotPresent) => Err(format!(
+                    "from_env: {name} is not set in the environment of this process (orchctl, or pool-managerd); export it there, or use from_file"
+                )),
+                Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+                    "from_env: {name} is not valid UTF-8 in the environment of this process"
+                )),
+            },
+            EnvValue::FromFile(path) => read_secret_file(path),
+        }
+    }
+}
+
+/// The largest secret file read: a token or key, never a document.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A secret kept in a file (`/run/secrets/hf`): its text, one trailing line break dropped. The
+/// errors name the file, never its contents.
+fn read_secret_file(path: &Path) -> std::result::Result<Secret, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|error| format!("from_file: cannot read {shown}: {}", io_reason(&error)))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("from_file: cannot read {shown}: {}", io_reason(&error)))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "from_file: {shown} is larger than {MAX_SECRET_FILE} bytes, too large for a secret"
+        ));
+    }
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| format!("from_file: {shown} is not UTF-8 text"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    if text.is_empty() {
+        return Err(format!("from_file: {shown} is empty"));
+    }
+    Ok(Secret::new(text))
+}
+
+/// An I/O error's reason without the "(os error N)" suffix.
+fn io_reason(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.split_once(" (os error") {
+        Some((reason, _)) => reason.to_string(),
+        None => text,
+    }
 }
 
 /// Reads an env file of `NAME=value` lines (the format `RunFiles` writes and container runtimes
@@ -68,6 +129,50 @@ pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
     Ok(variables)
 }
 
+/// The key a probe authenticates with, read from where [`ProbeAuth`] says: the first key of a
+/// key file (blank lines and `#` comments skipped), or a variable of an env file (the first of
+/// its comma-separated keys where the server splits it). Errors name the file, never a key.
+pub fn read_probe_key(auth: &ProbeAuth) -> Result<Secret> {
+    match auth {
+        ProbeAuth::KeyFile { path } => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+            text.lines()
+                .map(|line| line.trim_end_matches('\r'))
+                .find(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(Secret::new)
+                .ok_or_else(|| Error::data("read", path, "the key file holds no key"))
+        }
+        ProbeAuth::EnvFile {
+            path,
+            variable,
+            comma_separated,
+        } => {
+            let variables = read_env_file(path)?;
+            let value = variables.get(variable).ok_or_else(|| {
+                Error::data(
+                    "read",
+                    path,
+                    format!("the env file does not set {variable}"),
+                )
+            })?;
+            let key = if *comma_separated {
+                provisioner_core::csv_fields(value)
+                    .into_iter()
+                    .find(|key| !key.is_empty())
+            } else {
+                Some(value.clone()).filter(|key| !key.is_empty())
+            };
+            key.map(Secret::new).ok_or_else(|| {
+                Error::data(
+                    "read",
+                    path,
+                    format!("{variable} in the env file holds no key"),
+                )
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +193,100 @@ mod tests {
         let variables = read_env_file(&path).unwrap();
         assert_eq!(variables["TOKEN"], "s3cret=x");
         assert_eq!(variables["A"], "1");
+    }
+
+    #[tokio::test]
+    async fn references_are_read_from_the_environment_and_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = HostRunFiles::new(dir.path());
+        let name = |n: &str| n.parse().unwrap();
+        // Cargo sets CARGO_PKG_NAME for the tests it runs.
+        let value = files
+            .resolve(&EnvValue::FromEnv(name("CARGO_PKG_NAME")))
+            .await
+            .unwrap();
+        assert_eq!(value.expose(), env!("CARGO_PKG_NAME"));
+        let error = files
+            .resolve(&EnvValue::FromEnv(name(
+                "ENGINE_PROVISIONER_SURELY_UNSET_7F3A",
+            )))
+            .await
+            .unwrap_err();
+        assert!(
+            error.starts_with("from_env: ENGINE_PROVISIONER_SURELY_UNSET_7F3A is not set"),
+            "{error}"
+        );
+
+        let secret = dir.path().join("hf");
+        std::fs::write(&secret, "hf_file-secret-0123\n").unwrap();
+        let value = files
+            .resolve(&EnvValue::FromFile(secret.clone()))
+            .await
+            .unwrap();
+        assert_eq!(value.expose(), "hf_file-secret-0123");
+        std::fs::write(&secret, "two\r\n").unwrap();
+        let value = files.resolve(&EnvValue::FromFile(secret.clone())).await;
+        assert_eq!(value.unwrap().expose(), "two");
+        for (contents, expected) in [
+            (&b""[..], "is empty"),
+            (&b"\n"[..], "is empty"),
+            (&b"\xff\xfe"[..], "is not UTF-8 text"),
+        ] {
+            std::fs::write(&secret, contents).unwrap();
+            let error = files
+                .resolve(&EnvValue::FromFile(secret.clone()))
+                .await
+                .unwrap_err();
+            assert!(error.ends_with(expected), "{error}");
+        }
+        let missing = dir.path().join("missing");
+        let error = files
+            .resolve(&EnvValue::FromFile(missing.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            format!(
+                "from_file: cannot read {}: No such file or directory",
+                missing.display()
+            )
+        );
+        let plain = files
+            .resolve(&EnvValue::Plain(Secret::new("as-given")))
+            .await
+            .unwrap();
+        assert_eq!(plain.expose(), "as-given");
+    }
+
+    #[test]
+    fn probes_read_the_first_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("api-key");
+        std::fs::write(&keys, "\n# a comment\nsk-first\nsk-second\n").unwrap();
+        let key = read_probe_key(&ProbeAuth::KeyFile { path: keys.clone() }).unwrap();
+        assert_eq!(key.expose(), "sk-first");
+        std::fs::write(&keys, "# only a comment\n").unwrap();
+        let error = read_probe_key(&ProbeAuth::KeyFile { path: keys }).unwrap_err();
+        assert!(error.to_string().contains("holds no key"), "{error}");
+
+        let env = dir.path().join("env");
+        std::fs::write(&env, "A=1\nLLAMA_API_KEY=,\"sk,quoted\",sk-2\n").unwrap();
+        let auth = |comma_separated| ProbeAuth::EnvFile {
+            path: env.clone(),
+            variable: "LLAMA_API_KEY".to_string(),
+            comma_separated,
+        };
+        assert_eq!(read_probe_key(&auth(true)).unwrap().expose(), "sk,quoted");
+        assert_eq!(
+            read_probe_key(&auth(false)).unwrap().expose(),
+            ",\"sk,quoted\",sk-2"
+        );
+        let missing = ProbeAuth::EnvFile {
+            path: env.clone(),
+            variable: "OTHER".to_string(),
+            comma_separated: false,
+        };
+        let error = read_probe_key(&missing).unwrap_err().to_string();
+        assert!(error.contains("does not set OTHER"), "{error}");
     }
 }

@@ -17,13 +17,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use provisioner_core::{Error, IdentityCheck, PreparedEngine, Probe, Result, RunRecord};
+use provisioner_core::{Error, IdentityCheck, PreparedEngine, Probe, Result, RunRecord, Secret};
 
-use crate::run_files::read_env_file;
+use crate::run_files::{read_env_file, read_probe_key};
 use crate::sockets::listening_ports;
 use serde::{Deserialize, Serialize};
 
-use crate::install::write_atomically;
+use crate::install::write_private;
 use crate::process::{DetachedSpec, Signal, group_alive, kill_group, spawn_detached};
 
 /// Timeout of one HTTP request to the engine.
@@ -289,6 +289,7 @@ impl Supervisor {
 
         let log = self.log_file(pool);
         rotate_log(&log)?;
+        create_private(&log)?;
         let pid = spawn_detached(&DetachedSpec {
             program: bin.clone(),
             args: prepared.args.clone(),
@@ -365,11 +366,12 @@ impl Supervisor {
     /// early, with the end of the engine's log, when the process exits first.
     pub async fn wait_ready(&self, state: &mut RunState, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let key = probe_key(state)?;
         loop {
             let probe = state.readiness.clone();
             let url = loopback_url(probe.port, &probe.path);
             let last = if self.resolve_ports(state).await? {
-                match http_get(probe.port, &probe.path, false).await {
+                match http_get(probe.port, &probe.path, key.as_ref(), false).await {
                     Ok((status, _)) if status == probe.status => return Ok(()),
                     Ok((status, _)) => format!("answered {status}"),
                     Err(error) => error,
@@ -378,15 +380,17 @@ impl Supervisor {
                 "the engine has not bound a port yet".to_string()
             };
             if !is_running(state.pid, &state.bin) {
+                let tail = log_tail(&state.log_file, LOG_TAIL_LINES);
                 return Err(Error::Engine {
                     pool: state.pool_id.clone(),
+                    hint: Some(container_start_hint(&tail).unwrap_or_else(|| {
+                        format!("read the full log: {}", state.log_file.display())
+                    })),
                     message: format!(
-                        "the engine (pid {}) exited before it became ready; last lines of {}:\n{}",
+                        "the engine (pid {}) exited before it became ready; last lines of {}:\n{tail}",
                         state.pid,
                         state.log_file.display(),
-                        log_tail(&state.log_file, LOG_TAIL_LINES)
                     ),
-                    hint: Some(format!("read the full log: {}", state.log_file.display())),
                 });
             }
             if Instant::now() >= deadline {
@@ -422,7 +426,8 @@ impl Supervisor {
                 "the process answering on port {port} is not the prepared build; stop it and start the pool again"
             )),
         };
-        let (status, body) = http_get(port, &identity.path, true)
+        let key = probe_key(state)?;
+        let (status, body) = http_get(port, &identity.path, key.as_ref(), true)
             .await
             .map_err(|error| engine_error(format!("cannot GET {url}: {error}")))?;
         if !(200..300).contains(&status) {
@@ -488,9 +493,11 @@ impl Supervisor {
             return Ok(None);
         };
         let alive = is_running(state.pid, &state.bin);
+        // A key that cannot be read now makes the probe go without one (and fail).
+        let key = probe_key(&state).ok().flatten();
         let ready = alive
             && matches!(
-                http_get(state.readiness.port, &state.readiness.path, false).await,
+                http_get(state.readiness.port, &state.readiness.path, key.as_ref(), false).await,
                 Ok((status, _)) if status == state.readiness.status
             );
         let container = container_state(&state).await;
@@ -505,11 +512,12 @@ impl Supervisor {
     fn write_records(&self, state: &RunState) -> Result<()> {
         let json = serde_json::to_vec_pretty(state)
             .map_err(|error| Error::data("serialize", self.state_file(&state.pool_id), error))?;
-        write_atomically(
+        // Private from the start (mode 0600), like the log: records name files that hold secrets.
+        write_private(
             &self.pid_file(&state.pool_id),
             format!("{}\n", state.pid).as_bytes(),
         )?;
-        write_atomically(&self.state_file(&state.pool_id), &json)
+        write_private(&self.state_file(&state.pool_id), &json)
     }
 
     fn remove_records(&self, pool_id: &str) -> Result<()> {
@@ -599,10 +607,45 @@ async fn container_ports(state: &RunState, inside: &[u16]) -> Vec<u16> {
 
 /// Whether an endpoint answers its readiness probe now (for engines run elsewhere).
 pub async fn probe_now(probe: &Probe) -> bool {
+    let key = probe
+        .auth
+        .as_ref()
+        .and_then(|auth| read_probe_key(auth).ok());
     matches!(
-        http_get(probe.port, &probe.path, false).await,
+        http_get(probe.port, &probe.path, key.as_ref(), false).await,
         Ok((status, _)) if status == probe.status
     )
+}
+
+/// The key the probes of a recorded engine authenticate with, when it has one; an error (exit
+/// 11, naming the file, never a key) when it cannot be read.
+fn probe_key(state: &RunState) -> Result<Option<Secret>> {
+    let Some(auth) = &state.readiness.auth else {
+        return Ok(None);
+    };
+    read_probe_key(auth)
+        .map(Some)
+        .map_err(|error| Error::Engine {
+            pool: state.pool_id.clone(),
+            message: format!("cannot read the key the engine's API asks for: {error}"),
+            hint: Some("prepare the pool again: prepare writes the key file".to_string()),
+        })
+}
+
+/// Creates `path` empty with mode 0600 (an engine's log may show what it was given), so that no
+/// other user can read it from its first byte; an existing file is kept as it is.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    }
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::io("create", path, e))
 }
 
 /// Pool ids name files in the run directory: they must be plain names.
@@ -719,6 +762,26 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 }
 
 /// The last lines of a log, indented for an error message, the lines that carry an error first.
+/// What to do when a container runtime refused to start a prepared container, from its
+/// message: the image is gone from its store (the prepared command runs with `--pull=never` and
+/// never fetches), or its init binary is missing (`--init`).
+fn container_start_hint(tail: &str) -> Option<String> {
+    let gone = ["image not known", "No such image", "Unable to find image"];
+    if gone.iter().any(|text| tail.contains(text)) {
+        return Some(
+            "the prepared image is no longer in the container runtime's store (removed since prepare?); the prepared command never pulls (--pull=never): run prepare again (`orchctl engine prepare`), which fetches it as the policy allows, then start it"
+                .to_string(),
+        );
+    }
+    if tail.contains("container-init binary not found") || tail.contains("docker-init") {
+        return Some(
+            "the container runtime's init binary (for --init) is missing since prepare: run prepare again (`orchctl engine prepare`), whose runtime check names what to install"
+                .to_string(),
+        );
+    }
+    None
+}
+
 fn log_tail(path: &Path, lines: usize) -> String {
     let Ok(bytes) = fs::read(path) else {
         return "  | (the log cannot be read)".to_string();
@@ -742,14 +805,17 @@ fn loopback_url(port: u16, path: &str) -> String {
     }
 }
 
-/// `GET http://127.0.0.1:{port}{path}` with a short timeout, no proxy and no redirects; returns
-/// the status and, when asked, the body.
+/// `GET http://127.0.0.1:{port}{path}` with a short timeout, no proxy and no redirects, with
+/// `Authorization: Bearer <key>` when a key is given; returns the status and, when asked, the
+/// body. Errors never hold the key (ureq's do not show request headers).
 async fn http_get(
     port: u16,
     path: &str,
+    key: Option<&Secret>,
     read_body: bool,
 ) -> std::result::Result<(u16, String), String> {
     let url = loopback_url(port, path);
+    let authorization = key.map(|key| format!("Bearer {}", key.expose()));
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(HTTP_TIMEOUT))
@@ -758,7 +824,11 @@ async fn http_get(
             .proxy(None)
             .build()
             .into();
-        let mut response = agent.get(&url).call().map_err(|error| error.to_string())?;
+        let mut request = agent.get(&url);
+        if let Some(authorization) = &authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let mut response = request.call().map_err(|error| error.to_string())?;
         let status = response.status().as_u16();
         let body = if read_body {
             response

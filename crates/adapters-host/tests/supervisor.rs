@@ -11,7 +11,7 @@ use adapters_host::process::locate;
 use adapters_host::{HostRunFiles, Supervisor, group_alive};
 use provisioner_core::{
     Engine, EngineMetadata, Error, FoundBackend, IdentityCheck, Mode, PreparedEngine, Probe,
-    RunFiles, Secret,
+    ProbeAuth, RunFiles, Secret,
 };
 
 const BUILD_INFO: &str = "b4567-abcdef0";
@@ -52,6 +52,7 @@ fn prepared(
                 path: "/health".to_string(),
                 status: 200,
                 timeout_seconds: 20,
+                auth: None,
             },
             identity: Some(IdentityCheck {
                 path: "/props".to_string(),
@@ -320,6 +321,126 @@ async fn the_env_file_reaches_the_engine_and_nothing_records_its_values() {
             assert!(!text.contains(SECRET), "{}: {text}", record.display());
         }
     }
+}
+
+/// The mode bits of a file.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn probes_authenticate_with_the_key_file_and_records_hold_its_path_only() {
+    const KEY: &str = "sk-supervisor-key-5d1e";
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let supervisor = Supervisor::new(&run_dir);
+    let files = HostRunFiles::new(&run_dir);
+    let pool: provisioner_core::PoolId = "pool-k".parse().unwrap();
+    let key_file = files
+        .write_private(&pool, "api-key", &Secret::new(format!("{KEY}\nsk-other\n")))
+        .await
+        .unwrap();
+    let port = free_port();
+    let mut engine = fake_engine("pool-k", port, dir.path());
+    engine.args.extend([
+        "--api-key-file".to_string(),
+        key_file.to_string_lossy().to_string(),
+    ]);
+    engine.metadata.readiness.auth = Some(ProbeAuth::KeyFile {
+        path: key_file.clone(),
+    });
+    let mut state = supervisor.start(&engine).unwrap();
+    let checked = async {
+        supervisor
+            .wait_ready(&mut state, Duration::from_secs(20))
+            .await?;
+        supervisor.verify_identity(&state).await?;
+        let status = supervisor.status("pool-k").await?.expect("recorded");
+        let mut without = state.clone();
+        without.readiness.auth = None;
+        let refused = supervisor.verify_identity(&without).await;
+        Ok::<_, Error>((status, refused))
+    }
+    .await;
+    let stopped = supervisor.stop("pool-k", Duration::from_secs(10)).await;
+    let (status, refused) = checked.unwrap();
+    assert!(stopped.unwrap());
+    assert!(status.ready, "{status:?}");
+    let refused = refused.unwrap_err().to_string();
+    assert!(refused.contains("answered 401"), "{refused}");
+    assert!(!refused.contains(KEY), "{refused}");
+    assert_eq!(
+        state.readiness.auth,
+        Some(ProbeAuth::KeyFile {
+            path: key_file.clone()
+        })
+    );
+    // The state, pid and log files are private from the start, and only the key file holds
+    // the key.
+    assert_eq!(mode(&key_file), 0o600);
+    let log = supervisor.log_file("pool-k");
+    assert_eq!(mode(&log), 0o600);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("--api-key-file"), "{text}");
+    assert!(!text.contains(KEY), "{text}");
+}
+
+#[tokio::test]
+async fn records_are_private_while_the_engine_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(dir.path().join("run"));
+    let port = free_port();
+    let engine = fake_engine("pool-m", port, dir.path());
+    let state = supervisor.start(&engine).unwrap();
+    let modes = [
+        supervisor.state_file("pool-m"),
+        supervisor.pid_file("pool-m"),
+        supervisor.log_file("pool-m"),
+    ]
+    .map(|file| (file.clone(), mode(&file)));
+    let stopped = supervisor.stop("pool-m", Duration::from_secs(10)).await;
+    assert!(stopped.unwrap(), "{state:?}");
+    for (file, mode) in modes {
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+}
+
+#[tokio::test]
+async fn probes_authenticate_with_a_key_from_the_env_file() {
+    const KEY: &str = "sk-env-key-91c4";
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let supervisor = Supervisor::new(&run_dir);
+    let files = HostRunFiles::new(&run_dir);
+    let pool: provisioner_core::PoolId = "pool-n".parse().unwrap();
+    let env_file = files
+        .write_private(
+            &pool,
+            "env",
+            &Secret::new(format!("LLAMA_API_KEY={KEY},sk-second\n")),
+        )
+        .await
+        .unwrap();
+    let port = free_port();
+    let mut engine = fake_engine("pool-n", port, dir.path());
+    engine.env_file = Some(env_file.clone());
+    engine.metadata.readiness.auth = Some(ProbeAuth::EnvFile {
+        path: env_file,
+        variable: "LLAMA_API_KEY".to_string(),
+        comma_separated: true,
+    });
+    let mut state = supervisor.start(&engine).unwrap();
+    let checked = async {
+        supervisor
+            .wait_ready(&mut state, Duration::from_secs(20))
+            .await?;
+        supervisor.verify_identity(&state).await
+    }
+    .await;
+    let stopped = supervisor.stop("pool-n", Duration::from_secs(10)).await;
+    checked.unwrap();
+    assert!(stopped.unwrap());
 }
 
 #[tokio::test]

@@ -8,6 +8,12 @@
 //! installed already) can satisfy the request, dependencies included. Any other repository value
 //! is a target release (`-t bookworm-backports`). Removals use an empty source list in the same
 //! way: they need only the installed packages, and skip reading the system's package lists.
+//!
+//! Locks: before `apt-get update` the lists lock (`/var/lib/apt/lists/lock`, or the isolated
+//! lists' own), before an install dpkg's `lock-frontend` and `lock` and the archives lock
+//! (`/var/cache/apt/archives/lock`), before a removal dpkg's two, are waited for, naming the
+//! holder ([`crate::locks`]); apt itself also waits for dpkg's locks as long
+//! (`-o DPkg::Lock::Timeout`). apt's own failure messages are passed on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,19 +25,30 @@ use provisioner_core::{
 };
 
 use crate::common::{
-    absolute_lines, exact, failed, label, parsed, push_unique, remove_as_root, verify_installed,
-    version_list,
+    absolute_lines, exact, failed, label, parsed, push_unique, remove_as_root, said,
+    verify_installed, version_list,
 };
+use crate::locks::{LockSettings, ManagerLock};
 use crate::privilege::{Privilege, RootRunner, RootTask};
 
-/// How long apt waits for another apt or dpkg to release the dpkg lock, in seconds.
-const LOCK_TIMEOUT_SECONDS: u32 = 300;
-
-/// Where [`Apt`] keeps its state.
+/// Where [`Apt`] keeps its state, and how it waits for apt's and dpkg's locks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AptOptions {
     /// Isolated source lists and their package lists live under here.
     pub state_dir: PathBuf,
+    /// Where the system's lock files are and how long they are waited for.
+    pub locks: LockSettings,
+}
+
+impl AptOptions {
+    /// State under `state_dir`, the system's locks waited for as long as
+    /// [`LockSettings::default`] says.
+    pub fn new(state_dir: PathBuf) -> Self {
+        AptOptions {
+            state_dir,
+            locks: LockSettings::default(),
+        }
+    }
 }
 
 /// apt (Debian, Ubuntu): installs with `apt-get`, queries with `dpkg-query`, lists versions with
@@ -129,7 +146,8 @@ impl Apt {
         options: AptOptions,
     ) -> Self {
         Apt {
-            runner: RootRunner::new(shell.clone(), progress, privilege),
+            runner: RootRunner::new(shell.clone(), progress, privilege)
+                .with_locks(options.locks.clone()),
             shell,
             options,
         }
@@ -187,13 +205,49 @@ impl Apt {
         Ok(Source::InstalledOnly { list, lists })
     }
 
+    /// The lists lock `apt-get update` takes for `source`.
+    fn lists_lock(&self, source: &Source) -> Vec<ManagerLock> {
+        vec![ManagerLock::lock(match source {
+            Source::Isolated { lists, .. } | Source::InstalledOnly { lists, .. } => {
+                lists.join("lock")
+            }
+            Source::System | Source::Release(_) => {
+                self.options.locks.system("/var/lib/apt/lists/lock")
+            }
+        })]
+    }
+
+    /// dpkg's locks (front end first, as apt takes them), and the archives lock when packages
+    /// are downloaded.
+    fn dpkg_locks(&self, download: bool) -> Vec<ManagerLock> {
+        let locks = &self.options.locks;
+        let mut all = vec![
+            ManagerLock::lock(locks.system("/var/lib/dpkg/lock-frontend")),
+            ManagerLock::lock(locks.system("/var/lib/dpkg/lock")),
+        ];
+        if download {
+            all.push(ManagerLock::lock(
+                locks.system("/var/cache/apt/archives/lock"),
+            ));
+        }
+        all
+    }
+
+    /// `-o DPkg::Lock::Timeout=<seconds>`: apt waits for dpkg's locks as long as we do.
+    fn dpkg_timeout(&self) -> String {
+        format!(
+            "DPkg::Lock::Timeout={}",
+            self.options.locks.timeout.as_secs()
+        )
+    }
+
     fn update_command(source: &Source) -> CommandSpec {
         let mut args = vec!["update".to_string()];
         args.extend(source.options());
         parsed("apt-get", args).env("DEBIAN_FRONTEND", "noninteractive")
     }
 
-    fn install_argv(source: &Source, requests: &[&PackageRequest]) -> CommandSpec {
+    fn install_argv(&self, source: &Source, requests: &[&PackageRequest]) -> CommandSpec {
         let mut args: Vec<String> = [
             "install",
             "-y",
@@ -204,7 +258,7 @@ impl Apt {
         .into_iter()
         .map(str::to_string)
         .collect();
-        args.push(format!("DPkg::Lock::Timeout={LOCK_TIMEOUT_SECONDS}"));
+        args.push(self.dpkg_timeout());
         args.extend(source.options());
         args.extend(requests.iter().map(|request| label(request)));
         parsed("apt-get", args).env("DEBIAN_FRONTEND", "noninteractive")
@@ -227,34 +281,69 @@ impl Apt {
             action: &action,
         };
         let source = self.prepare(first.repository.as_ref(), first.name.as_str())?;
-        let install = Self::install_argv(&source, requests);
+        let install = self.install_argv(&source, requests);
         let mut updated = false;
         if matches!(source, Source::Isolated { .. }) {
             self.update(&source, &task, &[&install]).await?;
             updated = true;
         }
         loop {
-            let output = self.runner.run(&install, &task, &[]).await?;
+            let output = self
+                .runner
+                .run_locked(&install, &task, &[], &self.dpkg_locks(true))
+                .await?;
             if output.success() {
                 return Ok(());
             }
+            let install_failed = || {
+                failed(
+                    ManagerKind::Apt,
+                    &packages,
+                    self.runner.display(&install),
+                    &output,
+                    Some(self.runner.display(&install)),
+                )
+            };
             // Exit 100 covers every apt failure; name what the repositories offer when a
-            // request is not among it, else report the command's own failure.
-            let missing = self.missing(requests).await?;
-            if let Some((request, versions)) = missing {
-                if source == Source::System && !updated {
-                    updated = true;
-                    if self.update(&source, &task, &[&install]).await.is_ok() {
-                        continue;
-                    }
+            // request is not among it (with apt's own words), else report apt's failure.
+            let Ok(missing) = self.missing(requests).await else {
+                return Err(install_failed());
+            };
+            let Some((request, versions)) = missing else {
+                return Err(install_failed());
+            };
+            if source == Source::System && !updated {
+                updated = true;
+                // The lists may be old (or missing on a fresh host): read them again. When that
+                // fails, apt's words say why (a lock, the network), not a guess.
+                if let Err(error) = self.update(&source, &task, &[&install]).await {
+                    return Err(self.update_failed(request, error));
                 }
-                return Err(self.not_offered(request, &versions, &source));
+                continue;
             }
-            return Err(failed(
-                self.runner.display(&install),
-                &output,
-                Some(self.runner.display(&install)),
-            ));
+            return Err(self.not_offered(request, &versions, &source, &output));
+        }
+    }
+
+    /// The error when the lists were read again for `request` and that failed: apt's failure,
+    /// with what it was for.
+    fn update_failed(&self, request: &PackageRequest, error: Error) -> Error {
+        match error {
+            Error::Package {
+                manager,
+                package: _,
+                message,
+                hint,
+            } => Error::Package {
+                manager,
+                package: label(request),
+                message: format!(
+                    "apt's package lists do not offer {} and reading them again failed: {message}",
+                    label(request)
+                ),
+                hint,
+            },
+            other => other,
         }
     }
 
@@ -265,11 +354,16 @@ impl Apt {
         then: &[&CommandSpec],
     ) -> Result<()> {
         let update = Self::update_command(source);
-        let output = self.runner.run(&update, task, then).await?;
+        let output = self
+            .runner
+            .run_locked(&update, task, then, &self.lists_lock(source))
+            .await?;
         if output.success() {
             return Ok(());
         }
         Err(failed(
+            ManagerKind::Apt,
+            task.package,
             self.runner.display(&update),
             &output,
             Some(match source {
@@ -300,7 +394,17 @@ impl Apt {
         Ok(None)
     }
 
-    fn not_offered(&self, request: &PackageRequest, versions: &[String], source: &Source) -> Error {
+    fn not_offered(
+        &self,
+        request: &PackageRequest,
+        versions: &[String],
+        source: &Source,
+        output: &provisioner_core::CommandOutput,
+    ) -> Error {
+        let apt_said = match said(output) {
+            text if text.is_empty() => String::new(),
+            text => format!("; apt-get said{text}"),
+        };
         let from = match source {
             Source::System => "the configured apt sources".to_string(),
             Source::Release(release) => format!("release {release}"),
@@ -316,14 +420,17 @@ impl Apt {
             };
             return self.package_error(
                 label(request),
-                format!("no configured repository offers {} ({from})", request.name),
+                format!(
+                    "no configured repository offers {} ({from}){apt_said}",
+                    request.name
+                ),
                 Some(hint),
             );
         }
         self.package_error(
             label(request),
             format!(
-                "version {} was not found; {from} offers {}",
+                "version {} was not found; {from} offers {}{apt_said}",
                 request.version.as_ref().map_or("(any)", |v| v.as_str()),
                 version_list(versions)
             ),
@@ -438,7 +545,13 @@ impl PackageManager for Apt {
             if output.tail.contains("no packages found") {
                 return Ok(None);
             }
-            return Err(failed(command.display(), &output, None));
+            return Err(failed(
+                ManagerKind::Apt,
+                name.as_str(),
+                command.display(),
+                &output,
+                None,
+            ));
         }
         Ok(
             parse_status(&output.stdout).map(|version| InstalledPackage {
@@ -459,7 +572,13 @@ impl PackageManager for Apt {
         let command = parsed("apt-cache", args);
         let output = self.shell.run(&command).await?;
         if !output.success() {
-            return Err(failed(command.display(), &output, None));
+            return Err(failed(
+                ManagerKind::Apt,
+                &label(request),
+                command.display(),
+                &output,
+                None,
+            ));
         }
         Ok(parse_madison(&output.stdout, request.name.as_str()))
     }
@@ -492,12 +611,19 @@ impl PackageManager for Apt {
             "remove".to_string(),
             "-y".to_string(),
             "-o".to_string(),
-            format!("DPkg::Lock::Timeout={LOCK_TIMEOUT_SECONDS}"),
+            self.dpkg_timeout(),
         ];
         args.extend(self.installed_only()?.options());
         args.push(name.to_string());
         let command = parsed("apt-get", args).env("DEBIAN_FRONTEND", "noninteractive");
-        remove_as_root(&self.runner, ManagerKind::Apt, &command, name).await
+        remove_as_root(
+            &self.runner,
+            ManagerKind::Apt,
+            &command,
+            name,
+            &self.dpkg_locks(false),
+        )
+        .await
     }
 }
 

@@ -3,7 +3,8 @@
 //! Helpers build the AUR's current PKGBUILD as the invoking user and call `sudo` themselves, so
 //! they never run as root here (a clear error instead), and a pin can only be honoured when it
 //! is the version the AUR currently offers. Queries go to `pacman -Q`/`-Ql`; removal is
-//! `pacman -R` (as root, through [`RootRunner`]).
+//! `pacman -R` (as root, through [`RootRunner`]). pacman's `db.lck` (the system's) is waited for
+//! before either, as for pacman.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use provisioner_core::{
 };
 
 use crate::common::{exact, failed, field_values, label, parsed, push_unique, verify_installed};
+use crate::locks::{LockSettings, LockWait, ManagerLock};
 use crate::pacman::{list_files, query_installed, remove_package};
 use crate::privilege::{Privilege, RootRunner, refuse_root_for_aur};
 
@@ -59,6 +61,17 @@ impl Aur {
             shell,
             progress,
         })
+    }
+
+    /// The same helper waiting for pacman's lock as `locks` says.
+    pub fn with_locks(mut self, locks: LockSettings) -> Self {
+        self.runner = self.runner.with_locks(locks);
+        self
+    }
+
+    /// The system's pacman lock, which the helper's own `sudo pacman` takes.
+    fn db_lock(&self) -> ManagerLock {
+        ManagerLock::exists(self.runner.locks().system("/var/lib/pacman/db.lck"))
     }
 
     fn helper_command(&self, args: Vec<String>) -> CommandSpec {
@@ -113,11 +126,28 @@ impl Aur {
                 }
             ),
         });
+        crate::locks::wait_for(
+            &self.progress,
+            self.runner.locks(),
+            LockWait {
+                manager: self.helper,
+                package: &package,
+                command: &command.display(),
+            },
+            &[self.db_lock()],
+        )
+        .await?;
         let output = self.shell.run(&command).await?;
         if output.success() {
             Ok(())
         } else {
-            Err(failed(command.display(), &output, Some(command.display())))
+            Err(failed(
+                self.helper,
+                &package,
+                command.display(),
+                &output,
+                Some(command.display()),
+            ))
         }
     }
 }
@@ -149,7 +179,13 @@ impl PackageManager for Aur {
             if output.tail.contains("not found") || output.tail.contains("No AUR package") {
                 return Ok(Vec::new());
             }
-            return Err(failed(command.display(), &output, None));
+            return Err(failed(
+                self.helper,
+                &label(request),
+                command.display(),
+                &output,
+                None,
+            ));
         }
         let mut versions = Vec::new();
         for version in field_values(&output.stdout, "Version") {
@@ -173,6 +209,6 @@ impl PackageManager for Aur {
     }
 
     async fn remove(&self, name: &PackageName) -> Result<()> {
-        remove_package(&self.runner, self.helper, Vec::new(), name).await
+        remove_package(&self.runner, self.helper, Vec::new(), name, self.db_lock()).await
     }
 }

@@ -8,12 +8,16 @@ use provisioner_core::{
     PackageRequest, Result, redact_urls,
 };
 
-/// Runs a manager's remove command as root; a failure names the command to run by hand.
+use crate::locks::ManagerLock;
+
+/// Runs a manager's remove command as root, after its locks are free; a failure carries the
+/// manager's own output and names the command to run by hand.
 pub(crate) async fn remove_as_root(
     runner: &crate::privilege::RootRunner,
     manager: ManagerKind,
     command: &CommandSpec,
     name: &provisioner_core::PackageName,
+    locks: &[ManagerLock],
 ) -> Result<()> {
     let action = format!("removing {name}");
     let task = crate::privilege::RootTask {
@@ -21,12 +25,18 @@ pub(crate) async fn remove_as_root(
         package: name.as_str(),
         action: &action,
     };
-    let output = runner.run(command, &task, &[]).await?;
+    let output = runner.run_locked(command, &task, &[], locks).await?;
     if output.success() {
         Ok(())
     } else {
         let shown = runner.display(command);
-        Err(failed(shown.clone(), &output, Some(shown)))
+        Err(failed(
+            manager,
+            name.as_str(),
+            shown.clone(),
+            &output,
+            Some(shown),
+        ))
     }
 }
 
@@ -38,15 +48,42 @@ pub(crate) fn label(request: &PackageRequest) -> String {
     }
 }
 
-/// A failed command as an error, with its output's tail (URL credentials removed from the
-/// command and the hint).
-pub(crate) fn failed(display: String, output: &CommandOutput, hint: Option<String>) -> Error {
-    Error::CommandFailed {
-        command: redact_words(&display),
-        status: output.status(),
-        tail: output.tail.clone(),
-        log: None,
+/// A manager's command that failed, as a package error (exit 13) quoting the manager's own
+/// output (URL credentials removed from the command and the hint): what it said is shown, never
+/// replaced by a guess.
+pub(crate) fn failed(
+    manager: ManagerKind,
+    package: &str,
+    display: String,
+    output: &CommandOutput,
+    hint: Option<String>,
+) -> Error {
+    Error::Package {
+        manager: manager.to_string(),
+        package: package.to_string(),
+        message: format!(
+            "`{}` failed ({}){}",
+            redact_words(&display),
+            output.status(),
+            said(output)
+        ),
         hint: hint.map(|hint| redact_words(&hint)),
+    }
+}
+
+/// The last lines of a command's output as an indented block after a newline (`""` when it
+/// printed nothing), for messages that quote what a manager said.
+pub(crate) fn said(output: &CommandOutput) -> String {
+    let lines: Vec<String> = output
+        .tail
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| format!("  | {}", redact_urls(line)))
+        .collect();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(":\n{}", lines.join("\n"))
     }
 }
 

@@ -4,6 +4,11 @@
 //! repository of its own (`--repofrompath=engine-provisioner,URL --repo=engine-provisioner`,
 //! with GPG checks off only for `file://` URLs, like pacman's `SigLevel = Never` for local
 //! repositories).
+//!
+//! Locks: before an install or a removal, rpm's `/var/lib/rpm/.rpm.lock`, dnf 5's
+//! `/run/dnf/rpmtransaction.lock` and dnf 4's pid files (`/var/lib/dnf/rpmdb_lock.pid`,
+//! `/var/cache/dnf/metadata_lock.pid`, `/var/cache/dnf/download_lock.pid`) are waited for,
+//! naming the holder ([`crate::locks`]); dnf 4 would otherwise wait for its own without a bound.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,9 +20,10 @@ use provisioner_core::{
 };
 
 use crate::common::{
-    absolute_lines, failed, label, parsed, push_unique, remove_as_root, verify_installed,
+    absolute_lines, failed, label, parsed, push_unique, remove_as_root, said, verify_installed,
     version_list,
 };
+use crate::locks::{LockSettings, ManagerLock};
 use crate::privilege::{Privilege, RootRunner, RootTask};
 
 /// The id of a repository given by URL.
@@ -117,6 +123,24 @@ impl Dnf {
         }
     }
 
+    /// The same dnf with other lock settings.
+    pub fn with_locks(mut self, locks: LockSettings) -> Self {
+        self.runner = self.runner.with_locks(locks);
+        self
+    }
+
+    /// rpm's, dnf 5's and dnf 4's locks, under the configured root.
+    pub fn locks(&self) -> Vec<ManagerLock> {
+        let locks = self.runner.locks();
+        vec![
+            ManagerLock::lock(locks.system("/var/lib/rpm/.rpm.lock")),
+            ManagerLock::lock(locks.system("/run/dnf/rpmtransaction.lock")),
+            ManagerLock::pid_file(locks.system("/var/lib/dnf/rpmdb_lock.pid")),
+            ManagerLock::pid_file(locks.system("/var/cache/dnf/metadata_lock.pid")),
+            ManagerLock::pid_file(locks.system("/var/cache/dnf/download_lock.pid")),
+        ]
+    }
+
     fn install_argv(request: &PackageRequest) -> Result<CommandSpec> {
         let mut args = vec![
             "install".to_string(),
@@ -140,11 +164,26 @@ impl Dnf {
             package: &package,
             action: &action,
         };
-        let output = self.runner.run(&command, &task, &[]).await?;
+        let output = self
+            .runner
+            .run_locked(&command, &task, &[], &self.locks())
+            .await?;
         if output.success() {
             return Ok(());
         }
-        let versions = self.available(request).await?;
+        let install_failed = || {
+            failed(
+                ManagerKind::Dnf,
+                &package,
+                self.runner.display(&command),
+                &output,
+                Some(self.runner.display(&command)),
+            )
+        };
+        // What the repositories offer, when dnf can say; otherwise dnf's own failure.
+        let Ok(versions) = self.available(request).await else {
+            return Err(install_failed());
+        };
         let offered = match &request.version {
             Some(version) => versions.iter().any(|v| same_version(version.as_str(), v)),
             None => !versions.is_empty(),
@@ -165,18 +204,18 @@ impl Dnf {
                     version_list(&versions)
                 )
             };
+            let dnf_said = match said(&output) {
+                text if text.is_empty() => String::new(),
+                text => format!("; dnf said{text}"),
+            };
             return Err(Error::Package {
                 manager: ManagerKind::Dnf.to_string(),
                 package,
-                message,
+                message: format!("{message}{dnf_said}"),
                 hint: Some(hint),
             });
         }
-        Err(failed(
-            self.runner.display(&command),
-            &output,
-            Some(self.runner.display(&command)),
-        ))
+        Err(install_failed())
     }
 }
 
@@ -221,7 +260,13 @@ impl PackageManager for Dnf {
             {
                 return Ok(None);
             }
-            return Err(failed(command.display(), &output, None));
+            return Err(failed(
+                ManagerKind::Dnf,
+                name.as_str(),
+                command.display(),
+                &output,
+                None,
+            ));
         }
         Ok(
             parse_rpm_query(&output.stdout).map(|version| InstalledPackage {
@@ -251,7 +296,13 @@ impl PackageManager for Dnf {
             if output.tail.contains("No matching Packages") {
                 return Ok(Vec::new());
             }
-            return Err(failed(command.display(), &output, None));
+            return Err(failed(
+                ManagerKind::Dnf,
+                &label(request),
+                command.display(),
+                &output,
+                None,
+            ));
         }
         Ok(parse_dnf_list(&output.stdout, request.name.as_str()))
     }
@@ -285,7 +336,14 @@ impl PackageManager for Dnf {
             "dnf",
             vec!["remove".to_string(), "-y".to_string(), name.to_string()],
         );
-        remove_as_root(&self.runner, ManagerKind::Dnf, &command, name).await
+        remove_as_root(
+            &self.runner,
+            ManagerKind::Dnf,
+            &command,
+            name,
+            &self.locks(),
+        )
+        .await
     }
 }
 

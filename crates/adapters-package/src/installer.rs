@@ -9,6 +9,11 @@
 //! before is removed again, one that was installed at another version is installed again at
 //! exactly that version (or, when no repository offers it any more, the error names the command
 //! that restores it).
+//!
+//! A backend that ships apart from the server ([`BackendPackage`]: Debian's
+//! `libggml0-backend-*`) is installed with it, at exactly the version of the library package it
+//! plugs into (`libggml0`) that is installed with the server; the backend check reads both
+//! packages' files, and an undo covers both.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,7 +23,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use adapters_host::install::{InstallRoot, Installed, Staging};
 use adapters_host::version::{DEFAULT_VERSION_TIMEOUT, VersionRun, run_version};
 use async_trait::async_trait;
-use provisioner_core::packages::{default_engine_package, engine_packages};
+use provisioner_core::packages::{
+    BackendPackage, backend_package, default_engine_package, engine_packages,
+};
 use provisioner_core::{
     Action, Backend, BackendFinding, BackendVerdict, Clock, CommandSpec, Distro, Engine, Error,
     FALLBACK_HINT, FoundBackend, InstalledPackage, ManagerKind, PackageArtifact,
@@ -63,6 +70,10 @@ pub struct PackageInstallMetadata {
     /// before it was kept.
     #[serde(default)]
     pub found: Option<BackendFinding>,
+    /// The package that carries the backend, when it ships apart from the server
+    /// ([`BackendPackage`]), as the package database reported it.
+    #[serde(default)]
+    pub backend_package: Option<InstalledPackage>,
     /// [`package_engine_version`] of the installed package.
     pub engine_version: String,
     /// When the record was written (seconds since the Unix epoch, from the Clock port).
@@ -113,11 +124,52 @@ struct Target<'a> {
     name: PackageName,
     key: String,
     distro: Distro,
+    /// The package carrying the backend asked for, when it ships apart from the server.
+    backend: Option<Carrier>,
+}
+
+/// A [`BackendPackage`] with its names checked.
+#[derive(Debug, Clone)]
+struct Carrier {
+    name: PackageName,
+    library: PackageName,
+}
+
+impl Carrier {
+    fn of(package: &BackendPackage) -> Option<Carrier> {
+        Some(Carrier {
+            name: package.name.parse().ok()?,
+            library: package.library.parse().ok()?,
+        })
+    }
 }
 
 impl Target<'_> {
     fn label(&self) -> String {
         format!("{}={}", self.name, self.spec.version)
+    }
+
+    /// What installs this target, for hints and the policy: the server at its pin, and the
+    /// backend package (its version follows the library installed with the server).
+    fn requests(&self) -> Vec<PackageRequest> {
+        let mut requests = vec![self.request()];
+        if let Some(carrier) = &self.backend {
+            requests.push(PackageRequest {
+                name: carrier.name.clone(),
+                version: None,
+                repository: self.spec.repository.clone(),
+            });
+        }
+        requests
+    }
+
+    /// The packages whose files are checked: `llama.cpp-tools`, or `llama.cpp-tools and
+    /// libggml0-backend-vulkan`.
+    fn packages_checked(&self) -> String {
+        match &self.backend {
+            Some(carrier) => format!("the files of {} and {}", self.name, carrier.name),
+            None => "the package's files".to_string(),
+        }
     }
 
     fn request(&self) -> PackageRequest {
@@ -191,6 +243,18 @@ impl Undo {
     }
 }
 
+/// What was installed before this call changed anything, and what it changed since.
+struct Before {
+    /// The server package as it was.
+    server: Option<InstalledPackage>,
+    /// The server was installed at the pin already (nothing of it is undone).
+    at_pin: bool,
+    /// The backend package as it was.
+    backend: Option<InstalledPackage>,
+    /// This call ran an install of the backend package (which an undo reverts).
+    backend_installed: bool,
+}
+
 /// Adds what the undo did to an error's message (and the restore command to its hint).
 fn with_undo(error: Error, undo: &Undo) -> Error {
     let rollback = &undo.said;
@@ -203,7 +267,12 @@ fn with_undo(error: Error, undo: &Undo) -> Error {
         } => Error::Package {
             manager,
             package,
-            message: format!("{message}; {rollback}"),
+            // A message that quotes a manager's output ends with it: the undo goes below.
+            message: if message.contains('\n') {
+                format!("{message}\n{rollback}")
+            } else {
+                format!("{message}; {rollback}")
+            },
             hint: undo.hint(hint),
         },
         Error::CommandFailed {
@@ -243,6 +312,7 @@ fn with_undo(error: Error, undo: &Undo) -> Error {
 /// library; llama.cpp's output is read as [`ggml_reported_backend`] reads it).
 fn package_backend(
     files: &[PathBuf],
+    place: &str,
     executable: &Path,
     version_args: &[String],
     version_output: Option<&str>,
@@ -257,7 +327,7 @@ fn package_backend(
             ggml_reported_backend,
         )
     });
-    BackendFinding::from_evidence(files, "the package's files", probe.as_ref())
+    BackendFinding::from_evidence(files, place, probe.as_ref())
 }
 
 /// Whether a record describes the install `target` asks for and its executable still exists.
@@ -271,6 +341,8 @@ fn record_ok(installed: &Installed<PackageInstallMetadata>, target: &Target<'_>)
         && metadata.package.version == target.spec.version.as_str()
         && metadata.backend == target.spec.backend
         && metadata.executable.file_name() == Some(std::ffi::OsStr::new(&target.spec.executable))
+        && metadata.backend_package.as_ref().map(|p| p.name.as_str())
+            == target.backend.as_ref().map(|c| c.name.as_str())
         && is_executable_file(&metadata.executable)
 }
 
@@ -358,12 +430,15 @@ impl PackageEngineInstaller {
             spec.repository.as_ref(),
             spec.backend,
         );
+        let backend =
+            backend_package(spec.engine, distro, name.as_str(), spec.backend).and_then(Carrier::of);
         Ok(Target {
             spec,
             manager,
             name,
             key,
             distro,
+            backend,
         })
     }
 
@@ -411,20 +486,25 @@ impl PackageEngineInstaller {
     /// (which this call upgraded, downgraded or removed) is installed again at exactly that
     /// version through the same manager, or, when no repository the pool or the policy allows
     /// still offers it, the undo fails with the exact command that restores it.
-    async fn roll_back(&self, target: &Target<'_>, before: Option<&InstalledPackage>) -> Undo {
-        let now = target.manager.query(&target.name).await.ok().flatten();
+    async fn roll_back(
+        &self,
+        target: &Target<'_>,
+        name: &PackageName,
+        before: Option<&InstalledPackage>,
+    ) -> Undo {
+        let now = target.manager.query(name).await.ok().flatten();
         match (before, now) {
             (None, Some(_)) => {
                 self.report(ProgressEvent::Note {
-                    message: format!("removing {} again: it failed its checks", target.name),
+                    message: format!("removing {name} again: it failed its checks"),
                 });
-                Undo::said(match target.manager.remove(&target.name).await {
-                    Ok(()) => format!("{} was removed again", target.name),
-                    Err(error) => format!("removing {} again failed: {error}", target.name),
+                Undo::said(match target.manager.remove(name).await {
+                    Ok(()) => format!("{name} was removed again"),
+                    Err(error) => format!("removing {name} again failed: {error}"),
                 })
             }
             (Some(before), now) if now.as_ref().is_none_or(|now| now.version != before.version) => {
-                self.restore(target, before, now.as_ref()).await
+                self.restore(target, name, before, now.as_ref()).await
             }
             _ => Undo::said("nothing was left installed by this attempt".to_string()),
         }
@@ -435,10 +515,10 @@ impl PackageEngineInstaller {
     async fn restore(
         &self,
         target: &Target<'_>,
+        name: &PackageName,
         before: &InstalledPackage,
         now: Option<&InstalledPackage>,
     ) -> Undo {
-        let name = &target.name;
         let replaced = match now {
             Some(now) => format!("replaced it with {}", now.version),
             None => "removed it".to_string(),
@@ -519,42 +599,111 @@ impl PackageEngineInstaller {
         }
     }
 
-    /// After a check failed on the installed package: a package that was there at the pin before
-    /// this call is left alone; otherwise what this call changed is undone. Says which.
-    async fn undo_failed_check(
-        &self,
-        target: &Target<'_>,
-        before: Option<&InstalledPackage>,
-        was_installed_before: bool,
-    ) -> Undo {
-        if was_installed_before {
+    /// After a check failed on the installed packages: a server that was there at the pin before
+    /// this call is left alone; otherwise what this call changed is undone, the backend package
+    /// first. Says which.
+    async fn undo_failed_check(&self, target: &Target<'_>, before: &Before) -> Undo {
+        let mut undo = match (&target.backend, before.backend_installed) {
+            (Some(carrier), true) => Some(
+                self.roll_back(target, &carrier.name, before.backend.as_ref())
+                    .await,
+            ),
+            _ => None,
+        };
+        let server = if before.at_pin {
             Undo::said("it was installed before and is left alone".to_string())
         } else {
-            self.roll_back(target, before).await
+            self.roll_back(target, &target.name, before.server.as_ref())
+                .await
+        };
+        match undo.take() {
+            Some(backend) => Undo {
+                said: format!("{}; {}", backend.said, server.said),
+                restore: match (backend.restore, server.restore) {
+                    (Some(a), Some(b)) => Some(format!("{a} && {b}")),
+                    (a, b) => a.or(b),
+                },
+            },
+            None => server,
         }
     }
 
-    /// Refuses an install the pool or the host policy does not allow, naming the exact command.
-    async fn check_allowed(&self, target: &Target<'_>) -> Result<()> {
+    /// Refuses installing `requests` when the pool or the host policy does not allow it, naming
+    /// the exact command (for the server: with the backend package that goes with it).
+    async fn check_allowed(&self, target: &Target<'_>, requests: &[PackageRequest]) -> Result<()> {
         let spec = target.spec;
         let manager = &target.manager;
-        let request = target.request();
         if !spec.allowed_by_config {
+            let packages: Vec<String> = requests
+                .iter()
+                .map(|request| match &request.version {
+                    Some(version) => format!("{}={version}", request.name),
+                    None => request.name.to_string(),
+                })
+                .collect();
             return Err(Error::PolicyDenied {
-                action: format!("installing {}", target.label()),
+                action: format!("installing {}", packages.join(" and ")),
                 hint: Some(format!(
                     "set provisioning.allow_package_installs: true, or install it yourself: {}",
-                    manager
-                        .install_command(std::slice::from_ref(&request))
-                        .await
+                    manager.install_command(requests).await
                 )),
             });
         }
         self.policy.check(&Action::InstallPackages {
-            packages: vec![target.name.clone()],
+            packages: requests.iter().map(|r| r.name.clone()).collect(),
             repository: spec.repository.clone(),
             allowed_by_config: spec.allowed_by_config,
         })?;
+        Ok(())
+    }
+
+    /// Installs the package that carries the backend, at the version of its library that is
+    /// installed now (with the server), unless it is installed at that version already.
+    async fn install_backend(
+        &self,
+        target: &Target<'_>,
+        carrier: &Carrier,
+        before: &mut Before,
+    ) -> Result<()> {
+        let manager = &target.manager;
+        let library = manager.query(&carrier.library).await?;
+        let version = library
+            .as_ref()
+            .and_then(|library| library.version.parse::<PackageVersion>().ok());
+        if let (Some(installed), Some(version)) = (&before.backend, &version)
+            && installed.version == version.as_str()
+        {
+            return Ok(());
+        }
+        let request = PackageRequest {
+            name: carrier.name.clone(),
+            version: version.clone(),
+            repository: target.spec.repository.clone(),
+        };
+        let shown = match &version {
+            Some(version) => format!("{}={version}", carrier.name),
+            None => carrier.name.to_string(),
+        };
+        self.check_allowed(target, std::slice::from_ref(&request))
+            .await?;
+        let why = match (&library, &version) {
+            (Some(library), Some(_)) => format!(
+                "the {} backend of {} ships in it, at the version of {} ({})",
+                target.spec.backend, target.name, library.name, library.version
+            ),
+            _ => format!(
+                "the {} backend of {} ships in it ({} is not installed, so the repository's version is used)",
+                target.spec.backend, target.name, carrier.library
+            ),
+        };
+        let step = format!("install {shown} ({})", manager.kind());
+        self.report(ProgressEvent::Started {
+            step: step.clone(),
+            detail: Some(why),
+        });
+        before.backend_installed = true;
+        manager.install(std::slice::from_ref(&request)).await?;
+        self.report(ProgressEvent::Finished { step });
         Ok(())
     }
 
@@ -566,30 +715,47 @@ impl PackageEngineInstaller {
     ) -> Result<PackageInstallMetadata> {
         let spec = target.spec;
         let manager = &target.manager;
-        let before = manager.query(&target.name).await?;
-        let was_installed_before = before
-            .as_ref()
-            .is_some_and(|installed| installed.version == spec.version.as_str());
-        if was_installed_before {
+        let server = manager.query(&target.name).await?;
+        let backend = match &target.backend {
+            Some(carrier) => manager.query(&carrier.name).await?,
+            None => None,
+        };
+        let mut before = Before {
+            at_pin: server
+                .as_ref()
+                .is_some_and(|installed| installed.version == spec.version.as_str()),
+            server,
+            backend,
+            backend_installed: false,
+        };
+        if before.at_pin {
             self.report(ProgressEvent::Note {
                 message: format!("{} is already installed; recording it", target.label()),
             });
         } else {
             let request = target.request();
-            self.check_allowed(target).await?;
+            self.check_allowed(target, &target.requests()).await?;
             let step = format!("install {} ({})", target.label(), manager.kind());
             self.report(ProgressEvent::Started {
                 step: step.clone(),
                 detail: spec.repository.as_ref().map(PackageRepo::to_string),
             });
             if let Err(error) = manager.install(std::slice::from_ref(&request)).await {
-                let undo = self.roll_back(target, before.as_ref()).await;
+                let undo = self
+                    .roll_back(target, &target.name, before.server.as_ref())
+                    .await;
                 return Err(with_undo(error, &undo));
             }
             self.report(ProgressEvent::Finished { step });
         }
+        if let Some(carrier) = &target.backend
+            && let Err(error) = self.install_backend(target, carrier, &mut before).await
+        {
+            let undo = self.undo_failed_check(target, &before).await;
+            return Err(with_undo(error, &undo));
+        }
 
-        let files = manager.files(&target.name).await?;
+        let mut files = manager.files(&target.name).await?;
         let Some(executable) = find_executable(&files, &spec.executable) else {
             // Listed before a rollback removes them.
             let listed: Vec<String> = files
@@ -598,9 +764,7 @@ impl PackageEngineInstaller {
                 .take(LISTED_FILES)
                 .map(|path| path.display().to_string())
                 .collect();
-            let undo = self
-                .undo_failed_check(target, before.as_ref(), was_installed_before)
-                .await;
+            let undo = self.undo_failed_check(target, &before).await;
             let rollback = &undo.said;
             let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
                 .iter()
@@ -633,13 +797,18 @@ impl PackageEngineInstaller {
                 })),
             ));
         };
+        let backend_package = match &target.backend {
+            Some(carrier) => {
+                files.extend(manager.files(&carrier.name).await?);
+                manager.query(&carrier.name).await?
+            }
+            None => None,
+        };
 
         let version_output = match self.version_run(spec, &staging, &executable).await {
             Ok(output) => output,
             Err(error) => {
-                let undo = self
-                    .undo_failed_check(target, before.as_ref(), was_installed_before)
-                    .await;
+                let undo = self.undo_failed_check(target, &before).await;
                 return Err(with_undo(error, &undo));
             }
         };
@@ -649,6 +818,7 @@ impl PackageEngineInstaller {
         // reported) again by the caller.
         let found = package_backend(
             &files,
+            &target.packages_checked(),
             &executable,
             &spec.version_args,
             version_output.as_deref(),
@@ -660,9 +830,7 @@ impl PackageEngineInstaller {
             &target.label(),
             spec.allow_cpu_fallback,
         ) {
-            let undo = self
-                .undo_failed_check(target, before.as_ref(), was_installed_before)
-                .await;
+            let undo = self.undo_failed_check(target, &before).await;
             let wanted = ask.as_ref().and_then(|ask| ask.backend);
             let shipping: Vec<&str> = engine_packages(spec.engine, target.distro)
                 .iter()
@@ -725,9 +893,13 @@ impl PackageEngineInstaller {
             version_output,
             backend: spec.backend,
             found: Some(found),
+            backend_package: backend_package.map(|installed| InstalledPackage {
+                repository: spec.repository.as_ref().map(PackageRepo::to_string),
+                ..installed
+            }),
             engine_version,
             installed_at_unix: unix_seconds(self.clock.now()),
-            was_installed_before,
+            was_installed_before: before.at_pin,
         })
     }
 
@@ -768,12 +940,24 @@ impl PackageInstaller for PackageEngineInstaller {
         let root = InstallRoot::new(&spec.cache_dir, BUCKET, self.progress.clone());
         let valid = |installed: &Installed<PackageInstallMetadata>| record_ok(installed, &target);
 
-        // Warm path: the record, then one question to the package database.
+        // Warm path: the record, then one question to the package database (two when the
+        // backend ships in a package of its own).
         let recorded = root.lookup(&target.key, &valid);
         let current = target.manager.query(&target.name).await?;
         let at_pin = current.is_some_and(|current| current.version == spec.version.as_str());
         if let Some(installed) = &recorded {
-            if at_pin {
+            let backend_kept = match &installed.metadata.backend_package {
+                Some(backend) if at_pin => match backend.name.parse::<PackageName>() {
+                    Ok(name) => target
+                        .manager
+                        .query(&name)
+                        .await?
+                        .is_some_and(|now| now.version == backend.version),
+                    Err(_) => false,
+                },
+                _ => true,
+            };
+            if at_pin && backend_kept {
                 self.report(ProgressEvent::Note {
                     message: format!(
                         "{} {} is installed ({}; cache hit)",
@@ -785,16 +969,24 @@ impl PackageInstaller for PackageEngineInstaller {
                 return Ok(Self::artifact(installed.clone(), true));
             }
             self.report(ProgressEvent::Note {
-                message: format!(
-                    "{} is recorded but the package database no longer has it at that version; checking again",
-                    target.label()
-                ),
+                message: if at_pin {
+                    format!(
+                        "{} is recorded but the package carrying its {} backend is no longer installed at that version; checking again",
+                        target.label(),
+                        spec.backend
+                    )
+                } else {
+                    format!(
+                        "{} is recorded but the package database no longer has it at that version; checking again",
+                        target.label()
+                    )
+                },
             });
         }
 
         // Refused installs stop here, before the transaction creates anything in the cache.
         if !at_pin {
-            self.check_allowed(&target).await?;
+            self.check_allowed(&target, &target.requests()).await?;
         }
 
         // The stale record seen above must not satisfy the re-check under the lock; a record
@@ -837,6 +1029,8 @@ mod tests {
         assert_ne!(base, key(ManagerKind::Apt, "1", None, Backend::Cuda));
     }
 
+    const FILES: &str = "the package's files";
+
     #[test]
     fn a_gpu_backend_shows_by_its_library_or_the_version_output() {
         let server = PathBuf::from("/usr/bin/llama-server");
@@ -846,16 +1040,29 @@ mod tests {
             PathBuf::from("/usr/lib/x86_64-linux-gnu/libggml-base.so.0"),
             PathBuf::from("/usr/lib/x86_64-linux-gnu/libggml-cuda.so.0"),
         ];
-        let found = package_backend(&cuda_files, &server, &args, Some("version: 6000 (abc)"));
+        let found = package_backend(
+            &cuda_files,
+            FILES,
+            &server,
+            &args,
+            Some("version: 6000 (abc)"),
+        );
         assert_eq!(found.backend, FoundBackend::Cuda);
         assert!(found.how.contains("libggml-cuda.so.0"), "{}", found.how);
 
         let static_build = Some("ggml_cuda_init: found 1 CUDA devices\nversion: 6000 (abc)");
-        let found = package_backend(std::slice::from_ref(&server), &server, &args, static_build);
+        let found = package_backend(
+            std::slice::from_ref(&server),
+            FILES,
+            &server,
+            &args,
+            static_build,
+        );
         assert_eq!(found.backend, FoundBackend::Cuda);
 
         let cpu = package_backend(
             &cuda_files[..2],
+            FILES,
             &server,
             &args,
             Some("version: 6000 (abc)"),
@@ -880,12 +1087,19 @@ mod tests {
 
         let hip = package_backend(
             &[server.clone(), PathBuf::from("/usr/lib/libggml-hip.so")],
+            FILES,
             &server,
             &args,
             None,
         );
         assert_eq!(hip.backend, FoundBackend::Hip);
-        let unknown = package_backend(std::slice::from_ref(&server), &server, &args, Some("1.0"));
+        let unknown = package_backend(
+            std::slice::from_ref(&server),
+            FILES,
+            &server,
+            &args,
+            Some("1.0"),
+        );
         assert_eq!(unknown.backend, FoundBackend::Unknown);
     }
 

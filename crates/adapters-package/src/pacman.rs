@@ -10,6 +10,12 @@
 //! looked for (next to a `file://` database, or in the package cache for system repositories)
 //! and installed with `pacman -U`; otherwise the error names what exists and the Arch Linux
 //! Archive URL to install from.
+//!
+//! Lock: pacman's `db.lck` in its database directory (`--dbpath`, the config's `DBPath`, else
+//! `var/lib/pacman` under the root) is a file whose existence is the lock; before a command that
+//! changes the system it is waited for, naming the process that has it open, and a stale one
+//! (no process has it open) is reported at once with the command that removes it
+//! ([`crate::locks`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use crate::common::{
     exact, failed, field_values, label, parsed, push_unique, remove_as_root, verify_installed,
     version_list,
 };
+use crate::locks::{LockSettings, ManagerLock};
 use crate::privilege::{Privilege, RootRunner, RootTask};
 
 /// Package file extensions pacman installs, most common first.
@@ -47,8 +54,8 @@ const COPIED_OPTIONS: [&str; 8] = [
     "SigLevel",
 ];
 
-/// Where pacman works: an alternative root and database, a base config, and the directory for
-/// generated configs.
+/// Where pacman works: an alternative root and database, a base config, the directory for
+/// generated configs, and how its lock is waited for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PacmanOptions {
     /// `--root`: install into this directory instead of `/`.
@@ -59,6 +66,9 @@ pub struct PacmanOptions {
     pub config: Option<PathBuf>,
     /// Generated configurations for `<name>.db` URLs live under here.
     pub state_dir: PathBuf,
+    /// Where the system's database (and so its lock) is when no root, dbpath or config names
+    /// one, and how long the lock is waited for.
+    pub locks: LockSettings,
 }
 
 /// pacman: `-S`/`-U` to install, `-Q`/`-Ql`/`-Si` to query. See the module documentation.
@@ -279,7 +289,13 @@ pub(crate) async fn query_installed(
         if output.tail.contains("was not found") {
             return Ok(None);
         }
-        return Err(failed(command.display(), &output, None));
+        return Err(failed(
+            ManagerKind::Pacman,
+            name,
+            command.display(),
+            &output,
+            None,
+        ));
     }
     Ok(output.stdout.lines().find_map(|line| {
         let (found, version) = line.trim().split_once(' ')?;
@@ -321,12 +337,13 @@ pub(crate) async fn list_files(
         .collect())
 }
 
-/// `pacman -R --noconfirm NAME` as root.
+/// `pacman -R --noconfirm NAME` as root, once `lock` is free.
 pub(crate) async fn remove_package(
     runner: &RootRunner,
     manager: ManagerKind,
     args: Vec<String>,
     name: &PackageName,
+    lock: ManagerLock,
 ) -> Result<()> {
     let mut argv = args;
     argv.extend([
@@ -335,7 +352,7 @@ pub(crate) async fn remove_package(
         name.to_string(),
     ]);
     let command = parsed("pacman", argv);
-    remove_as_root(runner, manager, &command, name).await
+    remove_as_root(runner, manager, &command, name, &[lock]).await
 }
 
 impl Pacman {
@@ -347,10 +364,32 @@ impl Pacman {
         options: PacmanOptions,
     ) -> Self {
         Pacman {
-            runner: RootRunner::new(shell.clone(), progress, privilege),
+            runner: RootRunner::new(shell.clone(), progress, privilege)
+                .with_locks(options.locks.clone()),
             shell,
             options,
         }
+    }
+
+    /// pacman's lock: `db.lck` in the database directory this instance uses.
+    pub fn db_lock(&self) -> ManagerLock {
+        let configured = || {
+            let text = std::fs::read_to_string(self.options.config.as_ref()?).ok()?;
+            copied_options(&text)
+                .into_iter()
+                .find(|(key, _)| key == "DBPath")
+                .map(|(_, value)| PathBuf::from(value))
+        };
+        let dbpath = self
+            .options
+            .dbpath
+            .clone()
+            .or_else(configured)
+            .unwrap_or_else(|| match &self.options.root {
+                Some(root) => root.join("var/lib/pacman"),
+                None => self.options.locks.system("/var/lib/pacman"),
+            });
+        ManagerLock::exists(dbpath.join("db.lck"))
     }
 
     /// Where a path pacman lists is on this host: under the alternative root, when one is set
@@ -467,7 +506,13 @@ impl Pacman {
             if output.tail.contains("was not found") {
                 return Ok(None);
             }
-            return Err(failed(command.display(), &output, None));
+            return Err(failed(
+                ManagerKind::Pacman,
+                target,
+                command.display(),
+                &output,
+                None,
+            ));
         }
         let repository = field_values(&output.stdout, "Repository")
             .into_iter()
@@ -496,11 +541,16 @@ impl Pacman {
             package: &package,
             action,
         };
-        let output = self.runner.run(command, &task, &[]).await?;
+        let output = self
+            .runner
+            .run_locked(command, &task, &[], &[self.db_lock()])
+            .await?;
         if output.success() {
             Ok(())
         } else {
             Err(failed(
+                ManagerKind::Pacman,
+                &package,
                 self.runner.display(command),
                 &output,
                 Some(self.runner.display(command)),
@@ -779,7 +829,14 @@ impl PackageManager for Pacman {
     }
 
     async fn remove(&self, name: &PackageName) -> Result<()> {
-        remove_package(&self.runner, ManagerKind::Pacman, self.args(None), name).await
+        remove_package(
+            &self.runner,
+            ManagerKind::Pacman,
+            self.args(None),
+            name,
+            self.db_lock(),
+        )
+        .await
     }
 }
 

@@ -1,11 +1,19 @@
 //! Running package-manager commands that need root, never silently:
 //!
 //! - as root, the command runs as it is;
-//! - otherwise through `sudo -n` (works with a cached credential or a `NOPASSWD` rule), after a
-//!   progress note that says what runs and why;
-//! - when `sudo -n` needs a password and a terminal is attached, a note says so and interactive
-//!   `sudo` runs in the terminal's foreground (it may ask for the password);
-//! - with no terminal, or no `sudo` at all, the error carries the exact command to run.
+//! - otherwise sudo is asked directly whether it can run the command without a prompt:
+//!   `sudo -n true` (a cached credential, or a `NOPASSWD` rule for everything), then
+//!   `sudo -n -l COMMAND` (a `NOPASSWD` rule for this command). When it can, `sudo -n COMMAND`
+//!   runs after a progress note that says what runs and why;
+//! - when it cannot, sudo needs to ask (for a password) or refuses: with a terminal attached, a
+//!   note says so and interactive `sudo` runs in the terminal's foreground, where sudo itself
+//!   asks or says no; with no terminal, the error quotes what sudo said and carries the exact
+//!   command to run;
+//! - with no `sudo` at all, the error carries the exact command to run as root.
+//!
+//! Nothing here reads sudo's wording to decide: sudo.ws ("a password is required") and sudo-rs
+//! ("interactive authentication is required") take the same path, and sudo's own message is
+//! passed on to the user.
 //!
 //! AUR helpers are the opposite case: they refuse to run as root and call `sudo` themselves, see
 //! [`refuse_root_for_aur`].
@@ -18,20 +26,11 @@ use provisioner_core::{
     redact_urls, shell_quote,
 };
 
+use crate::locks::{LockSettings, LockWait, ManagerLock};
+
 /// Environment variables set only to make output parseable (`LC_ALL=C`): kept in the
 /// environment but not forwarded through `sudo` as `VAR=value` arguments nor shown in hints.
 const PARSE_ONLY_VARIABLES: [&str; 1] = ["LC_ALL"];
-
-/// What `sudo` prints when it cannot authenticate without asking.
-const PASSWORD_NEEDED: [&str; 2] = ["a password is required", "a terminal is required"];
-
-/// What `sudo` prints when the user may not run the command at all.
-const SUDO_REFUSED: [&str; 4] = [
-    "is not in the sudoers file",
-    "is not allowed to execute",
-    "may not run sudo",
-    "incorrect password attempt",
-];
 
 /// Who the provisioner runs as, and whether it can ask the user for a password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,18 +78,21 @@ pub struct RootTask<'a> {
     pub action: &'a str,
 }
 
-/// Runs commands that need root: directly as root, else through `sudo` (see the module docs).
+/// Runs commands that need root: directly as root, else through `sudo` (see the module docs),
+/// after waiting for the package manager's locks the command takes.
 #[derive(Clone)]
 pub struct RootRunner {
     shell: Arc<dyn Shell>,
     progress: Arc<dyn Progress>,
     privilege: Privilege,
+    locks: LockSettings,
 }
 
 impl std::fmt::Debug for RootRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RootRunner")
             .field("privilege", &self.privilege)
+            .field("locks", &self.locks)
             .finish_non_exhaustive()
     }
 }
@@ -120,19 +122,40 @@ fn quoted(words: &[String]) -> String {
         .join(" ")
 }
 
+/// What sudo answered when asked whether it can run a command without a prompt.
+enum SudoAnswer {
+    /// It can: `sudo -n` runs the command.
+    Ready,
+    /// It cannot (it would ask for a password, or it refuses): what it said.
+    Cannot(String),
+}
+
 impl RootRunner {
-    /// A runner over the Shell port for a process with `privilege`.
+    /// A runner over the Shell port for a process with `privilege`; managers' locks are waited
+    /// for as [`LockSettings::default`] says.
     pub fn new(shell: Arc<dyn Shell>, progress: Arc<dyn Progress>, privilege: Privilege) -> Self {
         RootRunner {
             shell,
             progress,
             privilege,
+            locks: LockSettings::default(),
         }
+    }
+
+    /// The same runner with other lock settings.
+    pub fn with_locks(mut self, locks: LockSettings) -> Self {
+        self.locks = locks;
+        self
     }
 
     /// Who runs the commands.
     pub fn privilege(&self) -> Privilege {
         self.privilege
+    }
+
+    /// Where lock files are looked for and how long they are waited for.
+    pub fn locks(&self) -> &LockSettings {
+        &self.locks
     }
 
     /// The command as a user would type it to run it as root: as root the plain command
@@ -155,9 +178,44 @@ impl RootRunner {
             .join(" && ")
     }
 
+    /// Waits until none of `locks` is held (see [`crate::locks`]), then runs `command` as root
+    /// like [`RootRunner::run`].
+    pub async fn run_locked(
+        &self,
+        command: &CommandSpec,
+        task: &RootTask<'_>,
+        then: &[&CommandSpec],
+        locks: &[ManagerLock],
+    ) -> Result<CommandOutput> {
+        self.wait_for(command, task, locks).await?;
+        self.run(command, task, then).await
+    }
+
+    /// Waits until none of `locks` is held, naming the holder; an error after the bound.
+    pub async fn wait_for(
+        &self,
+        command: &CommandSpec,
+        task: &RootTask<'_>,
+        locks: &[ManagerLock],
+    ) -> Result<()> {
+        let shown = self.display(command);
+        crate::locks::wait_for(
+            &self.progress,
+            &self.locks,
+            LockWait {
+                manager: task.manager,
+                package: task.package,
+                command: &shown,
+            },
+            locks,
+        )
+        .await
+    }
+
     /// Runs `command` as root (see the module docs). `then` lists the commands that follow it in
     /// the same operation, so that a hint names all of them. A non-zero exit of the command
-    /// itself is returned, not an error: callers decide with [`CommandOutput::success`].
+    /// itself (or of interactive sudo) is returned, not an error: callers decide with
+    /// [`CommandOutput::success`] and report the output, sudo's words included.
     pub async fn run(
         &self,
         command: &CommandSpec,
@@ -188,81 +246,109 @@ impl RootRunner {
         }
 
         let words = command_words(command);
-        let mut sudo = command.clone();
-        sudo.program = "sudo".to_string();
-        sudo.args = std::iter::once("-n".to_string())
-            .chain(words.iter().cloned())
-            .collect();
-        sudo.terminal = false;
-        self.progress.report(ProgressEvent::Note {
-            message: format!(
-                "{} needs root: running `sudo -n {}`",
-                task.action,
-                quoted(&words)
-            ),
-        });
-        let output = self.shell.run(&sudo).await?;
-        if output.success() {
-            return Ok(output);
-        }
-        if mentions(&output.tail, &SUDO_REFUSED) {
-            return Err(self.refused(task, &all, &output));
-        }
-        if !mentions(&output.tail, &PASSWORD_NEEDED) {
-            return Ok(output);
-        }
-        if !self.privilege.terminal {
-            return Err(Error::Package {
+        match self.ask_sudo(command).await? {
+            SudoAnswer::Ready => {
+                self.progress.report(ProgressEvent::Note {
+                    message: format!(
+                        "{} needs root: running `sudo -n {}`",
+                        task.action,
+                        quoted(&words)
+                    ),
+                });
+                let sudo = sudo_command(command, Some("-n"), &words, false);
+                self.shell.run(&sudo).await
+            }
+            SudoAnswer::Cannot(said) if !self.privilege.terminal => Err(Error::Package {
                 manager: task.manager.to_string(),
                 package: task.package.to_string(),
                 message: format!(
-                    "{} needs root; sudo needs a password and no terminal is attached to ask for it. Run the command below yourself, run the provisioner as root, or allow the command without a password (a NOPASSWD sudoers rule)",
-                    task.action
+                    "{} needs root, and sudo cannot run it without asking (for a password, or for permission){}; no terminal is attached to ask on. Run the command below yourself, run the provisioner as root, or allow the command without a password (a NOPASSWD sudoers rule)",
+                    task.action,
+                    sudo_said(&said)
                 ),
                 hint: Some(self.display_all(&all)),
-            });
+            }),
+            SudoAnswer::Cannot(_) => {
+                self.progress.report(ProgressEvent::Note {
+                    message: format!(
+                        "{} needs root: running `sudo {}`; sudo may ask for your password",
+                        task.action,
+                        quoted(&words)
+                    ),
+                });
+                let interactive = sudo_command(command, None, &words, true);
+                self.shell.run(&interactive).await
+            }
         }
-
-        self.progress.report(ProgressEvent::Note {
-            message: format!(
-                "{} needs root: running `sudo {}`; sudo may ask for your password",
-                task.action,
-                quoted(&words)
-            ),
-        });
-        let mut interactive = sudo;
-        interactive.args = words;
-        interactive.terminal = true;
-        let output = self.shell.run(&interactive).await?;
-        if !output.success() && mentions(&output.tail, &SUDO_REFUSED) {
-            return Err(self.refused(task, &all, &output));
-        }
-        Ok(output)
     }
 
-    fn refused(&self, task: &RootTask<'_>, all: &[&CommandSpec], output: &CommandOutput) -> Error {
-        let reason = output
-            .tail
-            .lines()
-            .rev()
-            .find(|line| line.starts_with("sudo:"))
-            .unwrap_or("sudo refused")
-            .trim()
-            .to_string();
-        Error::Package {
-            manager: task.manager.to_string(),
-            package: task.package.to_string(),
-            message: format!(
-                "{} needs root and sudo refused ({reason}); run the command below as a user allowed to, or as root",
-                task.action
-            ),
-            hint: Some(self.display_all(all)),
+    /// Asks sudo whether it can run `command` without a prompt: `sudo -n true`, then
+    /// `sudo -n -l COMMAND` (a rule for this command alone). Exit statuses only; the words of
+    /// the first refusal are kept for the user.
+    async fn ask_sudo(&self, command: &CommandSpec) -> Result<SudoAnswer> {
+        let probe = |args: Vec<String>| {
+            let mut probe = CommandSpec::new("sudo", args).env("LC_ALL", "C");
+            probe.cwd = command.cwd.clone();
+            probe
+        };
+        let anything = self
+            .shell
+            .run(&probe(vec!["-n".to_string(), "true".to_string()]))
+            .await?;
+        if anything.success() {
+            return Ok(SudoAnswer::Ready);
         }
+        // `-l` lists what the policy allows for the command itself; variables are not part of
+        // it.
+        let listed = std::iter::once(command.program.clone())
+            .chain(command.args.iter().cloned())
+            .collect::<Vec<_>>();
+        let this = self
+            .shell
+            .run(&probe(
+                ["-n".to_string(), "-l".to_string()]
+                    .into_iter()
+                    .chain(listed)
+                    .collect(),
+            ))
+            .await?;
+        if this.success() {
+            return Ok(SudoAnswer::Ready);
+        }
+        Ok(SudoAnswer::Cannot(anything.tail.trim().to_string()))
     }
 }
 
-fn mentions(text: &str, needles: &[&str]) -> bool {
-    needles.iter().any(|needle| text.contains(needle))
+/// `sudo [flag] WORDS`, keeping the command's environment and working directory.
+fn sudo_command(
+    command: &CommandSpec,
+    flag: Option<&str>,
+    words: &[String],
+    terminal: bool,
+) -> CommandSpec {
+    let mut sudo = command.clone();
+    sudo.program = "sudo".to_string();
+    sudo.args = flag
+        .map(str::to_string)
+        .into_iter()
+        .chain(words.iter().cloned())
+        .collect();
+    sudo.terminal = terminal;
+    sudo
+}
+
+/// `; sudo said: "…"` with sudo's own words (its last lines), or nothing when it said nothing.
+fn sudo_said(said: &str) -> String {
+    let lines: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let shown = lines[lines.len().saturating_sub(3)..].join(" / ");
+    format!(" (sudo said: \"{shown}\")")
 }
 
 /// AUR helpers (paru, yay) build packages as the invoking user and refuse to run as root: a clear

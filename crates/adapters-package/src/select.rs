@@ -10,6 +10,7 @@ use provisioner_core::{Engine, Error, ManagerKind, PackageManager, Progress, Res
 use crate::apt::{Apt, AptOptions};
 use crate::aur::Aur;
 use crate::dnf::Dnf;
+use crate::locks::LockSettings;
 use crate::pacman::{Pacman, PacmanOptions};
 use crate::privilege::Privilege;
 
@@ -46,6 +47,7 @@ pub struct HostManagers {
     distro: Distro,
     privilege: Privilege,
     pacman: Option<PacmanOptions>,
+    locks: LockSettings,
 }
 
 impl std::fmt::Debug for HostManagers {
@@ -55,6 +57,7 @@ impl std::fmt::Debug for HostManagers {
             .field("distro", &self.distro)
             .field("privilege", &self.privilege)
             .field("pacman", &self.pacman)
+            .field("locks", &self.locks)
             .finish_non_exhaustive()
     }
 }
@@ -71,7 +74,16 @@ impl HostManagers {
             distro: detect_distro(),
             privilege: Privilege::detect(),
             pacman: None,
+            locks: LockSettings::default(),
         }
+    }
+
+    /// Overrides where the managers' lock files are looked for and how long they are waited for
+    /// (every manager built afterwards; pacman options set with
+    /// [`HostManagers::with_pacman_options`] keep their own).
+    pub fn with_locks(mut self, locks: LockSettings) -> Self {
+        self.locks = locks;
+        self
     }
 
     /// Overrides the detected distribution.
@@ -159,6 +171,7 @@ impl HostManagers {
                 self.privilege,
                 AptOptions {
                     state_dir: self.state_dir.join("apt"),
+                    locks: self.locks.clone(),
                 },
             )),
             ManagerKind::Pacman => Arc::new(Pacman::new(
@@ -167,20 +180,23 @@ impl HostManagers {
                 self.privilege,
                 self.pacman.clone().unwrap_or_else(|| PacmanOptions {
                     state_dir: self.state_dir.join("pacman"),
+                    locks: self.locks.clone(),
                     ..PacmanOptions::default()
                 }),
             )),
-            ManagerKind::Dnf => Arc::new(Dnf::new(
-                self.shell.clone(),
-                self.progress.clone(),
-                self.privilege,
-            )),
-            ManagerKind::Paru | ManagerKind::Yay => Arc::new(Aur::new(
-                kind,
-                self.shell.clone(),
-                self.progress.clone(),
-                self.privilege,
-            )?),
+            ManagerKind::Dnf => Arc::new(
+                Dnf::new(self.shell.clone(), self.progress.clone(), self.privilege)
+                    .with_locks(self.locks.clone()),
+            ),
+            ManagerKind::Paru | ManagerKind::Yay => Arc::new(
+                Aur::new(
+                    kind,
+                    self.shell.clone(),
+                    self.progress.clone(),
+                    self.privilege,
+                )?
+                .with_locks(self.locks.clone()),
+            ),
         })
     }
 }

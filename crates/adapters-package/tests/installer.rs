@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use adapters_package::{HostManagers, PackageEngineInstaller, PackageInstallMetadata, Privilege};
+use adapters_package::{
+    HostManagers, LockSettings, PackageEngineInstaller, PackageInstallMetadata, Privilege,
+};
 use provisioner_core::Distro;
 use provisioner_core::{
     Engine, Error, ManagerKind, PackageInstallSpec, PackageInstaller, Policy,
@@ -37,7 +39,12 @@ impl Fixture {
             self.dir.path().join("state"),
         )
         .with_distro(distro)
-        .with_privilege(Privilege::root());
+        .with_privilege(Privilege::root())
+        // The host's lock files play no part here.
+        .with_locks(LockSettings {
+            root: self.dir.path().join("root"),
+            ..LockSettings::default()
+        });
         PackageEngineInstaller::new(
             managers,
             self.shell.clone(),
@@ -496,14 +503,14 @@ async fn a_gpu_backend_with_no_known_package_is_a_clear_error_before_anything_ru
     let mut spec = fixture.spec(None, "llama-server");
     spec.backend = provisioner_core::Backend::Cuda;
     let error = fixture
-        .installer()
+        .installer_with(Distro::Fedora, Arc::new(ConfigPolicy))
         .ensure_installed(&spec)
         .await
         .unwrap_err();
     let message = error.to_string();
     assert!(
-        message.contains("no known package ships llamacpp with the cuda backend on debian")
-            && message.contains("llama.cpp-tools (cpu)"),
+        message.contains("no known package ships llamacpp with the cuda backend on fedora")
+            && message.contains("llama-cpp (cpu)"),
         "{message}"
     );
     assert!(
@@ -511,4 +518,221 @@ async fn a_gpu_backend_with_no_known_package_is_a_clear_error_before_anything_ru
         "{:?}",
         fixture.shell.lines()
     );
+}
+
+/// `dpkg-query -W` of one package (the pattern a rule matches).
+fn status_of(name: &str) -> String {
+    format!("dpkg-query -W -f ${{db:Status-Abbrev}}|${{Version}}\n {name}")
+}
+
+/// Debian ships llama.cpp's GPU backends apart from the server: `backend: vulkan` installs
+/// `llama.cpp-tools` and `libggml0-backend-vulkan` at the version of the `libggml0` installed
+/// with it, and the backend check reads both packages' files.
+#[tokio::test]
+async fn a_backend_that_ships_apart_is_installed_with_the_server_and_checked_with_it() {
+    let fixture = Fixture::new();
+    let server = fixture.executable("llama-server");
+    let library = "/usr/lib/x86_64-linux-gnu/ggml/backends0/libggml-vulkan.so";
+    fixture
+        .shell
+        // The backend's rules come first: `libggml0` is a prefix of its name.
+        .once(
+            &status_of("libggml0-backend-vulkan"),
+            fail(
+                1,
+                "dpkg-query: no packages found matching libggml0-backend-vulkan\n",
+            ),
+        )
+        .always(&status_of("libggml0-backend-vulkan"), ok("ii |0.9.11-1\n"))
+        .always(&status_of("libggml0"), ok("ii |0.9.11-1\n"))
+        .times(
+            &status_of("llama.cpp-tools"),
+            2,
+            fail(
+                1,
+                "dpkg-query: no packages found matching llama.cpp-tools\n",
+            ),
+        )
+        .always(&status_of("llama.cpp-tools"), ok("ii |1.0-1\n"))
+        .always("apt-get install", ok(""))
+        .always(
+            "dpkg-query -L llama.cpp-tools",
+            ok(&files_listing(&[&server])),
+        )
+        .always(
+            "dpkg-query -L libggml0-backend-vulkan",
+            ok(&format!("/.\n/usr\n{library}\n")),
+        )
+        .always("llama-server --version", ok("version: 8064 (abc1234)\n"));
+    let mut spec = fixture.spec(None, "llama-server");
+    spec.backend = provisioner_core::Backend::Vulkan;
+    let installer = fixture.installer();
+
+    let cold = installer.ensure_installed(&spec).await.unwrap();
+    assert_eq!(cold.package.name, "llama.cpp-tools");
+    assert_eq!(cold.found.backend, provisioner_core::FoundBackend::Vulkan);
+    assert!(
+        cold.found.how.contains("libggml-vulkan.so")
+            && cold
+                .found
+                .how
+                .contains("llama.cpp-tools and libggml0-backend-vulkan"),
+        "{}",
+        cold.found.how
+    );
+    let installs = fixture.shell.matching("apt-get install");
+    assert_eq!(installs.len(), 2, "{installs:?}");
+    assert!(
+        installs[0].ends_with(" llama.cpp-tools=1.0-1"),
+        "{installs:?}"
+    );
+    // At exactly the version of the libggml0 that came with the server.
+    assert!(
+        installs[1].ends_with(" libggml0-backend-vulkan=0.9.11-1"),
+        "{installs:?}"
+    );
+    assert!(
+        fixture
+            .progress
+            .started()
+            .contains(&"install libggml0-backend-vulkan=0.9.11-1 (apt)".to_string()),
+        "{:?}",
+        fixture.progress.events()
+    );
+    let metadata: PackageInstallMetadata =
+        serde_json::from_slice(&std::fs::read(&cold.metadata_file).unwrap()).unwrap();
+    let backend = metadata.backend_package.unwrap();
+    assert_eq!(
+        (backend.name.as_str(), backend.version.as_str()),
+        ("libggml0-backend-vulkan", "0.9.11-1")
+    );
+
+    // Warm: the record and one query per package.
+    let before = fixture.shell.calls().len();
+    let warm = installer.ensure_installed(&spec).await.unwrap();
+    let warm_calls = &fixture.shell.lines()[before..];
+    assert!(warm.cache_hit);
+    assert_eq!(warm_calls.len(), 2, "{warm_calls:?}");
+    assert!(
+        warm_calls
+            .iter()
+            .all(|call| call.starts_with("dpkg-query -W"))
+    );
+}
+
+/// The server is there, the backend package is not, and installs are not allowed: the hint
+/// installs the backend package; with both missing it names both.
+#[tokio::test]
+async fn a_missing_backend_package_is_named_in_the_install_command() {
+    let fixture = Fixture::new();
+    let server = fixture.executable("llama-server");
+    fixture
+        .shell
+        .always(
+            &status_of("libggml0-backend-cuda"),
+            fail(
+                1,
+                "dpkg-query: no packages found matching libggml0-backend-cuda\n",
+            ),
+        )
+        .always(&status_of("libggml0"), ok("ii |0.9.11-1\n"))
+        .always(&status_of("llama.cpp-tools"), ok("ii |1.0-1\n"))
+        .always(
+            "dpkg-query -L llama.cpp-tools",
+            ok(&files_listing(&[&server])),
+        );
+    let mut spec = fixture.spec(Some("llama.cpp-tools"), "llama-server");
+    spec.backend = provisioner_core::Backend::Cuda;
+    spec.allowed_by_config = false;
+    let error = fixture
+        .installer()
+        .ensure_installed(&spec)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::PolicyDenied { .. }), "{error:?}");
+    assert_eq!(
+        hint(&error),
+        "set provisioning.allow_package_installs: true, or install it yourself: apt-get install -y --allow-downgrades libggml0-backend-cuda=0.9.11-1"
+    );
+    assert!(fixture.shell.matching("apt-get install").is_empty());
+
+    let fixture = Fixture::new();
+    fixture.shell.always(
+        "dpkg-query -W",
+        fail(
+            1,
+            "dpkg-query: no packages found matching llama.cpp-tools\n",
+        ),
+    );
+    let error = fixture
+        .installer()
+        .ensure_installed(&spec)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        hint(&error),
+        "set provisioning.allow_package_installs: true, or install it yourself: apt-get install -y --allow-downgrades llama.cpp-tools=1.0-1 libggml0-backend-cuda"
+    );
+}
+
+/// The backend package turns out not to carry the backend: both packages this call installed
+/// are removed again, the backend package first.
+#[tokio::test]
+async fn a_backend_package_without_the_backend_is_removed_with_the_server() {
+    let fixture = Fixture::new();
+    let server = fixture.executable("llama-server");
+    fixture
+        .shell
+        .once(
+            &status_of("libggml0-backend-hip"),
+            fail(
+                1,
+                "dpkg-query: no packages found matching libggml0-backend-hip\n",
+            ),
+        )
+        .always(&status_of("libggml0-backend-hip"), ok("ii |0.9.11-1\n"))
+        .always(&status_of("libggml0"), ok("ii |0.9.11-1\n"))
+        .times(
+            &status_of("llama.cpp-tools"),
+            2,
+            fail(
+                1,
+                "dpkg-query: no packages found matching llama.cpp-tools\n",
+            ),
+        )
+        .always(&status_of("llama.cpp-tools"), ok("ii |1.0-1\n"))
+        .always("apt-get install", ok(""))
+        .always("apt-get remove", ok(""))
+        .always(
+            "dpkg-query -L llama.cpp-tools",
+            ok(&files_listing(&[&server])),
+        )
+        .always(
+            "dpkg-query -L libggml0-backend-hip",
+            ok("/.\n/usr/share/doc/libggml0-backend-hip/copyright\n"),
+        )
+        .always("llama-server --version", ok("version: 8064 (abc1234)\n"));
+    let mut spec = fixture.spec(None, "llama-server");
+    spec.backend = provisioner_core::Backend::Hip;
+    let error = fixture
+        .installer()
+        .ensure_installed(&spec)
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("shows no hip backend")
+            && message.contains("the files of llama.cpp-tools and libggml0-backend-hip")
+            && message.contains(
+                "libggml0-backend-hip was removed again; llama.cpp-tools was removed again"
+            ),
+        "{message}"
+    );
+    let removals = fixture.shell.matching("apt-get remove");
+    assert_eq!(removals.len(), 2, "{removals:?}");
+    assert!(
+        removals[0].ends_with(" libggml0-backend-hip"),
+        "{removals:?}"
+    );
+    assert!(removals[1].ends_with(" llama.cpp-tools"), "{removals:?}");
 }

@@ -6,7 +6,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use adapters_package::{Apt, AptOptions, Aur, Dnf, HostManagers, Pacman, PacmanOptions, Privilege};
+use adapters_package::{
+    Apt, AptOptions, Aur, Dnf, HostManagers, LockSettings, Pacman, PacmanOptions, Privilege,
+};
 use provisioner_core::Distro;
 use provisioner_core::{Engine, Error, ManagerKind, PackageManager, PackageRequest};
 use support::{Recorder, ScriptedShell, fail, hint, ok};
@@ -26,6 +28,11 @@ fn apt(shell: &Arc<ScriptedShell>, state: &Path, privilege: Privilege) -> Apt {
         privilege,
         AptOptions {
             state_dir: state.to_path_buf(),
+            // The host's lock files play no part here.
+            locks: LockSettings {
+                root: state.join("root"),
+                ..LockSettings::default()
+            },
         },
     )
 }
@@ -198,6 +205,7 @@ async fn apt_says_when_no_repository_offers_the_package() {
     let shell = ScriptedShell::new();
     shell
         .on_path(&["sudo"])
+        .always("sudo -n true", ok(""))
         .always(
             "apt-get install",
             fail(100, "E: Unable to locate package nosuch\n"),
@@ -211,10 +219,64 @@ async fn apt_says_when_no_repository_offers_the_package() {
         .unwrap_err();
     let (_, _, message) = package_error(&error);
     assert!(
-        message.contains("no configured repository offers nosuch"),
+        message.contains("no configured repository offers nosuch")
+            && message.contains("apt-get said:\n  | E: Unable to locate package nosuch"),
         "{message}"
     );
     assert_eq!(hint(&error), "sudo apt-get update");
+    assert_eq!(error.code().exit_code(), 13);
+}
+
+/// apt-get update fails (another apt holds the lists lock, the network is down): its own words
+/// are the error, never "no repository offers it" with a hint to run the update that failed.
+#[tokio::test]
+async fn apt_shows_its_own_failure_when_reading_the_lists_again_fails() {
+    let shell = ScriptedShell::new();
+    let busy = "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 1234 (apt-get)\nE: Unable to lock directory /var/lib/apt/lists/\n";
+    shell
+        .always(
+            "apt-get install",
+            fail(100, "E: Unable to locate package llama.cpp-tools\n"),
+        )
+        .always("apt-cache madison", ok(""))
+        .always("apt-get update", fail(100, busy));
+    let state = tempfile::tempdir().unwrap();
+    let error = apt(&shell, state.path(), Privilege::root())
+        .install(&[pinned("llama.cpp-tools", "8064+dfsg-2", None)])
+        .await
+        .unwrap_err();
+    let (manager, package, message) = package_error(&error);
+    assert_eq!((manager, package), ("apt", "llama.cpp-tools=8064+dfsg-2"));
+    assert!(
+        message.contains("reading them again failed: `DEBIAN_FRONTEND=noninteractive apt-get update` failed (exit code 100)")
+            && message.contains("It is held by process 1234 (apt-get)"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("no configured repository offers"),
+        "{message}"
+    );
+    assert_eq!(error.code().exit_code(), 13);
+
+    // Any other failure of the install is apt's own, with its command.
+    let shell = ScriptedShell::new();
+    shell
+        .always(
+            "apt-get install",
+            fail(100, "E: Sub-process /usr/bin/dpkg returned an error code (1)\n"),
+        )
+        .always("apt-cache madison", ok("llama.cpp-tools | 8064+dfsg-2 | http://deb.debian.org/debian sid/main amd64 Packages\n"));
+    let error = apt(&shell, state.path(), Privilege::root())
+        .install(&[pinned("llama.cpp-tools", "8064+dfsg-2", None)])
+        .await
+        .unwrap_err();
+    let (_, _, message) = package_error(&error);
+    assert!(
+        message.starts_with("`DEBIAN_FRONTEND=noninteractive apt-get install")
+            && message.contains("dpkg returned an error code (1)"),
+        "{message}"
+    );
+    assert_eq!(error.code().exit_code(), 13);
 }
 
 #[tokio::test]
@@ -267,10 +329,10 @@ async fn apt_query_installed_only_at_ii() {
     );
     assert_eq!(apt.query(&"b".parse().unwrap()).await.unwrap(), None);
     assert_eq!(apt.query(&"c".parse().unwrap()).await.unwrap(), None);
-    assert!(matches!(
-        apt.query(&"d".parse().unwrap()).await,
-        Err(Error::CommandFailed { .. })
-    ));
+    let error = apt.query(&"d".parse().unwrap()).await.unwrap_err();
+    let (_, _, message) = package_error(&error);
+    assert!(message.contains("database is locked"), "{message}");
+    assert_eq!(error.code().exit_code(), 13);
 }
 
 #[tokio::test]
@@ -384,6 +446,7 @@ async fn pacman_installs_from_a_named_repository_when_it_holds_the_pin() {
         dbpath: Some(PathBuf::from("/alt/var/lib/pacman")),
         config: Some(PathBuf::from("/alt/pacman.conf")),
         state_dir: state.path().to_path_buf(),
+        ..PacmanOptions::default()
     };
     let installed = pacman(&shell, options)
         .install(&[pinned("llama-cpp", "1:6000-1", Some("extra"))])
@@ -564,6 +627,7 @@ async fn pacman_points_at_the_archive_when_no_repository_or_cache_has_the_pin() 
     );
     // A cached older version is installed with -U.
     shell
+        .always("sudo -n true", ok(""))
         .always("-U --noconfirm", ok(""))
         .always("-Q llama-cpp", ok("llama-cpp 5000-1\n"));
     shell.on_path(&["sudo"]);

@@ -54,10 +54,13 @@ async fn a_user_goes_through_sudo_n_with_the_environment_as_arguments() {
         .await
         .unwrap();
     let calls = shell.calls();
-    assert_eq!(calls.len(), 1);
+    assert_eq!(calls.len(), 2, "{:?}", shell.lines());
+    // First the question: can sudo run anything without a prompt?
     assert_eq!(calls[0].program, "sudo");
+    assert_eq!(calls[0].args, ["-n", "true"]);
+    assert_eq!(calls[1].program, "sudo");
     assert_eq!(
-        calls[0].args,
+        calls[1].args,
         [
             "-n",
             "DEBIAN_FRONTEND=noninteractive",
@@ -67,7 +70,7 @@ async fn a_user_goes_through_sudo_n_with_the_environment_as_arguments() {
             "llama.cpp-tools=1.0"
         ]
     );
-    assert!(!calls[0].terminal);
+    assert!(!calls[1].terminal);
     // Never silently: the note says what runs as root.
     let notes = progress.notes();
     assert_eq!(notes.len(), 1, "{notes:?}");
@@ -80,11 +83,45 @@ async fn a_user_goes_through_sudo_n_with_the_environment_as_arguments() {
 }
 
 #[tokio::test]
+async fn a_nopasswd_rule_for_the_command_alone_is_found_with_sudo_l() {
+    let shell = ScriptedShell::new();
+    shell
+        .on_path(&["sudo"])
+        .once("sudo -n true", fail(1, "sudo: a password is required\n"))
+        .once(
+            "sudo -n -l apt-get install",
+            ok("/usr/bin/apt-get install -y llama.cpp-tools=1.0\n"),
+        )
+        .once("sudo -n DEBIAN_FRONTEND", ok("done"));
+    let progress = Arc::new(Recorder::default());
+    let output = runner(&shell, &progress, Privilege::user(false))
+        .run(&install(), &TASK, &[])
+        .await
+        .unwrap();
+    assert!(output.success());
+    let calls = shell.calls();
+    assert_eq!(calls.len(), 3, "{:?}", shell.lines());
+    // The policy is asked about the command itself; the variables are not part of it.
+    assert_eq!(
+        calls[1].args,
+        [
+            "-n",
+            "-l",
+            "apt-get",
+            "install",
+            "-y",
+            "llama.cpp-tools=1.0"
+        ]
+    );
+    assert!(!calls[2].terminal);
+}
+
+#[tokio::test]
 async fn a_password_with_a_terminal_runs_interactive_sudo_after_a_note() {
     let shell = ScriptedShell::new();
     shell
         .on_path(&["sudo"])
-        .once("sudo -n", fail(1, "sudo: a password is required\n"))
+        .times("sudo -n", 2, fail(1, "sudo: a password is required\n"))
         .once("sudo DEBIAN_FRONTEND", ok("done"));
     let progress = Arc::new(Recorder::default());
     let output = runner(&shell, &progress, Privilege::user(true))
@@ -93,10 +130,10 @@ async fn a_password_with_a_terminal_runs_interactive_sudo_after_a_note() {
         .unwrap();
     assert!(output.success());
     let calls = shell.calls();
-    assert_eq!(calls.len(), 2);
-    assert_eq!(calls[1].program, "sudo");
+    assert_eq!(calls.len(), 3, "{:?}", shell.lines());
+    assert_eq!(calls[2].program, "sudo");
     assert_eq!(
-        calls[1].args,
+        calls[2].args,
         [
             "DEBIAN_FRONTEND=noninteractive",
             "apt-get",
@@ -105,7 +142,7 @@ async fn a_password_with_a_terminal_runs_interactive_sudo_after_a_note() {
             "llama.cpp-tools=1.0"
         ]
     );
-    assert!(calls[1].terminal, "interactive sudo must own the terminal");
+    assert!(calls[2].terminal, "interactive sudo must own the terminal");
     let notes = progress.notes();
     let last = notes.last().unwrap();
     assert!(
@@ -119,11 +156,12 @@ async fn a_password_with_a_terminal_runs_interactive_sudo_after_a_note() {
 }
 
 #[tokio::test]
-async fn a_password_without_a_terminal_is_an_error_with_the_exact_command() {
+async fn a_password_without_a_terminal_is_an_error_with_sudos_words_and_the_exact_command() {
     let shell = ScriptedShell::new();
-    shell
-        .on_path(&["sudo"])
-        .always("sudo -n", fail(1, "sudo: a password is required\n"));
+    shell.on_path(&["sudo"]).always(
+        "sudo -n",
+        fail(1, "sudo: interactive authentication is required\n"),
+    );
     let progress = Arc::new(Recorder::default());
     let then = CommandSpec::new("apt-get", ["install", "-y", "x"]);
     let error = runner(&shell, &progress, Privilege::user(false))
@@ -142,7 +180,10 @@ async fn a_password_without_a_terminal_is_an_error_with_the_exact_command() {
     assert_eq!(manager, "apt");
     assert_eq!(package, "llama.cpp-tools=1.0");
     assert!(
-        message.contains("NOPASSWD") && message.contains("as root"),
+        message.contains("NOPASSWD")
+            && message.contains("as root")
+            && message.contains("password")
+            && message.contains("sudo said: \"sudo: interactive authentication is required\""),
         "{message}"
     );
     assert_eq!(
@@ -151,9 +192,13 @@ async fn a_password_without_a_terminal_is_an_error_with_the_exact_command() {
             "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y llama.cpp-tools=1.0 && sudo apt-get install -y x"
         )
     );
+    assert_eq!(error.code().exit_code(), 13);
     assert_eq!(
-        shell.calls().len(),
-        1,
+        shell.lines(),
+        [
+            "sudo -n true",
+            "sudo -n -l apt-get install -y llama.cpp-tools=1.0"
+        ],
         "no interactive sudo without a terminal"
     );
 }
@@ -185,6 +230,7 @@ async fn the_commands_own_failure_through_sudo_is_returned_as_output() {
     let shell = ScriptedShell::new();
     shell
         .on_path(&["sudo"])
+        .once("sudo -n true", ok(""))
         .always("sudo -n", fail(100, "E: Unable to locate package x\n"));
     let progress = Arc::new(Recorder::default());
     let output = runner(&shell, &progress, Privilege::user(true))
@@ -194,27 +240,40 @@ async fn the_commands_own_failure_through_sudo_is_returned_as_output() {
     assert_eq!(output.code, Some(100));
     assert_eq!(
         shell.calls().len(),
-        1,
+        2,
         "no password prompt for a failed command"
     );
 }
 
 #[tokio::test]
-async fn a_user_sudo_refuses_is_an_error() {
+async fn a_refusal_is_sudos_own_words_with_or_without_a_terminal() {
+    let refusal = "sudo: alice is not in the sudoers file.  This incident will be reported.\n";
+    // Without a terminal: the error quotes sudo.
     let shell = ScriptedShell::new();
-    shell.on_path(&["sudo"]).always(
-        "sudo -n",
-        fail(
-            1,
-            "sudo: alice is not in the sudoers file.  This incident will be reported.\n",
-        ),
-    );
+    shell.on_path(&["sudo"]).always("sudo -n", fail(1, refusal));
     let progress = Arc::new(Recorder::default());
-    let error = runner(&shell, &progress, Privilege::user(true))
+    let error = runner(&shell, &progress, Privilege::user(false))
         .run(&install(), &TASK, &[])
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("sudo refused"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("alice is not in the sudoers file"),
+        "{error}"
+    );
+    // With one: interactive sudo says it itself, and its output is the caller's to report.
+    let shell = ScriptedShell::new();
+    shell
+        .on_path(&["sudo"])
+        .always("sudo -n", fail(1, "sudo: a password is required\n"))
+        .once("sudo DEBIAN_FRONTEND", fail(1, refusal));
+    let output = runner(&shell, &progress, Privilege::user(true))
+        .run(&install(), &TASK, &[])
+        .await
+        .unwrap();
+    assert_eq!(output.code, Some(1));
+    assert!(output.tail.contains("not in the sudoers file"));
 }
 
 #[test]

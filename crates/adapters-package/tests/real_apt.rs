@@ -20,7 +20,7 @@ use provisioner_core::{
     CommandSpec, Engine, Error, ManagerKind, NoProgress, PackageInstallSpec, PackageInstaller,
     PackageManager, PackageRequest, Shell, package_engine_version,
 };
-use support::{ConfigPolicy, Recorder};
+use support::{ConfigPolicy, LockHolder, Recorder};
 
 /// The two tests that install `ep-test-hello` take turns (both ship /usr/bin/ep-test-hello).
 static HELLO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -53,12 +53,28 @@ async fn run(shell: &HostShell, command: CommandSpec) -> String {
 
 /// Builds `<repo>/<name>_<version>_all.deb` holding `files` (path relative to /, text, mode).
 async fn build_deb(repo: &Path, name: &str, version: &str, files: &[(&str, String, u32)]) {
+    build_deb_depending(repo, name, version, "", files).await;
+}
+
+/// [`build_deb`] with a `Depends:` field (when not empty).
+async fn build_deb_depending(
+    repo: &Path,
+    name: &str,
+    version: &str,
+    depends: &str,
+    files: &[(&str, String, u32)],
+) {
     let root = repo.join(format!(".build-{name}-{version}"));
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    let depends = if depends.is_empty() {
+        String::new()
+    } else {
+        format!("Depends: {depends}\n")
+    };
     std::fs::write(
         root.join("DEBIAN/control"),
         format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: engine-provisioner tests <tests@example.invalid>\nDescription: engine-provisioner test package\n"
+            "Package: {name}\nVersion: {version}\nArchitecture: all\n{depends}Maintainer: engine-provisioner tests <tests@example.invalid>\nDescription: engine-provisioner test package\n"
         ),
     )
     .unwrap();
@@ -176,9 +192,7 @@ fn apt(state: &Path) -> Apt {
         shell(),
         Arc::new(Recorder::default()),
         Privilege::detect(),
-        AptOptions {
-            state_dir: state.to_path_buf(),
-        },
+        AptOptions::new(state.to_path_buf()),
     )
 }
 
@@ -485,5 +499,203 @@ async fn an_upgrade_that_fails_its_check_puts_the_previous_version_back() {
         )
         .await,
         "ep-test-undo 1.0.0\n"
+    );
+}
+
+/// The lists lock of an isolated source held by another process (as unattended-upgrades holds
+/// the system's on a fresh cloud host): the install waits, naming the holder, and goes ahead
+/// once it is free; held past the bound, nothing runs and the error names the holder.
+#[tokio::test(flavor = "multi_thread")]
+async fn apt_waits_for_the_lists_lock_naming_its_holder_and_gives_up_after_the_bound() {
+    require_root_and_tools();
+    let _turn = HELLO.lock().await;
+    let _removed = Removed("ep-test-hello");
+    purge("ep-test-hello").await;
+    let dir = tempfile::tempdir().unwrap();
+    let line = hello_repo(dir.path()).await;
+    let state = dir.path().join("state");
+    let lists = state
+        .join(&blake3::hash(line.as_bytes()).to_hex()[..8])
+        .join("lists");
+    std::fs::create_dir_all(&lists).unwrap();
+    let lock = lists.join("lock");
+    let progress = Arc::new(Recorder::default());
+    let apt_with = |seconds: u64| {
+        Apt::new(
+            shell(),
+            progress.clone(),
+            Privilege::detect(),
+            AptOptions {
+                state_dir: state.clone(),
+                locks: adapters_package::LockSettings {
+                    timeout: Duration::from_secs(seconds),
+                    ..adapters_package::LockSettings::default()
+                },
+            },
+        )
+    };
+
+    let holder = LockHolder::hold(&lock, 2).await;
+    let pid = holder.pid;
+    let started = Instant::now();
+    apt_with(300)
+        .install(&[pinned("ep-test-hello", "1.1.0", &line)])
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    holder.finish().await;
+    let notes = progress.notes();
+    assert!(
+        notes.iter().any(|note| note
+            .contains(&format!("{} is locked by pid {pid} (perl", lock.display()))
+            && note.contains("at most 300 s")),
+        "{notes:?}"
+    );
+
+    let holder = LockHolder::hold(&lock, 60).await;
+    let error = apt_with(1)
+        .install(&[pinned("ep-test-hello", "1.0.0", &line)])
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("is still locked by pid {} (perl", holder.pid))
+            && message.contains("apt-get update"),
+        "{message}"
+    );
+    assert_eq!(error.code().exit_code(), 13);
+    drop(holder);
+    assert_eq!(
+        apt_with(300)
+            .query(&"ep-test-hello".parse().unwrap())
+            .await
+            .unwrap()
+            .map(|installed| installed.version)
+            .as_deref(),
+        Some("1.1.0"),
+        "nothing ran while the lock was held"
+    );
+}
+
+/// What the backend test installs under Debian's own names; a host that has the real ones is
+/// left alone.
+const GGML_TEST_PACKAGES: [&str; 3] = ["llama.cpp-tools", "libggml0", "libggml0-backend-vulkan"];
+
+/// Debian's layout for real: `llama.cpp-tools` (from llama.cpp's source) depends on
+/// `libggml0 (>= …)`; `libggml0-backend-vulkan` (from ggml's source, versioned like
+/// `libggml0`) depends on `libggml0 (= its version)`. `backend: vulkan` installs the server and
+/// the backend package at the version of the `libggml0` on the host, here the older of the two
+/// the repository offers, and finds the backend among both packages' files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_in_its_own_package_is_installed_at_the_librarys_version_and_checked() {
+    require_root_and_tools();
+    let state = tempfile::tempdir().unwrap();
+    let apt = apt(state.path());
+    for name in GGML_TEST_PACKAGES {
+        if let Some(installed) = apt.query(&name.parse().unwrap()).await.unwrap()
+            && !installed.version.contains("eptest")
+        {
+            // The real package is installed here: nothing of it is replaced.
+            return;
+        }
+    }
+    let _removed: Vec<Removed> = GGML_TEST_PACKAGES
+        .iter()
+        .map(|name| Removed(name))
+        .collect();
+    for name in GGML_TEST_PACKAGES {
+        purge(name).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    build_deb_depending(
+        &repo,
+        "llama.cpp-tools",
+        "8064+eptest-1",
+        "libggml0 (>= 0.9.1~eptest-1)",
+        &[(
+            "usr/bin/ep-test-llama-server",
+            "#!/bin/sh\necho 'version: 8064 (eptest)'\n".to_string(),
+            0o755,
+        )],
+    )
+    .await;
+    for version in ["0.9.1~eptest-1", "0.9.2~eptest-1"] {
+        build_deb(
+            &repo,
+            "libggml0",
+            version,
+            &[(
+                "usr/lib/ep-test-ggml/libggml-base.so.0",
+                String::new(),
+                0o644,
+            )],
+        )
+        .await;
+        build_deb_depending(
+            &repo,
+            "libggml0-backend-vulkan",
+            version,
+            &format!("libggml0 (= {version})"),
+            &[(
+                "usr/lib/ep-test-ggml/backends0/libggml-vulkan.so",
+                String::new(),
+                0o644,
+            )],
+        )
+        .await;
+    }
+    let line = index(&repo).await;
+    // The host has the older ggml already.
+    apt.install(&[pinned("libggml0", "0.9.1~eptest-1", &line)])
+        .await
+        .unwrap();
+
+    let progress = Arc::new(Recorder::default());
+    let mut spec = spec(
+        dir.path(),
+        "llama.cpp-tools",
+        "8064+eptest-1",
+        &line,
+        "ep-test-llama-server",
+    );
+    spec.name = None;
+    spec.backend = provisioner_core::Backend::Vulkan;
+    let artifact = installer(dir.path(), progress.clone())
+        .ensure_installed(&spec)
+        .await
+        .unwrap();
+    assert_eq!(artifact.package.name, "llama.cpp-tools");
+    assert_eq!(
+        artifact.found.backend,
+        provisioner_core::FoundBackend::Vulkan
+    );
+    assert!(
+        artifact.found.how.contains("libggml-vulkan.so"),
+        "{}",
+        artifact.found.how
+    );
+    let version = |name: &'static str| {
+        let apt = &apt;
+        async move {
+            apt.query(&name.parse().unwrap())
+                .await
+                .unwrap()
+                .map(|installed| installed.version)
+        }
+    };
+    assert_eq!(
+        version("libggml0-backend-vulkan").await.as_deref(),
+        Some("0.9.1~eptest-1"),
+        "the backend follows the libggml0 on the host, not the newest"
+    );
+    assert_eq!(version("libggml0").await.as_deref(), Some("0.9.1~eptest-1"));
+    assert!(
+        progress
+            .started()
+            .contains(&"install libggml0-backend-vulkan=0.9.1~eptest-1 (apt)".to_string()),
+        "{:?}",
+        progress.events()
     );
 }

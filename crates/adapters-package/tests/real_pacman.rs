@@ -155,6 +155,7 @@ async fn sandbox() -> Sandbox {
         dbpath: Some(root.join("var/lib/pacman")),
         config: Some(config),
         state_dir: dir.path().join("state"),
+        ..PacmanOptions::default()
     };
     let url = format!("file://{}/eptest.db", repo.display());
     Sandbox {

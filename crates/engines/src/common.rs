@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use provisioner_core::{
     Backend, BackendFinding, BackendVerdict, CacheEntries, CacheEntry, EngineMetadata, EnvName,
-    Error, FoundBackend, GpuAsk, IdentityCheck, KnownFacts, Layout, Mode, ModelRef, ModelRequest,
-    ModelStaging, OptionRename, PoolConfig, PoolId, PreparedEngine, Probe, ProgressEvent, Result,
-    Secret, SourceProvenance, Step, judge_backend,
+    EnvValue, Error, FoundBackend, GpuAsk, IdentityCheck, KnownFacts, Layout, Mode, ModelRef,
+    ModelRequest, ModelStaging, OptionRename, PoolConfig, PoolId, PreparedEngine, Probe, ProbeAuth,
+    ProgressEvent, Result, Secret, SourceProvenance, Step, judge_backend,
 };
 
 use crate::args::ServerArgs;
@@ -41,6 +41,13 @@ pub trait Recipe: Send + Sync {
 
     /// How the engine runs from its image.
     fn container(&self) -> &ContainerFacts;
+
+    /// The server's options whose values are host paths (files it reads, directories, paths it
+    /// writes), every spelling: container mode mounts them under `/inputs/` or refuses them
+    /// ([`crate::host_files`]). Default: none.
+    fn path_options(&self) -> &'static [crate::host_files::PathOption] {
+        &[]
+    }
 
     /// How the server runs on the host (source, binary and package modes); `None` (the
     /// default) for engines that ship as images only.
@@ -127,6 +134,30 @@ pub trait Recipe: Send + Sync {
     fn identity(&self, _evidence: Evidence<'_>) -> Option<IdentityCheck> {
         None
     }
+
+    /// How the server takes the key of its own API, which never goes on its command line;
+    /// `None` (the default) when this recipe knows no such option.
+    fn api_key(&self) -> Option<&ApiKeyFacts> {
+        None
+    }
+}
+
+/// How a server takes the key of its own HTTP API. Keys a pool gives with `option` in its
+/// flags are taken off the command line: a server on the host gets them in a key file of mode
+/// 0600 named with `file_option`; a container, which sees no host file (and a server without
+/// such an option), gets them in `variable` through the pool's env file. A pool may also set
+/// `variable` in its `env` (not both). The supervisor's probes authenticate with the first key.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeyFacts {
+    /// The option that takes keys (`--api-key`).
+    pub option: &'static str,
+    /// The option that names a file of keys, one a line (`--api-key-file`), if the server has
+    /// one.
+    pub file_option: Option<&'static str>,
+    /// The variable the server reads keys from (`LLAMA_API_KEY`).
+    pub variable: &'static str,
+    /// Whether one value lists several keys separated by commas (CSV, `"` quoting).
+    pub comma_separated: bool,
 }
 
 /// llama-server's canonical name of the option that puts layers on GPUs.
@@ -354,12 +385,28 @@ pub struct EnvFile {
     pub path: PathBuf,
     /// The variables, names only.
     pub variables: Vec<EnvName>,
-    /// `NAME=value` lines.
+    /// Each variable's value, or where it is read from when the file is written.
+    pub values: Vec<(EnvName, EnvValue)>,
+}
+
+/// An engine's API keys, bound for a key file of mode 0600 (one key a line).
+#[derive(Debug, Clone)]
+pub struct KeyFile {
+    /// Where it goes.
+    pub path: PathBuf,
+    /// The option the pool gave the keys with (`--api-key`).
+    pub option: &'static str,
+    /// The option that names the file on the server's command line (`--api-key-file`).
+    pub file_option: &'static str,
+    /// The keys, one a line.
     pub contents: Secret,
 }
 
 /// The file name of the pool's env file in its run directory.
 pub const ENV_FILE: &str = "env";
+
+/// The file name of the pool's key file in its run directory (next to the env file).
+pub const KEY_FILE: &str = "api-key";
 
 /// How the model is made available.
 #[derive(Debug, Clone)]
@@ -383,15 +430,21 @@ pub struct PoolInputs {
     pub model: ModelInput,
     /// The engine's options from the pool's flags.
     pub options: ServerArgs,
-    /// The pool's env file, when it sets `env`.
+    /// The pool's env file, when it sets `env` (or a container gets API keys through it).
     pub env_file: Option<EnvFile>,
+    /// The engine's key file, when the pool gives API keys in its flags and the engine runs on
+    /// the host.
+    pub key_file: Option<KeyFile>,
+    /// Where the probes find the key of the engine's API, when it has one.
+    pub probe_auth: Option<ProbeAuth>,
     /// What the pool's options ask of the backend ([`Recipe::offload_ask`]); each mode adds
     /// what its own settings name.
     pub gpu: Option<GpuAsk>,
 }
 
 impl PoolInputs {
-    /// Computes what every mode shares: the model request, the options and the env file.
+    /// Computes what every mode shares: the model request, the options, the env file and the
+    /// key file (a sibling of the env file, `KEY_FILE`).
     pub fn new(
         recipe: &dyn Recipe,
         pool: &PoolConfig,
@@ -424,21 +477,17 @@ impl PoolInputs {
                 })
             }
         };
-        let env_file = (!pool.provisioning.env.is_empty()).then(|| {
-            let mut contents = String::new();
-            for (name, value) in &pool.provisioning.env {
-                contents.push_str(name.as_str());
-                contents.push('=');
-                contents.push_str(value.expose());
-                contents.push('\n');
-            }
-            EnvFile {
-                path: env_file_path,
-                variables: pool.provisioning.env.keys().cloned().collect(),
-                contents: Secret::new(contents),
-            }
+        let mut options = recipe.options(pool)?;
+        let mut env = pool.provisioning.env.clone();
+        let (key_file, probe_auth) = match recipe.api_key() {
+            Some(facts) => api_key_inputs(facts, pool, &mut options, &mut env, &env_file_path)?,
+            None => (None, None),
+        };
+        let env_file = (!env.is_empty()).then(|| EnvFile {
+            path: env_file_path,
+            variables: env.keys().cloned().collect(),
+            values: env.into_iter().collect(),
         });
-        let options = recipe.options(pool)?;
         Ok(PoolInputs {
             pool: pool.clone(),
             mode,
@@ -447,6 +496,8 @@ impl PoolInputs {
             gpu: recipe.offload_ask(pool, &options),
             options,
             env_file,
+            key_file,
+            probe_auth,
         })
     }
 
@@ -508,12 +559,24 @@ impl PoolInputs {
         })
     }
 
-    /// The plan step that writes the env file, when there is one.
-    pub fn env_file_step(&self) -> Option<Step> {
-        self.env_file.as_ref().map(|file| Step::WriteEnvFile {
+    /// The plan steps that write the env file and the key file, those there are.
+    pub fn env_file_step(&self) -> Vec<Step> {
+        let env = self.env_file.as_ref().map(|file| Step::WriteEnvFile {
             path: file.path.clone(),
             variables: file.variables.iter().map(|v| v.to_string()).collect(),
-        })
+        });
+        let keys = self.key_file.as_ref().map(|file| Step::WriteKeyFile {
+            path: file.path.clone(),
+            option: file.option.to_string(),
+            file_option: file.file_option.to_string(),
+        });
+        env.into_iter().chain(keys).collect()
+    }
+
+    /// `probe` with the key of the engine's API, when it has one.
+    pub fn authenticated(&self, mut probe: Probe) -> Probe {
+        probe.auth = self.probe_auth.clone();
+        probe
     }
 
     /// How a native server is launched with `model`: its host ports, arguments and readiness.
@@ -524,7 +587,7 @@ impl PoolInputs {
         model: &str,
     ) -> NativeLaunch {
         let ports = self.native_ports(native);
-        let args = recipe.server_args(
+        let mut args = recipe.server_args(
             &self.pool,
             &self.options,
             &Listen {
@@ -533,13 +596,20 @@ impl PoolInputs {
                 ports: &ports,
             },
         );
+        // The keys are in a file of mode 0600; only its path is on the command line.
+        if let Some(file) = &self.key_file {
+            args.extend([
+                file.file_option.to_string(),
+                file.path.to_string_lossy().to_string(),
+            ]);
+        }
         NativeLaunch {
             args,
-            readiness: probe(
+            readiness: self.authenticated(probe(
                 ports[0],
                 native.readiness_path,
                 native.ready_timeout_seconds,
-            ),
+            )),
             ports,
         }
     }
@@ -589,13 +659,49 @@ impl PoolInputs {
         }
     }
 
-    /// Writes the env file through the RunFiles port, when the pool has one.
+    /// Writes the env file through the RunFiles port, when the pool has one, with every value
+    /// read now (`from_env`, `from_file`); a value that cannot be read, or that an env file
+    /// cannot carry, is an error naming its key (never the value).
     pub async fn write_env_file(&self, ports: &provisioner_core::Ports) -> Result<Option<PathBuf>> {
-        match &self.env_file {
+        let Some(file) = &self.env_file else {
+            return Ok(None);
+        };
+        let mut contents = String::new();
+        for (name, value) in &file.values {
+            let field = self.pool.field(&format!("provisioning.env.{name}"));
+            let secret = ports
+                .run_files
+                .resolve(value)
+                .await
+                .map_err(|message| Error::invalid(field.clone(), message))?;
+            if secret.expose().contains(['\n', '\r', '\0']) {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "the value ({}) holds a line break or a NUL byte, which an environment file cannot carry",
+                        value.describe()
+                    ),
+                ));
+            }
+            contents.push_str(name.as_str());
+            contents.push('=');
+            contents.push_str(secret.expose());
+            contents.push('\n');
+        }
+        let path = ports
+            .run_files
+            .write_private(&self.pool.id, ENV_FILE, &Secret::new(contents))
+            .await?;
+        Ok(Some(path))
+    }
+
+    /// Writes the key file through the RunFiles port, when the engine gets one.
+    pub async fn write_key_file(&self, ports: &provisioner_core::Ports) -> Result<Option<PathBuf>> {
+        match &self.key_file {
             Some(file) => Ok(Some(
                 ports
                     .run_files
-                    .write_private(&self.pool.id, ENV_FILE, &file.contents)
+                    .write_private(&self.pool.id, KEY_FILE, &file.contents)
                     .await?,
             )),
             None => Ok(None),
@@ -626,13 +732,185 @@ pub fn native_facts(recipe: &dyn Recipe) -> Result<&NativeFacts> {
     })
 }
 
-/// The readiness probe of a server on `port`.
+/// The readiness probe of a server on `port` (without a key: see [`PoolInputs::authenticated`]).
 pub fn probe(port: u16, path: &str, timeout_seconds: u64) -> Probe {
     Probe {
         port,
         path: path.to_string(),
         status: 200,
         timeout_seconds,
+        auth: None,
+    }
+}
+
+/// Where an engine's API keys go (see [`ApiKeyFacts`]): keys given in the flags are taken off
+/// `options` into a key file (a server on the host that reads one) or into `env` (a container,
+/// or a server without a key file option); then where the probes find the first key: the key
+/// file, the env file's variable, or a key file the flags name. An external engine's keys are
+/// its own business.
+fn api_key_inputs(
+    facts: &ApiKeyFacts,
+    pool: &PoolConfig,
+    options: &mut ServerArgs,
+    env: &mut BTreeMap<EnvName, EnvValue>,
+    env_file_path: &std::path::Path,
+) -> Result<(Option<KeyFile>, Option<ProbeAuth>)> {
+    let mode = pool.mode();
+    let variable: EnvName = facts
+        .variable
+        .parse()
+        .map_err(|e: String| Error::invalid("provisioning.env", e))?;
+    let keys = take_api_keys(facts, pool, options)?;
+    if mode == Mode::External {
+        return Ok((None, None));
+    }
+    let mut key_file = None;
+    if let Some((at, keys)) = keys {
+        if env.contains_key(&variable) {
+            return Err(Error::invalid(
+                at,
+                format!(
+                    "{} and provisioning.env.{variable} both give the API key; give it in one place (env can read it from elsewhere: {{from_env: NAME}} or {{from_file: /path}})",
+                    facts.option
+                ),
+            ));
+        }
+        let native = matches!(mode, Mode::Source | Mode::Package | Mode::Binary);
+        match facts.file_option.filter(|_| native) {
+            Some(file_option) => {
+                if keys.iter().any(|key| key.starts_with('#')) {
+                    return Err(Error::invalid(
+                        at,
+                        format!(
+                            "a key given with {} starts with `#`, which the server reads as a comment in its key file; use another key",
+                            facts.option
+                        ),
+                    ));
+                }
+                key_file = Some(KeyFile {
+                    path: env_file_path.with_file_name(KEY_FILE),
+                    option: facts.option,
+                    file_option,
+                    contents: Secret::new(
+                        keys.iter()
+                            .map(|key| format!("{key}\n"))
+                            .collect::<String>(),
+                    ),
+                });
+            }
+            // A container sees no host file: the keys travel in its env file.
+            None => {
+                if !facts.comma_separated && keys.len() > 1 {
+                    return Err(Error::invalid(
+                        at,
+                        format!(
+                            "{} is given several keys, but the server gets them in {variable}, which holds one",
+                            facts.option
+                        ),
+                    ));
+                }
+                env.insert(
+                    variable.clone(),
+                    EnvValue::Plain(Secret::new(csv_join(&keys, facts.comma_separated))),
+                );
+            }
+        }
+    }
+    let given_file = facts
+        .file_option
+        .and_then(|option| match options.get(option) {
+            Some(Some(path)) => Some(PathBuf::from(path)),
+            _ => None,
+        });
+    let probe_auth = match &key_file {
+        Some(file) => Some(ProbeAuth::KeyFile {
+            path: file.path.clone(),
+        }),
+        None if env.contains_key(&variable) => Some(ProbeAuth::EnvFile {
+            path: env_file_path.to_path_buf(),
+            variable: variable.to_string(),
+            comma_separated: facts.comma_separated,
+        }),
+        None => given_file.map(|path| ProbeAuth::KeyFile { path }),
+    };
+    Ok((key_file, probe_auth))
+}
+
+/// Takes every occurrence of the API key option off `options`: `None` when the pool gives
+/// none, else the field of the first (`provisioning.flags[i]`) and the keys, in order (each
+/// value split at commas where the server does so; empty keys dropped, as the server drops
+/// them). Errors never show a key.
+fn take_api_keys(
+    facts: &ApiKeyFacts,
+    pool: &PoolConfig,
+    options: &mut ServerArgs,
+) -> Result<Option<(String, Vec<String>)>> {
+    let flags = &pool.provisioning.flags;
+    let index = flags
+        .iter()
+        .position(|flag| {
+            flag == facts.option
+                || flag
+                    .strip_prefix(facts.option)
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+        .unwrap_or(0);
+    let at = format!("provisioning.flags[{index}]");
+    let argv = options.to_argv();
+    if options.remove(facts.option).is_none() {
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for (position, word) in argv.iter().enumerate() {
+        if word != facts.option {
+            continue;
+        }
+        let value = argv
+            .get(position + 1)
+            .filter(|next| !(next.starts_with('-') && next.parse::<f64>().is_err()));
+        let Some(value) = value else {
+            return Err(Error::invalid(
+                at,
+                format!(
+                    "{} takes a key (or set the key in provisioning.env, which can read it from elsewhere)",
+                    facts.option
+                ),
+            ));
+        };
+        if value.contains(['\n', '\r']) {
+            return Err(Error::invalid(
+                at,
+                format!(
+                    "a key given with {} holds a line break, which no server reads",
+                    facts.option
+                ),
+            ));
+        }
+        if facts.comma_separated {
+            keys.extend(
+                provisioner_core::csv_fields(value)
+                    .into_iter()
+                    .filter(|key| !key.is_empty()),
+            );
+        } else if !value.is_empty() {
+            keys.push(value.clone());
+        }
+    }
+    if keys.is_empty() {
+        return Err(Error::invalid(
+            at,
+            format!("{} gives no key (only empty ones)", facts.option),
+        ));
+    }
+    Ok(Some((at, keys)))
+}
+
+/// Keys as one value: a CSV row when the server splits the value, else the first key.
+fn csv_join(keys: &[String], comma_separated: bool) -> String {
+    if comma_separated {
+        provisioner_core::csv_join(keys)
+    } else {
+        keys.first().cloned().unwrap_or_default()
     }
 }
 
@@ -765,6 +1043,125 @@ fn no_source_build(engine: provisioner_core::Engine) -> Error {
         supported: Vec::new(),
         hint: Some(format!("{} is not built from source here", engine.label())),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the provisioner owns of a pool's env and fields, for every engine: device masks,
+// offline switches, variables an engine reads as options, tensor splits and device counts.
+// ---------------------------------------------------------------------------------------------
+
+/// Variables that choose the GPUs a process sees (CUDA, NVIDIA's container toolkit, ROCm/HIP,
+/// oneAPI/Level Zero, ggml's Vulkan and MUSA backends). The provisioner derives them from the
+/// pool's `devices`; inside a container the GPUs it passes are renumbered from 0.
+pub const DEVICE_MASKS: &[&str] = &[
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "ONEAPI_DEVICE_SELECTOR",
+    "ZE_AFFINITY_MASK",
+    "GGML_VK_VISIBLE_DEVICES",
+    "MUSA_VISIBLE_DEVICES",
+];
+
+/// Variables that keep the Hugging Face libraries (huggingface_hub, transformers) from
+/// downloading: every container runs with them, since its model is staged on the host first.
+pub const OFFLINE_ENV: &[(&str, &str)] = &[("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")];
+
+/// A variable an engine reads as one of its options, which the recipe owns or refuses there.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvOption {
+    /// The variable.
+    pub variable: &'static str,
+    /// The option it stands for.
+    pub option: &'static str,
+    /// Why the pool may not set it, and what to do instead.
+    pub reason: &'static str,
+}
+
+/// Checks the names in the pool's `env` against what the provisioner owns: a device mask is an
+/// error saying to use `devices`; in a container, an offline switch other than `1` contradicts
+/// the staged model; a variable the engine reads as an option the recipe owns or refuses
+/// (`env_options`) is refused as the option would be. Values are never shown.
+pub fn check_pool_env(pool: &PoolConfig, env_options: &[EnvOption]) -> Result<()> {
+    for (name, value) in &pool.provisioning.env {
+        let name = name.as_str();
+        let field = format!("provisioning.env.{name}");
+        if DEVICE_MASKS.contains(&name) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{name} chooses the GPUs the engine sees, which the provisioner derives from the pool's `devices` (and inside a container the GPUs are numbered from 0); list the GPUs in devices and remove {name}"
+                ),
+            ));
+        }
+        if pool.mode() == Mode::Container
+            && OFFLINE_ENV.iter().any(|(variable, _)| *variable == name)
+        {
+            let on = value.plain().is_some_and(|value| {
+                matches!(
+                    value.expose().trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            });
+            if !on {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "containers run with {} because their model is staged on the host (provisioning.model.ref) and the engine must not download; remove {name}",
+                        OFFLINE_ENV
+                            .iter()
+                            .map(|(variable, value)| format!("{variable}={value}"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                ));
+            }
+        }
+        if let Some(rule) = env_options.iter().find(|rule| rule.variable == name) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "the engine reads {name} as {}: {}",
+                    rule.option, rule.reason
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The pool's `devices` for messages: `2 devices ([0, 1])`.
+pub fn devices_text(pool: &PoolConfig) -> String {
+    let devices: Vec<String> = pool.devices.iter().map(|d| d.to_string()).collect();
+    let count = match devices.len() {
+        1 => "1 device".to_string(),
+        n => format!("{n} devices"),
+    };
+    format!("{count} ([{}])", devices.join(", "))
+}
+
+/// `tensor_split` for an engine that splits tensors evenly over its devices (vLLM's and TGI's
+/// tensor parallelism): an even split over every device says what the engine does anyway and
+/// is accepted (no option); any other is an error saying why.
+pub fn even_split_only(pool: &PoolConfig, label: &str) -> Result<()> {
+    let Some(split) = &pool.tensor_split else {
+        return Ok(());
+    };
+    let devices = pool.devices.len();
+    let even = split.windows(2).all(|pair| pair[0] == pair[1]);
+    if even && devices > 0 && split.len() == devices {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "tensor_split",
+        format!(
+            "{label} splits the model evenly over the pool's devices (tensor parallelism over {}) and takes no proportions; tensor_split can only say that ({} equal numbers) or be left out",
+            devices_text(pool),
+            devices.max(1)
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 mod args;
 mod common;
 pub mod conflicts;
+pub mod host_files;
 mod llamacpp;
 pub mod modes;
 mod tgi;
@@ -29,8 +30,8 @@ use crate::conflicts::{Claims, Conflict};
 
 pub use args::{ServerArgs, parse_options};
 pub use common::{
-    CmakeChoice, ContainerFacts, ENV_FILE, EnvFile, Evidence, Listen, ModelInput, NativeFacts,
-    PoolInputs, Recipe, SharedMemory, SourceFacts,
+    ApiKeyFacts, CmakeChoice, ContainerFacts, ENV_FILE, EnvFile, Evidence, KEY_FILE, KeyFile,
+    Listen, ModelInput, NativeFacts, PoolInputs, Recipe, SharedMemory, SourceFacts,
 };
 pub use llamacpp::{LlamaCpp, backend_from_output, normalise_cmake_flags, parse_llamacpp_version};
 pub use modes::container::{container_engine_version, container_name};

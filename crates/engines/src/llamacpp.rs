@@ -13,9 +13,13 @@ use provisioner_core::{
     IdentityCheck, Mode, OptionRename, PoolConfig, Result, SafeUrl, TreeRule,
 };
 
-use crate::args::{OptionTable, ServerArgs, parse_options};
+use crate::args::{
+    Fetches, Fetching, HOST_IS_OWNED, OptionTable, Owned, ServerArgs, parse_options,
+    refuse_fetching, take_owned,
+};
 use crate::common::{
-    CmakeChoice, ContainerFacts, Evidence, Listen, NativeFacts, Recipe, SharedMemory, SourceFacts,
+    ApiKeyFacts, CmakeChoice, ContainerFacts, EnvOption, Evidence, Listen, NativeFacts, Recipe,
+    SharedMemory, SourceFacts, check_pool_env,
 };
 
 /// Default HTTP port of llama-server.
@@ -44,6 +48,21 @@ const OPTIONS: OptionTable = OptionTable {
         ("-nocb", "--no-cont-batching"),
         ("-ot", "--override-tensor"),
         ("-otd", "--override-tensor-draft"),
+        // Options that download (refused, see FETCHING), in every spelling of b11312 and
+        // the July 2025 tree.
+        ("-hf", "--hf-repo"),
+        ("-hfr", "--hf-repo"),
+        ("-hff", "--hf-file"),
+        ("--spec-draft-hf", "--hf-repo-draft"),
+        ("-hfd", "--hf-repo-draft"),
+        ("-hfrd", "--hf-repo-draft"),
+        ("-hfv", "--hf-repo-v"),
+        ("-hfrv", "--hf-repo-v"),
+        ("-hffv", "--hf-file-v"),
+        ("-mu", "--model-url"),
+        ("-dr", "--docker-repo"),
+        ("-mmu", "--mmproj-url"),
+        ("-hft", "--hf-token"),
     ],
     repeatable: &[
         "--lora",
@@ -56,7 +75,210 @@ const OPTIONS: OptionTable = OptionTable {
         "--dry-sequence-breaker",
         "--api-key",
     ],
+    ..OptionTable::EMPTY
 };
+
+/// Options llama-server takes that undo what the recipe renders.
+const OWNED: &[Owned] = &[
+    Owned {
+        option: "--host",
+        instead: HOST_IS_OWNED,
+    },
+    Owned {
+        option: "--models-dir",
+        instead: "it makes llama-server a router that serves other models; the provisioner serves provisioning.model.ref",
+    },
+    Owned {
+        option: "--models-preset",
+        instead: "it makes llama-server a router that serves other models; the provisioner serves provisioning.model.ref",
+    },
+];
+
+/// Options that make llama-server download a model itself (every option of common/arg.cpp,
+/// release b11312 and the July 2025 tree, that sets a Hub repository, a URL or a Docker Hub
+/// model, including the presets that name a Hub model).
+const FETCHING: &[Fetching] = &[
+    Fetching {
+        option: "--hf-repo",
+        what: "a model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--hf-file",
+        what: "a model file from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--hf-repo-draft",
+        what: "a draft model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--hf-repo-v",
+        what: "a vocoder model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--hf-file-v",
+        what: "a vocoder file from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--hf-token",
+        what: "gated files from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--model-url",
+        what: "a model from a URL",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--docker-repo",
+        what: "a model from Docker Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--mmproj-url",
+        what: "a multimodal projector from a URL",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--embd-gemma-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--embd-bge-small-en-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--embd-e5-small-en-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--embd-gte-small-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--fim-qwen-1.5b-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--fim-qwen-3b-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--fim-qwen-7b-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--fim-qwen-7b-spec",
+        what: "its preset's models from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--fim-qwen-14b-spec",
+        what: "its preset's models from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--fim-qwen-30b-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--gpt-oss-20b-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--gpt-oss-120b-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--vision-gemma-4b-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--vision-gemma-12b-default",
+        what: "its preset's model from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+    Fetching {
+        option: "--tts-oute-default",
+        what: "its preset's models from the Hugging Face Hub",
+        when: Fetches::Always,
+    },
+];
+
+/// Variables llama-server reads as options that would download (`set_env` in
+/// common/arg.cpp); the command line wins over the model, host and port ones.
+const ENV_OPTIONS: &[EnvOption] = &[
+    EnvOption {
+        variable: "LLAMA_ARG_HF_REPO",
+        option: "--hf-repo",
+        reason: "llama-server would download that model itself and serve it instead of the staged one; set provisioning.model.ref",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_HF_FILE",
+        option: "--hf-file",
+        reason: "llama-server would download that file itself; set provisioning.model.ref",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_MODEL_URL",
+        option: "--model-url",
+        reason: "llama-server would download that model itself; set provisioning.model.ref",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_DOCKER_REPO",
+        option: "--docker-repo",
+        reason: "llama-server would download that model itself; set provisioning.model.ref",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_MMPROJ_URL",
+        option: "--mmproj-url",
+        reason: "llama-server would download that projector itself; stage it and pass --mmproj with its path",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_SPEC_DRAFT_HF_REPO",
+        option: "--hf-repo-draft",
+        reason: "llama-server would download that draft model itself; stage it and pass --model-draft with its path",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_HFD_REPO",
+        option: "--hf-repo-draft",
+        reason: "llama-server would download that draft model itself; stage it and pass --model-draft with its path",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_HF_REPO_V",
+        option: "--hf-repo-v",
+        reason: "llama-server would download that vocoder itself; stage it and pass --model-vocoder with its path",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_HF_FILE_V",
+        option: "--hf-file-v",
+        reason: "llama-server would download that vocoder itself; stage it and pass --model-vocoder with its path",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_MODELS_DIR",
+        option: "--models-dir",
+        reason: "it makes llama-server a router that serves other models; the provisioner serves provisioning.model.ref",
+    },
+    EnvOption {
+        variable: "LLAMA_ARG_MODELS_PRESET",
+        option: "--models-preset",
+        reason: "it makes llama-server a router that serves other models; the provisioner serves provisioning.model.ref",
+    },
+];
 
 /// Build options of ggml (`option(...)` in ggml/CMakeLists.txt of release b11312, plus options
 /// older trees declared). In June 2024 llama.cpp renamed its `LLAMA_<X>` switches for ggml to
@@ -324,6 +546,7 @@ impl Recipe for LlamaCpp {
     }
 
     fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
+        check_pool_env(pool, ENV_OPTIONS)?;
         let flags = &pool.provisioning.flags;
         let field = "provisioning.flags";
         let mut options = parse_options(flags, &OPTIONS, field)?;
@@ -337,6 +560,19 @@ impl Recipe for LlamaCpp {
                 "the model is set by the provisioner; use provisioning.model.ref",
             ));
         }
+        let host = match pool.mode() {
+            Mode::Container => "0.0.0.0",
+            _ => "127.0.0.1",
+        };
+        take_owned(
+            &mut options,
+            flags,
+            &OPTIONS,
+            field,
+            OWNED,
+            &[("--host", host.to_string())],
+        )?;
+        refuse_fetching(&options, flags, &OPTIONS, field, FETCHING)?;
         let port = pool
             .provisioning
             .ports
@@ -393,11 +629,7 @@ impl Recipe for LlamaCpp {
         options: &ServerArgs,
         listen: &Listen<'_>,
     ) -> Vec<String> {
-        let mut options = options.clone();
-        let host = match options.remove("--host") {
-            Some(Some(host)) if listen.host == "127.0.0.1" => host,
-            _ => listen.host.to_string(),
-        };
+        let host = listen.host.to_string();
         let port = listen.ports.first().copied().unwrap_or(DEFAULT_PORT);
         let mut args = vec![
             "--model".to_string(),
@@ -427,6 +659,44 @@ impl Recipe for LlamaCpp {
         &CONTAINER
     }
 
+    /// llama-server's options that name host paths (common/arg.cpp of release b11312 and the
+    /// July 2025 tree: the options of the server whose value is `FNAME`, `FILE`, `PATH` or
+    /// `JINJA_TEMPLATE_FILE`). `--lora` and `--control-vector` take comma-separated lists,
+    /// their `-scaled` forms `FNAME:SCALE` items (older trees: `FNAME SCALE`).
+    fn path_options(&self) -> &'static [crate::host_files::PathOption] {
+        use crate::host_files::{PathOption, PathValue};
+        use provisioner_core::HostInputKind::{Directory, File};
+        const PATHS: &[PathOption] = &[
+            PathOption::file(&["--chat-template-file"]),
+            PathOption::file(&["--grammar-file"]),
+            PathOption::file(&["-jf", "--json-schema-file"]),
+            PathOption::file(&["-mm", "--mmproj"]),
+            PathOption::read(&["--lora"], PathValue::List, File),
+            PathOption::read(&["--lora-scaled"], PathValue::ScaledList, File),
+            PathOption::read(&["--control-vector"], PathValue::List, File),
+            PathOption::read(&["--control-vector-scaled"], PathValue::ScaledList, File),
+            PathOption::file(&["--api-key-file"]),
+            PathOption::file(&["--ssl-key-file"]),
+            PathOption::file(&["--ssl-cert-file"]),
+            PathOption::file(&["-md", "--model-draft", "--spec-draft-model"]),
+            PathOption::file(&["-mv", "--model-vocoder"]),
+            PathOption::file(&["--tts-speaker-file"]),
+            PathOption::file(&["-lcs", "--lookup-cache-static"]),
+            PathOption::file(&["--ui-config-file", "--webui-config-file"]),
+            PathOption::file(&["--mcp-servers-config"]),
+            PathOption::file(&["--models-preset"]),
+            PathOption::read(&["--path"], PathValue::One, Directory),
+            PathOption::read(&["--media-path"], PathValue::One, Directory),
+            PathOption::read(&["--models-dir"], PathValue::One, Directory),
+            PathOption::read(&["--video-ffmpeg-dir"], PathValue::One, Directory),
+            PathOption::output(&["--log-file"]),
+            PathOption::output(&["--slot-save-path"]),
+            PathOption::output(&["--log-prompts-dir"]),
+            PathOption::output(&["-lcd", "--lookup-cache-dynamic"]),
+        ];
+        PATHS
+    }
+
     fn reported_version(&self, output: &str) -> Option<String> {
         parse_llamacpp_version(output)
     }
@@ -449,7 +719,21 @@ impl Recipe for LlamaCpp {
             contains,
         })
     }
+
+    fn api_key(&self) -> Option<&ApiKeyFacts> {
+        Some(&API_KEY)
+    }
 }
+
+/// llama-server's API key (common/arg.cpp of release b11312): `--api-key` takes a
+/// comma-separated list and reads `LLAMA_API_KEY`; `--api-key-file` (since mid-2024) reads one
+/// key a line. `/health` answers without a key, `/props` and the API do not.
+const API_KEY: ApiKeyFacts = ApiKeyFacts {
+    option: "--api-key",
+    file_option: Some("--api-key-file"),
+    variable: "LLAMA_API_KEY",
+    comma_separated: true,
+};
 
 /// Whether a flag's value and a pool key's value say the same: equal, or for
 /// `--tensor-split` the same proportions (`3,1` and `3.0,1.0`; llama-server also takes `/`).

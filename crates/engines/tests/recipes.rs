@@ -16,13 +16,18 @@ fn layout() -> Layout {
 }
 
 fn pool_yaml(engine: Engine, mode: Mode) -> String {
+    // Triton takes neither a context length nor several devices (its TensorRT-LLM engine is
+    // built for them): its pools give one device and no ctx.
+    let (devices, ctx) = match engine {
+        Engine::Triton => ("[0]", ""),
+        _ => ("[0, 1]", "\n    ctx: 4096"),
+    };
     format!(
         r#"
 pools:
   - id: pool-{engine}-{mode}
     engine: {engine}
-    devices: [0, 1]
-    ctx: 4096
+    devices: {devices}{ctx}
     provisioning:
       mode: {mode}
       source:
@@ -433,12 +438,17 @@ async fn binary_mode_without_an_installer_says_so() {
 #[test]
 fn docker_run_argv_for_every_engine() {
     for &engine in Engine::ALL {
+        // Triton runs on one device (its engine is built for a fixed number of GPUs).
+        let devices = match engine {
+            Engine::Triton => r#"["MIG-4f5e6d7c"]"#,
+            _ => r#"[0, "MIG-4f5e6d7c"]"#,
+        };
         let text = format!(
             r#"
 pools:
   - id: gpu-{engine}
     engine: {engine}
-    devices: [0, "MIG-4f5e6d7c"]
+    devices: {devices}
     provisioning:
       mode: container
       container: {{ image: registry.example/{engine}, tag: "1.0", runtime: docker }}

@@ -11,6 +11,7 @@
 //! with a bad value is parsed again without it, so that the next problem shows too.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -135,12 +136,221 @@ pub struct Provisioning {
     #[serde(default, deserialize_with = "null_as_default")]
     pub ports: Vec<u16>,
     /// Environment of the engine. Every value is a secret: never shown, and handed to the
-    /// engine through a file of mode 0600, never on a command line.
+    /// engine through a file of mode 0600, never on a command line. A value is a string (or a
+    /// number or boolean), or read at prepare from elsewhere: `{from_env: NAME}` (a variable of
+    /// the provisioner's own environment) or `{from_file: /absolute/path}` (a file's contents,
+    /// one trailing line break dropped).
     #[serde(default, deserialize_with = "null_as_default")]
-    pub env: BTreeMap<EnvName, Secret>,
+    pub env: BTreeMap<EnvName, EnvValue>,
     /// Extra engine command-line flags.
     #[serde(default, deserialize_with = "null_as_default")]
     pub flags: Vec<String>,
+}
+
+/// A value of a pool's `env`: given in the configuration, or named there and read at prepare,
+/// so that the configuration file need not hold the secret. Every form is a secret: a plain
+/// value serialises as `<redacted>`, a reference as the reference (a variable name or a path).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EnvValue {
+    /// The value itself (`HF_TOKEN: hf_…`; numbers and booleans as their text).
+    Plain(Secret),
+    /// `{from_env: NAME}`: the variable `NAME` of the provisioner's own environment (orchctl's,
+    /// or pool-managerd's), read when the env file is written.
+    FromEnv(EnvName),
+    /// `{from_file: /run/secrets/hf}`: the contents of a file (an absolute path), read when the
+    /// env file is written, one trailing line break dropped.
+    FromFile(PathBuf),
+}
+
+impl EnvValue {
+    /// The value when the configuration gives it, `None` for a reference.
+    pub fn plain(&self) -> Option<&Secret> {
+        match self {
+            EnvValue::Plain(secret) => Some(secret),
+            EnvValue::FromEnv(_) | EnvValue::FromFile(_) => None,
+        }
+    }
+
+    /// How the configuration gives it, for messages (never the value): `a value`,
+    /// `from_env: NAME` or `from_file: PATH`.
+    pub fn describe(&self) -> String {
+        match self {
+            EnvValue::Plain(_) => "a value".to_string(),
+            EnvValue::FromEnv(name) => format!("from_env: {name}"),
+            EnvValue::FromFile(path) => format!("from_file: {}", path.display()),
+        }
+    }
+}
+
+impl From<Secret> for EnvValue {
+    fn from(secret: Secret) -> EnvValue {
+        EnvValue::Plain(secret)
+    }
+}
+
+/// The two keys of a reference.
+const ENV_VALUE_KEYS: &[&str] = &["from_env", "from_file"];
+
+impl Serialize for EnvValue {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            EnvValue::Plain(secret) => secret.serialize(serializer),
+            EnvValue::FromEnv(name) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("from_env", name.as_str())?;
+                map.end()
+            }
+            EnvValue::FromFile(path) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("from_file", &path.to_string_lossy())?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvValue {
+    /// A string, number or boolean (never echoed in an error), or a mapping with exactly one of
+    /// `from_env` (a variable name) and `from_file` (an absolute path).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EnvValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a string, number or boolean, or {from_env: NAME} or {from_file: /absolute/path}",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(
+                self,
+                value: &str,
+            ) -> std::result::Result<EnvValue, E> {
+                Ok(EnvValue::Plain(Secret::new(value)))
+            }
+
+            fn visit_bool<E: serde::de::Error>(
+                self,
+                value: bool,
+            ) -> std::result::Result<EnvValue, E> {
+                Ok(EnvValue::Plain(Secret::new(value.to_string())))
+            }
+
+            fn visit_i64<E: serde::de::Error>(
+                self,
+                value: i64,
+            ) -> std::result::Result<EnvValue, E> {
+                Ok(EnvValue::Plain(Secret::new(value.to_string())))
+            }
+
+            fn visit_u64<E: serde::de::Error>(
+                self,
+                value: u64,
+            ) -> std::result::Result<EnvValue, E> {
+                Ok(EnvValue::Plain(Secret::new(value.to_string())))
+            }
+
+            fn visit_f64<E: serde::de::Error>(
+                self,
+                value: f64,
+            ) -> std::result::Result<EnvValue, E> {
+                Ok(EnvValue::Plain(Secret::new(value.to_string())))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<EnvValue, A::Error> {
+                use serde::de::Error as _;
+                let mut found: Option<EnvValue> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = match key.as_str() {
+                        "from_env" => {
+                            let name: String = map.next_value()?;
+                            let name: EnvName = name
+                                .parse()
+                                .map_err(|e: String| A::Error::custom(format!("from_env: {e}")))?;
+                            EnvValue::FromEnv(name)
+                        }
+                        "from_file" => {
+                            let path: String = map.next_value()?;
+                            EnvValue::FromFile(env_file_path(&path).map_err(A::Error::custom)?)
+                        }
+                        other => {
+                            return Err(A::Error::custom(format!(
+                                "`{other}` is not a way to give a value{}: write {{from_env: NAME}} or {{from_file: /absolute/path}}",
+                                did_you_mean(other, ENV_VALUE_KEYS).split_once(';').map_or(
+                                    String::new(),
+                                    |(_, rest)| format!(" ({})", rest.trim())
+                                ),
+                            )));
+                        }
+                    };
+                    if found.is_some() {
+                        return Err(A::Error::custom(
+                            "give one of from_env and from_file, not both",
+                        ));
+                    }
+                    found = Some(value);
+                }
+                found.ok_or_else(|| {
+                    A::Error::custom(
+                        "an empty mapping: write a value, {from_env: NAME} or {from_file: /absolute/path}",
+                    )
+                })
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The path of a `from_file` reference: absolute, without NUL or line breaks.
+fn env_file_path(path: &str) -> std::result::Result<PathBuf, String> {
+    if path.contains(['\0', '\n', '\r']) {
+        return Err("from_file: the path holds a NUL byte or a line break".to_string());
+    }
+    if !path.starts_with('/') {
+        return Err(format!(
+            "from_file: `{path}` is not an absolute path (it is read by the process that prepares the pool, whatever its working directory)"
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+impl JsonSchema for EnvValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EnvValue".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A secret: the value itself, or where prepare reads it (never shown either way).",
+            "anyOf": [
+                { "type": ["string", "number", "boolean"] },
+                {
+                    "type": "object",
+                    "description": "A variable of the provisioner's own environment, read at prepare.",
+                    "properties": { "from_env": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" } },
+                    "required": ["from_env"],
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "description": "A file whose contents are the value (one trailing line break dropped), read at prepare.",
+                    "properties": { "from_file": { "type": "string", "pattern": "^/" } },
+                    "required": ["from_file"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
 }
 
 /// `provisioning.source`.
@@ -199,6 +409,22 @@ pub struct ContainerConfig {
     /// `podman` or `docker`; default: podman when it works, else docker.
     #[serde(default)]
     pub runtime: Option<RuntimeKind>,
+    /// vLLM only: how its server takes the model. `positional` (`vllm serve <model>`: images
+    /// from v0.14.0 on, whose entrypoint is `vllm serve`) or `flag` (`--model <model>`: older
+    /// images, whose entrypoint is the API server module). Default: from the version in the
+    /// image tag; `positional` when the tag names none.
+    #[serde(default)]
+    pub model_arg: Option<ModelArg>,
+}
+
+/// `provisioning.container.model_arg`: how vLLM's server takes its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelArg {
+    /// The first argument: `vllm serve <model>`.
+    Positional,
+    /// `--model <model>`.
+    Flag,
 }
 
 /// `provisioning.package`.
@@ -659,7 +885,10 @@ fn validate_pool(pool: &PoolConfig, errors: &mut Vec<FieldError>) {
         seen_ports.push(*port);
     }
     for (name, value) in &p.env {
-        if value.expose().contains(['\n', '\r', '\0']) {
+        if value
+            .plain()
+            .is_some_and(|value| value.expose().contains(['\n', '\r', '\0']))
+        {
             push(
                 &format!("provisioning.env.{name}"),
                 "the value holds a line break or a NUL byte, which an environment file cannot carry"
@@ -714,6 +943,17 @@ fn validate_pool(pool: &PoolConfig, errors: &mut Vec<FieldError>) {
                 push(
                     "provisioning.container.image",
                     "required when container.tag or container.digest is set (the pinned default tag belongs to the default image)".to_string(),
+                );
+            }
+            if pool.engine != Engine::Vllm
+                && p.container.as_ref().is_some_and(|c| c.model_arg.is_some())
+            {
+                push(
+                    "provisioning.container.model_arg",
+                    format!(
+                        "only vLLM takes its model either way; {} takes it one way, so remove model_arg",
+                        pool.engine.label()
+                    ),
                 );
             }
         }
@@ -967,6 +1207,83 @@ pools:
             "{errors}"
         );
         assert!(!errors.contains("sk-secret-value"), "{errors}");
+    }
+
+    #[test]
+    fn env_values_can_be_read_from_the_environment_or_a_file() {
+        let text = EXAMPLE.replace(
+            "env: {}",
+            "env: { HF_TOKEN: { from_env: ORCH_HF }, KEY: { from_file: /run/secrets/key }, PLAIN: sk-plain-value, N: 4 }",
+        );
+        let config = Config::parse(&text, Format::Yaml, "c.yaml").expect("valid");
+        let env = &config.pools[0].provisioning.env;
+        let name = |n: &str| n.parse::<EnvName>().unwrap();
+        assert_eq!(env[&name("HF_TOKEN")], EnvValue::FromEnv(name("ORCH_HF")));
+        assert_eq!(
+            env[&name("KEY")],
+            EnvValue::FromFile(PathBuf::from("/run/secrets/key"))
+        );
+        assert_eq!(
+            env[&name("PLAIN")].plain().map(Secret::expose),
+            Some("sk-plain-value")
+        );
+        assert_eq!(env[&name("N")].plain().map(Secret::expose), Some("4"));
+        // References serialise as themselves, values as <redacted>.
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(
+            json.contains(r#""HF_TOKEN":{"from_env":"ORCH_HF"}"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""KEY":{"from_file":"/run/secrets/key"}"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""PLAIN":"<redacted>""#), "{json}");
+        assert!(!json.contains("sk-plain-value"), "{json}");
+        // TOML reads the same.
+        let toml = r#"
+[[pools]]
+id = "p"
+engine = "llamacpp"
+model = "m.gguf"
+[pools.provisioning.env]
+HF_TOKEN = { from_env = "ORCH_HF" }
+"#;
+        let config = Config::parse(toml, Format::Toml, "c.toml").expect("valid");
+        assert_eq!(
+            config.pools[0].provisioning.env[&name("HF_TOKEN")],
+            EnvValue::FromEnv(name("ORCH_HF"))
+        );
+    }
+
+    #[test]
+    fn bad_env_references_name_the_key() {
+        let errors = errors_of(&EXAMPLE.replace(
+            "env: {}",
+            "env: { A: { from_env: 1BAD }, B: { from_file: relative/hf }, C: { form_env: X }, D: { from_env: X, from_file: /x }, E: {}, F: [sk-in-a-list] }",
+        ));
+        let expected = [
+            "pools[0].provisioning.env.A: from_env: `1BAD` is not an environment variable name",
+            "pools[0].provisioning.env.B: from_file: `relative/hf` is not an absolute path",
+            "pools[0].provisioning.env.C: `form_env` is not a way to give a value (did you mean `from_env`?)",
+            "pools[0].provisioning.env.D: give one of from_env and from_file, not both",
+            "pools[0].provisioning.env.E: an empty mapping",
+            "pools[0].provisioning.env.F: invalid type: sequence",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(error.starts_with(expected), "{error}\nexpected: {expected}");
+        }
+        assert!(!errors.join("\n").contains("sk-in-a-list"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_schema_describes_env_references() {
+        let schema = Config::json_schema();
+        assert!(
+            schema.contains("from_env") && schema.contains("from_file"),
+            "{schema}"
+        );
     }
 
     #[test]

@@ -477,7 +477,7 @@ impl ErrorCode {
             ErrorCode::Io => "file system error",
             ErrorCode::Engine => "engine did not become ready or is not the prepared build",
             ErrorCode::Package => {
-                "a package could not be installed, found or verified (package mode)"
+                "a package could not be installed, found or verified, or a package manager or sudo failed (package mode, preflight installs)"
             }
             ErrorCode::AlreadyRunning => {
                 "`up`: the pool's engine, or another engine holding one of its ports, is already running"

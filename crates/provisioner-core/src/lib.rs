@@ -35,7 +35,7 @@ pub mod vocabulary;
 
 pub use checksum::{Algorithm, Checksum};
 pub use cmake::{BuildFetch, CacheEntries, CacheEntry, OptionRename, TreeRule};
-pub use config::{Config, Format, PoolConfig};
+pub use config::{Config, EnvValue, Format, PoolConfig};
 pub use error::{Error, ErrorCode, FieldError, Result};
 pub use image::ImageReference;
 pub use layout::{Layout, RunRecord};
@@ -49,11 +49,14 @@ pub use plan::{ModelStaging, Plan, Step};
 pub use ports::*;
 pub use prepared::{
     BackendFinding, BackendVerdict, EngineMetadata, FALLBACK_HINT, FoundBackend, GpuAsk,
-    IdentityCheck, PreparedEngine, Probe, SourceProvenance, VersionProbe, binary_engine_version,
-    external_engine_version, ggml_reported_backend, judge_backend, source_engine_version,
+    IdentityCheck, PreparedEngine, Probe, ProbeAuth, SourceProvenance, VersionProbe,
+    binary_engine_version, external_engine_version, ggml_reported_backend, judge_backend,
+    source_engine_version,
 };
 pub use provisioner::EngineProvisioner;
-pub use secret::{GitRemote, PackageRepo, REDACTED, SafeUrl, Secret, redact_urls};
+pub use secret::{
+    GitRemote, PackageRepo, REDACTED, SafeUrl, Secret, csv_fields, csv_join, redact_urls,
+};
 pub use text::{command_line, human_bytes, shell_quote, sudo_prefix};
 pub use tools::{HeaderRequirement, ToolRequirement};
 pub use vocabulary::{Backend, DeviceId, Distro, Engine, ManagerKind, Mode, RuntimeKind};

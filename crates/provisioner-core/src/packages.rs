@@ -2,7 +2,8 @@
 //! on which distribution, which package provides which build tool, and how an installed package
 //! becomes an `engine_version`. Pure tables and string functions; the adapters run the managers.
 //!
-//! Contributors extend [`ENGINE_PACKAGES`] and [`TOOL_PACKAGES`]; nothing else needs to change.
+//! Contributors extend [`ENGINE_PACKAGES`], [`BACKEND_PACKAGES`] and [`TOOL_PACKAGES`]; nothing
+//! else needs to change.
 
 use crate::names::{PackageName, PackageVersion};
 use crate::secret::PackageRepo;
@@ -72,7 +73,7 @@ const fn engine_package(
 /// default when a pool names no package.
 pub const ENGINE_PACKAGES: &[EnginePackage] = &[
     // Debian 13+/Ubuntu 25.04+: `llama.cpp-tools` ships /usr/bin/llama-server; GPU support comes
-    // from the libggml0-backend-* packages it can use.
+    // from the libggml0-backend-* packages ([`BACKEND_PACKAGES`]), installed with it.
     engine_package(
         Distro::Debian,
         "llama.cpp-tools",
@@ -100,6 +101,62 @@ pub const ENGINE_PACKAGES: &[EnginePackage] = &[
     engine_package(Distro::Fedora, "llama-cpp", Backend::Cpu, Origin::Official),
 ];
 
+/// A package that carries one GPU backend of a server shipped by another package: installed
+/// with the server, and its files are checked with the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendPackage {
+    /// Engine served.
+    pub engine: Engine,
+    /// Distribution family.
+    pub distro: Distro,
+    /// The server package it extends.
+    pub server: &'static str,
+    /// Backend it carries.
+    pub backend: Backend,
+    /// Package name.
+    pub name: &'static str,
+    /// The library package it plugs into and depends on at exactly its own version: the backend
+    /// package is installed at the version of this package that is installed with the server
+    /// (it comes from that library's source, which is versioned apart from the server's).
+    pub library: &'static str,
+}
+
+const fn debian_backend(backend: Backend, name: &'static str) -> BackendPackage {
+    BackendPackage {
+        engine: Engine::Llamacpp,
+        distro: Distro::Debian,
+        server: "llama.cpp-tools",
+        backend,
+        name,
+        library: "libggml0",
+    }
+}
+
+/// GPU backends that ship apart from the server (checked against Debian's package index,
+/// 2026-11): Debian and Ubuntu build the ggml backends from the `ggml` source package
+/// (`libggml0-backend-*`, versioned like `libggml0`, e.g. 0.9.11-1, each depending on
+/// `libggml0 (= its own version)`), while `llama.cpp-tools` comes from the `llama.cpp` source
+/// (e.g. 8064+dfsg-2) and depends on `libggml0 (>= …)` only; `libggml0` merely suggests the
+/// backends, so none is installed with the server.
+pub const BACKEND_PACKAGES: &[BackendPackage] = &[
+    debian_backend(Backend::Cuda, "libggml0-backend-cuda"),
+    debian_backend(Backend::Hip, "libggml0-backend-hip"),
+    debian_backend(Backend::Vulkan, "libggml0-backend-vulkan"),
+];
+
+/// The package that carries `backend` for the server package `server` on `distro`, when the
+/// backend ships apart from the server.
+pub fn backend_package(
+    engine: Engine,
+    distro: Distro,
+    server: &str,
+    backend: Backend,
+) -> Option<&'static BackendPackage> {
+    BACKEND_PACKAGES.iter().find(|p| {
+        p.engine == engine && p.distro == distro && p.server == server && p.backend == backend
+    })
+}
+
 /// The packages known to ship `engine` on `distro`.
 pub fn engine_packages(engine: Engine, distro: Distro) -> Vec<&'static EnginePackage> {
     ENGINE_PACKAGES
@@ -108,15 +165,25 @@ pub fn engine_packages(engine: Engine, distro: Distro) -> Vec<&'static EnginePac
         .collect()
 }
 
-/// The default package for `engine` with `backend` on `distro`.
+/// The default package for `engine` with `backend` on `distro`: a package built for that
+/// backend, else a server package whose backend ships in a [`BackendPackage`] (installed with
+/// it).
 pub fn default_engine_package(
     engine: Engine,
     distro: Distro,
     backend: Backend,
 ) -> Option<&'static EnginePackage> {
+    let server = |p: &&EnginePackage| p.engine == engine && p.distro == distro;
     ENGINE_PACKAGES
         .iter()
-        .find(|p| p.engine == engine && p.distro == distro && p.backend == backend)
+        .filter(server)
+        .find(|p| p.backend == backend)
+        .or_else(|| {
+            ENGINE_PACKAGES
+                .iter()
+                .filter(server)
+                .find(|p| backend_package(engine, distro, p.name, backend).is_some())
+        })
 }
 
 /// The package providing a build tool, per family: (program, debian, arch, fedora).
@@ -137,6 +204,40 @@ pub const TOOL_PACKAGES: &[(&str, &str, &str, &str)] = &[
     ("glslc", "glslc", "shaderc", "glslc"),
     ("podman", "podman", "podman", "podman"),
     ("docker", "docker.io", "docker", "moby-engine"),
+    // What podman's `run` needs besides podman: the init binary behind `--init`, an OCI
+    // runtime, the network backend that publishes ports (CNI's `bridge`/`portmap` plugins or
+    // netavark; slirp4netns or pasta rootless), and NVIDIA's CDI tooling for GPUs.
+    ("catatonit", "catatonit", "catatonit", "catatonit"),
+    ("runc", "runc", "runc", "runc"),
+    ("crun", "crun", "crun", "crun"),
+    ("conmon", "conmon", "conmon", "conmon"),
+    ("netavark", "netavark", "netavark", "netavark"),
+    (
+        "aardvark-dns",
+        "aardvark-dns",
+        "aardvark-dns",
+        "aardvark-dns",
+    ),
+    (
+        "bridge",
+        "containernetworking-plugins",
+        "cni-plugins",
+        "containernetworking-plugins",
+    ),
+    (
+        "portmap",
+        "containernetworking-plugins",
+        "cni-plugins",
+        "containernetworking-plugins",
+    ),
+    ("slirp4netns", "slirp4netns", "slirp4netns", "slirp4netns"),
+    ("pasta", "passt", "passt", "passt"),
+    (
+        "nvidia-ctk",
+        "nvidia-container-toolkit",
+        "nvidia-container-toolkit",
+        "nvidia-container-toolkit",
+    ),
     ("curl", "curl", "curl", "curl"),
 ];
 
@@ -209,6 +310,49 @@ mod tests {
             Some(("llama.cpp-cuda", Origin::Aur))
         );
         assert!(default_engine_package(Engine::Llamacpp, Distro::Unknown, Backend::Cpu).is_none());
+    }
+
+    #[test]
+    fn debian_gpu_backends_ship_apart_from_the_server() {
+        for (backend, name) in [
+            (Backend::Cuda, "libggml0-backend-cuda"),
+            (Backend::Hip, "libggml0-backend-hip"),
+            (Backend::Vulkan, "libggml0-backend-vulkan"),
+        ] {
+            let server = default_engine_package(Engine::Llamacpp, Distro::Debian, backend)
+                .unwrap_or_else(|| panic!("no Debian server for {backend}"));
+            assert_eq!(server.name, "llama.cpp-tools");
+            let carrier =
+                backend_package(Engine::Llamacpp, Distro::Debian, server.name, backend).unwrap();
+            assert_eq!((carrier.name, carrier.library), (name, "libggml0"));
+            assert!(carrier.name.parse::<PackageName>().is_ok());
+            assert!(carrier.library.parse::<PackageName>().is_ok());
+        }
+        // The CPU build needs no other package; another server gets none of Debian's backends.
+        assert!(
+            backend_package(
+                Engine::Llamacpp,
+                Distro::Debian,
+                "llama.cpp-tools",
+                Backend::Cpu
+            )
+            .is_none()
+        );
+        assert!(
+            backend_package(
+                Engine::Llamacpp,
+                Distro::Debian,
+                "my-llama",
+                Backend::Vulkan
+            )
+            .is_none()
+        );
+        // Arch builds a package per backend; Fedora ships none for CUDA.
+        assert_eq!(
+            default_engine_package(Engine::Llamacpp, Distro::Arch, Backend::Hip).map(|p| p.name),
+            Some("llama-cpp-rocm")
+        );
+        assert!(default_engine_package(Engine::Llamacpp, Distro::Fedora, Backend::Cuda).is_none());
     }
 
     #[test]

@@ -170,6 +170,16 @@ pub enum Step {
         /// The variables it holds (names only).
         variables: Vec<String>,
     },
+    /// Write the keys an engine option was given (`--api-key`) into a key file of mode 0600
+    /// that the engine reads with its file option (`--api-key-file`): no key on a command line.
+    WriteKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// The option the keys were given with (`--api-key`).
+        option: String,
+        /// The option that names the file (`--api-key-file`).
+        file_option: String,
+    },
     /// What the supervisor will spawn.
     Launch {
         /// Program (placeholders such as `{install_dir}` until prepare knows it).
@@ -230,6 +240,7 @@ impl Step {
             | Step::Build { .. }
             | Step::Install { .. }
             | Step::WriteEnvFile { .. }
+            | Step::WriteKeyFile { .. }
             | Step::Launch { .. }
             | Step::Attach { .. } => {}
         }
@@ -242,8 +253,18 @@ fn readiness_text(probe: &Probe) -> String {
     } else {
         format!("port {}", probe.port)
     };
+    let auth = match &probe.auth {
+        None => String::new(),
+        Some(crate::prepared::ProbeAuth::KeyFile { path }) => {
+            format!(", probes sending the API key from {}", path.display())
+        }
+        Some(crate::prepared::ProbeAuth::EnvFile { path, variable, .. }) => format!(
+            ", probes sending the API key {variable} of {}",
+            path.display()
+        ),
+    };
     format!(
-        "ready when GET {} on {port} answers {} (waiting up to {} s)",
+        "ready when GET {} on {port} answers {} (waiting up to {} s){auth}",
         probe.path, probe.status, probe.timeout_seconds
     )
 }
@@ -339,6 +360,19 @@ impl fmt::Display for Step {
                 resolved_digest,
                 runtime,
             } => {
+                // `localhost/…` is built or loaded on this host: no registry serves it.
+                if image.starts_with("localhost/") {
+                    write!(f, "Find {image}")?;
+                    match (digest, tag) {
+                        (Some(digest), _) => write!(f, "@{digest}")?,
+                        (None, Some(tag)) => write!(f, ":{tag} (run by its image ID)")?,
+                        (None, None) => {}
+                    }
+                    return write!(
+                        f,
+                        " in {runtime}'s own store: built or loaded on this host, never pulled."
+                    );
+                }
                 write!(f, "Pull {image}")?;
                 if let Some(tag) = tag {
                     write!(f, ":{tag}")?;
@@ -414,6 +448,15 @@ impl fmt::Display for Step {
                 f,
                 "Write the pool's env ({}) to {} (mode 0600); values are never shown.",
                 variables.join(", "),
+                path.display()
+            ),
+            Step::WriteKeyFile {
+                path,
+                option,
+                file_option,
+            } => write!(
+                f,
+                "Write the keys given with {option} to {} (mode 0600), passed as {file_option}; keys are never shown.",
                 path.display()
             ),
             Step::Launch {

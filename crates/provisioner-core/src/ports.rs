@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checksum::Checksum;
 use crate::cmake::CacheEntries;
+use crate::config::EnvValue;
 use crate::error::Result;
 use crate::image::ImageReference;
 use crate::model_ref::ModelRef;
@@ -422,6 +423,46 @@ pub struct ImageSpec {
     pub runtime: Option<RuntimeKind>,
     /// GPU devices the container will get: each must exist on this host.
     pub devices: Vec<DeviceId>,
+    /// Host files and directories named in the engine's flags that the run bind-mounts
+    /// read-only (under `/inputs/`): each must exist, as the kind named, when the image is
+    /// made present. Files the provisioner writes itself (under the run directory) are not
+    /// listed.
+    pub inputs: Vec<HostInput>,
+}
+
+/// A host path named in an engine flag, bind-mounted read-only into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInput {
+    /// Absolute host path.
+    pub path: PathBuf,
+    /// What it must be.
+    pub kind: HostInputKind,
+    /// The option that names it (`--chat-template-file`).
+    pub option: String,
+    /// Where the configuration names it (`provisioning.flags[3]`), for errors.
+    pub field: String,
+}
+
+/// What a [`HostInput`] must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostInputKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A file or a directory (vLLM's `--tokenizer`).
+    Either,
+}
+
+impl HostInputKind {
+    /// `a file`, `a directory`, `a file or directory`.
+    pub fn described(self) -> &'static str {
+        match self {
+            HostInputKind::File => "a file",
+            HostInputKind::Directory => "a directory",
+            HostInputKind::Either => "a file or directory",
+        }
+    }
 }
 
 /// An image present locally, and the runtime that has it.
@@ -434,9 +475,11 @@ pub struct ImageArtifact {
     /// Environment the runtime program needs (PATH, HOME, XDG_RUNTIME_DIR, CONTAINERS_CONF,
     /// DOCKER_HOST, …), taken from the host; never credentials.
     pub runtime_env: BTreeMap<String, String>,
-    /// `registry/repository@sha256:…`: what `run` is given.
+    /// What `run` is given: `registry/repository@sha256:…` for an image pulled from (or
+    /// pinned at) a registry; `sha256:<image ID>` for one resolved in the runtime's own store
+    /// (`localhost/…`, built or loaded here).
     pub reference: String,
-    /// Manifest digest.
+    /// Manifest digest; the image ID for an image resolved in the runtime's own store.
     pub digest: Digest,
     /// Tag, for humans.
     pub tag: Option<ImageTag>,
@@ -911,17 +954,34 @@ pub trait BinaryInstaller: Send + Sync {
 // ---------------------------------------------------------------------------------------------
 // RunFiles
 
-/// Files a prepared engine needs that hold secrets: written with mode 0600 under the pool's own
-/// directory of the run dir (mode 0700), so that no secret is ever on a command line or in a
-/// prepared engine.
+/// Files a prepared engine needs that hold secrets (the pool's env file, an engine's key file):
+/// written with mode 0600 under the pool's own directory of the run dir (mode 0700), so that no
+/// secret is ever on a command line or in a prepared engine; and the secrets a configuration
+/// names instead of giving them (`{from_env: NAME}`, `{from_file: PATH}`), read when those files
+/// are written.
 #[cfg_attr(feature = "mocks", automock)]
 #[async_trait]
 pub trait RunFiles: Send + Sync {
-    /// Where `<run dir>/<pool>/<name>` is, without writing it (for plans).
+    /// Where `<run dir>/<pool>/<name>` is, without writing it (for plans). The files of one
+    /// pool are siblings in one directory.
     fn path(&self, pool: &PoolId, name: &str) -> PathBuf;
 
     /// Writes `contents` to that file atomically, mode 0600, and returns its path.
     async fn write_private(&self, pool: &PoolId, name: &str, contents: &Secret) -> Result<PathBuf>;
+
+    /// The value of an env entry: a plain value as given; a reference read from this process's
+    /// environment or from its file. The error says what is missing or unreadable, never a
+    /// value; the caller names the pool key. Default: plain values only (a host that reads no
+    /// references refuses them).
+    async fn resolve(&self, value: &EnvValue) -> std::result::Result<Secret, String> {
+        match value {
+            EnvValue::Plain(secret) => Ok(secret.clone()),
+            EnvValue::FromEnv(_) | EnvValue::FromFile(_) => Err(format!(
+                "{} cannot be read here: this provisioner reads no references",
+                value.describe()
+            )),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -976,7 +1036,7 @@ pub struct Ports {
     pub packages: Option<Arc<dyn PackageInstaller>>,
     /// Images (container mode), when wired.
     pub containers: Option<Arc<dyn ContainerRuntime>>,
-    /// Private files (the pool's env file).
+    /// Private files (the pool's env file, an engine's key file) and the secrets they carry.
     pub run_files: Arc<dyn RunFiles>,
     /// What this host knows from earlier work, for plans.
     pub known: Arc<dyn KnownFacts>,

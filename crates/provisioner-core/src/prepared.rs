@@ -16,7 +16,10 @@ use crate::vocabulary::{Backend, Engine, Mode};
 /// `None`: there is nothing to spawn, only an endpoint to attach to.
 ///
 /// No field holds a secret: the pool's `env` (every value a secret) is in `env_file`, a file
-/// of mode 0600; a container runtime reads the same file through `--env-file`.
+/// of mode 0600; a container runtime reads the same file through `--env-file`. A secret an
+/// engine takes as an option (llama-server's `--api-key`) is in a key file of mode 0600 that
+/// `args` names (`--api-key-file <path>`), or in `env_file` for a container; the probes find it
+/// through [`Probe::auth`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreparedEngine {
     /// Pool id.
@@ -99,6 +102,34 @@ pub struct Probe {
     pub status: u16,
     /// How long to wait for readiness after spawn, in seconds.
     pub timeout_seconds: u64,
+    /// Where the key of the engine's own API is, when it has one: every probe of this engine
+    /// (readiness, identity, status) then sends `Authorization: Bearer <key>`. A path, never
+    /// the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ProbeAuth>,
+}
+
+/// Where a probe finds the key it authenticates with: a file of mode 0600 that `prepare` wrote
+/// (or the pool names), read by the supervisor when it probes. Never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProbeAuth {
+    /// A key file, one key a line (llama-server's `--api-key-file`): its first key (blank lines
+    /// and lines starting with `#` skipped).
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A variable of an env file (`NAME=value` lines, the pool's `env_file`).
+    EnvFile {
+        /// The file.
+        path: PathBuf,
+        /// The variable (`LLAMA_API_KEY`).
+        variable: String,
+        /// Whether the value lists several keys separated by commas (CSV, `"` quoting), of
+        /// which the first is used.
+        comma_separated: bool,
+    },
 }
 
 /// Checks that a running engine reports the build it was given: the JSON value at `json_pointer`

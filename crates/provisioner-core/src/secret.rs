@@ -89,6 +89,46 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// The keys of a list of API keys as llama.cpp reads one (`parse_csv_row` in common/arg.cpp,
+/// used for `--api-key` and `LLAMA_API_KEY`): split at commas, a field that starts with `"`
+/// quoted, `""` inside quotes a quote. Empty fields are kept (the server drops them).
+pub fn csv_fields(text: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if !in_quotes && field.is_empty() => in_quotes = true,
+            '"' if in_quotes && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' if in_quotes => in_quotes = false,
+            ',' if !in_quotes => fields.push(std::mem::take(&mut field)),
+            other => field.push(other),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// Fields as one CSV row that [`csv_fields`] reads back: joined with commas, a field holding
+/// `,` or `"` (or starting with `"`) quoted.
+pub fn csv_join(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|field| {
+            if field.contains([',', '"']) {
+                format!("\"{}\"", field.replace('"', "\"\""))
+            } else {
+                field.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A URL whose display hides credentials: `scheme://<redacted>@host/path?key=<redacted>`.
 ///
 /// Parsed without normalisation (tools receive exactly what was configured) following RFC 3986's
@@ -523,6 +563,18 @@ mod tests {
         assert_eq!(format!("{secret:?}"), REDACTED);
         assert_eq!(serde_json::to_string(&secret).unwrap(), "\"<redacted>\"");
         assert_eq!(secret.expose(), "sk-very-secret");
+    }
+
+    #[test]
+    fn key_lists_split_and_join_as_llama_cpp_reads_them() {
+        assert_eq!(csv_fields("a,b"), ["a", "b"]);
+        assert_eq!(
+            csv_fields(r#""x,y","say ""hi""",z"q"#),
+            ["x,y", r#"say "hi""#, r#"z"q"#]
+        );
+        assert_eq!(csv_fields(""), [""]);
+        let keys = ["sk-1".to_string(), "a,b".to_string(), "q\"".to_string()];
+        assert_eq!(csv_fields(&csv_join(&keys)), keys);
     }
 
     #[test]

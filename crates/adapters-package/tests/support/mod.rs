@@ -1,9 +1,11 @@
-//! Test support: a scripted Shell that answers commands by rules and records every call, plus
-//! small fakes for the Policy and Clock ports.
+//! Test support: a scripted Shell that answers commands by rules and records every call, a
+//! Shell that runs real processes with a directory of fake programs first on PATH, a process
+//! that holds an `fcntl` lock, plus small fakes for the Policy and Clock ports.
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -194,4 +196,147 @@ impl Clock for FixedClock {
 /// The hint of an error, or "".
 pub fn hint(error: &Error) -> String {
     error.hint().unwrap_or_default().to_string()
+}
+
+/// Real processes (the host Shell), with `bin` first on PATH: a program found there is that
+/// fake, and only programs found there are located (the host's sudo, apt-get… stay out of
+/// sight). The fakes themselves get `bin:/usr/bin:/bin` as PATH.
+pub struct FakeBin {
+    inner: adapters_host::HostShell,
+    bin: PathBuf,
+}
+
+impl FakeBin {
+    /// A Shell over the fakes in `bin`.
+    pub fn new(bin: &Path) -> Arc<FakeBin> {
+        Arc::new(FakeBin {
+            inner: adapters_host::HostShell::new(Arc::new(provisioner_core::NoProgress)),
+            bin: bin.to_path_buf(),
+        })
+    }
+
+    /// Writes an executable shell script `bin/<name>`.
+    pub fn script(bin: &Path, name: &str, body: &str) {
+        std::fs::create_dir_all(bin).unwrap();
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[async_trait]
+impl Shell for FakeBin {
+    async fn run(&self, command: &CommandSpec) -> Result<CommandOutput> {
+        let mut command = command.clone();
+        let fake = self.bin.join(&command.program);
+        if !command.program.contains('/') && fake.is_file() {
+            command.program = fake.display().to_string();
+        }
+        command.env.insert(
+            "PATH".to_string(),
+            format!("{}:/usr/bin:/bin", self.bin.display()),
+        );
+        // A script another test thread is still writing may be open for writing in a process
+        // forked meanwhile (until it execs): "text file busy" is retried.
+        for _ in 0..50 {
+            match self.inner.run(&command).await {
+                Err(Error::Spawn { source, .. })
+                    if source.kind() == std::io::ErrorKind::ExecutableFileBusy =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+        self.inner.run(&command).await
+    }
+
+    fn locate(&self, program: &str) -> Option<ToolInfo> {
+        let fake = self.bin.join(program);
+        fake.is_file().then(|| ToolInfo {
+            path: fake,
+            fingerprint: "fake".to_string(),
+        })
+    }
+
+    fn inspect(&self, path: &Path) -> Option<ToolInfo> {
+        self.inner.inspect(path)
+    }
+}
+
+/// Another process holding an `fcntl` write lock on a file (as apt and dpkg take them), for
+/// `seconds` or until dropped: perl (in every Debian install), run through the host Shell.
+pub struct LockHolder {
+    task: Option<tokio::task::JoinHandle<Result<CommandOutput>>>,
+    /// The holder's pid.
+    pub pid: u32,
+}
+
+impl LockHolder {
+    /// Starts the holder and returns once it holds the lock (the file is created if missing).
+    pub async fn hold(path: &Path, seconds: u32) -> LockHolder {
+        let marker = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        let marker_path = marker.to_path_buf();
+        std::fs::remove_file(&marker_path).unwrap();
+        // struct flock on 64-bit Linux: short type, short whence, off_t start, off_t len,
+        // pid_t pid (32 bytes with padding).
+        let script = r#"use Fcntl qw(F_SETLKW F_WRLCK);
+open(my $fh, '>>', $ARGV[0]) or die "open $ARGV[0]: $!";
+my $lock = pack('s s x4 q q l x4', F_WRLCK, 0, 0, 0, 0);
+fcntl($fh, F_SETLKW, $lock) or die "fcntl: $!";
+open(my $m, '>', $ARGV[1]) or die "marker: $!";
+print $m $$;
+close($m);
+sleep($ARGV[2]);
+"#;
+        let command = CommandSpec::new(
+            "perl",
+            [
+                "-e".to_string(),
+                script.to_string(),
+                path.display().to_string(),
+                marker_path.display().to_string(),
+                seconds.to_string(),
+            ],
+        );
+        let task = tokio::spawn(async move {
+            adapters_host::HostShell::new(Arc::new(provisioner_core::NoProgress))
+                .run(&command)
+                .await
+        });
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&marker_path)
+                && let Ok(pid) = text.trim().parse::<u32>()
+            {
+                drop(marker);
+                return LockHolder {
+                    task: Some(task),
+                    pid,
+                };
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the lock holder did not start"
+            );
+            assert!(!task.is_finished(), "the lock holder exited early");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the holder exits (its lock is then released).
+    pub async fn finish(mut self) {
+        let task = self.task.take().unwrap();
+        let output = task.await.unwrap().unwrap();
+        assert!(output.success(), "lock holder failed: {}", output.tail);
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        // Dropping the Shell's future kills the holder's process group.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }

@@ -162,6 +162,7 @@ pub async fn prepare(
         },
     )?;
     let env_file = common.write_env_file(ports).await?;
+    common.write_key_file(ports).await?;
     let version = inputs
         .version
         .clone()

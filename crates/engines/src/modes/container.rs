@@ -17,9 +17,10 @@ use provisioner_core::{
 };
 
 use crate::common::{
-    Cache, ContainerFacts, Evidence, Listen, Outcome, PoolInputs, Recipe, SharedMemory,
-    check_backend, finish, probe, wired,
+    Cache, ContainerFacts, Evidence, Listen, OFFLINE_ENV, Outcome, PoolInputs, Recipe,
+    SharedMemory, check_backend, finish, probe, wired,
 };
+use crate::host_files::{self, Rewritten};
 
 /// Where models are mounted inside a container.
 pub const MODELS_DIR: &str = "/models";
@@ -119,6 +120,14 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
         }
     };
     let host_ports = host_ports(&common.pool.provisioning.ports, facts, recipe.engine())?;
+    // Host paths in the flags: refused here when they cannot be mounted; their existence is
+    // checked by the runtime adapter (files prepare writes, under the run dir, excepted).
+    let server = server_args(recipe, common, &format!("{MODELS_DIR}/model"))?;
+    for note in &server.notes {
+        if !common.notes.contains(note) {
+            common.notes.push(note.clone());
+        }
+    }
     Ok(Inputs {
         spec: ImageSpec {
             engine: recipe.engine(),
@@ -126,6 +135,7 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
             insecure: container.insecure.unwrap_or(false),
             runtime: container.runtime,
             devices: common.pool.devices.clone(),
+            inputs: server.inputs_to_check(Some(&layout.run_dir)),
         },
         host_ports,
         workdir: layout.cache_root.clone(),
@@ -221,7 +231,15 @@ pub fn run_args(
 ) -> Result<Vec<String>> {
     let facts = recipe.container();
     let pool = &common.pool;
-    let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--init".into()];
+    // `--pull=never`: the image was made present by prepare, through the policy; the run
+    // itself never fetches (a missing image fails at once, and the supervisor says to
+    // prepare again).
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--pull=never".into(),
+        "--init".into(),
+    ];
     if run.runtime == RuntimeKind::Podman {
         // A container left by a crash would otherwise block the name.
         args.push("--replace".into());
@@ -242,9 +260,23 @@ pub fn run_args(
     }
     let target = model_target(run.model);
     args.extend(["--mount".into(), bind_mount(run.model, &target)?]);
+    // Host paths named in the engine's flags: mounted read-only under /inputs/, the flags
+    // rewritten to them.
+    let server = server_args(recipe, common, &target)?;
+    for mount in &server.mounts {
+        args.extend([
+            "--mount".into(),
+            bind_mount(&mount.input.path, &mount.target)?,
+        ]);
+    }
     // The pool's env is read by the runtime from a file of mode 0600: no value is on argv.
     if let Some(env_file) = run.env_file {
         args.extend(["--env-file".into(), env_file.to_string_lossy().to_string()]);
+    }
+    // The model was staged on the host: the engine's own Hugging Face client must not
+    // download anything (no secret here, so these go on argv after the env file, and win).
+    for (name, value) in OFFLINE_ENV {
+        args.extend(["--env".into(), format!("{name}={value}")]);
     }
     let devices: Vec<String> = pool.devices.iter().map(|d| d.to_string()).collect();
     if !devices.is_empty() {
@@ -267,16 +299,27 @@ pub fn run_args(
         SharedMemory::Size(size) => args.extend(["--shm-size".into(), size.to_string()]),
     }
     args.push(run.reference.to_string());
-    args.extend(recipe.server_args(
-        pool,
+    args.extend(server.args);
+    Ok(args)
+}
+
+/// The server's arguments inside the container (listening on every interface, the model at
+/// `model`), with the host paths in its flags rewritten to their mounts under `/inputs/`.
+pub fn server_args(recipe: &dyn Recipe, common: &PoolInputs, model: &str) -> Result<Rewritten> {
+    let args = recipe.server_args(
+        &common.pool,
         &common.options,
         &Listen {
-            model: &target,
+            model,
             host: "0.0.0.0",
-            ports: facts.ports,
+            ports: recipe.container().ports,
         },
-    ));
-    Ok(args)
+    );
+    host_files::rewrite(
+        recipe.path_options(),
+        &args,
+        &common.pool.provisioning.flags,
+    )
 }
 
 /// `engine_version` of an image: digest plus revision label, with the tag for humans.
@@ -336,11 +379,11 @@ pub fn plan(
         env: Default::default(),
         env_file: None,
         ports: inputs.host_ports.clone(),
-        readiness: probe(
+        readiness: common.authenticated(probe(
             inputs.host_ports[0],
             facts.readiness_path,
             facts.ready_timeout_seconds,
-        ),
+        )),
     });
     Ok(steps)
 }
@@ -397,11 +440,11 @@ pub async fn prepare(
         bin: image.program.clone(),
         args,
         env: image.runtime_env.clone(),
-        readiness: probe(
+        readiness: common.authenticated(probe(
             inputs.host_ports[0],
             facts.readiness_path,
             facts.ready_timeout_seconds,
-        ),
+        )),
         ports: inputs.host_ports.clone(),
         workdir: inputs.workdir.clone(),
         engine_version,

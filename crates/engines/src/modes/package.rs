@@ -151,6 +151,7 @@ pub async fn prepare(
         },
     )?;
     let env_file = common.write_env_file(ports).await?;
+    common.write_key_file(ports).await?;
     let output = artifact.version_output.as_deref().unwrap_or("");
     let reported = recipe.reported_version(output);
     let launch = common.native_launch(recipe, native, &model.path.to_string_lossy());

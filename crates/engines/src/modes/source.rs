@@ -167,6 +167,7 @@ pub async fn prepare(
     }
     let artifact = builder.ensure_built(spec).await?;
     let env_file = common.write_env_file(ports).await?;
+    common.write_key_file(ports).await?;
     let mut env = common.device_env();
     if spec.cmake_flags.is_on("BUILD_SHARED_LIBS") {
         env.insert(
