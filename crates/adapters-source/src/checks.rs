@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use provisioner_core::tools::header_package;
+use provisioner_core::packages::tool_package;
 use provisioner_core::{Action, BuildFetch, Error, HeaderRequirement, ManagerKind, Policy, Result};
 
 use crate::host::HostFacts;
@@ -54,9 +54,9 @@ pub fn check_headers(
         if found {
             continue;
         }
-        let install = header_package(&requirement.header, host.distro)
+        let install = tool_package(&requirement.header, host.distro)
             .zip(ManagerKind::for_distro(host.distro))
-            .map(|(package, manager)| manager.install_command(&[package], host.root))
+            .map(|(package, manager)| manager.install_command(&[package.as_str()], host.root))
             .unwrap_or_else(|| {
                 format!(
                     "install the development package that provides {}",

@@ -186,7 +186,8 @@ pub fn default_engine_package(
         })
 }
 
-/// The package providing a build tool, per family: (program, debian, arch, fedora).
+/// The package providing a build tool, or a header a build option needs (`curl/curl.h`), per
+/// family: (program or header, debian, arch, fedora).
 pub const TOOL_PACKAGES: &[(&str, &str, &str, &str)] = &[
     ("git", "git", "git", "git"),
     ("cmake", "cmake", "cmake", "cmake"),
@@ -239,9 +240,16 @@ pub const TOOL_PACKAGES: &[(&str, &str, &str, &str)] = &[
         "nvidia-container-toolkit",
     ),
     ("curl", "curl", "curl", "curl"),
+    // Headers: the development package that installs them.
+    (
+        "curl/curl.h",
+        "libcurl4-openssl-dev",
+        "curl",
+        "libcurl-devel",
+    ),
 ];
 
-/// The package that provides `program` on `distro`.
+/// The package that provides `program` (or the header `program`) on `distro`.
 pub fn tool_package(program: &str, distro: Distro) -> Option<PackageName> {
     let (_, debian, arch, fedora) = TOOL_PACKAGES.iter().find(|(p, ..)| *p == program)?;
     let name = match distro {

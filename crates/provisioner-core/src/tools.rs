@@ -24,25 +24,6 @@ pub struct HeaderRequirement {
     pub purpose: String,
 }
 
-/// The development package providing a header, per family: (header, debian, arch, fedora).
-pub const HEADER_PACKAGES: &[(&str, &str, &str, &str)] = &[(
-    "curl/curl.h",
-    "libcurl4-openssl-dev",
-    "curl",
-    "libcurl-devel",
-)];
-
-/// The package that provides `header` on `distro`.
-pub fn header_package(header: &str, distro: Distro) -> Option<&'static str> {
-    let (_, debian, arch, fedora) = HEADER_PACKAGES.iter().find(|(h, ..)| *h == header)?;
-    match distro {
-        Distro::Debian => Some(debian),
-        Distro::Arch => Some(arch),
-        Distro::Fedora => Some(fedora),
-        Distro::Unknown => None,
-    }
-}
-
 /// The tools a CMake source build needs for a backend and generator.
 pub fn source_build_tools(generator: Option<Generator>, backend: Backend) -> Vec<ToolRequirement> {
     let tool = |programs: &[&str], purpose: &str| ToolRequirement {
