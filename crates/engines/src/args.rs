@@ -261,7 +261,15 @@ pub fn parse_options(flags: &[String], table: &OptionTable, field: &str) -> Resu
         if table.repeatable.contains(&option.as_str()) {
             args.options.push(entry);
         } else {
-            let written = flags[start..=index].join(" ");
+            // What errors quote of the flags: never a credential's value.
+            let written = if takes_a_secret(&option) {
+                format!(
+                    "{} <redacted>",
+                    flags[start].split('=').next().unwrap_or("")
+                )
+            } else {
+                flags[start..=index].join(" ")
+            };
             let earlier = args.options.iter().find(|e| e.option == option);
             match (earlier, first_at.iter().find(|(o, _, _)| *o == option)) {
                 (Some(earlier), Some((_, at, earlier_written)))
@@ -306,6 +314,11 @@ fn written(flags: &[String], table: &OptionTable, field: &str, option: &str) -> 
     let Some(flag) = flags.get(index) else {
         return (format!("{field}[{index}]"), option.to_string());
     };
+    if takes_a_secret(option) {
+        // An error quotes where the option is, never the token or key after it.
+        let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+        return (format!("{field}[{index}]"), format!("{name} <redacted>"));
+    }
     let text = match flags.get(index + 1) {
         Some(next) if !flag.contains('=') && !is_option(next) && !table.is_switch(option) => {
             format!("{flag} {next}")
@@ -313,6 +326,16 @@ fn written(flags: &[String], table: &OptionTable, field: &str, option: &str) -> 
         _ => flag.clone(),
     };
     (format!("{field}[{index}]"), text)
+}
+
+/// Whether an option's value is a credential (`--hf-token`, `--api-key`, a password): errors
+/// never quote it.
+pub fn takes_a_secret(option: &str) -> bool {
+    let option = option.to_ascii_lowercase();
+    option.ends_with("token")
+        || option.ends_with("api-key")
+        || option.contains("password")
+        || option.ends_with("secret")
 }
 
 /// Why the model options are the provisioner's.

@@ -856,27 +856,27 @@ fn take_api_keys(
         })
         .unwrap_or(0);
     let at = format!("provisioning.flags[{index}]");
-    let argv = options.to_argv();
+    // Every word given to the option, in every occurrence (a list option such as vLLM's takes
+    // several), read before the option is taken off.
+    let values: Vec<String> = options
+        .values(facts.option)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     if options.remove(facts.option).is_none() {
         return Ok(None);
     }
+    if values.is_empty() {
+        return Err(Error::invalid(
+            at,
+            format!(
+                "{} takes a key (or set the key in provisioning.env, which can read it from elsewhere)",
+                facts.option
+            ),
+        ));
+    }
     let mut keys = Vec::new();
-    for (position, word) in argv.iter().enumerate() {
-        if word != facts.option {
-            continue;
-        }
-        let value = argv
-            .get(position + 1)
-            .filter(|next| !(next.starts_with('-') && next.parse::<f64>().is_err()));
-        let Some(value) = value else {
-            return Err(Error::invalid(
-                at,
-                format!(
-                    "{} takes a key (or set the key in provisioning.env, which can read it from elsewhere)",
-                    facts.option
-                ),
-            ));
-        };
+    for value in &values {
         if value.contains(['\n', '\r']) {
             return Err(Error::invalid(
                 at,

@@ -19,8 +19,8 @@ use crate::args::{
     ServerArgs, count, parse_options, pool_setting, refuse_fetching, same_count, take_owned,
 };
 use crate::common::{
-    ContainerFacts, EnvOption, Listen, Recipe, SharedMemory, backend_in_tag, check_pool_env,
-    container_only, devices_text, even_split_only,
+    ApiKeyFacts, ContainerFacts, EnvOption, Listen, Recipe, SharedMemory, backend_in_tag,
+    check_pool_env, container_only, devices_text, even_split_only,
 };
 
 /// The TGI recipe.
@@ -242,6 +242,15 @@ fn context(pool: &PoolConfig, options: &mut ServerArgs) -> Result<()> {
     Ok(())
 }
 
+/// TGI's API key (launcher/src/main.rs: `--api-key`, read from `API_KEY` too); no key-file
+/// option, so a key given in the flags travels in the container's private env file.
+const API_KEY: ApiKeyFacts = ApiKeyFacts {
+    option: "--api-key",
+    file_option: None,
+    variable: "API_KEY",
+    comma_separated: false,
+};
+
 impl Recipe for Tgi {
     fn engine(&self) -> Engine {
         Engine::Tgi
@@ -311,6 +320,10 @@ impl Recipe for Tgi {
             PathOption::output(&["--huggingface-hub-cache"]),
         ];
         PATHS
+    }
+
+    fn api_key(&self) -> Option<&ApiKeyFacts> {
+        Some(&API_KEY)
     }
 
     /// TGI's images are CUDA builds unless the tag names another backend (`3.3.6-rocm`, `…-intel-xpu`).

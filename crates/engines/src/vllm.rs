@@ -24,8 +24,8 @@ use crate::args::{
     ServerArgs, parse_options, pool_setting, refuse_fetching, same_count, take_owned,
 };
 use crate::common::{
-    ContainerFacts, Listen, Recipe, SharedMemory, backend_in_tag, check_pool_env, container_only,
-    devices_text, even_split_only,
+    ApiKeyFacts, ContainerFacts, Listen, Recipe, SharedMemory, backend_in_tag, check_pool_env,
+    container_only, devices_text, even_split_only,
 };
 
 /// The vLLM recipe.
@@ -342,6 +342,16 @@ fn parallelism(pool: &PoolConfig, options: &mut ServerArgs) -> Result<()> {
     }
 }
 
+/// vLLM's API key (vllm/entrypoints/openai/cli_args.py and vllm/envs.py): `--api-key` takes one
+/// or more keys, `VLLM_API_KEY` one; there is no key-file option, so a key given in the flags
+/// travels in the container's private env file.
+const API_KEY: ApiKeyFacts = ApiKeyFacts {
+    option: "--api-key",
+    file_option: None,
+    variable: "VLLM_API_KEY",
+    comma_separated: false,
+};
+
 impl Recipe for Vllm {
     fn engine(&self) -> Engine {
         Engine::Vllm
@@ -432,6 +442,10 @@ impl Recipe for Vllm {
             PathOption::output(&["--download-dir"]),
         ];
         PATHS
+    }
+
+    fn api_key(&self) -> Option<&ApiKeyFacts> {
+        Some(&API_KEY)
     }
 
     /// vLLM's images (vllm/vllm-openai) are CUDA builds; a tag naming another backend says so.

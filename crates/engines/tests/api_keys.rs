@@ -240,6 +240,68 @@ pools:
     }
 }
 
+/// The same for every engine that takes an API key: vLLM and TGI read theirs from one
+/// variable, so a key given in the flags reaches the container through its env file, and a
+/// second key (which that variable cannot hold) is refused without being quoted.
+#[test]
+fn vllm_and_tgi_keys_travel_in_the_env_file_too() {
+    for (engine, variable) in [("vllm", "VLLM_API_KEY"), ("tgi", "API_KEY")] {
+        let pool = pool(&format!(
+            r#"
+pools:
+  - id: {engine}
+    engine: {engine}
+    provisioning:
+      mode: container
+      container: {{ image: "127.0.0.1:5000/x/{engine}", tag: "1.0" }}
+      model: {{ ref: "file:/models/m" }}
+      flags: [--api-key, "{KEY_A}"]
+"#
+        ));
+        let plan = provisioner(Arc::default()).plan(&pool).unwrap();
+        let env_file = PathBuf::from(format!("/run/llama-orch/{engine}/env"));
+        assert!(
+            plan.steps.iter().any(|step| matches!(
+                step,
+                Step::WriteEnvFile { path, variables } if *path == env_file && variables == &[variable]
+            )),
+            "{engine}"
+        );
+        let (args, readiness) = launch_args(&plan);
+        assert!(
+            !args.iter().any(|arg| arg.contains("--api-key")),
+            "{args:?}"
+        );
+        assert_eq!(
+            readiness.auth,
+            Some(ProbeAuth::EnvFile {
+                path: env_file,
+                variable: variable.to_string(),
+                comma_separated: false,
+            })
+        );
+        assert!(!shown(&plan, None).contains(KEY_A), "{engine}");
+
+        let mut two = pool.clone();
+        two.provisioning.flags = vec![
+            "--api-key".to_string(),
+            KEY_A.to_string(),
+            "--api-key".to_string(),
+            KEY_B.to_string(),
+        ];
+        let error = provisioner(Arc::default())
+            .plan(&two)
+            .unwrap_err()
+            .to_string();
+        // vLLM keeps the last `--api-key` only, TGI's variable holds one key: refused either way.
+        assert!(
+            error.contains("which holds one") || error.contains("takes one value"),
+            "{engine}: {error}"
+        );
+        assert!(!error.contains(KEY_A) && !error.contains(KEY_B), "{error}");
+    }
+}
+
 #[tokio::test]
 async fn env_references_are_read_at_prepare_and_probes_use_the_engines_variable() {
     let pool = source_pool(

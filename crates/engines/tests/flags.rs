@@ -434,6 +434,19 @@ fn options_that_make_the_engine_download_are_refused() {
             ],
         );
     }
+    // A token given to the engine's downloader is refused without being quoted.
+    for (engine, flags) in [
+        ("llamacpp", r#"[-hft, hf_SECRETTOKEN]"#),
+        ("llamacpp", r#"["--hf-token=hf_SECRETTOKEN"]"#),
+        ("vllm", r#"[--hf-token, hf_SECRETTOKEN]"#),
+    ] {
+        let text = error(&pool(engine, "", &format!("flags: {flags}")));
+        assert!(
+            text.contains("<redacted>` makes the engine download"),
+            "{text}"
+        );
+        assert!(!text.contains("SECRETTOKEN"), "{text}");
+    }
     // Local paths download nothing.
     for (engine, flags) in [
         (
