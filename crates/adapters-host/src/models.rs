@@ -126,7 +126,7 @@ fn ensure_present(request: &ModelRequest) -> Result<ModelArtifact> {
             ));
         }
     }
-    Ok(ModelArtifact { path, bytes })
+    Ok(ModelArtifact::local(path, bytes))
 }
 
 /// Turns a reference into a path, refusing the schemes this version cannot stage yet.
@@ -238,6 +238,9 @@ mod tests {
             reference: reference.parse().unwrap(),
             models_dir: models_dir.to_path_buf(),
             checksum: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            refresh: false,
         }
     }
 

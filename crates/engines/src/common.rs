@@ -470,10 +470,22 @@ impl PoolInputs {
                         ));
                     }
                 };
+                // `model.revision` and `hf:org/repo@revision` agree (checked when the config
+                // was read): the request carries one revision, in the reference.
+                let reference = match (reference, &model_config.revision) {
+                    (ModelRef::HuggingFace(mut hf), Some(revision)) => {
+                        hf.revision.get_or_insert_with(|| revision.clone());
+                        ModelRef::HuggingFace(hf)
+                    }
+                    (reference, _) => reference,
+                };
                 ModelInput::Request(ModelRequest {
                     reference,
                     models_dir,
                     checksum: model_config.checksum,
+                    include: model_config.include,
+                    exclude: model_config.exclude,
+                    refresh: false,
                 })
             }
         };

@@ -77,12 +77,9 @@ pools:
 
 fn provisioner(files: Arc<MemoryRunFiles>) -> Provisioner {
     let mut models = MockModelProvisioner::new();
-    models.expect_ensure_present().returning(|_| {
-        Ok(ModelArtifact {
-            path: PathBuf::from("/models/tiny.gguf"),
-            bytes: 1,
-        })
-    });
+    models
+        .expect_ensure_present()
+        .returning(|_| Ok(ModelArtifact::local(PathBuf::from("/models/tiny.gguf"), 1)));
     let mut builder = MockSourceBuilder::new();
     builder.expect_ensure_built().returning(|_| {
         Ok(SourceArtifact {

@@ -34,12 +34,9 @@ impl RunFiles for NoFiles {
 
 fn ports(containers: Option<MockContainerRuntime>) -> Ports {
     let mut models = MockModelProvisioner::new();
-    models.expect_ensure_present().returning(|_| {
-        Ok(ModelArtifact {
-            path: PathBuf::from("/srv/models/m.gguf"),
-            bytes: 1,
-        })
-    });
+    models
+        .expect_ensure_present()
+        .returning(|_| Ok(ModelArtifact::local(PathBuf::from("/srv/models/m.gguf"), 1)));
     Ports {
         models: Arc::new(models),
         source_builder: None,

@@ -36,12 +36,9 @@ impl RunFiles for NoRunFiles {
 
 fn models() -> Arc<MockModelProvisioner> {
     let mut models = MockModelProvisioner::new();
-    models.expect_ensure_present().returning(|_| {
-        Ok(ModelArtifact {
-            path: PathBuf::from("/models/tiny.gguf"),
-            bytes: 1,
-        })
-    });
+    models
+        .expect_ensure_present()
+        .returning(|_| Ok(ModelArtifact::local(PathBuf::from("/models/tiny.gguf"), 1)));
     Arc::new(models)
 }
 

@@ -186,12 +186,7 @@ async fn prepare_resolves_the_model_first_then_builds_and_describes_the_server()
         .expect_ensure_present()
         .withf(|r| r.reference.to_string() == "file:/models/tiny.gguf")
         .times(1)
-        .returning(|_| {
-            Ok(ModelArtifact {
-                path: PathBuf::from("/models/tiny.gguf"),
-                bytes: 1,
-            })
-        });
+        .returning(|_| Ok(ModelArtifact::local(PathBuf::from("/models/tiny.gguf"), 1)));
     let mut builder = MockSourceBuilder::new();
     builder
         .expect_ensure_built()
@@ -328,12 +323,9 @@ pools:
 
 fn binary_ports(version_output: &'static str) -> Ports {
     let mut models = MockModelProvisioner::new();
-    models.expect_ensure_present().returning(|_| {
-        Ok(ModelArtifact {
-            path: PathBuf::from("/models/tiny.gguf"),
-            bytes: 1,
-        })
-    });
+    models
+        .expect_ensure_present()
+        .returning(|_| Ok(ModelArtifact::local(PathBuf::from("/models/tiny.gguf"), 1)));
     let mut installer = provisioner_core::MockBinaryInstaller::new();
     installer
         .expect_ensure_installed()
@@ -494,12 +486,9 @@ pools:
 
 fn package_ports(cache_hit: bool) -> Ports {
     let mut models = MockModelProvisioner::new();
-    models.expect_ensure_present().returning(|_| {
-        Ok(ModelArtifact {
-            path: PathBuf::from("/models/tiny.gguf"),
-            bytes: 1,
-        })
-    });
+    models
+        .expect_ensure_present()
+        .returning(|_| Ok(ModelArtifact::local(PathBuf::from("/models/tiny.gguf"), 1)));
     let mut installer = provisioner_core::MockPackageInstaller::new();
     installer
         .expect_ensure_installed()
@@ -635,12 +624,9 @@ pools:
 #[tokio::test]
 async fn a_gpu_backend_is_asked_of_the_installer_and_reported() {
     let mut models = MockModelProvisioner::new();
-    models.expect_ensure_present().returning(|_| {
-        Ok(ModelArtifact {
-            path: PathBuf::from("/models/tiny.gguf"),
-            bytes: 1,
-        })
-    });
+    models
+        .expect_ensure_present()
+        .returning(|_| Ok(ModelArtifact::local(PathBuf::from("/models/tiny.gguf"), 1)));
     let mut installer = provisioner_core::MockPackageInstaller::new();
     installer
         .expect_ensure_installed()
@@ -716,12 +702,9 @@ pools:
     );
     let pool = Config::parse(&text, Format::Yaml, "p.yaml").unwrap().pools[0].clone();
     let mut models = MockModelProvisioner::new();
-    models.expect_ensure_present().returning(|_| {
-        Ok(ModelArtifact {
-            path: PathBuf::from("/models/tiny.gguf"),
-            bytes: 1,
-        })
-    });
+    models
+        .expect_ensure_present()
+        .returning(|_| Ok(ModelArtifact::local(PathBuf::from("/models/tiny.gguf"), 1)));
     let mut builder = MockSourceBuilder::new();
     builder
         .expect_ensure_built()

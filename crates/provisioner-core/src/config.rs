@@ -493,9 +493,22 @@ pub struct ModelConfig {
     /// Models directory for this pool; default `--models-dir`, else `~/.cache/models`.
     #[serde(default)]
     pub cache_dir: Option<String>,
-    /// Expected checksum of the model file.
+    /// Expected checksum of the model file (`sha256:<hex>`); an error on a whole repository.
     #[serde(default)]
     pub checksum: Option<Checksum>,
+    /// `hf:` only: the branch, tag or commit to stage (the same as `hf:org/repo@revision`; the
+    /// two disagreeing is a config error). Default `main`. A branch is resolved to a commit
+    /// once, recorded in the catalog, and reused offline until `orchctl model pull --refresh`.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// `hf:org/repo` only: globs (`*`, `?`, `**`) of the repository paths to stage; empty
+    /// stages every file. E.g. `["*.safetensors", "*.json", "tokenizer*"]`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// `hf:org/repo` only: globs of repository paths never staged (e.g. `["*.bin", "*.onnx",
+    /// "original/**"]`), applied after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 /// An explicit `null` means "not set": the field's default.
@@ -868,6 +881,64 @@ fn friendly(message: &str) -> String {
 
 /// Checks what types alone cannot (required fields of the chosen mode, values that must agree),
 /// without any host access.
+/// The rules between `provisioning.model`'s fields: `revision`, `include` and `exclude` belong
+/// to `hf:` references, globs and a checksum to a repository or a file respectively.
+fn validate_model(model: &ModelConfig, push: &mut impl FnMut(&str, String)) {
+    let hf = match &model.reference {
+        Some(ModelRef::HuggingFace(hf)) => Some(hf),
+        _ => None,
+    };
+    if let Some(revision) = &model.revision {
+        match hf {
+            None => push(
+                "provisioning.model.revision",
+                "applies to hf: references only; a file or URL has no revision".to_string(),
+            ),
+            Some(hf) => {
+                if let Err(message) = crate::model_ref::check_revision(revision) {
+                    push("provisioning.model.revision", message);
+                }
+                if let Some(written) = &hf.revision
+                    && written != revision
+                {
+                    push(
+                        "provisioning.model.revision",
+                        format!(
+                            "`{revision}` disagrees with `@{written}` in provisioning.model.ref; keep one of them"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let is_repository = hf.is_some_and(|hf| hf.path.is_none());
+    for (field, globs) in [("include", &model.include), ("exclude", &model.exclude)] {
+        if globs.is_empty() {
+            continue;
+        }
+        if !is_repository {
+            push(
+                &format!("provisioning.model.{field}"),
+                "applies to a whole Hugging Face repository (hf:org/repo) only; a single file needs no globs".to_string(),
+            );
+        }
+        for (index, glob) in globs.iter().enumerate() {
+            if glob.is_empty() || glob.starts_with('/') || glob.split('/').any(|p| p == "..") {
+                push(
+                    &format!("provisioning.model.{field}[{index}]"),
+                    format!("`{glob}` is not a glob of repository paths (no leading `/`, no `..`)"),
+                );
+            }
+        }
+    }
+    if is_repository && model.checksum.is_some() {
+        push(
+            "provisioning.model.checksum",
+            "a whole repository has no single checksum; name one file (hf:org/repo/file.gguf) or remove the checksum (the hub's sha256 of every LFS file is verified)".to_string(),
+        );
+    }
+}
+
 fn validate_pool(pool: &PoolConfig, errors: &mut Vec<FieldError>) {
     let p = &pool.provisioning;
     let mode = pool.mode();
@@ -895,6 +966,9 @@ fn validate_pool(pool: &PoolConfig, errors: &mut Vec<FieldError>) {
                     .to_string(),
             );
         }
+    }
+    if let Some(model) = &p.model {
+        validate_model(model, &mut push);
     }
     for (index, flag) in p.flags.iter().enumerate() {
         if flag.contains('\0') {

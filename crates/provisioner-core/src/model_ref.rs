@@ -121,6 +121,21 @@ impl FromStr for ModelRef {
     }
 }
 
+/// Checks a Hugging Face revision (branch, tag or commit): not empty, no leading `-`, no `..`,
+/// no whitespace or `:`. A branch name with `/` (`refs/pr/1`) is allowed.
+pub fn check_revision(revision: &str) -> Result<(), String> {
+    if revision.is_empty()
+        || revision.starts_with('-')
+        || revision.contains("..")
+        || revision
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+    {
+        return Err(format!("`{revision}` is not a revision"));
+    }
+    Ok(())
+}
+
 impl FromStr for HfRef {
     type Err = String;
 
@@ -145,13 +160,8 @@ impl FromStr for HfRef {
         if !valid_name(org) || !valid_name(name) {
             return Err(format!("`hf:{text}` does not name a repository; {how}"));
         }
-        if let Some(revision) = revision
-            && (revision.is_empty()
-                || revision.starts_with('-')
-                || revision.contains("..")
-                || revision.chars().any(|c| c.is_whitespace() || c == ':'))
-        {
-            return Err(format!("`{revision}` is not a revision; {how}"));
+        if let Some(revision) = revision {
+            check_revision(revision).map_err(|message| format!("{message}; {how}"))?;
         }
         if let Some(path) = path
             && (path.is_empty()

@@ -509,21 +509,74 @@ pub trait ContainerRuntime: Send + Sync {
 /// A model to make available locally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRequest {
-    /// Where the model comes from.
+    /// Where the model comes from. For `hf:` the revision written with `@` and
+    /// `model.revision` were merged when the config was read (the two disagreeing is a config
+    /// error), so [`HfRef::revision`](crate::HfRef::revision) is the one to use.
     pub reference: ModelRef,
-    /// Models directory: relative paths and names are looked up in it.
+    /// Models directory: relative paths and names are looked up in it; downloads of schemes
+    /// other than `hf:` land in it, and its `index.json` is the catalog.
     pub models_dir: PathBuf,
-    /// Expected checksum.
+    /// Expected checksum (`model.checksum`): of the one file; on a whole repository it is a
+    /// config error.
     pub checksum: Option<Checksum>,
+    /// `model.include`: globs of repository paths to stage (`hf:org/repo` only; empty = all).
+    pub include: Vec<String>,
+    /// `model.exclude`: globs of repository paths never staged (`hf:org/repo` only).
+    pub exclude: Vec<String>,
+    /// Resolve an unpinned revision (a branch) again instead of reusing the recorded commit
+    /// (`orchctl model pull --refresh`).
+    pub refresh: bool,
+}
+
+/// One file of a staged model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// Path inside the model (the repository path for `hf:`, the file name otherwise).
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// `sha256:<hex>` of its content, when known (computed while downloading, or the hub's LFS
+    /// hash).
+    pub sha256: Option<String>,
 }
 
 /// A model present on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelArtifact {
-    /// Absolute path.
+    /// Absolute path the engine is given: the file, or for a whole repository the snapshot
+    /// directory (`…/models--org--repo/snapshots/<commit>`).
     pub path: PathBuf,
-    /// Size in bytes.
+    /// Size in bytes (all files together).
     pub bytes: u64,
+    /// The catalog id of the entry (`index.json`), when the model went through the catalog.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The commit a `hf:` revision resolved to.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// The files staged, with their sizes and hashes (empty for a plain local file that was
+    /// not hashed).
+    #[serde(default)]
+    pub files: Vec<ModelFile>,
+    /// For `hf:`, the repository's directory in the Hugging Face cache
+    /// (`…/hub/models--org--repo`): what a container mounts read-only, since snapshot files are
+    /// relative symlinks into its `blobs`.
+    #[serde(default)]
+    pub cache_root: Option<PathBuf>,
+}
+
+impl ModelArtifact {
+    /// A local file that was used where it is (no catalog entry, no revision).
+    pub fn local(path: impl Into<PathBuf>, bytes: u64) -> ModelArtifact {
+        ModelArtifact {
+            path: path.into(),
+            bytes,
+            id: None,
+            revision: None,
+            files: Vec::new(),
+            cache_root: None,
+        }
+    }
 }
 
 /// Makes models present locally (llama-orch's model-provisioner).
