@@ -26,6 +26,16 @@ fn prepare_up_complete_status_down() {
     let commit = &fixtures().commit;
     assert_eq!(prepared["metadata"]["source"]["commit"], json!(commit));
     assert_eq!(prepared["metadata"]["backend"], "cpu");
+    // The built server's --help lists --offline (learnt once at prepare): it runs with it, and
+    // the up below shows it decodes that way.
+    assert!(
+        prepared["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--offline")),
+        "{}",
+        prepared["args"]
+    );
     let version = prepared["engine_version"].as_str().unwrap();
     assert!(
         version.starts_with(&format!("llamacpp-{}-cpu-", &commit[..12])),
@@ -474,6 +484,15 @@ fn binary_mode_installs_a_pinned_archive_from_loopback_and_serves() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(prepared["metadata"]["cache_hit"], true);
     assert_eq!(prepared["engine_version"], json!(expected_version));
+    // The prebuilt's --help was asked once at install and lists --offline: it runs offline.
+    assert!(
+        prepared["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--offline")),
+        "{}",
+        prepared["args"]
+    );
 }
 
 /// `ports: [0]`: llama-server is started on a free port, `up` finds the port it bound, records

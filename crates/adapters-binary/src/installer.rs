@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use adapters_host::install::{InstallRoot, Installed, Staging};
-use adapters_host::version::{DEFAULT_VERSION_TIMEOUT, VersionRun, run_version};
+use adapters_host::version::{
+    DEFAULT_VERSION_TIMEOUT, HELP_TIMEOUT, VersionRun, probe_flags, run_version,
+};
 use async_trait::async_trait;
 use provisioner_core::{
     Action, ArchiveFormat, BinaryArtifact, BinaryInstallSpec, BinaryInstaller, Checksum, Clock,
@@ -59,6 +61,10 @@ pub struct BinaryInstallMetadata {
     pub executable_mtime: u64,
     /// What the executable printed for the version arguments (first lines, stdout and stderr).
     pub version_output: Option<String>,
+    /// The flag probe's options that the server's help listed; `None` when no probe ran
+    /// (records written before probes were kept: the server gets none of them).
+    #[serde(default)]
+    pub supported_flags: Option<Vec<String>>,
     /// When the install finished (seconds since the Unix epoch, from the Clock port).
     pub installed_at_unix: u64,
 }
@@ -387,6 +393,7 @@ impl BinaryArtifactInstaller {
             checksum: metadata.checksum,
             bytes: metadata.bytes,
             version_output: metadata.version_output,
+            supported_flags: metadata.supported_flags.unwrap_or_default(),
             key: metadata.key,
             cache_hit,
             metadata_file: installed.metadata_file,
@@ -507,15 +514,13 @@ impl BinaryArtifactInstaller {
         let libraries = shared_libraries(&staging.out)?;
         let library_dirs = library_dirs(&libraries, &executable_dir);
 
-        let version_output = self
-            .version_run(
-                spec,
-                &staging,
-                &executable_path,
-                &executable_dir,
-                &library_dirs,
-            )
-            .await?;
+        let server = InstalledServer {
+            executable: &executable,
+            executable_dir: &executable_dir,
+            library_dirs: &library_dirs,
+        };
+        let version_output = self.version_run(spec, &staging, &server).await?;
+        let supported_flags = self.flag_run(spec, &staging, &server).await;
 
         let metadata = std::fs::symlink_metadata(&executable_path)
             .map_err(|e| Error::io("inspect", &executable_path, e))?;
@@ -532,6 +537,7 @@ impl BinaryArtifactInstaller {
             executable_size: metadata.len(),
             executable_mtime: mtime_nanos(&metadata),
             version_output,
+            supported_flags: spec.flag_probe.is_some().then_some(supported_flags),
             installed_at_unix: unix_seconds(self.clock.now()),
         })
     }
@@ -541,32 +547,12 @@ impl BinaryArtifactInstaller {
         &self,
         spec: &BinaryInstallSpec,
         staging: &Staging,
-        executable: &Path,
-        executable_dir: &Path,
-        library_dirs: &[PathBuf],
+        server: &InstalledServer<'_>,
     ) -> Result<Option<String>> {
         if spec.version_args.is_empty() {
             return Ok(None);
         }
-        let mut paths: Vec<String> = library_dirs
-            .iter()
-            .map(|dir| staging.out.join(dir).display().to_string())
-            .collect();
-        if let Some(inherited) = std::env::var_os("LD_LIBRARY_PATH")
-            .and_then(|value| value.into_string().ok())
-            .filter(|value| !value.is_empty())
-        {
-            paths.push(inherited);
-        }
-        let mut command = CommandSpec::new(
-            &executable.display().to_string(),
-            spec.version_args.iter().cloned(),
-        )
-        .cwd(staging.out.join(executable_dir));
-        if !paths.is_empty() {
-            command = command.env("LD_LIBRARY_PATH", paths.join(":"));
-        }
-        command.group_file = Some(staging.group_file.clone());
+        let command = server.command(staging, &spec.version_args);
         run_version(
             self.shell.as_ref(),
             self.progress.as_ref(),
@@ -578,6 +564,103 @@ impl BinaryArtifactInstaller {
             },
         )
         .await
+    }
+
+    /// An install recorded before flag probes were kept learns its flags now, once, and the
+    /// record is amended (a failure to amend only costs a probe next time).
+    async fn learn_flags(
+        &self,
+        spec: &BinaryInstallSpec,
+        mut installed: Installed<BinaryInstallMetadata>,
+    ) -> Installed<BinaryInstallMetadata> {
+        let (Some(probe), None) = (&spec.flag_probe, &installed.metadata.supported_flags) else {
+            return installed;
+        };
+        let metadata = &installed.metadata;
+        let server = InstalledServer {
+            executable: &metadata.executable,
+            executable_dir: metadata.executable.parent().unwrap_or(Path::new("")),
+            library_dirs: &metadata.library_dirs,
+        };
+        let command = server.command_in(&installed.dir, &probe.args);
+        let found = probe_flags(
+            self.shell.as_ref(),
+            self.progress.as_ref(),
+            &command,
+            probe,
+            HELP_TIMEOUT,
+        )
+        .await;
+        installed.metadata.supported_flags = Some(found);
+        if let Err(error) = adapters_host::install::amend_metadata(&installed) {
+            self.report(ProgressEvent::Note {
+                message: format!("could not record the server's options: {error}"),
+            });
+        }
+        installed
+    }
+
+    /// Runs the spec's flag probe (`<executable> --help`) once; never fails.
+    async fn flag_run(
+        &self,
+        spec: &BinaryInstallSpec,
+        staging: &Staging,
+        server: &InstalledServer<'_>,
+    ) -> Vec<String> {
+        let Some(probe) = &spec.flag_probe else {
+            return Vec::new();
+        };
+        let command = server.command(staging, &probe.args);
+        probe_flags(
+            self.shell.as_ref(),
+            self.progress.as_ref(),
+            &command,
+            probe,
+            HELP_TIMEOUT,
+        )
+        .await
+    }
+}
+
+/// The unpacked server, relative to its install (staging) directory, as version and help runs
+/// start it.
+struct InstalledServer<'a> {
+    executable: &'a Path,
+    executable_dir: &'a Path,
+    library_dirs: &'a [PathBuf],
+}
+
+impl InstalledServer<'_> {
+    /// `<executable> <args>` in its own directory, with the shipped libraries first on
+    /// `LD_LIBRARY_PATH`, in the staging directory's process group file.
+    fn command(&self, staging: &Staging, args: &[String]) -> CommandSpec {
+        let mut command = self.command_in(&staging.out, args);
+        command.group_file = Some(staging.group_file.clone());
+        command
+    }
+
+    /// `<executable> <args>` of the install under `out`.
+    fn command_in(&self, out: &Path, args: &[String]) -> CommandSpec {
+        let mut paths: Vec<String> = self
+            .library_dirs
+            .iter()
+            .map(|dir| out.join(dir).display().to_string())
+            .collect();
+        if let Some(inherited) = std::env::var_os("LD_LIBRARY_PATH")
+            .and_then(|value| value.into_string().ok())
+            .filter(|value| !value.is_empty())
+        {
+            paths.push(inherited);
+        }
+        let mut command = CommandSpec::new(
+            &out.join(self.executable).display().to_string(),
+            args.iter().cloned(),
+        )
+        .cwd(out.join(self.executable_dir));
+        if !paths.is_empty() {
+            command = command.env("LD_LIBRARY_PATH", paths.join(":"));
+        }
+        command
     }
 }
 
@@ -611,6 +694,7 @@ impl BinaryInstaller for BinaryArtifactInstaller {
                     installed.dir.display()
                 ),
             });
+            let installed = self.learn_flags(spec, installed).await;
             return Ok(Self::artifact(installed, true));
         }
 
@@ -664,6 +748,7 @@ mod tests {
             configured: None,
             version_args: vec![],
             limits: Default::default(),
+            flag_probe: None,
         };
         assert_eq!(install_key(&spec), "sha256-abababababababab");
     }

@@ -67,6 +67,7 @@ impl Setup {
             configured: None,
             version_args: vec!["--version".to_string()],
             limits: UnpackLimits::default(),
+            flag_probe: None,
         }
     }
 
@@ -617,4 +618,92 @@ async fn a_record_without_libraries_is_scanned_again() {
     let again = setup.installer.ensure_installed(&spec).await.unwrap();
     assert!(again.cache_hit);
     assert_eq!(again.libraries, artifact.libraries);
+}
+
+/// A server script that prints `help` for `--help` (exiting with `help_status`) and its
+/// version otherwise.
+fn helpful_archive(help: &str, help_status: i32) -> Vec<u8> {
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --help ]; then printf '%s\\n' '{help}'; exit {help_status}; fi\necho \"version: 1 (abc1234)\"\n"
+    );
+    gzip(&tar(&[
+        Item::Dir("bin"),
+        Item::File("bin/fake-engine", script.as_bytes(), 0o755),
+    ]))
+}
+
+fn offline_probe() -> provisioner_core::FlagProbe {
+    provisioner_core::FlagProbe {
+        args: vec!["--help".to_string()],
+        flags: vec!["--offline".to_string()],
+    }
+}
+
+#[tokio::test]
+async fn the_server_help_is_asked_once_and_its_options_recorded() {
+    let setup = Setup::new().await;
+    let archive = helpful_archive(
+        "--offline                   Offline mode: forces use of cache",
+        0,
+    );
+    setup.server.file("/help.tar.gz", &archive, true);
+    let mut spec = setup.spec("/help.tar.gz", &archive);
+    spec.flag_probe = Some(offline_probe());
+    let artifact = setup.installer.ensure_installed(&spec).await.unwrap();
+    assert_eq!(artifact.supported_flags, vec!["--offline".to_string()]);
+    assert_eq!(setup.shell.count(), 2, "one version run, one help run");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&artifact.metadata_file).unwrap()).unwrap();
+    assert_eq!(record["supported_flags"], serde_json::json!(["--offline"]));
+
+    // Warm: recorded, never asked again.
+    let again = setup.installer.ensure_installed(&spec).await.unwrap();
+    assert!(again.cache_hit);
+    assert_eq!(again.supported_flags, artifact.supported_flags);
+    assert_eq!(setup.shell.count(), 2);
+
+    // A record from before probes were kept learns once, and is amended.
+    let mut record = record;
+    record.as_object_mut().unwrap().remove("supported_flags");
+    std::fs::write(&artifact.metadata_file, record.to_string()).unwrap();
+    let learnt = setup.installer.ensure_installed(&spec).await.unwrap();
+    assert_eq!(learnt.supported_flags, vec!["--offline".to_string()]);
+    assert_eq!(setup.shell.count(), 3);
+    let amended: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&artifact.metadata_file).unwrap()).unwrap();
+    assert_eq!(amended["supported_flags"], serde_json::json!(["--offline"]));
+    setup.installer.ensure_installed(&spec).await.unwrap();
+    assert_eq!(setup.shell.count(), 3, "learnt once");
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_answer_help_gets_no_probed_option() {
+    let setup = Setup::new().await;
+    // Lists the option but fails: not trusted. And one that never names it.
+    for (path, help, status) in [
+        ("/fails.tar.gz", "--offline  x", 1),
+        ("/silent.tar.gz", "usage: fake-engine [--offline-mode]", 0),
+    ] {
+        let archive = helpful_archive(help, status);
+        setup.server.file(path, &archive, true);
+        let mut spec = setup.spec(path, &archive);
+        spec.flag_probe = Some(offline_probe());
+        let artifact = setup.installer.ensure_installed(&spec).await.unwrap();
+        assert!(artifact.supported_flags.is_empty(), "{path}");
+    }
+    let notes: Vec<String> = setup
+        .progress
+        .events()
+        .into_iter()
+        .filter_map(|event| match event {
+            provisioner_core::ProgressEvent::Note { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("did not answer") && n.contains("--offline")),
+        "{notes:?}"
+    );
 }

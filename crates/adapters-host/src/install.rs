@@ -334,6 +334,14 @@ async fn remove_tree(path: PathBuf) -> Result<()> {
     .map_err(|error| Error::data("remove", shown, error))?
 }
 
+/// Rewrites an install's `metadata.json` with what was learnt about it after it was committed
+/// (a record from an older version that lacks a field the current one keeps), atomically.
+/// Only for facts about the installed files that any process would learn alike, so two
+/// processes amending at once write the same record.
+pub fn amend_metadata<M: Serialize>(installed: &Installed<M>) -> Result<()> {
+    write_metadata(&installed.metadata_file, &installed.metadata)
+}
+
 fn write_metadata<M: Serialize>(path: &Path, metadata: &M) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(metadata)
         .map_err(|error| Error::data("serialize", path, error))?;

@@ -40,7 +40,7 @@ pub use models::LocalModels;
 pub use process::{DetachedSpec, HostShell, group_alive, kill_group, spawn_detached};
 pub use run_files::{HostRunFiles, read_env_file};
 pub use supervisor::{RunState, Status, Supervisor};
-pub use version::{VersionRun, run_version, version_text};
+pub use version::{HELP_TIMEOUT, VersionRun, probe_flags, run_version, version_text};
 
 /// Whether this process runs as root (effective uid 0): commands it prints for the user to run
 /// carry `sudo` only when it does not.

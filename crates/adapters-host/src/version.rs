@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use provisioner_core::{CommandOutput, CommandSpec, Error, Progress, ProgressEvent, Result, Shell};
+use provisioner_core::{
+    CommandOutput, CommandSpec, Error, FlagProbe, Progress, ProgressEvent, Result, Shell,
+};
 
 /// How many lines of version output are kept.
 pub const VERSION_LINES: usize = 10;
@@ -69,6 +71,50 @@ pub async fn run_version(
         step: run.step.clone(),
     });
     Ok(version_text(&output.stdout, &output.tail))
+}
+
+/// How long a help run may take: it prints and exits, but a server that ignores the argument
+/// and starts serving must not hold up the install.
+pub const HELP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `command` (the installed server with the probe's help arguments) once and returns the
+/// probe's options that its output lists ([`FlagProbe::listed`]). Never fails: a server that
+/// cannot run, exits non-zero, or is still running after `timeout` lists nothing, and the
+/// reason is a progress note.
+pub async fn probe_flags(
+    shell: &dyn Shell,
+    progress: &dyn Progress,
+    command: &CommandSpec,
+    probe: &FlagProbe,
+    timeout: Duration,
+) -> Vec<String> {
+    let outcome = match tokio::time::timeout(timeout, shell.run(command)).await {
+        Ok(Ok(output)) if output.success() => Ok(output),
+        Ok(Ok(output)) => Err(output.status()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("still running after {} s", timeout.as_secs())),
+    };
+    match outcome {
+        Ok(output) => {
+            let mut listed = probe.listed(&output.stdout);
+            for flag in probe.listed(&output.tail) {
+                if !listed.contains(&flag) {
+                    listed.push(flag);
+                }
+            }
+            listed
+        }
+        Err(reason) => {
+            progress.report(ProgressEvent::Note {
+                message: format!(
+                    "`{}` did not answer ({reason}); the server gets none of {}",
+                    command.display(),
+                    probe.flags.join(", ")
+                ),
+            });
+            Vec::new()
+        }
+    }
 }
 
 /// The first non-empty lines of what a version run printed (standard output, then the combined

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use adapters_host::install::{InstallRoot, Installed, Staging};
-use adapters_host::version::{DEFAULT_VERSION_TIMEOUT, VersionRun, run_version};
+use adapters_host::version::{
+    DEFAULT_VERSION_TIMEOUT, HELP_TIMEOUT, VersionRun, probe_flags, run_version,
+};
 use async_trait::async_trait;
 use provisioner_core::packages::{
     BackendPackage, backend_package, default_engine_package, engine_packages,
@@ -74,6 +76,10 @@ pub struct PackageInstallMetadata {
     /// ([`BackendPackage`]), as the package database reported it.
     #[serde(default)]
     pub backend_package: Option<InstalledPackage>,
+    /// The flag probe's options that the server's help listed; `None` when no probe ran
+    /// (records written before probes were kept: the server gets none of them).
+    #[serde(default)]
+    pub supported_flags: Option<Vec<String>>,
     /// [`package_engine_version`] of the installed package.
     pub engine_version: String,
     /// When the record was written (seconds since the Unix epoch, from the Clock port).
@@ -473,6 +479,7 @@ impl PackageEngineInstaller {
             package: metadata.package,
             executable: metadata.executable,
             version_output: metadata.version_output,
+            supported_flags: metadata.supported_flags.unwrap_or_default(),
             found,
             engine_version: metadata.engine_version,
             key: metadata.key,
@@ -861,6 +868,26 @@ impl PackageEngineInstaller {
             ));
         }
 
+        let supported_flags = match &spec.flag_probe {
+            Some(probe) => {
+                let mut command =
+                    CommandSpec::new(&executable.display().to_string(), probe.args.iter().cloned())
+                        .cwd(&staging.work);
+                command.group_file = Some(staging.group_file.clone());
+                Some(
+                    probe_flags(
+                        self.shell.as_ref(),
+                        self.progress.as_ref(),
+                        &command,
+                        probe,
+                        HELP_TIMEOUT,
+                    )
+                    .await,
+                )
+            }
+            None => None,
+        };
+
         let installed = manager
             .query(&target.name)
             .await?
@@ -897,10 +924,43 @@ impl PackageEngineInstaller {
                 repository: spec.repository.as_ref().map(PackageRepo::to_string),
                 ..installed
             }),
+            supported_flags,
             engine_version,
             installed_at_unix: unix_seconds(self.clock.now()),
             was_installed_before: before.at_pin,
         })
+    }
+
+    /// A record written before flag probes were kept learns the server's flags now, once, and
+    /// is amended (a failure to amend only costs a probe next time).
+    async fn learn_flags(
+        &self,
+        spec: &PackageInstallSpec,
+        mut installed: Installed<PackageInstallMetadata>,
+    ) -> Installed<PackageInstallMetadata> {
+        let (Some(probe), None) = (&spec.flag_probe, &installed.metadata.supported_flags) else {
+            return installed;
+        };
+        let command = CommandSpec::new(
+            &installed.metadata.executable.display().to_string(),
+            probe.args.iter().cloned(),
+        )
+        .cwd(&installed.dir);
+        let found = probe_flags(
+            self.shell.as_ref(),
+            self.progress.as_ref(),
+            &command,
+            probe,
+            HELP_TIMEOUT,
+        )
+        .await;
+        installed.metadata.supported_flags = Some(found);
+        if let Err(error) = adapters_host::install::amend_metadata(&installed) {
+            self.report(ProgressEvent::Note {
+                message: format!("could not record the server's options: {error}"),
+            });
+        }
+        installed
     }
 
     /// Runs `<executable> <version_args>` once, through the Shell port, with a time limit.
@@ -966,7 +1026,8 @@ impl PackageInstaller for PackageEngineInstaller {
                         installed.metadata.executable.display()
                     ),
                 });
-                return Ok(Self::artifact(installed.clone(), true));
+                let installed = self.learn_flags(spec, installed.clone()).await;
+                return Ok(Self::artifact(installed, true));
             }
             self.report(ProgressEvent::Note {
                 message: if at_pin {

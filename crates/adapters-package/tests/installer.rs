@@ -83,6 +83,7 @@ impl Fixture {
             backend: provisioner_core::Backend::Cpu,
             gpu: None,
             allow_cpu_fallback: false,
+            flag_probe: None,
         }
     }
 }

@@ -72,6 +72,7 @@ impl Fixture {
             backend: Backend::Cuda,
             gpu: None,
             allow_cpu_fallback: false,
+            flag_probe: None,
         }
     }
 

@@ -56,6 +56,10 @@ pub struct SourceBuildMetadata {
     pub targets: Vec<String>,
     /// Artefacts installed under `bin/`, as paths in the build tree.
     pub artifacts: Vec<String>,
+    /// The flag probe's options that the built server's help listed; `None` when no probe ran
+    /// (records written before probes were kept: the server gets none of them).
+    #[serde(default)]
+    pub supported_flags: Option<Vec<String>>,
     /// When the build finished (seconds since the Unix epoch, from the Clock port).
     pub built_at_unix: u64,
     /// How long fetching, configuring and building took.
@@ -591,7 +595,62 @@ impl CmakeSourceBuilder {
             cache_hit,
             metadata_file: installed.metadata_file,
             engine_version: installed.metadata.engine_version,
+            supported_flags: installed.metadata.supported_flags.unwrap_or_default(),
         }
+    }
+
+    /// A build recorded before flag probes were kept learns its flags now, once: the probe runs
+    /// on the installed server and the record is amended (a failure to amend only costs a probe
+    /// next time).
+    async fn learn_flags(
+        &self,
+        spec: &SourceBuildSpec,
+        mut installed: Installed<SourceBuildMetadata>,
+    ) -> Installed<SourceBuildMetadata> {
+        if installed.metadata.supported_flags.is_some() {
+            return installed;
+        }
+        let Some(found) = self.flag_run(spec, &installed.dir, None).await else {
+            return installed;
+        };
+        installed.metadata.supported_flags = Some(found);
+        if let Err(error) = adapters_host::install::amend_metadata(&installed) {
+            self.report(ProgressEvent::Note {
+                message: format!("could not record the server's options: {error}"),
+            });
+        }
+        installed
+    }
+
+    /// Runs the spec's flag probe once on the server installed under `out` (the first
+    /// artefact, with the libraries installed beside it in `bin/`); never fails. `None` when
+    /// the spec has no probe.
+    async fn flag_run(
+        &self,
+        spec: &SourceBuildSpec,
+        out: &Path,
+        group_file: Option<PathBuf>,
+    ) -> Option<Vec<String>> {
+        let probe = spec.flag_probe.as_ref()?;
+        let name = spec.artifacts.first().and_then(|a| a.rsplit('/').next())?;
+        let bin = out.join("bin");
+        let mut command = CommandSpec::new(
+            &bin.join(name).display().to_string(),
+            probe.args.iter().cloned(),
+        )
+        .cwd(&bin)
+        .env("LD_LIBRARY_PATH", bin.display().to_string());
+        command.group_file = group_file;
+        Some(
+            adapters_host::version::probe_flags(
+                self.shell.as_ref(),
+                self.progress.as_ref(),
+                &command,
+                probe,
+                adapters_host::version::HELP_TIMEOUT,
+            )
+            .await,
+        )
     }
 
     /// Step 7: the work done in the staging directory.
@@ -702,6 +761,9 @@ impl CmakeSourceBuilder {
         artefacts::check_backend(&build_dir, spec.backend, &log)?;
         artefacts::install(&build_dir, &spec.artifacts, &staging.out)?;
         self.finished(&step);
+        let supported_flags = self
+            .flag_run(spec, &staging.out, Some(staging.group_file.clone()))
+            .await;
 
         let finished_at = self.clock.now();
         Ok(SourceBuildMetadata {
@@ -723,6 +785,7 @@ impl CmakeSourceBuilder {
             backend: spec.backend,
             targets: spec.targets.clone(),
             artifacts: spec.artifacts.clone(),
+            supported_flags,
             built_at_unix: unix_seconds(finished_at),
             build_seconds: finished_at
                 .duration_since(started_at)
@@ -964,7 +1027,8 @@ impl SourceBuilder for CmakeSourceBuilder {
                             installed.dir.display()
                         ),
                     });
-                    return Ok(Self::artifact(installed, true));
+                    let installed = self.learn_flags(spec, installed).await;
+            return Ok(Self::artifact(installed, true));
                 }
                 match error {
                     Error::MissingTool { .. } => self.preflight_or_install(spec).await?,
@@ -987,6 +1051,7 @@ impl SourceBuilder for CmakeSourceBuilder {
                     installed.dir.display()
                 ),
             });
+            let installed = self.learn_flags(spec, installed).await;
             return Ok(Self::artifact(installed, true));
         }
         let log = root.log_file(key);

@@ -193,6 +193,7 @@ fn spec(cache_dir: &Path, reference: &str) -> SourceBuildSpec {
         artifacts: vec!["bin/llama-server".to_string()],
         backend: Backend::Cpu,
         allow_package_installs: false,
+        flag_probe: None,
     }
 }
 

@@ -98,6 +98,7 @@ fn spec(cache_dir: &Path, reference: &str) -> SourceBuildSpec {
         artifacts: vec!["bin/llama-server".to_string()],
         backend: Backend::Cpu,
         allow_package_installs: false,
+        flag_probe: None,
     }
 }
 
@@ -137,6 +138,7 @@ fn record(spec: &SourceBuildSpec, key: &str, commit: &str, built_at: u64) -> Pat
         built_at_unix: built_at,
         build_seconds: 1.0,
         log: spec.cache_dir.join("logs").join(format!("{key}.log")),
+        supported_flags: None,
     };
     std::fs::write(
         dir.join("metadata.json"),

@@ -145,6 +145,7 @@ impl Fixture {
             artifacts: vec!["bin/hello-server".to_string()],
             backend: Backend::Cpu,
             allow_package_installs: false,
+            flag_probe: None,
         }
     }
 

@@ -324,6 +324,24 @@ pub struct NativeFacts {
     pub ready_timeout_seconds: u64,
     /// Arguments that make it print its version (and build details).
     pub version_args: &'static [&'static str],
+    /// The option that stops the server from fetching anything itself, passed only when the
+    /// installed build's help (run once at install with [`NativeFacts::help_args`]) lists it,
+    /// since the model it gets is always staged locally (llama.cpp's `--offline`).
+    pub offline_flag: Option<&'static str>,
+    /// Arguments that make it print its options and exit (`--help`).
+    pub help_args: &'static [&'static str],
+}
+
+impl NativeFacts {
+    /// The probe the installers run once after install: the help arguments and the options
+    /// that are passed only when the help lists them. `None` when there is nothing to learn.
+    pub fn flag_probe(&self) -> Option<provisioner_core::FlagProbe> {
+        let flags: Vec<String> = self.offline_flag.iter().map(|f| f.to_string()).collect();
+        (!flags.is_empty() && !self.help_args.is_empty()).then(|| provisioner_core::FlagProbe {
+            args: self.help_args.iter().map(|a| a.to_string()).collect(),
+            flags,
+        })
+    }
 }
 
 /// How an engine is built from source.
@@ -592,11 +610,14 @@ impl PoolInputs {
     }
 
     /// How a native server is launched with `model`: its host ports, arguments and readiness.
+    /// `supported` lists the options of [`NativeFacts::flag_probe`] the installed server's help
+    /// listed (empty in a plan, before anything is installed).
     pub fn native_launch(
         &self,
         recipe: &dyn Recipe,
         native: &NativeFacts,
         model: &str,
+        supported: &[String],
     ) -> NativeLaunch {
         let ports = self.native_ports(native);
         let mut args = recipe.server_args(
@@ -608,6 +629,13 @@ impl PoolInputs {
                 ports: &ports,
             },
         );
+        // The model is staged locally: a server that can promise not to fetch does so.
+        if let Some(flag) = native.offline_flag
+            && supported.iter().any(|s| s == flag)
+            && !args.iter().any(|a| a == flag)
+        {
+            args.push(flag.to_string());
+        }
         // The keys are in a file of mode 0600; only its path is on the command line.
         if let Some(file) = &self.key_file {
             args.extend([
@@ -634,7 +662,7 @@ impl PoolInputs {
         program: String,
         env: BTreeMap<String, String>,
     ) -> Step {
-        let launch = self.native_launch(recipe, native, &self.model_placeholder());
+        let launch = self.native_launch(recipe, native, &self.model_placeholder(), &[]);
         Step::Launch {
             program,
             args: launch.args,

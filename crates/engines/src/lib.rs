@@ -118,6 +118,16 @@ impl Provisioner {
                     ModeInputs::Binary(modes::binary::inputs(recipe, &common, &self.layout)?)
                 }
             };
+            if let (
+                ModeInputs::Source(_) | ModeInputs::Package(_) | ModeInputs::Binary(_),
+                Some(flag),
+            ) = (&mode, recipe.native().and_then(|n| n.offline_flag))
+            {
+                common.notes.push(format!(
+                    "the model is staged before launch, so {} also gets {flag} when its --help lists it (learnt once at prepare and recorded)",
+                    recipe.native().map_or("the server", |n| n.executable)
+                ));
+            }
             Ok(Inputs { common, mode })
         };
         compute().map_err(|error| error.within(&prefix))

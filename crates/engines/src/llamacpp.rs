@@ -506,6 +506,11 @@ const NATIVE: NativeFacts = NativeFacts {
     readiness_path: "/health",
     ready_timeout_seconds: 120,
     version_args: &["--version"],
+    // `--offline` ("Offline mode: forces use of cache, prevents network access",
+    // common/arg.cpp, 2025); servers from before it refuse the unknown option, so it is passed
+    // only when `--help` lists it.
+    offline_flag: Some("--offline"),
+    help_args: &["--help"],
 };
 
 /// Release `b11312` of ggml-org/llama.cpp (commit 0c1e57098bba, 2026-10): the tree the tests

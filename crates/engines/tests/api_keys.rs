@@ -91,6 +91,7 @@ fn provisioner(files: Arc<MemoryRunFiles>) -> Provisioner {
             cache_hit: true,
             metadata_file: PathBuf::from("/cache/llamacpp/builds-v1/k1/metadata.json"),
             engine_version: "llamacpp-f3e37ccca624-cpu-00000000".to_string(),
+            supported_flags: Vec::new(),
         })
     });
     let ports = Ports {

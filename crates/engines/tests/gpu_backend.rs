@@ -121,6 +121,7 @@ async fn prepare_binary(
             cache_hit: false,
             metadata_file: dir.join("metadata.json"),
             dir,
+            supported_flags: Vec::new(),
         })
     });
     let progress = Arc::new(RecordingProgress::default());
@@ -279,6 +280,7 @@ async fn prepare_package(
                 metadata_file: spec
                     .cache_dir
                     .join("packages-v1/0123456789abcdef/metadata.json"),
+                    supported_flags: Vec::new(),
             })
         });
     let progress = Arc::new(RecordingProgress::default());
@@ -588,6 +590,7 @@ async fn a_source_build_records_its_checked_backend_and_the_fallback_warning() {
             cache_hit: true,
             metadata_file: PathBuf::from("/cache/llamacpp/builds-v1/k1/metadata.json"),
             engine_version: "llamacpp-f3e37ccca624-cpu-00000000".to_string(),
+            supported_flags: Vec::new(),
         })
     });
     let builder = Arc::new(builder);

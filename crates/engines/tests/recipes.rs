@@ -176,6 +176,7 @@ fn artifact(cache_hit: bool) -> SourceArtifact {
         cache_hit,
         metadata_file: PathBuf::from("/cache/llamacpp/builds-v1/k1/metadata.json"),
         engine_version: "llamacpp-f3e37ccca624-cpu-00000000".to_string(),
+        supported_flags: Vec::new(),
     }
 }
 
@@ -322,6 +323,11 @@ pools:
 }
 
 fn binary_ports(version_output: &'static str) -> Ports {
+    binary_ports_listing(version_output, &[])
+}
+
+/// Binary-mode ports whose installed server's help listed `supported`.
+fn binary_ports_listing(version_output: &'static str, supported: &'static [&'static str]) -> Ports {
     let mut models = MockModelProvisioner::new();
     models
         .expect_ensure_present()
@@ -334,6 +340,11 @@ fn binary_ports(version_output: &'static str) -> Ports {
                 && spec.version_args == ["--version"]
                 && spec.allowed_by_config == Some(true)
                 && spec.install_root == Path::new("/home/user/.cache/llama-orch/llamacpp/bin")
+                && spec.flag_probe
+                    == Some(provisioner_core::FlagProbe {
+                        args: vec!["--help".to_string()],
+                        flags: vec!["--offline".to_string()],
+                    })
         })
         .times(1)
         .returning(move |spec| {
@@ -349,6 +360,7 @@ fn binary_ports(version_output: &'static str) -> Ports {
                 cache_hit: false,
                 metadata_file: dir.join("metadata.json"),
                 dir,
+                supported_flags: supported.iter().map(|f| f.to_string()).collect(),
             })
         });
     Ports {
@@ -381,6 +393,39 @@ async fn binary_prepare_uses_the_reported_version_and_the_shipped_libraries() {
     );
     assert!(prepared.bin.unwrap().ends_with("build/bin/llama-server"));
     assert_eq!(prepared.metadata.identity.unwrap().contains, "abc1234");
+}
+
+#[tokio::test]
+async fn the_server_runs_offline_only_when_its_help_listed_the_option() {
+    let listed = Provisioner::new(
+        binary_ports_listing("version: 6000 (abc1234)", &["--offline"]),
+        layout(),
+    )
+    .prepare(&binary_pool(None))
+    .await
+    .unwrap();
+    assert_eq!(
+        listed.args.iter().filter(|a| *a == "--offline").count(),
+        1,
+        "{:?}",
+        listed.args
+    );
+    let unlisted = Provisioner::new(binary_ports("version: 6000 (abc1234)"), layout())
+        .prepare(&binary_pool(None))
+        .await
+        .unwrap();
+    assert!(!unlisted.args.contains(&"--offline".to_string()), "{:?}", unlisted.args);
+    // The plan cannot know yet, and says when it is decided.
+    let plan = Provisioner::new(unused_ports(), layout())
+        .plan(&binary_pool(None))
+        .unwrap();
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("--offline when its --help lists it")),
+        "{:?}",
+        plan.notes
+    );
 }
 
 #[tokio::test]
@@ -525,6 +570,7 @@ fn package_ports(cache_hit: bool) -> Ports {
                 metadata_file: spec
                     .cache_dir
                     .join("packages-v1/0123456789abcdef/metadata.json"),
+                    supported_flags: Vec::new(),
             })
         });
     Ports {
@@ -653,6 +699,7 @@ async fn a_gpu_backend_is_asked_of_the_installer_and_reported() {
                 metadata_file: spec
                     .cache_dir
                     .join("packages-v1/0123456789abcdef/metadata.json"),
+                    supported_flags: Vec::new(),
             })
         });
     let ports = Ports {

@@ -48,7 +48,7 @@ pub use packages::package_engine_version;
 pub use plan::{ModelStaging, Plan, Step};
 pub use ports::*;
 pub use prepared::{
-    BackendFinding, BackendVerdict, EngineMetadata, FALLBACK_HINT, FoundBackend, GpuAsk,
+    BackendFinding, BackendVerdict, EngineMetadata, FALLBACK_HINT, FlagProbe, FoundBackend, GpuAsk,
     IdentityCheck, PreparedEngine, Probe, ProbeAuth, SourceProvenance, VersionProbe,
     binary_engine_version, external_engine_version, ggml_reported_backend, judge_backend,
     source_engine_version,

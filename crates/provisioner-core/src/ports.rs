@@ -357,6 +357,9 @@ pub struct PackageInstallSpec {
     /// The pool's `provisioning.allow_cpu_fallback`: a package that shows no GPU backend
     /// although one is asked for is kept (with a warning) instead of removed again.
     pub allow_cpu_fallback: bool,
+    /// Options the server gets only when its help lists them, probed once after install
+    /// (a failing or silent help run finds none).
+    pub flag_probe: Option<crate::prepared::FlagProbe>,
 }
 
 impl PackageInstallSpec {
@@ -384,6 +387,10 @@ pub struct PackageArtifact {
     pub executable: PathBuf,
     /// What the executable printed for `version_args` at install time (stdout and stderr).
     pub version_output: Option<String>,
+    /// The options of the spec's flag probe that the installed server's help listed, recorded
+    /// at install (empty when none was probed or the help did not answer).
+    #[serde(default)]
+    pub supported_flags: Vec<String>,
     /// The backend found at install time: the ggml libraries among the package's files, and
     /// the version output.
     pub found: BackendFinding,
@@ -842,6 +849,9 @@ pub struct SourceBuildSpec {
     /// The pool's `allow_package_installs`: preflight may install missing tools through the
     /// host's package manager.
     pub allow_package_installs: bool,
+    /// Options the server gets only when its help lists them, probed once after install
+    /// (a failing or silent help run finds none).
+    pub flag_probe: Option<crate::prepared::FlagProbe>,
 }
 
 /// An installed source build.
@@ -863,6 +873,10 @@ pub struct SourceArtifact {
     pub metadata_file: PathBuf,
     /// The engine version recorded in the metadata ([`crate::source_engine_version`]).
     pub engine_version: String,
+    /// The options of the spec's flag probe that the installed server's help listed, recorded
+    /// at install (empty when none was probed or the help did not answer).
+    #[serde(default)]
+    pub supported_flags: Vec<String>,
 }
 
 /// Fetches, builds and installs source trees, single-flight and atomically.
@@ -966,6 +980,9 @@ pub struct BinaryInstallSpec {
     pub version_args: Vec<String>,
     /// Unpacking caps.
     pub limits: UnpackLimits,
+    /// Options the server gets only when its help lists them, probed once after install
+    /// (a failing or silent help run finds none).
+    pub flag_probe: Option<crate::prepared::FlagProbe>,
 }
 
 /// An installed prebuilt artefact.
@@ -986,6 +1003,10 @@ pub struct BinaryArtifact {
     pub bytes: u64,
     /// What the executable printed for `version_args` at install time (stdout and stderr).
     pub version_output: Option<String>,
+    /// The options of the spec's flag probe that the installed server's help listed, recorded
+    /// at install (empty when none was probed or the help did not answer).
+    #[serde(default)]
+    pub supported_flags: Vec<String>,
     /// Cache key.
     pub key: String,
     /// Whether it was already installed.

@@ -360,6 +360,41 @@ pub fn ggml_reported_backend(output: &str) -> Option<(FoundBackend, String)> {
     version_line.map(|line| (FoundBackend::Cpu, line))
 }
 
+/// Options a server gets only when the installed build lists them in its help: the help is
+/// run once at install (never at launch), the options found are recorded next to the artefact,
+/// and a server that cannot answer simply does not get them. llama.cpp's `--offline` is one
+/// (added to common/arg.cpp in 2025; older servers refuse unknown options).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagProbe {
+    /// Arguments that print the help and exit (`["--help"]`).
+    pub args: Vec<String>,
+    /// The options looked for (`["--offline"]`).
+    pub flags: Vec<String>,
+}
+
+impl FlagProbe {
+    /// The options of [`FlagProbe::flags`] that `help` lists as options of their own: preceded
+    /// by the start of a line, a space or a comma, and followed by the end of the line, a space,
+    /// a comma or `=` (so `--offline` is not found in `--offline-mode` or in prose such as
+    /// `the-offline`).
+    pub fn listed(&self, help: &str) -> Vec<String> {
+        self.flags
+            .iter()
+            .filter(|flag| {
+                help.lines().any(|line| {
+                    line.match_indices(flag.as_str()).any(|(at, _)| {
+                        let before = line[..at].chars().next_back();
+                        let after = line[at + flag.len()..].chars().next();
+                        matches!(before, None | Some(' ' | ',' | '\t'))
+                            && matches!(after, None | Some(' ' | ',' | '=' | '\t'))
+                    })
+                })
+            })
+            .cloned()
+            .collect()
+    }
+}
+
 /// What a server printed for its version arguments, as evidence of its backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionProbe {
@@ -707,6 +742,19 @@ mod tests {
             .iter()
             .map(|n| PathBuf::from("/x/lib").join(n))
             .collect()
+    }
+
+    #[test]
+    fn a_probed_flag_counts_only_as_an_option_of_its_own() {
+        let probe = FlagProbe {
+            args: vec!["--help".into()],
+            flags: vec!["--offline".into(), "--jinja".into()],
+        };
+        let help = "-h,    --help, --usage                  print usage and exit\n--offline                               Offline mode: forces use of cache, prevents network access\n--no-jinja-x  nothing";
+        assert_eq!(probe.listed(help), vec!["--offline".to_string()]);
+        assert!(probe.listed("--offline-mode  x\nrun the--offline thing").is_empty());
+        assert_eq!(probe.listed("-o, --offline=yes"), vec!["--offline".to_string()]);
+        assert!(probe.listed("").is_empty());
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn inputs(recipe: &dyn Recipe, common: &PoolInputs, layout: &Layout) -> Resu
             older_names: native.older_names.iter().map(|n| n.to_string()).collect(),
             configured: binary.executable.clone(),
             version_args: native.version_args.iter().map(|a| a.to_string()).collect(),
+            flag_probe: native.flag_probe(),
             limits: UnpackLimits::default(),
         },
         version: binary.version,
@@ -177,7 +178,12 @@ pub async fn prepare(
             .collect();
         env.insert("LD_LIBRARY_PATH".to_string(), dirs.join(":"));
     }
-    let launch = common.native_launch(recipe, native, &model.path.to_string_lossy());
+    let launch = common.native_launch(
+        recipe,
+        native,
+        &model.path.to_string_lossy(),
+        &artifact.supported_flags,
+    );
     let outcome = Outcome {
         bin: artifact.executable.clone(),
         args: launch.args,

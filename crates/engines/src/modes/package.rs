@@ -44,6 +44,7 @@ pub fn inputs(recipe: &dyn Recipe, common: &PoolInputs, layout: &Layout) -> Resu
             allowed_by_config: common.pool.allow_package_installs(),
             executable: native.executable.to_string(),
             version_args: native.version_args.iter().map(|a| a.to_string()).collect(),
+            flag_probe: native.flag_probe(),
             backend,
             gpu: common.gpu.clone(),
             allow_cpu_fallback: common.pool.allow_cpu_fallback(),
@@ -154,7 +155,12 @@ pub async fn prepare(
     common.write_key_file(ports).await?;
     let output = artifact.version_output.as_deref().unwrap_or("");
     let reported = recipe.reported_version(output);
-    let launch = common.native_launch(recipe, native, &model.path.to_string_lossy());
+    let launch = common.native_launch(
+        recipe,
+        native,
+        &model.path.to_string_lossy(),
+        &artifact.supported_flags,
+    );
     let workdir = artifact
         .executable
         .parent()

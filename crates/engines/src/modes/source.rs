@@ -81,6 +81,7 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
         artifacts: facts.artifacts.iter().map(|a| a.to_string()).collect(),
         backend: cmake.backend,
         allow_package_installs: common.pool.allow_package_installs(),
+        flag_probe: native_facts(recipe).ok().and_then(crate::NativeFacts::flag_probe),
     };
     Ok(Inputs { spec })
 }
@@ -175,7 +176,12 @@ pub async fn prepare(
             artifact.dir.join("bin").to_string_lossy().to_string(),
         );
     }
-    let launch = common.native_launch(recipe, native, &model.path.to_string_lossy());
+    let launch = common.native_launch(
+        recipe,
+        native,
+        &model.path.to_string_lossy(),
+        &artifact.supported_flags,
+    );
     let outcome = Outcome {
         bin: artifact.dir.join(&spec.artifacts[0]),
         args: launch.args,
