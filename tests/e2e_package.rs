@@ -453,9 +453,10 @@ fn concurrent_prepares_install_once() {
     assert_eq!(debs::installed_version(PACKAGE).as_deref(), Some("1.1.0"));
 }
 
-/// Source-mode preflight installs a missing build tool through the host's package manager when
-/// the pool allows it: a Vulkan build needs `glslc`, which apt installs from the system's
-/// repositories; the build then stops at an unknown ref (before anything is fetched or built).
+/// Source-mode preflight installs what a backend's build is missing through the host's package
+/// manager when the pool allows it: a Vulkan build needs `glslc`, the Vulkan headers and the
+/// loader, which apt installs from the system's repositories as one set (`glslc libvulkan-dev`);
+/// the build then stops at an unknown ref (before anything is fetched or built).
 #[test]
 fn preflight_installs_a_missing_build_tool_when_allowed() {
     require_root();
@@ -464,12 +465,13 @@ fn preflight_installs_a_missing_build_tool_when_allowed() {
         None,
         "this test installs glslc itself; remove it first: apt-get purge glslc"
     );
-    let shaderc_before = debs::installed_version("libshaderc1");
-    let _purge = Purge(if shaderc_before.is_none() {
-        vec!["glslc", "libshaderc1"]
-    } else {
-        vec!["glslc"]
-    });
+    // Everything the install may add that was not there before is purged afterwards.
+    let _purge = Purge(
+        ["glslc", "libshaderc1", "libvulkan-dev", "libvulkan1"]
+            .into_iter()
+            .filter(|name| debs::installed_version(name).is_none())
+            .collect(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let fixtures = fixtures();
     let config = dir.path().join("vulkan.yaml");
@@ -499,7 +501,7 @@ fn preflight_installs_a_missing_build_tool_when_allowed() {
     assert_eq!(code, 5, "{stderr}");
     // As root, the command has no `sudo` (which a root-only host may not have).
     assert!(
-        stderr.contains("hint: apt-get install -y glslc")
+        stderr.contains("hint: apt-get install -y glslc libvulkan-dev")
             && stderr.contains("allow_package_installs: true"),
         "{stderr}"
     );
@@ -509,11 +511,13 @@ fn preflight_installs_a_missing_build_tool_when_allowed() {
     std::fs::write(&config, text(true)).unwrap();
     let (code, _, stderr) = run_json(&cache, &["engine", "prepare"], &config);
     assert!(
-        stderr.contains("glslc missing; installing with apt"),
+        stderr.contains("glslc (the Vulkan shader compiler)")
+            && stderr.contains("missing; installing with apt"),
         "{stderr}"
     );
     assert_eq!(code, 6, "the unknown ref, after preflight: {stderr}");
     assert!(debs::installed_version("glslc").is_some());
+    assert!(debs::installed_version("libvulkan-dev").is_some());
 }
 
 /// dpkg's front-end lock held by another process (as unattended-upgrades holds it on a fresh

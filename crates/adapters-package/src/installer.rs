@@ -870,9 +870,11 @@ impl PackageEngineInstaller {
 
         let supported_flags = match &spec.flag_probe {
             Some(probe) => {
-                let mut command =
-                    CommandSpec::new(&executable.display().to_string(), probe.args.iter().cloned())
-                        .cwd(&staging.work);
+                let mut command = CommandSpec::new(
+                    &executable.display().to_string(),
+                    probe.args.iter().cloned(),
+                )
+                .cwd(&staging.work);
                 command.group_file = Some(staging.group_file.clone());
                 Some(
                     probe_flags(

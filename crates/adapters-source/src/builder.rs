@@ -18,6 +18,7 @@ use provisioner_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::artefacts;
+use crate::gpu;
 use crate::host::HostFacts;
 use crate::key::{KeyInputs, build_key};
 use crate::mirror::{Git, Mirror, last_line};
@@ -115,7 +116,12 @@ fn install_hint(tool: &str, host: &HostFacts) -> String {
 
 /// A missing-tool error whose hint installs every missing tool at once, and says how to let the
 /// provisioner do it.
-fn with_install_hint(error: Error, requests: &[PackageRequest], host: &HostFacts) -> Error {
+fn with_install_hint(
+    error: Error,
+    requests: &[PackageRequest],
+    host: &HostFacts,
+    backend: provisioner_core::Backend,
+) -> Error {
     let Error::MissingTool {
         tool,
         purpose,
@@ -135,8 +141,17 @@ fn with_install_hint(error: Error, requests: &[PackageRequest], host: &HostFacts
     };
     let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
     let mut text = manager.install_command(&names, host.root);
-    if tool == "nvcc" {
-        text.push_str(", or set CUDA_HOME to your CUDA toolkit root");
+    match backend {
+        provisioner_core::Backend::Cuda if tool == "nvcc" => {
+            text.push_str(", or set CUDA_HOME to your CUDA toolkit root");
+        }
+        provisioner_core::Backend::Hip => text.push_str(
+            ", or point ROCM_PATH (or HIPCXX, or -DCMAKE_HIP_COMPILER in provisioning.source.build.cmake_flags) at your ROCm install",
+        ),
+        provisioner_core::Backend::Vulkan => {
+            text.push_str(", or set VULKAN_SDK to your Vulkan SDK");
+        }
+        _ => {}
     }
     text.push_str(
         " (or set provisioning.allow_package_installs: true to let the provisioner install them)",
@@ -155,6 +170,7 @@ fn with_install_hint(error: Error, requests: &[PackageRequest], host: &HostFacts
 /// rules set for that tree (they replace the expected entry of the same name).
 fn same_flags(spec: &SourceBuildSpec, recorded: &[String], expected: &[String]) -> bool {
     let user_cuda = user_cuda_compiler(&spec.cmake_flags).is_some();
+    let user_hip = spec.cmake_flags.get("CMAKE_HIP_COMPILER").is_some();
     let set_by_tree: Vec<String> = spec
         .tree_rules
         .iter()
@@ -178,6 +194,7 @@ fn same_flags(spec: &SourceBuildSpec, recorded: &[String], expected: &[String]) 
     let recorded: Vec<&String> = recorded
         .iter()
         .filter(|flag| user_cuda || !flag.starts_with("-DCMAKE_CUDA_COMPILER="))
+        .filter(|flag| user_hip || !flag.starts_with("-DCMAKE_HIP_COMPILER="))
         .filter(|flag| !set_by_tree.contains(flag))
         .collect();
     recorded.len() == expected.len()
@@ -337,9 +354,21 @@ impl CmakeSourceBuilder {
         Err(self.missing(requirement, roots.into_iter().map(PathBuf::from).collect()))
     }
 
-    /// The requirements no program satisfies (nvcc also looked for off PATH).
-    fn missing_requirements(&self, spec: &SourceBuildSpec) -> Vec<ToolRequirement> {
-        tools::source_build_tools(spec.generator, spec.backend)
+    /// The base tools and nvcc (the other backends' compilers are [`gpu::check`]'s): what
+    /// preflight locates one by one.
+    fn tool_requirements(spec: &SourceBuildSpec) -> Vec<ToolRequirement> {
+        let mut requirements = tools::base_build_tools(spec.generator);
+        if spec.backend == provisioner_core::Backend::Cuda {
+            requirements.extend(tools::backend_tool(spec.backend));
+        }
+        requirements
+    }
+
+    /// The packages that install what is missing: one per tool no program satisfies (nvcc
+    /// also looked for off PATH), and the whole set of the backend's build packages when
+    /// [`gpu::check`] misses anything. `None` when something missing has no known package.
+    fn missing_packages(&self, spec: &SourceBuildSpec) -> Option<(Vec<String>, Vec<PackageName>)> {
+        let missing: Vec<ToolRequirement> = Self::tool_requirements(spec)
             .into_iter()
             .filter(|requirement| {
                 let on_path = requirement
@@ -354,7 +383,36 @@ impl CmakeSourceBuilder {
                     !on_path
                 }
             })
-            .collect()
+            .collect();
+        let mut packages: Vec<PackageName> = missing
+            .iter()
+            .map(|r| {
+                let program = r.programs.first()?;
+                provisioner_core::packages::tool_package(program, self.host.distro)
+            })
+            .collect::<Option<_>>()?;
+        let mut names: Vec<String> = missing.iter().map(|r| r.programs.join(" or ")).collect();
+        if let Err(pieces) = gpu::check(
+            spec.backend,
+            &spec.cmake_flags,
+            self.shell.as_ref(),
+            &self.host,
+        ) {
+            names.extend(pieces.into_iter().map(|piece| piece.what));
+            let set =
+                provisioner_core::packages::backend_build_packages(spec.backend, self.host.distro);
+            if set.is_empty() {
+                return None;
+            }
+            packages.extend(set);
+        }
+        let mut unique: Vec<PackageName> = Vec::new();
+        for package in packages {
+            if !unique.contains(&package) {
+                unique.push(package);
+            }
+        }
+        Some((names, unique))
     }
 
     /// Preflight; when tools are missing, installs their packages through the package manager
@@ -365,37 +423,30 @@ impl CmakeSourceBuilder {
             Err(error @ Error::MissingTool { .. }) => error,
             Err(other) => return Err(other),
         };
-        let missing = self.missing_requirements(spec);
-        let packages: Option<Vec<PackageName>> = missing
-            .iter()
-            .map(|r| {
-                let program = r.programs.first()?;
-                provisioner_core::packages::tool_package(program, self.host.distro)
-            })
-            .collect();
-        let (Some(packages), false) = (packages, missing.is_empty()) else {
-            return Err(error);
+        let (names, unique) = match self.missing_packages(spec) {
+            Some((names, packages)) if !packages.is_empty() => (names, packages),
+            _ => return Err(error),
         };
-        let mut unique: Vec<PackageName> = Vec::new();
-        for package in packages {
-            if !unique.contains(&package) {
-                unique.push(package);
-            }
-        }
         let requests: Vec<PackageRequest> = unique
             .iter()
             .map(|p| PackageRequest::latest(p.clone()))
             .collect();
         let manager = match &self.packages {
             Some(manager) if spec.allow_package_installs => manager.clone(),
-            _ => return Err(with_install_hint(error, &requests, &self.host)),
+            _ => {
+                return Err(with_install_hint(
+                    error,
+                    &requests,
+                    &self.host,
+                    spec.backend,
+                ));
+            }
         };
         self.policy.check(&Action::InstallPackages {
             packages: unique.clone(),
             repository: None,
             allowed_by_config: spec.allow_package_installs,
         })?;
-        let names: Vec<String> = missing.iter().map(|r| r.programs.join(" or ")).collect();
         self.report(ProgressEvent::Note {
             message: format!(
                 "{} missing; installing with {}: {}",
@@ -418,7 +469,7 @@ impl CmakeSourceBuilder {
         crate::checks::check_headers(&spec.headers, &self.host.include_dirs, &self.host)?;
         let mut toolchain = Toolchain::default();
         let mut generator_tool = None;
-        for requirement in tools::source_build_tools(spec.generator, spec.backend) {
+        for requirement in Self::tool_requirements(spec) {
             let found = requirement
                 .programs
                 .iter()
@@ -456,6 +507,24 @@ impl CmakeSourceBuilder {
             if role != "git" {
                 toolchain.keyed.insert(role, fingerprint(&info));
             }
+        }
+        // HIP and Vulkan: the compiler and what the tree's find_package needs besides it.
+        match gpu::check(
+            spec.backend,
+            &spec.cmake_flags,
+            self.shell.as_ref(),
+            &self.host,
+        ) {
+            Ok(found) => {
+                for message in found.notes {
+                    self.report(ProgressEvent::Note { message });
+                }
+                for (role, info) in found.tools {
+                    toolchain.keyed.insert(role, fingerprint(&info));
+                }
+                toolchain.flags.extend(found.flags);
+            }
+            Err(missing) => return Err(gpu::missing_error(spec.backend, &missing, &self.host)),
         }
         toolchain.generator = match (&spec.generator, generator_tool.as_deref()) {
             (Some(generator), _) => generator.to_string(),
@@ -1028,7 +1097,7 @@ impl SourceBuilder for CmakeSourceBuilder {
                         ),
                     });
                     let installed = self.learn_flags(spec, installed).await;
-            return Ok(Self::artifact(installed, true));
+                    return Ok(Self::artifact(installed, true));
                 }
                 match error {
                     Error::MissingTool { .. } => self.preflight_or_install(spec).await?,

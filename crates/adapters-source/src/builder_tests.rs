@@ -163,6 +163,8 @@ fn facts() -> HostFacts {
         jobs: 2,
         root: false,
         include_dirs: Vec::new(),
+        library_dirs: Vec::new(),
+        ..HostFacts::default()
     }
 }
 
@@ -835,4 +837,260 @@ async fn cold_path_commands_are_shaped_as_documented() {
             .windows(2)
             .any(|w| w == ["-G", "Unix Makefiles"])
     );
+}
+
+/// A ROCm-like root with the `hip` CMake package, and the HIP compiler ROCm ships.
+fn rocm_root(host: &mut FakeHost) -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let package = root.path().join("lib/cmake/hip");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(package.join("hip-config.cmake"), "").unwrap();
+    let clang = root.path().join("llvm/bin/clang");
+    host.off_path
+        .insert(clang.clone(), tool(&clang.display().to_string()));
+    (root, clang)
+}
+
+fn hip_spec(dir: &Path) -> SourceBuildSpec {
+    let mut spec = spec(dir, COMMIT);
+    spec.backend = Backend::Hip;
+    spec.cmake_flags.set("-DGGML_HIP=ON".parse().unwrap());
+    spec
+}
+
+#[tokio::test]
+async fn hip_finds_rocms_clang_under_rocm_path_without_hipcc() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = FakeHost::new();
+    let (root, clang) = rocm_root(&mut host);
+    let progress = Arc::new(Recorder::default());
+    let facts = HostFacts {
+        rocm_path: Some(root.path().to_path_buf()),
+        ..facts()
+    };
+    let b = builder(host.shell(), allow(), progress.clone(), facts);
+    let error = b.ensure_built(&hip_spec(dir.path())).await.unwrap_err();
+    // Preflight passed: the (simulated) configure ran, with the compiler it found.
+    assert!(matches!(error, Error::CommandFailed { .. }), "{error:?}");
+    let configure = host.configure();
+    assert!(
+        configure
+            .args
+            .contains(&format!("-DCMAKE_HIP_COMPILER={}", clang.display())),
+        "{configure:?}"
+    );
+    assert!(
+        progress
+            .notes()
+            .iter()
+            .any(|n| n.contains("llvm/bin/clang")),
+        "{:?}",
+        progress.notes()
+    );
+}
+
+#[tokio::test]
+async fn hip_takes_the_compiler_from_hipcxx_or_the_flags_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = FakeHost::new();
+    let (root, clang) = rocm_root(&mut host);
+    // HIPCXX: the compiler's own root holds the hip package; no flag is added.
+    let facts_hipcxx = HostFacts {
+        hipcxx: Some(clang.clone()),
+        ..facts()
+    };
+    let b = builder(host.shell(), allow(), Arc::default(), facts_hipcxx);
+    let error = b.ensure_built(&hip_spec(dir.path())).await.unwrap_err();
+    assert!(matches!(error, Error::CommandFailed { .. }), "{error:?}");
+    assert!(
+        !host
+            .configure()
+            .args
+            .iter()
+            .any(|a| a.starts_with("-DCMAKE_HIP_COMPILER")),
+        "cmake reads HIPCXX itself"
+    );
+
+    // A compiler named in the flags that does not exist: nothing runs, the path is named.
+    let host = FakeHost::new();
+    let b = builder(host.shell(), allow(), Arc::default(), facts());
+    let mut spec = hip_spec(dir.path());
+    spec.cmake_flags
+        .set("-DCMAKE_HIP_COMPILER=/opt/nowhere/clang".parse().unwrap());
+    let error = b.ensure_built(&spec).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("/opt/nowhere/clang") && text.contains("-DCMAKE_HIP_COMPILER"),
+        "{text}"
+    );
+    assert!(host.commands().is_empty());
+    drop(root);
+}
+
+#[tokio::test]
+async fn hip_without_rocm_names_every_missing_piece_and_the_whole_package_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = FakeHost::new();
+    let empty = tempfile::tempdir().unwrap();
+    let facts = HostFacts {
+        rocm_path: Some(empty.path().to_path_buf()),
+        ..facts()
+    };
+    let b = builder(host.shell(), allow(), Arc::default(), facts);
+    let error = b.ensure_built(&hip_spec(dir.path())).await.unwrap_err();
+    assert_eq!(error.code().exit_code(), 5, "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("the HIP compiler") && text.contains("hip-config.cmake"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&empty.path().join("llvm/bin/clang").display().to_string()),
+        "{text}"
+    );
+    let hint = error.hint().unwrap();
+    assert!(
+        hint.starts_with("sudo apt-get install -y hipcc libamdhip64-dev, or point ROCM_PATH"),
+        "{hint}"
+    );
+    assert!(host.commands().is_empty());
+}
+
+fn vulkan_spec(dir: &Path) -> SourceBuildSpec {
+    let mut spec = spec(dir, COMMIT);
+    spec.backend = Backend::Vulkan;
+    spec.cmake_flags.set("-DGGML_VULKAN=ON".parse().unwrap());
+    spec
+}
+
+#[tokio::test]
+async fn vulkan_needs_headers_and_loader_besides_glslc() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = FakeHost::new().with("glslc", tool("/usr/bin/glslc"));
+    let include = tempfile::tempdir().unwrap();
+    let lib = tempfile::tempdir().unwrap();
+    let with_dirs = |distro| HostFacts {
+        distro,
+        include_dirs: vec![include.path().to_path_buf()],
+        library_dirs: vec![lib.path().to_path_buf()],
+        ..facts()
+    };
+    let b = builder(
+        host.shell(),
+        allow(),
+        Arc::default(),
+        with_dirs(Distro::Debian),
+    );
+    let error = b.ensure_built(&vulkan_spec(dir.path())).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("vulkan/vulkan.h")
+            && text.contains("libvulkan.so")
+            && !text.contains("glslc ("),
+        "{text}"
+    );
+    assert_eq!(
+        error.hint(),
+        Some(
+            "sudo apt-get install -y glslc libvulkan-dev, or set VULKAN_SDK to your Vulkan SDK (or set provisioning.allow_package_installs: true to let the provisioner install them)"
+        )
+    );
+    let b = builder(
+        host.shell(),
+        allow(),
+        Arc::default(),
+        with_dirs(Distro::Arch),
+    );
+    let error = b.ensure_built(&vulkan_spec(dir.path())).await.unwrap_err();
+    assert!(
+        error
+            .hint()
+            .unwrap()
+            .starts_with("sudo pacman -S --needed shaderc vulkan-headers vulkan-icd-loader"),
+        "{:?}",
+        error.hint()
+    );
+    assert!(host.commands().is_empty());
+
+    // With the header and the loader in place, preflight passes and configure runs.
+    std::fs::create_dir_all(include.path().join("vulkan")).unwrap();
+    std::fs::write(include.path().join("vulkan/vulkan.h"), "").unwrap();
+    std::os::unix::fs::symlink("libvulkan.so.1", lib.path().join("libvulkan.so")).unwrap();
+    std::fs::write(lib.path().join("libvulkan.so.1"), "").unwrap();
+    let b = builder(
+        host.shell(),
+        allow(),
+        Arc::default(),
+        with_dirs(Distro::Debian),
+    );
+    let error = b.ensure_built(&vulkan_spec(dir.path())).await.unwrap_err();
+    assert!(matches!(error, Error::CommandFailed { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn vulkan_sdk_provides_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(sdk.path().join("include/vulkan")).unwrap();
+    std::fs::write(sdk.path().join("include/vulkan/vulkan.h"), "").unwrap();
+    std::fs::create_dir_all(sdk.path().join("lib")).unwrap();
+    std::fs::write(sdk.path().join("lib/libvulkan.so"), "").unwrap();
+    let mut host = FakeHost::new();
+    let glslc = sdk.path().join("bin/glslc");
+    host.off_path
+        .insert(glslc.clone(), tool(&glslc.display().to_string()));
+    let facts = HostFacts {
+        vulkan_sdk: Some(sdk.path().to_path_buf()),
+        ..facts()
+    };
+    let b = builder(host.shell(), allow(), Arc::default(), facts);
+    let error = b.ensure_built(&vulkan_spec(dir.path())).await.unwrap_err();
+    assert!(matches!(error, Error::CommandFailed { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn vulkan_auto_install_installs_the_whole_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let include = tempfile::tempdir().unwrap();
+    let lib = tempfile::tempdir().unwrap();
+    let host = FakeHost::new().with("glslc", tool("/usr/bin/glslc"));
+    let mut packages = provisioner_core::MockPackageManager::new();
+    packages
+        .expect_kind()
+        .return_const(provisioner_core::ManagerKind::Apt);
+    packages
+        .expect_install_command()
+        .return_const("sudo apt-get install -y glslc libvulkan-dev".to_string());
+    let (include_dir, lib_dir) = (include.path().to_path_buf(), lib.path().to_path_buf());
+    packages
+        .expect_install()
+        .withf(|requests| {
+            let names: Vec<&str> = requests.iter().map(|r| r.name.as_str()).collect();
+            names == ["glslc", "libvulkan-dev"]
+        })
+        .times(1)
+        .returning(move |requests| {
+            // What the packages put on disk.
+            std::fs::create_dir_all(include_dir.join("vulkan")).unwrap();
+            std::fs::write(include_dir.join("vulkan/vulkan.h"), "").unwrap();
+            std::fs::write(lib_dir.join("libvulkan.so"), "").unwrap();
+            Ok(requests
+                .iter()
+                .map(|r| provisioner_core::InstalledPackage {
+                    name: r.name.to_string(),
+                    version: "1".to_string(),
+                    repository: None,
+                })
+                .collect())
+        });
+    let facts = HostFacts {
+        include_dirs: vec![include.path().to_path_buf()],
+        library_dirs: vec![lib.path().to_path_buf()],
+        ..facts()
+    };
+    let b = builder(host.shell(), allow(), Arc::default(), facts).with_packages(Arc::new(packages));
+    let mut spec = vulkan_spec(dir.path());
+    spec.allow_package_installs = true;
+    let error = b.ensure_built(&spec).await.unwrap_err();
+    assert!(matches!(error, Error::CommandFailed { .. }), "{error:?}");
 }

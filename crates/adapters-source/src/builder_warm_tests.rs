@@ -73,6 +73,8 @@ fn builder(shell: MockShell, progress: Arc<Recorder>) -> CmakeSourceBuilder {
             jobs: 2,
             root: false,
             include_dirs: Vec::new(),
+            library_dirs: Vec::new(),
+            ..HostFacts::default()
         },
     )
 }

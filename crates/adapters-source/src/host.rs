@@ -20,6 +20,18 @@ pub struct HostFacts {
     pub root: bool,
     /// Where the C compiler looks for headers (`CPATH`, `C_INCLUDE_PATH`, then the system's).
     pub include_dirs: Vec<PathBuf>,
+    /// Where the linker looks for libraries (`LIBRARY_PATH`, then the system's).
+    pub library_dirs: Vec<PathBuf>,
+    /// `ROCM_PATH`, when set and not empty.
+    pub rocm_path: Option<PathBuf>,
+    /// `HIP_PATH`, when set and not empty.
+    pub hip_path: Option<PathBuf>,
+    /// `HIPCXX` (the HIP compiler CMake's `enable_language(HIP)` uses), when set.
+    pub hipcxx: Option<PathBuf>,
+    /// `VULKAN_SDK` (LunarG's SDK root, read by CMake's FindVulkan), when set.
+    pub vulkan_sdk: Option<PathBuf>,
+    /// `CMAKE_PREFIX_PATH` entries (where `find_package` looks first).
+    pub cmake_prefix_path: Vec<PathBuf>,
 }
 
 impl HostFacts {
@@ -37,6 +49,14 @@ impl HostFacts {
             jobs: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             root: adapters_host::running_as_root(),
             include_dirs: include_dirs(env("CPATH").as_deref(), env("C_INCLUDE_PATH").as_deref()),
+            library_dirs: library_dirs(env("LIBRARY_PATH").as_deref()),
+            rocm_path: env("ROCM_PATH").map(PathBuf::from),
+            hip_path: env("HIP_PATH").map(PathBuf::from),
+            hipcxx: env("HIPCXX").map(PathBuf::from),
+            vulkan_sdk: env("VULKAN_SDK").map(PathBuf::from),
+            cmake_prefix_path: env("CMAKE_PREFIX_PATH")
+                .map(|list| split_list(&list))
+                .unwrap_or_default(),
         }
     }
 }
@@ -51,6 +71,12 @@ impl Default for HostFacts {
             jobs: 1,
             root: false,
             include_dirs: include_dirs(None, None),
+            library_dirs: library_dirs(None),
+            rocm_path: None,
+            hip_path: None,
+            hipcxx: None,
+            vulkan_sdk: None,
+            cmake_prefix_path: Vec::new(),
         }
     }
 }
@@ -67,6 +93,30 @@ pub fn include_dirs(cpath: Option<&str>, c_include_path: Option<&str>) -> Vec<Pa
         .collect();
     let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
     for dir in ["/usr/local/include", multiarch.as_str(), "/usr/include"] {
+        dirs.push(PathBuf::from(dir));
+    }
+    dirs
+}
+
+/// The directories of a `:`-separated list, empty entries dropped.
+fn split_list(list: &str) -> Vec<PathBuf> {
+    list.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// `LIBRARY_PATH`, then the directories the linker searches by default on Linux (ld.so(8)
+/// and the multiarch layout of Debian).
+pub fn library_dirs(library_path: Option<&str>) -> Vec<PathBuf> {
+    let mut dirs = library_path.map(split_list).unwrap_or_default();
+    let multiarch = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
+    for dir in [
+        "/usr/local/lib",
+        multiarch.as_str(),
+        "/usr/lib64",
+        "/usr/lib",
+    ] {
         dirs.push(PathBuf::from(dir));
     }
     dirs

@@ -29,6 +29,7 @@
 mod artefacts;
 mod builder;
 mod checks;
+mod gpu;
 mod host;
 mod key;
 mod mirror;

@@ -280,7 +280,7 @@ async fn prepare_package(
                 metadata_file: spec
                     .cache_dir
                     .join("packages-v1/0123456789abcdef/metadata.json"),
-                    supported_flags: Vec::new(),
+                supported_flags: Vec::new(),
             })
         });
     let progress = Arc::new(RecordingProgress::default());

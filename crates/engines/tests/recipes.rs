@@ -414,7 +414,11 @@ async fn the_server_runs_offline_only_when_its_help_listed_the_option() {
         .prepare(&binary_pool(None))
         .await
         .unwrap();
-    assert!(!unlisted.args.contains(&"--offline".to_string()), "{:?}", unlisted.args);
+    assert!(
+        !unlisted.args.contains(&"--offline".to_string()),
+        "{:?}",
+        unlisted.args
+    );
     // The plan cannot know yet, and says when it is decided.
     let plan = Provisioner::new(unused_ports(), layout())
         .plan(&binary_pool(None))
@@ -570,7 +574,7 @@ fn package_ports(cache_hit: bool) -> Ports {
                 metadata_file: spec
                     .cache_dir
                     .join("packages-v1/0123456789abcdef/metadata.json"),
-                    supported_flags: Vec::new(),
+                supported_flags: Vec::new(),
             })
         });
     Ports {
@@ -699,7 +703,7 @@ async fn a_gpu_backend_is_asked_of_the_installer_and_reported() {
                 metadata_file: spec
                     .cache_dir
                     .join("packages-v1/0123456789abcdef/metadata.json"),
-                    supported_flags: Vec::new(),
+                supported_flags: Vec::new(),
             })
         });
     let ports = Ports {

@@ -186,6 +186,44 @@ pub fn default_engine_package(
         })
 }
 
+/// Everything a GPU backend's source build needs from the distribution, as one set per family
+/// (Debian, Arch, Fedora; space-separated): the compiler and what the tree's `find_package`
+/// needs besides it. Debian: hipcc pulls clang, libamdhip64-dev ships
+/// `cmake/hip/hip-config.cmake`; libvulkan-dev ships the headers and `libvulkan.so`. Arch:
+/// rocm-hip-sdk is ROCm's meta package; shaderc ships glslc. Fedora: rocm-hip-devel and
+/// vulkan-loader-devel are the development packages.
+pub const BACKEND_BUILD_PACKAGES: &[(Backend, &str, &str, &str)] = &[
+    (Backend::Cuda, "nvidia-cuda-toolkit", "cuda", "cuda-toolkit"),
+    (
+        Backend::Hip,
+        "hipcc libamdhip64-dev",
+        "rocm-hip-sdk",
+        "hipcc rocm-hip-devel",
+    ),
+    (
+        Backend::Vulkan,
+        "glslc libvulkan-dev",
+        "shaderc vulkan-headers vulkan-icd-loader",
+        "glslc vulkan-headers vulkan-loader-devel",
+    ),
+];
+
+/// The packages that give `backend`'s source build everything it needs on `distro`
+/// ([`BACKEND_BUILD_PACKAGES`]); empty for the CPU and for unknown distributions.
+pub fn backend_build_packages(backend: Backend, distro: Distro) -> Vec<PackageName> {
+    BACKEND_BUILD_PACKAGES
+        .iter()
+        .find(|(b, ..)| *b == backend)
+        .and_then(|(_, debian, arch, fedora)| match distro {
+            Distro::Debian => Some(*debian),
+            Distro::Arch => Some(*arch),
+            Distro::Fedora => Some(*fedora),
+            Distro::Unknown => None,
+        })
+        .map(|names| names.split(' ').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// The package providing a build tool, or a header a build option needs (`curl/curl.h`), per
 /// family: (program or header, debian, arch, fedora).
 pub const TOOL_PACKAGES: &[(&str, &str, &str, &str)] = &[

@@ -752,8 +752,15 @@ mod tests {
         };
         let help = "-h,    --help, --usage                  print usage and exit\n--offline                               Offline mode: forces use of cache, prevents network access\n--no-jinja-x  nothing";
         assert_eq!(probe.listed(help), vec!["--offline".to_string()]);
-        assert!(probe.listed("--offline-mode  x\nrun the--offline thing").is_empty());
-        assert_eq!(probe.listed("-o, --offline=yes"), vec!["--offline".to_string()]);
+        assert!(
+            probe
+                .listed("--offline-mode  x\nrun the--offline thing")
+                .is_empty()
+        );
+        assert_eq!(
+            probe.listed("-o, --offline=yes"),
+            vec!["--offline".to_string()]
+        );
         assert!(probe.listed("").is_empty());
     }
 

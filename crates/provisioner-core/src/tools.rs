@@ -24,12 +24,23 @@ pub struct HeaderRequirement {
     pub purpose: String,
 }
 
-/// The tools a CMake source build needs for a backend and generator.
+/// The tools a CMake source build needs for a backend and generator:
+/// [`base_build_tools`] and the backend's [`backend_tool`].
 pub fn source_build_tools(generator: Option<Generator>, backend: Backend) -> Vec<ToolRequirement> {
-    let tool = |programs: &[&str], purpose: &str| ToolRequirement {
+    let mut tools = base_build_tools(generator);
+    tools.extend(backend_tool(backend));
+    tools
+}
+
+fn tool(programs: &[&str], purpose: &str) -> ToolRequirement {
+    ToolRequirement {
         programs: programs.iter().map(|p| p.to_string()).collect(),
         purpose: purpose.to_string(),
-    };
+    }
+}
+
+/// git, cmake, the generator's program and C/C++ compilers.
+pub fn base_build_tools(generator: Option<Generator>) -> Vec<ToolRequirement> {
     let mut tools = vec![
         tool(&["git"], "fetch the source"),
         tool(&["cmake"], "configure the build"),
@@ -41,13 +52,24 @@ pub fn source_build_tools(generator: Option<Generator>, backend: Backend) -> Vec
     });
     tools.push(tool(&["cc", "gcc", "clang"], "compile C"));
     tools.push(tool(&["c++", "g++", "clang++"], "compile C++"));
-    match backend {
-        Backend::Cpu => {}
-        Backend::Cuda => tools.push(tool(&["nvcc"], "compile the CUDA backend")),
-        Backend::Hip => tools.push(tool(&["hipcc"], "compile the HIP backend")),
-        Backend::Vulkan => tools.push(tool(&["glslc"], "compile the Vulkan shaders")),
-    }
     tools
+}
+
+/// The backend's compiler: nvcc (also looked for under `CUDA_HOME`, `CUDA_PATH` and the usual
+/// roots), the HIP compiler (ROCm's clang by `-DCMAKE_HIP_COMPILER`, `HIPCXX` or under
+/// `ROCM_PATH`, else hipcc), glslc (also in `$VULKAN_SDK/bin`). HIP and Vulkan builds need
+/// more than the compiler (a CMake package, headers, the loader); the source builder's
+/// preflight looks for all of it.
+pub fn backend_tool(backend: Backend) -> Option<ToolRequirement> {
+    match backend {
+        Backend::Cpu => None,
+        Backend::Cuda => Some(tool(&["nvcc"], "compile the CUDA backend")),
+        Backend::Hip => Some(tool(
+            &["hipcc"],
+            "compile the HIP backend (or ROCm's clang, named by -DCMAKE_HIP_COMPILER or HIPCXX, or under ROCM_PATH)",
+        )),
+        Backend::Vulkan => Some(tool(&["glslc"], "compile the Vulkan shaders")),
+    }
 }
 
 /// The command that installs `program` on `distro`, when there is a known package (`sudo`

@@ -81,7 +81,9 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
         artifacts: facts.artifacts.iter().map(|a| a.to_string()).collect(),
         backend: cmake.backend,
         allow_package_installs: common.pool.allow_package_installs(),
-        flag_probe: native_facts(recipe).ok().and_then(crate::NativeFacts::flag_probe),
+        flag_probe: native_facts(recipe)
+            .ok()
+            .and_then(crate::NativeFacts::flag_probe),
     };
     Ok(Inputs { spec })
 }
