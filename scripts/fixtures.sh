@@ -78,11 +78,12 @@ older="$dir/llama.cpp-$OLDER_LLAMA_CPP_PYTHON_VERSION"
 make_tree "$OLDER_LLAMA_CPP_PYTHON_VERSION" "$OLDER_UPSTREAM_COMMIT" "$older" "$OLDER_FIXTURE_TAG"
 
 venv="$dir/venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import gguf, numpy' 2>/dev/null; then
-    log "creating a Python venv with gguf and numpy"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import gguf, numpy, huggingface_hub' 2>/dev/null; then
+    log "creating a Python venv with gguf, numpy and huggingface_hub"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet 'gguf==0.19.0' 'numpy<3'
+    # huggingface_hub: the tests prove that the Python client reads the cache we stage.
+    "$venv/bin/pip" install --quiet 'gguf==0.19.0' 'numpy<3' 'huggingface-hub==2.4.0'
 fi
 
 model="$dir/tiny.gguf"

@@ -6,6 +6,11 @@
 //! resumed; any other failure (stall, truncation, HTTP error) keeps it, and the next fetch re-hashes
 //! it and asks for the rest with `Range: bytes=N-`.
 //!
+//! [`Fetcher::query`] sends a GET whose answer (status, headers, a capped body) is returned in
+//! memory, for JSON APIs such as the Hugging Face Hub's; its redirects are followed and vetted
+//! exactly as a download's. A request's [`FetchRequest::authorization`] (a hub token) goes to the
+//! URL's own origin only, never to a redirect target elsewhere (a CDN host).
+//!
 //! Errors: problems with the remote side (HTTP status, redirects, connection, stall, truncation,
 //! checksum or size mismatch) are [`Error::Download`] with `url` = the URL without credentials;
 //! problems with the local disk are [`Error::Io`].
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use provisioner_core::{
     Action, Algorithm, Checksum, Error, FetchRequest, Fetched, Fetcher, Policy, Progress,
-    ProgressEvent, Result, SafeUrl,
+    ProgressEvent, QueryAnswer, QueryRequest, Result, SafeUrl,
 };
 
 use crate::hash::{BUFFER_SIZE, StreamHasher};
@@ -167,6 +172,38 @@ impl Fetcher for HttpFetcher {
         self.progress.report(ProgressEvent::Finished { step });
         Ok(fetched)
     }
+
+    /// A GET whose body is read into memory, redirects followed and vetted as for downloads;
+    /// reports no progress (a query is small).
+    async fn query(&self, request: &QueryRequest) -> Result<QueryAnswer> {
+        let shown = request.url.redacted();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        let job = Job {
+            policy: self.policy.clone(),
+            agent: self.agent.clone(),
+            max_redirects: self.settings.max_redirects,
+            stall_timeout: self.settings.stall_timeout,
+            progress: self.progress.clone(),
+            request: FetchRequest {
+                url: request.url.clone(),
+                destination: PathBuf::new(),
+                expected: None,
+                max_bytes: Some(request.max_bytes),
+                authorization: request.authorization.clone(),
+            },
+            cancel,
+            step: format!("query {shown}"),
+            shown: shown.clone(),
+        };
+        tokio::task::spawn_blocking(move || job.query())
+            .await
+            .map_err(|error| Error::Download {
+                url: shown,
+                message: format!("the query did not finish: {error}"),
+                hint: None,
+            })?
+    }
 }
 
 /// One download, run on a blocking thread.
@@ -233,6 +270,82 @@ enum PumpError {
 }
 
 impl Job {
+    /// Sends the GET of a query and reads the body into memory, up to the cap.
+    fn query(self) -> Result<QueryAnswer> {
+        let Some(parts) = split(self.request.url.expose()) else {
+            return Err(self.error("cannot parse the URL".to_string(), None));
+        };
+        if !matches!(parts.scheme.as_str(), "https" | "http") {
+            return Err(self.error(
+                format!("unsupported URL scheme `{}` for a query", parts.scheme),
+                Some("use an https:// or http:// URL".to_string()),
+            ));
+        }
+        let credentials = self.credentials(&parts);
+        let url = parts.without_credentials();
+        let (mut response, answered) = self.open(&url, &credentials, 0)?;
+        let status = response.status().as_u16();
+        let mut headers = std::collections::BTreeMap::new();
+        for (name, value) in response.headers() {
+            if let Ok(value) = value.to_str() {
+                headers
+                    .entry(name.as_str().to_ascii_lowercase())
+                    .or_insert_with(|| value.to_string());
+            }
+        }
+        let max = self.request.max_bytes.unwrap_or(u64::MAX);
+        let mut body = Vec::new();
+        let mut reader = response.body_mut().as_reader().take(max.saturating_add(1));
+        if let Err(error) = reader.read_to_end(&mut body) {
+            let timed_out = error.kind() == std::io::ErrorKind::TimedOut
+                || error
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+                    .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)));
+            let message = if timed_out {
+                format!(
+                    "the server stalled: no data for {} s after {} bytes",
+                    self.stall_timeout.as_secs_f64(),
+                    body.len()
+                )
+            } else {
+                format!(
+                    "reading the answer failed after {} bytes: {error}",
+                    body.len()
+                )
+            };
+            return Err(self.error(message, None));
+        }
+        if body.len() as u64 > max {
+            return Err(self.error(
+                format!("the answer is larger than the allowed {max} bytes"),
+                None,
+            ));
+        }
+        let url = SafeUrl::parse(&answered)
+            .map_err(|message| self.error(format!("the answering URL {message}"), None))?;
+        Ok(QueryAnswer {
+            status,
+            url,
+            headers,
+            body,
+        })
+    }
+
+    /// The `Authorization` to send to the URL's own origin: the request's own, else the
+    /// user-info written in the URL.
+    fn credentials(&self, parts: &Parts<'_>) -> Credentials {
+        Credentials {
+            origin: parts.origin(),
+            authorization: self
+                .request
+                .authorization
+                .as_ref()
+                .map(|secret| secret.expose().to_string())
+                .or_else(|| parts.userinfo.map(basic_auth)),
+        }
+    }
+
     fn run(self) -> Result<Fetched> {
         let Some(parts) = split(self.request.url.expose()) else {
             return Err(self.error(
@@ -444,15 +557,12 @@ impl Job {
                     .map_err(|e| Error::io("truncate", &transfer.path, e))?;
             }
         }
-        let credentials = Credentials {
-            origin: parts.origin(),
-            authorization: parts.userinfo.map(basic_auth),
-        };
+        let credentials = self.credentials(parts);
         let url = parts.without_credentials();
         let mut restarted = false;
         loop {
             let offset = transfer.done;
-            let mut response = self.open(&url, &credentials, offset)?;
+            let (mut response, _) = self.open(&url, &credentials, offset)?;
             let status = response.status().as_u16();
             let length = response.body().content_length();
             match status {
@@ -524,13 +634,14 @@ impl Job {
         });
     }
 
-    /// Sends the GET, following redirects one vetted hop at a time.
+    /// Sends the GET, following redirects one vetted hop at a time; returns the answer and the
+    /// URL that gave it.
     fn open(
         &self,
         url: &str,
         credentials: &Credentials,
         offset: u64,
-    ) -> Result<ureq::http::Response<ureq::Body>> {
+    ) -> Result<(ureq::http::Response<ureq::Body>, String)> {
         let mut current = url.to_string();
         let mut hops = 0u32;
         loop {
@@ -552,7 +663,7 @@ impl Job {
                 .map_err(|error| self.transport_error(error))?;
             let status = response.status();
             if !status.is_redirection() || status.as_u16() == 304 {
-                return Ok(response);
+                return Ok((response, current));
             }
             let Some(location) = response
                 .headers()

@@ -434,6 +434,7 @@ impl BinaryArtifactInstaller {
                 destination: plan.download.clone(),
                 expected: Some(spec.checksum.clone()),
                 max_bytes: spec.size,
+                authorization: None,
             })
             .await?;
         if let Some(size) = spec.size

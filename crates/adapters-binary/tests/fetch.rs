@@ -28,6 +28,7 @@ fn request(url: String, destination: &Path, expected: Option<Checksum>) -> Fetch
         destination: destination.to_path_buf(),
         expected,
         max_bytes: None,
+        authorization: None,
     }
 }
 

@@ -233,6 +233,48 @@ pub struct FetchRequest {
     pub expected: Option<Checksum>,
     /// Refuse bodies larger than this.
     pub max_bytes: Option<u64>,
+    /// The `Authorization` header value to send (`Bearer <token>` for a hub token), to the
+    /// URL's own origin only: never to a redirect target on another scheme, host or port.
+    /// Never logged, traced or shown. `None`: only credentials written in the URL, if any.
+    pub authorization: Option<Secret>,
+}
+
+impl FetchRequest {
+    /// A download of `url` to `destination`: no checksum, no size cap, no credentials.
+    pub fn new(url: SafeUrl, destination: impl Into<PathBuf>) -> FetchRequest {
+        FetchRequest {
+            url,
+            destination: destination.into(),
+            expected: None,
+            max_bytes: None,
+            authorization: None,
+        }
+    }
+}
+
+/// A small request whose answer is read into memory (a JSON API call), never a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryRequest {
+    /// URL.
+    pub url: SafeUrl,
+    /// As [`FetchRequest::authorization`]: sent to the URL's own origin only.
+    pub authorization: Option<Secret>,
+    /// A body longer than this many bytes fails the query.
+    pub max_bytes: u64,
+}
+
+/// What a server answered to a [`QueryRequest`], whatever the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryAnswer {
+    /// HTTP status of the last hop (redirects followed).
+    pub status: u16,
+    /// The URL that answered, after redirects.
+    pub url: SafeUrl,
+    /// Response headers, names in lower case; a header sent several times keeps its first
+    /// value, a value that is not visible ASCII is left out.
+    pub headers: BTreeMap<String, String>,
+    /// The body (at most [`QueryRequest::max_bytes`]).
+    pub body: Vec<u8>,
 }
 
 /// A finished download.
@@ -252,6 +294,18 @@ pub struct Fetched {
 pub trait Fetcher: Send + Sync {
     /// Downloads `request.url` to `request.destination`, verifying the checksum.
     async fn fetch(&self, request: &FetchRequest) -> Result<Fetched>;
+
+    /// Sends a GET for `request.url` and returns the answer whatever its status (only a
+    /// transport failure, a stall, a refused redirect or an oversized body is an error).
+    /// Redirects are followed as [`Fetcher::fetch`] follows them, each target checked the same
+    /// way. Default: refused, for fetchers that only download.
+    async fn query(&self, request: &QueryRequest) -> Result<QueryAnswer> {
+        Err(crate::error::Error::Download {
+            url: request.url.redacted(),
+            message: "this fetcher cannot send queries".to_string(),
+            hint: None,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,7 +572,7 @@ pub trait ContainerRuntime: Send + Sync {
 pub struct ModelRequest {
     /// Where the model comes from. For `hf:` the revision written with `@` and
     /// `model.revision` were merged when the config was read (the two disagreeing is a config
-    /// error), so [`HfRef::revision`](crate::HfRef::revision) is the one to use.
+    /// error), so [`HfRef::revision`](crate::model_ref::HfRef::revision) is the one to use.
     pub reference: ModelRef,
     /// Models directory: relative paths and names are looked up in it; downloads of schemes
     /// other than `hf:` land in it, and its `index.json` is the catalog.

@@ -83,7 +83,7 @@ pub fn inputs(recipe: &dyn Recipe, common: &mut PoolInputs, layout: &Layout) -> 
         allow_package_installs: common.pool.allow_package_installs(),
         flag_probe: native_facts(recipe)
             .ok()
-            .and_then(crate::NativeFacts::flag_probe),
+            .and_then(crate::common::NativeFacts::flag_probe),
     };
     Ok(Inputs { spec })
 }
