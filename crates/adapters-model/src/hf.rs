@@ -21,8 +21,6 @@ use crate::layout::RepoCache;
 use crate::names::{check_blob_name, check_repo_path, is_commit, selected, split_gguf_parts};
 use crate::stager::{Stager, download_error, model_error};
 
-/// The hint for 401/403 answers.
-
 /// The revision used when none is written.
 const DEFAULT_REVISION: &str = "main";
 /// The revision endpoint's answer is refused beyond this size.
