@@ -329,6 +329,7 @@ fn spec(dir: &Path, name: &str, version: &str, line: &str, executable: &str) -> 
         backend: provisioner_core::Backend::Cpu,
         gpu: None,
         allow_cpu_fallback: false,
+        flag_probe: None,
     }
 }
 

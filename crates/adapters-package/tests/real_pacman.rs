@@ -326,6 +326,7 @@ async fn the_installer_finds_the_executable_under_the_alternative_root() {
         backend: provisioner_core::Backend::Cpu,
         gpu: None,
         allow_cpu_fallback: false,
+        flag_probe: None,
     };
     let cold = installer.ensure_installed(&spec).await.unwrap();
     assert!(!cold.cache_hit);
