@@ -291,7 +291,9 @@ impl Catalog {
             return Err(model_error(
                 id,
                 "a running pool uses this model".to_string(),
-                Some("stop the pool first (orchctl engine down --pool ID), then remove the model"),
+                Some(
+                    "stop the pool first (orchctl engine down --config FILE --pool ID), then remove the model",
+                ),
             ));
         }
         entries.remove(id);

@@ -70,6 +70,7 @@ pub mod settings;
 mod stager;
 mod web;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use adapters_host::LocalModels;
@@ -186,11 +187,54 @@ impl Models {
 impl ModelProvisioner for Models {
     async fn ensure_present(&self, request: &ModelRequest) -> Result<ModelArtifact> {
         match &request.reference {
+            ModelRef::Relative(path)
+                if as_digest(path).is_some() && !request.models_dir.join(path).exists() =>
+            {
+                by_digest(request, as_digest(path).unwrap_or_default())
+            }
             ModelRef::File(_) | ModelRef::Relative(_) => self.stager.ensure_local(request).await,
             ModelRef::HuggingFace(hf) => self.stager.ensure_hf(request, hf).await,
             ModelRef::Url(url) => self.stager.ensure_url(request, url).await,
             ModelRef::S3(_) | ModelRef::Oci(_) => Err(not_yet(request)),
         }
+    }
+}
+
+/// `sha256:<64 hex>`, as llama-orch's pool `model` may name a staged model by its digest.
+fn as_digest(path: &Path) -> Option<&str> {
+    let text = path.to_str()?;
+    let hex = text.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(text)
+}
+
+/// The staged model whose catalog digest is `digest` (llama-orch's pool-level
+/// `model: sha256:…`).
+fn by_digest(request: &ModelRequest, digest: &str) -> Result<ModelArtifact> {
+    let catalog = Catalog::open(&request.models_dir);
+    match catalog.find(&digest.to_ascii_lowercase())? {
+        Some(entry) if entry.local_path.exists() => Ok(entry.artifact()),
+        Some(entry) => Err(Error::Model {
+            reference: digest.to_string(),
+            message: format!(
+                "the catalog names {} for this digest, but it is gone",
+                entry.local_path.display()
+            ),
+            hint: Some(format!(
+                "stage it again (orchctl model pull --config FILE --pool ID) or remove the entry: orchctl model rm {}",
+                entry.id
+            )),
+        }),
+        None => Err(Error::Model {
+            reference: digest.to_string(),
+            message: format!(
+                "no staged model has this digest (catalog {})",
+                catalog.path().display()
+            ),
+            hint: Some(
+                "set provisioning.model.ref to where the model comes from (hf:org/repo/file, https://…), or stage it first; list the staged ones with: orchctl model ls"
+                    .to_string(),
+            ),
+        }),
     }
 }
 

@@ -54,6 +54,45 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Models: stage, list, verify and remove (the models directory's catalog, index.json).
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+/// `orchctl model …`
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Stage a pool's model (downloaded only when it is not staged yet) and record it.
+    Pull {
+        /// Pool selection.
+        #[command(flatten)]
+        pool: PoolArgs,
+        /// Resolve a branch revision (e.g. `main`) again instead of reusing the recorded commit.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// List the staged models of the models directory (--models-dir).
+    Ls {
+        /// Machine-readable JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hash staged models again and compare them with the catalog (every one, or ID).
+    Verify {
+        /// Catalog id (from `orchctl model ls`) or `sha256:<hex>` digest.
+        id: Option<String>,
+        /// Machine-readable JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a model from the catalog and delete the files no other entry uses.
+    Rm {
+        /// Catalog id (from `orchctl model ls`) or `sha256:<hex>` digest.
+        id: String,
+        /// Machine-readable JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `orchctl engine …`

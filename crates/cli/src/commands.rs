@@ -459,3 +459,222 @@ pub async fn status(
     }
     Ok(alive)
 }
+
+/// The running engines recorded in the run directory (alive process groups only).
+fn running_engines(settings: &Settings) -> Vec<adapters_host::RunState> {
+    let layout = settings.layout();
+    let supervisor = Supervisor::new(layout.run_dir.clone());
+    let Ok(entries) = std::fs::read_dir(&layout.run_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let pool = provisioner_core::RunRecord::State
+                .pool_of(&name)?
+                .to_string();
+            supervisor.read_state(&pool).ok().flatten()
+        })
+        .filter(|state| adapters_host::group_alive(state.pid))
+        .collect()
+}
+
+/// The running engine whose command line names the entry's files, if any.
+fn engine_using(
+    running: &[adapters_host::RunState],
+    entry: &adapters_model::CatalogEntry,
+) -> Option<adapters_host::RunState> {
+    let mut paths: Vec<String> = vec![entry.local_path.to_string_lossy().to_string()];
+    if let Some(root) = &entry.cache_root {
+        paths.push(root.to_string_lossy().to_string());
+    }
+    running
+        .iter()
+        .find(|state| {
+            state
+                .args
+                .iter()
+                .any(|arg| paths.iter().any(|path| arg.contains(path.as_str())))
+        })
+        .cloned()
+}
+
+/// `orchctl model pull`: stages the pool's model (a download only when it is not staged yet,
+/// or with `refresh` when its branch moved) and records it in the catalog.
+pub async fn model_pull(
+    settings: &Settings,
+    target: &Target,
+    refresh: bool,
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
+    let pool = load_pool(target, progress.as_ref())?;
+    let artifact = provisioner(settings, progress)
+        .pull_model(&pool, refresh)
+        .await?;
+    if target.json {
+        out(&to_json(&artifact));
+        return Ok(());
+    }
+    out(&format!(
+        "The model of pool {} is staged at {}.",
+        pool.id,
+        artifact.path.display()
+    ));
+    if let Some(id) = &artifact.id {
+        field("id", id);
+    }
+    if let Some(revision) = &artifact.revision {
+        field("revision", revision);
+    }
+    field("size", provisioner_core::human_bytes(artifact.bytes));
+    field("files", artifact.files.len().max(1));
+    Ok(())
+}
+
+/// The models directory's catalog.
+fn catalog(settings: &Settings) -> adapters_model::Catalog {
+    adapters_model::Catalog::open(settings.layout().models_dir)
+}
+
+/// `orchctl model ls`: the catalog of the models directory.
+pub fn model_ls(settings: &Settings, json: bool) -> Result<()> {
+    let catalog = catalog(settings);
+    let entries = catalog.entries()?;
+    if json {
+        out(&to_json(&json!({
+            "catalog": catalog.path(),
+            "models": entries,
+        })));
+        return Ok(());
+    }
+    if entries.is_empty() {
+        out(&format!(
+            "No models are staged yet (catalog {}).",
+            catalog.path().display()
+        ));
+        return Ok(());
+    }
+    let width = entries.iter().map(|e| e.id.len()).max().unwrap_or(2).max(2);
+    out(&format!(
+        "{:<width$}  {:>10}  {:<12}  PATH",
+        "ID", "SIZE", "REVISION"
+    ));
+    for entry in &entries {
+        let revision = entry
+            .revision
+            .as_deref()
+            .map_or("-".to_string(), |r| r.chars().take(12).collect());
+        out(&format!(
+            "{:<width$}  {:>10}  {:<12}  {}",
+            entry.id,
+            provisioner_core::human_bytes(entry.bytes),
+            revision,
+            entry.local_path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `orchctl model verify [ID]`: hashes the files of one entry (or all) again and compares them
+/// with the catalog. Fails (exit 8) when any differs, after checking every one.
+pub async fn model_verify(settings: &Settings, id: Option<&str>, json: bool) -> Result<()> {
+    let catalog = catalog(settings);
+    let ids: Vec<String> = match id {
+        Some(id) => {
+            let entry = catalog.find(id)?.ok_or_else(|| Error::Model {
+                reference: id.to_string(),
+                message: format!("no such model in the catalog {}", catalog.path().display()),
+                hint: Some("list the staged models with: orchctl model ls".to_string()),
+            })?;
+            vec![entry.id]
+        }
+        None => catalog.entries()?.into_iter().map(|e| e.id).collect(),
+    };
+    let mut results = Vec::new();
+    let mut first_failure = None;
+    for id in ids {
+        match catalog.verify(&id).await {
+            Ok(entry) => results.push(json!({"id": id, "ok": true, "bytes": entry.bytes})),
+            Err(error) => {
+                results.push(json!({"id": id, "ok": false, "error": error.to_string()}));
+                first_failure.get_or_insert(error);
+            }
+        }
+    }
+    if json {
+        out(&to_json(&json!({ "verified": results })));
+    } else if results.is_empty() {
+        out("No models are staged yet: nothing to verify.");
+    } else {
+        for result in &results {
+            let id = result["id"].as_str().unwrap_or_default();
+            match result["error"].as_str() {
+                None => out(&format!("ok      {id}")),
+                Some(error) => out(&format!("FAILED  {id}: {error}")),
+            }
+        }
+    }
+    match first_failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// `orchctl model rm ID`: removes the entry and deletes the files no other entry uses; refused
+/// while a running engine uses it.
+pub async fn model_rm(settings: &Settings, id: &str, json: bool) -> Result<()> {
+    let catalog = catalog(settings);
+    let Some(entry) = catalog.find(id)? else {
+        return Err(Error::Model {
+            reference: id.to_string(),
+            message: format!("no such model in the catalog {}", catalog.path().display()),
+            hint: Some("list the staged models with: orchctl model ls".to_string()),
+        });
+    };
+    let running = running_engines(settings);
+    if let Some(state) = engine_using(&running, &entry) {
+        let down = match &state.config {
+            Some(config) => {
+                let target = Target {
+                    config: config.clone(),
+                    pool: None,
+                    json: false,
+                };
+                orchctl_command(settings, &target, &state.pool_id, &["engine", "down"])
+            }
+            None => format!(
+                "orchctl engine down --config <its config> --pool {}",
+                state.pool_id
+            ),
+        };
+        return Err(Error::Model {
+            reference: entry.id.clone(),
+            message: format!(
+                "pool {} (pid {}) is running with this model",
+                state.pool_id, state.pid
+            ),
+            hint: Some(format!("stop it first: {down}")),
+        });
+    }
+    let removed = catalog
+        .remove(&entry.id, &|candidate| {
+            engine_using(&running, candidate).is_some()
+        })
+        .await?;
+    if json {
+        out(&to_json(&json!({
+            "removed": removed.entry.id,
+            "deleted": removed.deleted,
+            "kept": removed.kept,
+        })));
+        return Ok(());
+    }
+    out(&format!("Removed {} from the catalog.", removed.entry.id));
+    field("deleted", removed.deleted.len());
+    field("kept", removed.kept.len());
+    if !removed.kept.is_empty() {
+        out("Kept files are still used by other entries.");
+    }
+    Ok(())
+}

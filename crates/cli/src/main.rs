@@ -18,7 +18,7 @@ use cli::settings::{self, Environment, HostFlags};
 use cli::wiring::Settings;
 use provisioner_core::{Error, Progress};
 
-use crate::args::{Cli, Command, ConfigCommand, EngineCommand, HostArgs, PoolArgs};
+use crate::args::{Cli, Command, ConfigCommand, EngineCommand, HostArgs, ModelCommand, PoolArgs};
 
 fn target(args: &PoolArgs) -> Target {
     Target {
@@ -199,6 +199,16 @@ async fn run(
         Command::Engine(EngineCommand::Down(d)) => {
             let grace = Duration::from_secs(d.grace);
             commands::down(settings, &target(&d.pool), grace, progress).await?;
+        }
+        Command::Model(ModelCommand::Pull { pool, refresh }) => {
+            commands::model_pull(settings, &target(&pool), refresh, progress).await?;
+        }
+        Command::Model(ModelCommand::Ls { json }) => commands::model_ls(settings, json)?,
+        Command::Model(ModelCommand::Verify { id, json }) => {
+            commands::model_verify(settings, id.as_deref(), json).await?;
+        }
+        Command::Model(ModelCommand::Rm { id, json }) => {
+            commands::model_rm(settings, &id, json).await?;
         }
         Command::Engine(EngineCommand::Status(p)) => {
             if !commands::status(settings, &target(&p), progress).await? {

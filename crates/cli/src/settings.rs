@@ -144,6 +144,9 @@ pub struct Settings {
     pub allowed_hosts: Option<Vec<String>>,
     /// Allow plain HTTP downloads from remote hosts.
     pub allow_plain_http: bool,
+    /// The Hugging Face client's settings (`HF_ENDPOINT`, `HF_TOKEN` or the token file,
+    /// `HF_HUB_CACHE`/`HF_HOME`, `HF_HUB_OFFLINE`); `None` only in settings built by hand.
+    pub hf: Option<adapters_model::HfSettings>,
 }
 
 impl Settings {
@@ -225,7 +228,16 @@ pub fn resolve(flags: &HostFlags, env: &Environment) -> Result<Settings, UsageEr
             .text(ALLOWED_HOSTS)?
             .and_then(|value| host_list(value.split(','))),
     };
+    let home = env.absolute_dir("HOME");
+    let hf = adapters_model::HfSettings::from_env(
+        &|name| env.get(name).and_then(|v| v.to_str()).map(str::to_string),
+        home.as_deref(),
+    )
+    .map_err(|error| UsageError {
+        message: error.to_string(),
+    })?;
     Ok(Settings {
+        hf: Some(hf),
         home: env.absolute_dir("HOME").unwrap_or_default(),
         xdg_cache_home: env.absolute_dir("XDG_CACHE_HOME"),
         cache_dir: non_empty(flags.cache_dir.as_ref())

@@ -7,14 +7,14 @@ use adapters_binary::{BinaryArtifactInstaller, FetchSettings, HttpFetcher};
 use adapters_container::{ContainerSettings, PodmanOrDocker, TagIndex};
 use adapters_host::HostRunFiles;
 use adapters_host::clock::SystemClock;
-use adapters_host::models::LocalModels;
 use adapters_host::process::HostShell;
 use adapters_package::{HostManagers, PackageEngineInstaller};
 use adapters_source::{CmakeSourceBuilder, HostFacts};
 use engines::Provisioner;
 use policy::HostPolicy;
 use provisioner_core::{
-    Digest, GitRef, GitRemote, ImageReference, KnownFacts, Ports, Progress, Shell,
+    Digest, GitRef, GitRemote, ImageReference, KnownFacts, ModelRequest, Ports, Progress, Shell,
+    StagedModel,
 };
 
 /// Host-wide settings (defined with the rules that fill them in [`crate::settings`]).
@@ -24,6 +24,7 @@ pub use crate::settings::Settings;
 /// of source builds, the tag index of images) and the file system: no network, no process.
 struct KnownOnDisk {
     images: TagIndex,
+    models: Arc<adapters_model::Models>,
 }
 
 impl KnownFacts for KnownOnDisk {
@@ -40,6 +41,18 @@ impl KnownFacts for KnownOnDisk {
             .ok()
             .filter(std::fs::Metadata::is_file)
             .map(|m| m.len())
+    }
+
+    fn staged_model(&self, request: &ModelRequest) -> Option<StagedModel> {
+        // Local files are `size`'s: only remote schemes are staged.
+        if request.reference.is_local() {
+            return None;
+        }
+        self.models.staged(request).map(|entry| StagedModel {
+            path: entry.local_path,
+            revision: entry.revision,
+            bytes: entry.bytes,
+        })
     }
 }
 
@@ -86,6 +99,26 @@ pub fn provisioner_with_shell(
         progress.clone(),
         clock.clone(),
     );
+    let hf = settings.hf.clone().unwrap_or_else(|| {
+        adapters_model::HfSettings::new(
+            adapters_model::DEFAULT_ENDPOINT
+                .parse()
+                .expect("the default endpoint is a URL"),
+            settings.home.join(".cache/huggingface/hub"),
+        )
+    });
+    // The public hub's storage hosts count as the hub for the allowlist.
+    let model_policy: Arc<dyn provisioner_core::Policy> =
+        Arc::new(adapters_model::HubPolicy::new(policy.clone(), &hf));
+    let models = Arc::new(adapters_model::Models::new(
+        Arc::new(
+            HttpFetcher::new(progress.clone(), FetchSettings::default())
+                .with_policy(model_policy.clone()),
+        ),
+        model_policy,
+        progress.clone(),
+        hf,
+    ));
     let fetcher = Arc::new(
         HttpFetcher::new(progress.clone(), FetchSettings::default()).with_policy(policy.clone()),
     );
@@ -104,7 +137,7 @@ pub fn provisioner_with_shell(
         ContainerSettings::from_host(containers_dir.clone()),
     );
     let ports = Ports {
-        models: Arc::new(LocalModels),
+        models: models.clone(),
         source_builder: Some(Arc::new(builder)),
         binaries: Some(Arc::new(binaries)),
         packages: Some(Arc::new(package_installer)),
@@ -112,6 +145,7 @@ pub fn provisioner_with_shell(
         run_files: Arc::new(HostRunFiles::new(layout.run_dir.clone())),
         known: Arc::new(KnownOnDisk {
             images: TagIndex::new(&containers_dir),
+            models,
         }),
         progress,
     };

@@ -579,8 +579,16 @@ impl PoolInputs {
                     },
                 }
             }
-            other => ModelStaging::AtPrepare {
-                scheme: other.scheme(),
+            other => match known.staged_model(request) {
+                Some(staged) => ModelStaging::Staged {
+                    scheme: other.scheme(),
+                    path: staged.path,
+                    revision: staged.revision,
+                    bytes: staged.bytes,
+                },
+                None => ModelStaging::AtPrepare {
+                    scheme: other.scheme(),
+                },
             },
         };
         Some(Step::ResolveModel {

@@ -152,6 +152,29 @@ impl Provisioner {
         })
     }
 
+    /// Stages the pool's model only (`orchctl model pull`): the request prepare would make,
+    /// with `refresh` set to resolve an unpinned revision (a branch) again.
+    ///
+    /// Errors: an external pool (it stages no model), the config's rules, and what the
+    /// ModelProvisioner port reports.
+    pub async fn pull_model(
+        &self,
+        pool: &PoolConfig,
+        refresh: bool,
+    ) -> Result<provisioner_core::ModelArtifact> {
+        let prefix = format!("pools[{}]", pool.index);
+        let recipe = self.recipe_for(pool)?;
+        let env_file = self.ports.run_files.path(&pool.id, ENV_FILE);
+        let common = PoolInputs::new(recipe, pool, &self.layout, env_file)
+            .map_err(|error| error.within(&prefix))?;
+        let mut request = common
+            .model_request()
+            .map_err(|error| error.within(&prefix))?
+            .clone();
+        request.refresh = refresh;
+        self.ports.models.ensure_present(&request).await
+    }
+
     /// Every problem of every pool that needs no host: what [`Config::parse`] checks, plus each
     /// engine's and mode's own rules (flags, unsupported engine/mode pairs, ports), plus what
     /// two pools would both use ([`Provisioner::conflicts`]). All are reported at once as one

@@ -57,6 +57,18 @@ pub enum ModelStaging {
         /// The scheme (`hf`, `https`, `s3`, `oci`).
         scheme: String,
     },
+    /// A remote model an earlier prepare staged (from the catalog): prepare checks it again,
+    /// without a download.
+    Staged {
+        /// The scheme (`hf`, `https`).
+        scheme: String,
+        /// Where it is: the file, or a repository's snapshot directory.
+        path: PathBuf,
+        /// The commit a `hf:` revision resolved to.
+        revision: Option<String>,
+        /// Its size in bytes (not part of the digest).
+        bytes: u64,
+    },
 }
 
 /// One typed step.
@@ -231,6 +243,15 @@ impl Step {
                 staging: ModelStaging::Path { bytes, .. },
                 ..
             } => *bytes = None,
+            Step::ResolveModel { staging, .. }
+                if matches!(staging, ModelStaging::Staged { .. }) =>
+            {
+                if let ModelStaging::Staged { scheme, .. } = staging {
+                    *staging = ModelStaging::AtPrepare {
+                        scheme: std::mem::take(scheme),
+                    };
+                }
+            }
             Step::Preflight { .. }
             | Step::ResolveModel { .. }
             | Step::Download { .. }
@@ -313,8 +334,23 @@ impl fmt::Display for Step {
                 ),
                 ModelStaging::AtPrepare { scheme } => write!(
                     f,
-                    "Stage the model {reference} (a {scheme}: reference, staged at prepare)."
+                    "Stage the model {reference} (a {scheme}: reference, resolved at prepare)."
                 ),
+                ModelStaging::Staged {
+                    path,
+                    revision,
+                    bytes,
+                    ..
+                } => {
+                    write!(f, "Use the model {reference}, staged at {}", path.display())?;
+                    match revision {
+                        Some(revision) => {
+                            write!(f, " (revision {revision}, {})", human_bytes(*bytes))?
+                        }
+                        None => write!(f, " ({})", human_bytes(*bytes))?,
+                    }
+                    write!(f, "; checked again at prepare.")
+                }
             },
             Step::FetchSource {
                 repo,

@@ -1128,6 +1128,24 @@ pub trait KnownFacts: Send + Sync {
 
     /// The size of a local file or directory, in bytes.
     fn size(&self, path: &Path) -> Option<u64>;
+
+    /// What an earlier prepare staged for a remote model (`hf:`, `https:`), from the models
+    /// directory's catalog and the Hugging Face cache's `refs`; `None` when nothing is recorded
+    /// or a branch would be resolved again.
+    fn staged_model(&self, _request: &ModelRequest) -> Option<StagedModel> {
+        None
+    }
+}
+
+/// A remote model staged by an earlier prepare, as a plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedModel {
+    /// Where it is (the file, or a repository's snapshot directory).
+    pub path: PathBuf,
+    /// The commit a `hf:` revision resolved to.
+    pub revision: Option<String>,
+    /// Its size in bytes (every file together).
+    pub bytes: u64,
 }
 
 /// Knows nothing: every value is resolved at prepare.

@@ -4,7 +4,10 @@
 //! argv is rendered once, here.
 //!
 //! Mount layout (one for every engine): the model, file or directory, is bind-mounted read-only
-//! at `/models/<its name>` (never its parent directory); host files named in engine flags go to
+//! at `/models/<its name>` (never its parent directory); a model staged from the Hugging Face Hub
+//! brings its repository's cache directory, mounted read-only at `/models/hf/models--org--repo`
+//! (snapshot files are relative symlinks into its `blobs/`), and the engine is pointed at the
+//! file or snapshot inside it; host files named in engine flags go to
 //! `/inputs/<n>-<file name>`. Mounts are written as `--mount type=bind,source=…,target=…,readonly`,
 //! whose value podman and docker read as one CSV record: a field holding `,` or `"` is quoted.
 
@@ -203,6 +206,31 @@ pub fn model_target(model: &Path) -> String {
     format!("{MODELS_DIR}/{name}")
 }
 
+/// Where Hugging Face cache directories are mounted inside a container.
+pub const HF_MODELS_DIR: &str = "/models/hf";
+
+/// The model's mount: `(host source, target, the model's path inside the container)`. A model
+/// inside a Hugging Face cache directory (`cache_root`, `…/models--org--repo`) mounts that
+/// whole directory at `/models/hf/<its name>`; anything else is [`model_target`].
+pub fn model_mount(
+    model: &Path,
+    cache_root: Option<&Path>,
+) -> (std::path::PathBuf, String, String) {
+    if let Some(root) = cache_root
+        && let (Ok(inside), Some(name)) = (model.strip_prefix(root), root.file_name())
+    {
+        let target = format!("{HF_MODELS_DIR}/{}", name.to_string_lossy());
+        let model_inside = if inside.as_os_str().is_empty() {
+            target.clone()
+        } else {
+            format!("{target}/{}", inside.to_string_lossy())
+        };
+        return (root.to_path_buf(), target, model_inside);
+    }
+    let target = model_target(model);
+    (model.to_path_buf(), target.clone(), target)
+}
+
 /// The container name of a pool (pool ids are a safe alphabet).
 pub fn container_name(pool_id: &str) -> String {
     format!("llama-orch-{pool_id}")
@@ -216,6 +244,8 @@ pub struct RunInputs<'a> {
     pub reference: &'a str,
     /// Model path on the host (or a placeholder in plans).
     pub model: &'a Path,
+    /// The model's Hugging Face cache directory, when it was staged from the hub.
+    pub cache_root: Option<&'a Path>,
     /// Version label.
     pub engine_version: &'a str,
     /// The pool's env file, when it has one.
@@ -258,8 +288,8 @@ pub fn run_args(
         };
         args.extend(["--publish".into(), publish]);
     }
-    let target = model_target(run.model);
-    args.extend(["--mount".into(), bind_mount(run.model, &target)?]);
+    let (source, mount_target, target) = model_mount(run.model, run.cache_root);
+    args.extend(["--mount".into(), bind_mount(&source, &mount_target)?]);
     // Host paths named in the engine's flags: mounted read-only under /inputs/, the flags
     // rewritten to them.
     let server = server_args(recipe, common, &target)?;
@@ -369,6 +399,7 @@ pub fn plan(
             runtime,
             reference: &reference,
             model: Path::new(&model),
+            cache_root: None,
             engine_version: "{engine_version}",
             env_file: env_file.as_deref(),
         },
@@ -432,6 +463,7 @@ pub async fn prepare(
             runtime: image.runtime,
             reference: &image.reference,
             model: &model.path,
+            cache_root: model.cache_root.as_deref(),
             engine_version: &engine_version,
             env_file: env_file.as_deref(),
         },
@@ -520,6 +552,26 @@ mod tests {
             r#"type=bind,"source=/srv/a,b ""c"":d.gguf","target=/models/a,b ""c"":d.gguf",readonly"#
         );
         assert!(bind_mount(Path::new("/srv/a\nb"), "/models/x").is_err());
+    }
+
+    #[test]
+    fn a_hub_model_mounts_its_whole_cache_directory() {
+        let root = Path::new("/home/u/.cache/huggingface/hub/models--org--repo");
+        let file = root.join("snapshots/abc/sub/m.gguf");
+        assert_eq!(
+            model_mount(&file, Some(root)),
+            (
+                root.to_path_buf(),
+                "/models/hf/models--org--repo".to_string(),
+                "/models/hf/models--org--repo/snapshots/abc/sub/m.gguf".to_string()
+            )
+        );
+        let plain = Path::new("/srv/m/tiny.gguf");
+        assert_eq!(
+            model_mount(plain, Some(root)).2,
+            "/models/tiny.gguf",
+            "outside the cache directory: mounted by its own name"
+        );
     }
 
     #[test]
