@@ -249,7 +249,7 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
         log,
         label: spec.progress.as_deref(),
         progress,
-        last_percent: None,
+        last_steps: None,
         sensitive: spec.sensitive,
     };
     let status = {
@@ -404,7 +404,7 @@ struct Collector<'a> {
     log: Option<LogSink>,
     label: Option<&'a str>,
     progress: &'a dyn Progress,
-    last_percent: Option<u8>,
+    last_steps: Option<(u64, u64)>,
     /// The output holds secrets: it is kept in `stdout` for the caller and goes nowhere else.
     sensitive: bool,
 }
@@ -448,13 +448,15 @@ impl Collector<'_> {
             }
         }
         if let Some(label) = self.label
-            && let Some(percent) = parse_progress(line)
-            && self.last_percent != Some(percent)
+            && let Some((done, total)) = parse_steps(line)
+            && self.last_steps != Some((done, total))
         {
-            self.last_percent = Some(percent);
-            self.progress.report(ProgressEvent::Percent {
+            self.last_steps = Some((done, total));
+            self.progress.report(ProgressEvent::Steps {
                 step: label.to_string(),
-                percent,
+                done,
+                total,
+                current: current_target(line),
             });
         }
     }
@@ -499,20 +501,45 @@ impl LogSink {
 /// Parses build progress from one output line: CMake/make's `[ 45%] Building ...` gives 45 and
 /// ninja's `[12/345] Building ...` gives the share of finished edges (3).
 pub fn parse_progress(line: &str) -> Option<u8> {
+    let (done, total) = parse_steps(line)?;
+    u8::try_from(done * 100 / total).ok()
+}
+
+/// The build tool's counter at the start of a line: ninja's `[n/m]` as `(n, m)`, make's
+/// `[ p%]` as `(p, 100)`.
+pub fn parse_steps(line: &str) -> Option<(u64, u64)> {
     let rest = line.trim_start().strip_prefix('[')?;
     let (inside, _) = rest.split_once(']')?;
     let inside = inside.trim();
     if let Some(number) = inside.strip_suffix('%') {
-        let percent: u8 = number.trim().parse().ok()?;
-        return (percent <= 100).then_some(percent);
+        let percent: u64 = number.trim().parse().ok()?;
+        return (percent <= 100).then_some((percent, 100));
     }
     let (done, total) = inside.split_once('/')?;
     let done: u64 = done.trim().parse().ok()?;
     let total: u64 = total.trim().parse().ok()?;
-    if total == 0 || done > total {
+    (total > 0 && done <= total).then_some((done, total))
+}
+
+/// What a counted build line says it is doing (`Building CXX object a/b/server.cpp.o`,
+/// `Linking CXX executable bin/llama-server`), shortened to its last path part.
+pub fn current_target(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once(']')?;
+    let rest = rest.trim();
+    if rest.is_empty() {
         return None;
     }
-    u8::try_from(done * 100 / total).ok()
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let shown = match words.split_last() {
+        Some((last, before)) if last.contains('/') => {
+            let name = last.rsplit('/').next().unwrap_or(last);
+            let mut shown: Vec<&str> = before.to_vec();
+            shown.push(name);
+            shown.join(" ")
+        }
+        _ => words.join(" "),
+    };
+    Some(shown.chars().take(80).collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -907,25 +934,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reports_progress_only_when_the_percentage_changes() {
+    async fn reports_progress_only_when_the_count_changes() {
         let recorder = Arc::new(Recorder::default());
         let shell = HostShell::new(recorder.clone());
-        let script = "echo '[ 10%] a'; echo '[ 10%] b'; echo '[ 50%] x'; echo 'warning: x' >&2; echo plain; echo '[ 50%] y'; echo '[100%] done'";
+        let script = "echo '[ 10%] a'; echo '[ 10%] b'; echo '[ 50%] Building CXX object tools/server/CMakeFiles/llama-server.dir/server.cpp.o'; echo 'warning: x' >&2; echo plain; echo '[ 50%] y'; echo '[3/4] Linking CXX executable bin/llama-server'";
         let spec = CommandSpec::new("sh", ["-c", script]).progress("build");
         let output = shell.run(&spec).await.unwrap();
         assert!(output.success());
-        let percents: Vec<u8> = recorder
+        let steps: Vec<(u64, u64, Option<String>)> = recorder
             .events()
-            .iter()
+            .into_iter()
             .map(|event| match event {
-                ProgressEvent::Percent { step, percent } => {
+                ProgressEvent::Steps {
+                    step,
+                    done,
+                    total,
+                    current,
+                } => {
                     assert_eq!(step, "build");
-                    *percent
+                    (done, total, current)
                 }
                 other => panic!("unexpected event {other:?}"),
             })
             .collect();
-        assert_eq!(percents, vec![10, 50, 100]);
+        assert_eq!(
+            steps,
+            vec![
+                (10, 100, Some("a".to_string())),
+                (
+                    50,
+                    100,
+                    Some("Building CXX object server.cpp.o".to_string())
+                ),
+                (
+                    3,
+                    4,
+                    Some("Linking CXX executable llama-server".to_string())
+                ),
+            ]
+        );
     }
 
     #[tokio::test]

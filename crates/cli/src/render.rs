@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use provisioner_core::{Error, Progress, ProgressEvent, human_bytes};
 
-/// Renders progress events on stderr. On a terminal percentages update in place (a carriage
-/// return and spaces, never an escape sequence); otherwise a line is written every 10 %.
+/// Renders progress events on stderr: one renderer for every mode. On a terminal, downloads
+/// and builds get an `indicatif` bar (bytes, rate and ETA; `[n/m]` steps with what is being
+/// built) that redraws in place; otherwise plain lines, one per tenth of the way. Step starts,
+/// ends and notes are lines either way.
 pub struct StderrProgress {
     quiet: bool,
     terminal: bool,
@@ -18,10 +20,10 @@ pub struct StderrProgress {
 #[derive(Default)]
 struct State {
     started: HashMap<String, Instant>,
-    last_percent: HashMap<String, u8>,
-    in_place: bool,
-    /// Characters of the line being updated in place, to blank what a shorter one leaves.
-    in_place_width: usize,
+    /// Plain output: the last tenth written per step.
+    last_tenth: HashMap<String, u64>,
+    /// Terminal output: the bar of each running step.
+    bars: HashMap<String, indicatif::ProgressBar>,
 }
 
 impl StderrProgress {
@@ -36,65 +38,127 @@ impl StderrProgress {
     }
 }
 
-/// Writes `line` over the line being updated in place.
-fn overwrite(state: &mut State, err: &mut dyn Write, line: &str) {
-    let width = line.chars().count();
-    let pad = state.in_place_width.saturating_sub(width);
-    let _ = write!(err, "\r{line}{:pad$}", "");
-    state.in_place = true;
-    state.in_place_width = width;
+/// The bar of a download: what, how much of how much, rate, time left.
+fn bytes_style(known_total: bool) -> indicatif::ProgressStyle {
+    let template = if known_total {
+        "    {prefix}: [{bar:30}] {bytes}/{total_bytes}, {bytes_per_sec}, ETA {eta}"
+    } else {
+        "    {prefix}: {spinner} {bytes}, {bytes_per_sec}"
+    };
+    indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// The bar of a build: `[n/m]` steps and what is being built.
+fn steps_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template("    {prefix}: [{pos}/{len}] [{bar:30}] {wide_msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+impl State {
+    /// The bar of `step`, made with `style` on first use.
+    fn bar(
+        &mut self,
+        step: &str,
+        style: impl FnOnce() -> indicatif::ProgressStyle,
+    ) -> &indicatif::ProgressBar {
+        self.bars.entry(step.to_string()).or_insert_with(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr_with_hz(10),
+            );
+            bar.set_style(style());
+            bar.set_prefix(step.to_string());
+            bar
+        })
+    }
+
+    /// Writes a line above any running bar.
+    fn line(&self, text: &str) {
+        match self.bars.values().next() {
+            Some(bar) => bar.suspend(|| {
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
+        }
+    }
+
+    /// Whether plain output should write this tenth of `step` (each tenth once).
+    fn new_tenth(&mut self, step: &str, done: u64, total: u64) -> bool {
+        let tenth = done.min(total) * 10 / total.max(1);
+        let last = self.last_tenth.get(step).copied();
+        if last.is_some_and(|last| tenth <= last) {
+            return false;
+        }
+        self.last_tenth.insert(step.to_string(), tenth);
+        true
+    }
 }
 
 impl Progress for StderrProgress {
     fn report(&self, event: ProgressEvent) {
+        if self.quiet {
+            return;
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut err = std::io::stderr().lock();
-        let end_in_place = |state: &mut State, err: &mut dyn Write| {
-            if state.in_place {
-                let _ = writeln!(err);
-                state.in_place = false;
-                state.in_place_width = 0;
-            }
-        };
         match event {
-            _ if self.quiet => {}
-            ProgressEvent::Note { message } => {
-                end_in_place(&mut state, &mut err);
-                let _ = writeln!(err, "note: {message}");
-            }
+            ProgressEvent::Note { message } => state.line(&format!("note: {message}")),
             ProgressEvent::Started { step, detail } => {
-                end_in_place(&mut state, &mut err);
                 state.started.insert(step.clone(), Instant::now());
                 match detail {
-                    Some(detail) => {
-                        let _ = writeln!(err, "==> {step} ({detail})");
-                    }
-                    None => {
-                        let _ = writeln!(err, "==> {step}");
-                    }
+                    Some(detail) => state.line(&format!("==> {step} ({detail})")),
+                    None => state.line(&format!("==> {step}")),
                 }
             }
-            ProgressEvent::Percent { step, percent } => {
-                let last = state.last_percent.get(&step).copied();
+            ProgressEvent::Steps {
+                step,
+                done,
+                total,
+                current,
+            } => {
                 if self.terminal {
-                    overwrite(&mut state, &mut err, &format!("    {step}: {percent:>3}%"));
-                } else if last.is_none_or(|l| percent / 10 > l / 10) {
-                    let _ = writeln!(err, "    {step}: {percent}%");
+                    let bar = state.bar(&step, steps_style);
+                    bar.set_length(total);
+                    bar.set_position(done);
+                    if let Some(current) = current {
+                        bar.set_message(current);
+                    }
+                } else if state.new_tenth(&step, done, total) {
+                    let current = current.map(|c| format!(" {c}")).unwrap_or_default();
+                    state.line(&format!("    {step}: [{done}/{total}]{current}"));
                 }
-                state.last_percent.insert(step, percent);
             }
             ProgressEvent::Bytes { step, done, total } => {
+                let total = total.filter(|t| *t > 0);
+                if self.terminal {
+                    let bar = state.bar(&step, || bytes_style(total.is_some()));
+                    if let Some(total) = total {
+                        bar.set_length(total);
+                    }
+                    bar.set_position(done);
+                    return;
+                }
                 let started = *state
                     .started
                     .entry(step.clone())
                     .or_insert_with(Instant::now);
+                // Without a total, a line per 64 MiB.
+                let (key_done, key_total) = match total {
+                    Some(total) => (done, total),
+                    None => ((done >> 26).min(9), 10),
+                };
+                if !state.new_tenth(&step, key_done, key_total) {
+                    return;
+                }
                 let seconds = started.elapsed().as_secs_f64().max(1e-3);
                 let rate = done as f64 / seconds;
                 let mut line = format!("    {step}: {}", human_bytes(done));
-                let mut percent = None;
-                if let Some(total) = total.filter(|t| *t > 0) {
+                if let Some(total) = total {
                     line.push_str(&format!(" / {}", human_bytes(total)));
-                    percent = Some((done.min(total) * 100 / total) as u8);
                 }
                 line.push_str(&format!(", {}/s", human_bytes(rate as u64)));
                 if let Some(total) = total
@@ -103,25 +167,19 @@ impl Progress for StderrProgress {
                 {
                     line.push_str(&format!(", ETA {:.0} s", (total - done) as f64 / rate));
                 }
-                if self.terminal {
-                    overwrite(&mut state, &mut err, &line);
-                } else {
-                    let key = percent.unwrap_or((done >> 26).min(255) as u8);
-                    let last = state.last_percent.get(&step).copied();
-                    if last.is_none_or(|l| key / 10 > l / 10) {
-                        let _ = writeln!(err, "{line}");
-                        state.last_percent.insert(step, key);
-                    }
-                }
+                state.line(&line);
             }
             ProgressEvent::Finished { step } => {
-                end_in_place(&mut state, &mut err);
+                if let Some(bar) = state.bars.remove(&step) {
+                    bar.finish_and_clear();
+                }
+                state.last_tenth.remove(&step);
                 let elapsed = state
                     .started
                     .remove(&step)
                     .map(|t| format!(" in {:.1} s", t.elapsed().as_secs_f64()))
                     .unwrap_or_default();
-                let _ = writeln!(err, "    done: {step}{elapsed}");
+                state.line(&format!("    done: {step}{elapsed}"));
             }
         }
     }

@@ -714,12 +714,18 @@ pub enum ProgressEvent {
         /// Extra detail, e.g. the log file.
         detail: Option<String>,
     },
-    /// A step advanced.
-    Percent {
+    /// Build steps done, from the build tool's own counter: ninja's `[n/m]`, or make's
+    /// `[ p%]` as p of 100; `current` is what the line says is being built
+    /// (`Building CXX object …/server.cpp.o`).
+    Steps {
         /// What.
         step: String,
-        /// 0-100.
-        percent: u8,
+        /// Steps done.
+        done: u64,
+        /// Steps in all.
+        total: u64,
+        /// What is being built now, when the line says.
+        current: Option<String>,
     },
     /// Bytes moved so far (downloads).
     Bytes {
