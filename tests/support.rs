@@ -119,6 +119,7 @@ pub fn orchctl(cache: &Path) -> Command {
 }
 
 /// How an `orchctl` run ended and what it printed.
+#[derive(Debug)]
 pub struct Outcome {
     /// Exit code (-1 when killed by a signal).
     pub code: i32,

@@ -168,3 +168,37 @@ fn up_refuses_a_pool_id_or_a_port_held_by_an_engine_of_another_config_file() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Four `up` of one pool at once: the per-pool lock lets one start it; the others wait for it,
+/// then find it running (exit 14). Exactly one engine runs, and `down` stops it.
+#[test]
+fn concurrent_ups_of_one_pool_start_exactly_one_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let port = free_port();
+    let config = write_config(dir.path(), "one.yaml", "one", port);
+    // Install once first, so that the four race on `up` itself.
+    assert_eq!(orch(&cache, &["engine", "prepare"], &config, "one").code, 0);
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| orch(&cache, &["engine", "up", "--json"], &config, "one")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut codes: Vec<i32> = outcomes.iter().map(|o| o.code).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, vec![0, 14, 14, 14], "{outcomes:#?}");
+    let started: Vec<&Outcome> = outcomes.iter().filter(|o| o.code == 0).collect();
+    let up: serde_json::Value = serde_json::from_str(&started[0].stdout).unwrap();
+    let pid = up["pid"].as_u64().unwrap() as u32;
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| o.code == 14)
+            .all(|o| o.stderr.contains("already running") || o.stderr.contains(&pid.to_string())),
+        "{outcomes:#?}"
+    );
+    let down = orch(&cache, &["engine", "down"], &config, "one");
+    assert_eq!(down.code, 0, "{down:?}");
+    assert!(!adapters_host::group_alive(pid), "the one engine was stopped");
+}

@@ -688,6 +688,7 @@ impl BinaryInstaller for BinaryArtifactInstaller {
 
         // Warm path: no lock, no network, no process.
         if let Some(installed) = root.lookup(&key, &is_valid) {
+            sweep_downloads(&install_root.join(DOWNLOADS_DIR), &key);
             self.report(ProgressEvent::Note {
                 message: format!(
                     "{} {key} is installed at {} (cache hit)",
@@ -728,6 +729,27 @@ impl BinaryInstaller for BinaryArtifactInstaller {
         }
         let cache_hit = !installed.fresh;
         Ok(Self::artifact(installed, cache_hit))
+    }
+}
+
+/// Removes what a run killed after its install was committed left in `downloads/` for `key`
+/// (the verified download, a partial one): once `key` is installed, nothing resumes them.
+fn sweep_downloads(downloads: &Path, key: &str) {
+    let Ok(entries) = std::fs::read_dir(downloads) else {
+        return;
+    };
+    let prefix = format!("{key}.");
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(&prefix))
+        {
+            let path = entry.path();
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot remove a leftover download");
+            }
+        }
     }
 }
 

@@ -707,3 +707,37 @@ async fn a_server_that_cannot_answer_help_gets_no_probed_option() {
         "{notes:?}"
     );
 }
+
+/// A run killed after its install was committed (metadata written) but before it cleaned up
+/// leaves its staging directory and its download; the next warm call removes both.
+#[tokio::test]
+async fn leftovers_of_a_run_killed_after_its_commit_are_removed_by_the_next_call() {
+    let setup = Setup::new().await;
+    let archive = engine_archive(VERSION, 0);
+    setup.server.file("/engine.tar.gz", &archive, true);
+    let spec = setup.spec("/engine.tar.gz", &archive);
+    let key = install_key(&spec);
+    setup.installer.ensure_installed(&spec).await.unwrap();
+
+    // What the last window leaves: a dead process's staging dir, the download, a partial one.
+    let stale = setup
+        .install_root()
+        .join(".staging")
+        .join(format!("{key}.4294967.deadbeef"));
+    std::fs::create_dir_all(stale.join("work")).unwrap();
+    std::fs::write(stale.join("work/big"), vec![0u8; 1024]).unwrap();
+    let downloads = setup.install_root().join("downloads");
+    std::fs::write(downloads.join(format!("{key}.tar.gz")), &archive).unwrap();
+    std::fs::write(downloads.join(format!("{key}.tar.gz.partial")), b"x").unwrap();
+    // Another key's files are not this call's business.
+    std::fs::write(downloads.join("sha256-0000000000000000.tar.gz.partial"), b"y").unwrap();
+
+    let again = setup.installer.ensure_installed(&spec).await.unwrap();
+    assert!(again.cache_hit);
+    assert!(!stale.exists(), "the dead run's staging is gone");
+    let left: Vec<String> = std::fs::read_dir(&downloads)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(left, vec!["sha256-0000000000000000.tar.gz.partial".to_string()]);
+}

@@ -128,7 +128,43 @@ impl InstallRoot {
             metadata_file,
             fresh: false,
         };
-        is_valid(&installed).then_some(installed)
+        if !is_valid(&installed) {
+            return None;
+        }
+        self.sweep_dead_staging(key);
+        Some(installed)
+    }
+
+    /// Removes what an install of `key` killed after its commit (metadata written, staging not
+    /// yet removed) left in `.staging/`: directories of `key` whose process is gone. Called on
+    /// the warm path, so a crash in the last window leaves nothing for long; a live process's
+    /// directory is never touched. Failures are traced, never returned.
+    fn sweep_dead_staging(&self, key: &str) {
+        let staging_root = self.root.join(".staging");
+        let Ok(entries) = std::fs::read_dir(&staging_root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|name| is_staging_of(name, key)) else {
+                continue;
+            };
+            let pid = name[key.len() + 1..]
+                .split('.')
+                .next()
+                .and_then(|pid| pid.parse::<u32>().ok());
+            let alive = pid.is_some_and(|pid| {
+                pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if alive {
+                continue;
+            }
+            let path = entry.path();
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed the staging directory of a finished install that was interrupted"),
+                Err(error) => tracing::warn!(path = %path.display(), %error, "cannot remove a stale staging directory"),
+            }
+        }
     }
 
     /// Installs `key` unless a valid install exists: lock, re-check, clean up stale staging, build

@@ -4,10 +4,17 @@
 //! Each pool's engine runs detached in its own process group with exactly the prepared
 //! environment plus the variables of its env file. What was started is recorded in
 //! `<run_dir>/<pool>.json` (and the pid in `<run_dir>/<pool>.pid`), and its output goes to
-//! `<run_dir>/<pool>.log`. A recorded process counts as alive only while `/proc/<pid>/exe` still
-//! resolves to the recorded binary, so a reused pid is never mistaken for the engine (nor
-//! signalled). An engine started on a free port (`0`) has the port it bound found and recorded
-//! before its readiness is probed.
+//! `<run_dir>/<pool>.log`. A recorded process counts as alive only while the process with its pid
+//! has the start time recorded when it was spawned (`/proc/<pid>/stat`), so a reused pid is never
+//! mistaken for the engine (nor signalled), and an engine that is a script or a wrapper (whose
+//! `/proc/<pid>/exe` is an interpreter) is still known. An engine started on a free port (`0`) has
+//! the port it bound found and recorded before its readiness is probed.
+//!
+//! Crash consistency: the record that lets a later call find the engine is made durable before
+//! the engine exists. `start` writes an intent record (no pid yet, a launch nonce), spawns the
+//! engine with the nonce in its environment (`LLAMA_ORCH_LAUNCH`), then writes the pid and start
+//! time. A record left with no pid (the caller was killed in between) is resolved by the next
+//! call: the process whose environment holds the nonce is adopted, or the record is dropped.
 //!
 //! The run dir is shared by every configuration file: a record names the file its engine was
 //! started from, and `start` refuses a pool id whose engine runs (from this file or another) and
@@ -36,6 +43,10 @@ const LOG_TAIL_LINES: usize = 20;
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Largest response body read from the engine.
 const MAX_BODY: u64 = 1024 * 1024;
+
+/// The variable that carries a launch's nonce into the engine's environment, so that a start
+/// interrupted before its pid was recorded can be found in `/proc/*/environ`.
+pub const LAUNCH_VARIABLE: &str = "LLAMA_ORCH_LAUNCH";
 
 /// Starts, checks and stops engines on this host, one per pool.
 #[derive(Debug, Clone)]
@@ -77,6 +88,15 @@ pub struct RunState {
     /// versions that did not keep it, and for engines started without one.
     #[serde(default)]
     pub config: Option<PathBuf>,
+    /// The process's start time (`/proc/<pid>/stat` field 22, clock ticks after boot): what
+    /// proves that `pid` is still the process that was spawned. `None` in records of versions
+    /// that did not keep it (the binary is compared instead).
+    #[serde(default)]
+    pub start_ticks: Option<u64>,
+    /// The launch nonce the engine got in its environment ([`LAUNCH_VARIABLE`]); a record with
+    /// `pid` 0 is an intent whose outcome is found through it.
+    #[serde(default)]
+    pub launch: Option<String>,
 }
 
 impl RunState {
@@ -155,6 +175,32 @@ impl Supervisor {
             })
     }
 
+    /// The recorded state of a pool's engine with an interrupted start resolved: an intent
+    /// record (no pid) adopts the process that carries its launch nonce, with its pid and start
+    /// time written down, or is removed when no such process exists.
+    pub fn current(&self, pool_id: &str) -> Result<Option<RunState>> {
+        let Some(mut state) = self.read_state(pool_id)? else {
+            return Ok(None);
+        };
+        if state.pid != 0 {
+            return Ok(Some(state));
+        }
+        let found = state.launch.as_deref().and_then(find_launch);
+        match found {
+            Some(pid) => {
+                state.pid = pid;
+                state.start_ticks = start_ticks(pid);
+                self.write_records(&state)?;
+                tracing::info!(pool = pool_id, pid, "adopted an engine whose start was interrupted");
+                Ok(Some(state))
+            }
+            None => {
+                self.remove_records(pool_id)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// The records of every other pool whose engine runs now (any configuration file).
     fn running_others(&self, pool_id: &str) -> Vec<RunState> {
         let Ok(entries) = fs::read_dir(&self.run_dir) else {
@@ -168,8 +214,8 @@ impl Supervisor {
                     return None;
                 }
                 // Another pool's unreadable record is its own problem, not this start's.
-                let state = self.read_state(other).ok()??;
-                is_running(state.pid, &state.bin).then_some(state)
+                let state = self.current(other).ok()??;
+                alive(&state).then_some(state)
             })
             .collect();
         running.sort_by(|a, b| a.pool_id.cmp(&b.pool_id));
@@ -188,8 +234,8 @@ impl Supervisor {
         config: Option<&Path>,
     ) -> Result<()> {
         check_pool(pool_id)?;
-        if let Some(previous) = self.read_state(pool_id)?
-            && is_running(previous.pid, &previous.bin)
+        if let Some(previous) = self.current(pool_id)?
+            && alive(&previous)
         {
             return Err(already_running(previous, config));
         }
@@ -255,8 +301,8 @@ impl Supervisor {
         }
         fs::create_dir_all(&self.run_dir).map_err(|e| Error::io("create", &self.run_dir, e))?;
 
-        if let Some(previous) = self.read_state(pool)? {
-            if is_running(previous.pid, &previous.bin) {
+        if let Some(previous) = self.current(pool)? {
+            if alive(&previous) {
                 return Err(already_running(previous, config));
             }
             self.remove_records(pool)?;
@@ -290,22 +336,17 @@ impl Supervisor {
         let log = self.log_file(pool);
         rotate_log(&log)?;
         create_private(&log)?;
-        let pid = spawn_detached(&DetachedSpec {
-            program: bin.clone(),
-            args: prepared.args.clone(),
-            env,
-            cwd: workdir.clone(),
-            log: log.clone(),
-        })?;
-        let state = RunState {
+        let launch = launch_nonce(pool);
+        env.insert(LAUNCH_VARIABLE.to_string(), launch.clone());
+        let mut state = RunState {
             pool_id: pool.to_string(),
-            pid,
+            pid: 0,
             bin: bin.clone(),
             args: prepared.args.clone(),
             ports: prepared.ports.clone(),
             env_file: prepared.env_file.clone(),
             engine_version: prepared.engine_version.clone(),
-            log_file: log,
+            log_file: log.clone(),
             started_at_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -321,10 +362,31 @@ impl Supervisor {
                 .map(|(key, value)| (key.clone(), value.clone()))
                 .collect(),
             config: config.map(absolute_config),
+            start_ticks: None,
+            launch: Some(launch),
         };
+        // Intent first (written and synced): a caller killed after the spawn leaves a record
+        // through which the next call finds the engine.
+        self.write_records(&state)?;
+        let pid = match spawn_detached(&DetachedSpec {
+            program: bin.clone(),
+            args: prepared.args.clone(),
+            env,
+            cwd: workdir.clone(),
+            log: log.clone(),
+        }) {
+            Ok(pid) => pid,
+            Err(error) => {
+                let _ = self.remove_records(pool);
+                return Err(error);
+            }
+        };
+        state.pid = pid;
+        state.start_ticks = start_ticks(pid);
         if let Err(error) = self.write_records(&state) {
             // An engine nobody knows about could never be stopped with `down`.
             kill_group(pid, Signal::SIGKILL);
+            let _ = self.remove_records(pool);
             return Err(error);
         }
         tracing::info!(pool, pid, "engine started");
@@ -372,6 +434,12 @@ impl Supervisor {
             let url = loopback_url(probe.port, &probe.path);
             let last = if self.resolve_ports(state).await? {
                 match http_get(probe.port, &probe.path, key.as_ref(), false).await {
+                    Ok((status, _)) if status == probe.status && !owns_port(state, probe.port) => {
+                        format!(
+                            "answered {status}, but from a process that is not this engine (pid {}) or its children",
+                            state.pid
+                        )
+                    }
                     Ok((status, _)) if status == probe.status => return Ok(()),
                     Ok((status, _)) => format!("answered {status}"),
                     Err(error) => error,
@@ -379,7 +447,7 @@ impl Supervisor {
             } else {
                 "the engine has not bound a port yet".to_string()
             };
-            if !is_running(state.pid, &state.bin) {
+            if !alive(state) {
                 let tail = log_tail(&state.log_file, LOG_TAIL_LINES);
                 return Err(Error::Engine {
                     pool: state.pool_id.clone(),
@@ -458,13 +526,13 @@ impl Supervisor {
     /// Stops a pool's engine: SIGTERM to its process group, up to `grace` to exit, then SIGKILL.
     /// Returns `false` when nothing was recorded for the pool.
     pub async fn stop(&self, pool_id: &str, grace: Duration) -> Result<bool> {
-        let Some(state) = self.read_state(pool_id)? else {
+        let Some(state) = self.current(pool_id)? else {
             // A stray pid file cannot be verified against a binary: drop it, signal nothing.
             remove_if_exists(&self.pid_file(pool_id))?;
             return Ok(false);
         };
         let pgid = state.pid;
-        if is_running(pgid, &state.bin) {
+        if alive(&state) {
             kill_group(pgid, Signal::SIGTERM);
             let exited = wait_for_group_exit(pgid, grace).await;
             if !exited {
@@ -489,10 +557,10 @@ impl Supervisor {
 
     /// The recorded engine of a pool and whether it is alive and ready; `None` if none recorded.
     pub async fn status(&self, pool_id: &str) -> Result<Option<Status>> {
-        let Some(state) = self.read_state(pool_id)? else {
+        let Some(state) = self.current(pool_id)? else {
             return Ok(None);
         };
-        let alive = is_running(state.pid, &state.bin);
+        let alive = alive(&state);
         // A key that cannot be read now makes the probe go without one (and fail).
         let key = probe_key(&state).ok().flatten();
         let ready = alive
@@ -669,6 +737,74 @@ fn check_pool(pool_id: &str) -> Result<()> {
 }
 
 /// Whether `pid` runs the program `bin` (a reused pid runs something else; a zombie nothing).
+/// Whether the recorded engine still runs: the process with its pid has the recorded start
+/// time (any program: a wrapper script counts), or, for records without one, runs the recorded
+/// binary. An intent record (pid 0) is not running.
+fn alive(state: &RunState) -> bool {
+    if state.pid == 0 {
+        return false;
+    }
+    match state.start_ticks {
+        Some(ticks) if Path::new("/proc/self/stat").exists() => start_ticks(state.pid) == Some(ticks),
+        _ => is_running(state.pid, &state.bin),
+    }
+}
+
+/// Whether the process answering on `port` is the engine: for a native engine, a member of its
+/// process group listens on it (`/proc`'s sockets); a container run is answered through the
+/// runtime's port forwarding (a rootful runtime has no listening process), so its container is
+/// checked by `status` instead. Without procfs nothing can be told, and the answer counts.
+fn owns_port(state: &RunState, port: u16) -> bool {
+    if container_name(state).is_some() || !Path::new("/proc/net/tcp").exists() {
+        return true;
+    }
+    listening_ports(state.pid).contains(&port)
+}
+
+/// Field 22 of `/proc/<pid>/stat` (`starttime`, clock ticks after boot); the fields are counted
+/// after the command name's closing parenthesis, since the name may hold spaces (proc(5)).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after) = text.rsplit_once(')')?;
+    // `after` starts with field 3 (state); starttime is field 22.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A nonce for one launch: the pool, this process, and the time in nanoseconds.
+fn launch_nonce(pool: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{pool}-{}-{nanos:x}", std::process::id())
+}
+
+/// The process group leader whose environment holds `LLAMA_ORCH_LAUNCH=<nonce>` (the engine we
+/// spawned; its children inherit the variable, so the lowest pid that leads its group wins).
+fn find_launch(nonce: &str) -> Option<u32> {
+    let wanted = format!("{LAUNCH_VARIABLE}={nonce}");
+    let mut found: Vec<u32> = fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|byte| *byte == 0)
+                    .any(|entry| entry == wanted.as_bytes())
+            })
+        })
+        .collect();
+    found.sort_unstable();
+    let leader = found.iter().copied().find(|pid| {
+        i32::try_from(*pid).is_ok_and(|raw| {
+            nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(raw)))
+                .is_ok_and(|pgid| pgid.as_raw() == raw)
+        })
+    });
+    leader.or_else(|| found.first().copied())
+}
+
 fn is_running(pid: u32, bin: &Path) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return false;

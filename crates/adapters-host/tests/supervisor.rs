@@ -575,3 +575,145 @@ fn records_of_older_versions_without_a_config_file_still_read() {
     assert_eq!(state.config, None);
     assert_eq!(state.held_ports(), vec![8080]);
 }
+
+/// An engine that is a shell script around the server (as distribution packages and container
+/// entrypoints ship them): `/proc/<pid>/exe` is the shell, yet it is the process we spawned.
+#[tokio::test]
+async fn an_engine_that_is_a_wrapper_script_is_known_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("llama-server");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# a wrapper that stays the parent of the server\n{} \"$@\"\n",
+            env!("CARGO_BIN_EXE_fake-engine")
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let mut engine = fake_engine("wrapped", port, dir.path());
+    engine.bin = Some(wrapper);
+    let supervisor = Supervisor::new(dir.path().join("run"));
+    let mut state = supervisor.start(&engine).unwrap();
+    supervisor
+        .wait_ready(&mut state, Duration::from_secs(20))
+        .await
+        .expect("a wrapper that serves is ready, not dead");
+    let status = supervisor.status("wrapped").await.unwrap().unwrap();
+    assert!(status.alive && status.ready, "{status:?}");
+    assert!(supervisor.stop("wrapped", Duration::from_secs(5)).await.unwrap());
+    assert!(!group_alive(state.pid));
+}
+
+/// A start interrupted after the spawn and before the pid was written leaves an intent record;
+/// the next call finds the engine by its launch nonce, adopts it, and `down` stops it.
+#[tokio::test]
+async fn an_interrupted_start_is_adopted_through_its_launch_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let supervisor = Supervisor::new(&run);
+    let port = free_port();
+    let engine = fake_engine("interrupted", port, dir.path());
+    let mut state = supervisor.start(&engine).unwrap();
+    let pid = state.pid;
+    supervisor
+        .wait_ready(&mut state, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(state.launch.is_some() && state.start_ticks.is_some());
+
+    // What a kill between spawn and confirmation leaves: the intent, no pid.
+    let mut intent = state.clone();
+    intent.pid = 0;
+    intent.start_ticks = None;
+    fs::write(
+        supervisor.state_file("interrupted"),
+        serde_json::to_vec(&intent).unwrap(),
+    )
+    .unwrap();
+    fs::remove_file(supervisor.pid_file("interrupted")).unwrap();
+
+    let status = supervisor.status("interrupted").await.unwrap().unwrap();
+    assert_eq!(status.state.pid, pid, "adopted by its nonce");
+    assert!(status.alive && status.ready, "{status:?}");
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&fs::read(supervisor.state_file("interrupted")).unwrap()).unwrap();
+    assert_eq!(recorded["pid"], pid, "the adoption is written down");
+    assert!(supervisor.stop("interrupted", Duration::from_secs(5)).await.unwrap());
+    assert!(!group_alive(pid));
+
+    // An intent whose engine never started is dropped: nothing runs, the pool can start.
+    fs::write(
+        supervisor.state_file("interrupted"),
+        serde_json::to_vec(&intent).unwrap(),
+    )
+    .unwrap();
+    assert!(supervisor.status("interrupted").await.unwrap().is_none());
+    assert!(!supervisor.state_file("interrupted").exists());
+}
+
+/// A pid that was reused by another process after the engine exited is not the engine: the
+/// start time differs.
+#[test]
+fn a_record_whose_start_time_differs_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(dir.path());
+    let engine = fake_engine("reused", free_port(), dir.path());
+    let mut state = supervisor.start(&engine).unwrap();
+    let pid = state.pid;
+    state.start_ticks = state.start_ticks.map(|t| t + 1);
+    fs::write(
+        supervisor.state_file("reused"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime
+        .block_on(supervisor.status("reused"))
+        .unwrap()
+        .unwrap();
+    assert!(!status.alive, "another start time is another process");
+    // Clean up the real one.
+    adapters_host::kill_group(pid, adapters_host::process::Signal::SIGKILL);
+}
+
+/// Readiness proves the answer comes from the engine we spawned: another process answering on
+/// the port (a second `up` whose own engine died on `bind`) does not make it ready.
+#[tokio::test]
+async fn an_answer_from_another_process_on_the_port_is_not_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Our "engine" never listens.
+    let sleep = locate("sleep").expect("sleep on PATH").path;
+    let mut engine = prepared(
+        "impostor",
+        sleep,
+        vec!["30".to_string()],
+        BTreeMap::new(),
+        port,
+        dir.path(),
+    );
+    engine.metadata.readiness.timeout_seconds = 2;
+    let supervisor = Supervisor::new(dir.path().join("run"));
+    let mut state = supervisor.start(&engine).unwrap();
+    // Someone else answers on the port.
+    let other = Supervisor::new(dir.path().join("other-run"));
+    let mut answering = other
+        .start(&fake_engine("answering", port, dir.path()))
+        .unwrap();
+    other
+        .wait_ready(&mut answering, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let error = supervisor
+        .wait_ready(&mut state, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("not this engine"),
+        "{error}"
+    );
+    supervisor.stop("impostor", Duration::from_secs(1)).await.unwrap();
+    other.stop("answering", Duration::from_secs(5)).await.unwrap();
+}

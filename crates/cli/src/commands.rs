@@ -292,6 +292,8 @@ fn launch_ports(steps: &[Step]) -> Vec<u16> {
 pub async fn up(settings: &Settings, target: &Target, progress: Arc<dyn Progress>) -> Result<()> {
     let pool = load_pool(target, progress.as_ref())?;
     refuse_external(settings, target, &pool, "up")?;
+    // One `up` or `down` of a pool at a time; the checks below run once it is ours.
+    let _lock = pool_lock(settings, pool.id.as_str(), progress.as_ref()).await?;
     let supervisor = Supervisor::new(settings.layout().run_dir);
     let provisioner = provisioner(settings, progress.clone());
     // Before a prepare that may build for minutes: what a running engine holds. `start`
@@ -358,6 +360,34 @@ pub async fn up(settings: &Settings, target: &Target, progress: Arc<dyn Progress
     Ok(())
 }
 
+/// Serialises `up` and `down` of one pool across processes: `<run_dir>/<pool>.lock`, holding
+/// the holder's pid. A caller that finds it taken says whose it is and waits (the kernel
+/// releases it when its holder exits, even by SIGKILL), then re-checks what runs.
+async fn pool_lock(
+    settings: &Settings,
+    pool: &str,
+    progress: &dyn Progress,
+) -> Result<adapters_host::FileLock> {
+    let path = provisioner_core::RunRecord::Lock.path(&settings.layout().run_dir, pool);
+    let lock = adapters_host::FileLock::acquire(&path, || {
+        let holder = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        progress.report(ProgressEvent::Note {
+            message: match holder {
+                Some(pid) => format!(
+                    "waiting for pid {pid}, which is starting or stopping pool {pool}"
+                ),
+                None => format!("waiting for another orchctl starting or stopping pool {pool}"),
+            },
+        });
+    })
+    .await?;
+    // Whose it is, for those who wait (the lock is on the open file, not its content).
+    let _ = std::fs::write(&path, format!("{}\n", std::process::id()));
+    Ok(lock)
+}
+
 /// `orchctl engine down`; returns whether something was stopped.
 pub async fn down(
     settings: &Settings,
@@ -367,6 +397,7 @@ pub async fn down(
 ) -> Result<bool> {
     let pool = load_pool(target, progress.as_ref())?;
     refuse_external(settings, target, &pool, "down")?;
+    let _lock = pool_lock(settings, pool.id.as_str(), progress.as_ref()).await?;
     let id = pool.id.to_string();
     let stopped = Supervisor::new(settings.layout().run_dir)
         .stop(&id, grace)

@@ -63,7 +63,7 @@ impl Layout {
 
 /// What a supervisor keeps about a pool's engine directly in the run dir, next to the pool's
 /// private directory `<run_dir>/<pool>/` (the env file): `<pool>.json`, `<pool>.pid`,
-/// `<pool>.log` and the previous run's `<pool>.log.1`. Pool ids may hold `.`, so pool `a` and
+/// `<pool>.log`, the previous run's `<pool>.log.1`, and `<pool>.lock` (taken by `up`/`down`). Pool ids may hold `.`, so pool `a` and
 /// pool `a.log` would share a path: the config check refuses such pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunRecord {
@@ -75,15 +75,18 @@ pub enum RunRecord {
     Log,
     /// The previous run's output.
     PreviousLog,
+    /// Taken by `up` and `down` of the pool (holds the holder's pid).
+    Lock,
 }
 
 impl RunRecord {
     /// Every record.
-    pub const ALL: [RunRecord; 4] = [
+    pub const ALL: [RunRecord; 5] = [
         RunRecord::State,
         RunRecord::Pid,
         RunRecord::Log,
         RunRecord::PreviousLog,
+        RunRecord::Lock,
     ];
 
     /// What follows `<pool>` in the file name.
@@ -93,6 +96,7 @@ impl RunRecord {
             RunRecord::Pid => ".pid",
             RunRecord::Log => ".log",
             RunRecord::PreviousLog => ".log.1",
+            RunRecord::Lock => ".lock",
         }
     }
 
@@ -103,6 +107,7 @@ impl RunRecord {
             RunRecord::Pid => "pid file",
             RunRecord::Log => "log",
             RunRecord::PreviousLog => "previous log",
+            RunRecord::Lock => "lock",
         }
     }
 
