@@ -519,10 +519,28 @@ impl Job {
                 Some("check that the local mirror holds the file".to_string()),
             )
         })?;
-        let size = file
+        let metadata = file
             .metadata()
-            .map_err(|e| Error::io("inspect", &source, e))?
-            .len();
+            .map_err(|e| Error::io("inspect", &source, e))?;
+        let size = metadata.len();
+        // The copy is never more readable than its source (a mirror file of mode 0600 stays
+        // 0600).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let current = transfer
+                .file
+                .metadata()
+                .map_err(|e| Error::io("inspect", &transfer.path, e))?
+                .permissions()
+                .mode();
+            let narrowed = current & metadata.permissions().mode() & 0o777;
+            if narrowed != current & 0o777 {
+                transfer
+                    .file
+                    .set_permissions(std::fs::Permissions::from_mode(narrowed))
+                    .map_err(|e| Error::io("chmod", &transfer.path, e))?;
+            }
+        }
         transfer.total = Some(size);
         if self.request.max_bytes.is_some_and(|max| size > max) {
             return Err(self.too_large(transfer, Some(size)));

@@ -484,13 +484,18 @@ impl BinaryArtifactInstaller {
         })
         .await
         .map_err(|error| Error::data("unpack", plan.download.clone(), error))?
-        .map_err(|error| match error {
-            // Name what the user configured, not our download file.
-            Error::HostileArchive { message, .. } => Error::HostileArchive {
-                archive: spec.url.to_string(),
-                message,
-            },
-            other => other,
+        .map_err(|error| {
+            // An archive that cannot be unpacked is not kept for a later run: resuming is for
+            // interrupted transfers only.
+            let _ = std::fs::remove_file(&plan.download);
+            match error {
+                // Name what the user configured, not our download file.
+                Error::HostileArchive { message, .. } => Error::HostileArchive {
+                    archive: spec.url.to_string(),
+                    message,
+                },
+                other => other,
+            }
         })?;
         self.report(ProgressEvent::Finished { step });
 
@@ -640,7 +645,9 @@ impl InstalledServer<'_> {
         command
     }
 
-    /// `<executable> <args>` of the install under `out`.
+    /// `<executable> <args>` of the install under `out`. Of this process's environment it
+    /// inherits the base list only ([`provisioner_core::BASE_ENV`]), like every probe of an
+    /// installed server; `LD_LIBRARY_PATH` is passed explicitly.
     fn command_in(&self, out: &Path, args: &[String]) -> CommandSpec {
         let mut paths: Vec<String> = self
             .library_dirs

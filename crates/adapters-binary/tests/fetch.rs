@@ -594,3 +594,20 @@ async fn redirect_targets_are_checked_against_the_policy() {
         .unwrap();
     assert_eq!(fetched.bytes, 100);
 }
+
+#[tokio::test]
+async fn a_copy_is_never_more_readable_than_its_source() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new(1_000).await;
+    let source = setup.dir.path().join("private.bin");
+    std::fs::write(&source, &setup.body).unwrap();
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!("file://{}", source.display());
+    setup
+        .fetcher
+        .fetch(&request(url, &setup.dest(), Some(sha256(&setup.body))))
+        .await
+        .unwrap();
+    let mode = std::fs::metadata(setup.dest()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the copy of a 0600 file is 0600, got {mode:o}");
+}

@@ -367,6 +367,11 @@ async fn a_hostile_archive_installs_nothing() {
     assert!(setup.staging_leftovers().is_empty());
     assert!(!setup.root.path().join("escape").exists());
     assert_eq!(setup.shell.count(), 0);
+    // Nothing of it is kept for a later run: resuming is for interrupted transfers only.
+    let downloads: Vec<_> = std::fs::read_dir(setup.install_root().join("downloads"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(downloads.is_empty(), "{downloads:?}");
 }
 
 #[tokio::test]
