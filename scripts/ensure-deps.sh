@@ -4,7 +4,8 @@
 # mode), docker-registry and apache2-utils (a loopback OCI registry with htpasswd auth),
 # busybox-static (small test images), dpkg-dev (a local apt repository), pacman-package-manager
 # and libarchive-tools (pacman into an alternative root), sudo (the package tests run installs
-# as users with and without passwordless sudo).
+# as users with and without passwordless sudo), strace (the kill trials slow fsync down to widen
+# the window between spawning an engine and recording it).
 # As root it runs apt-get directly, otherwise through `sudo -n`; if neither works it prints the
 # exact command and stops.
 set -euo pipefail
@@ -25,6 +26,7 @@ check dpkg-scanpackages dpkg-dev
 check pacman pacman-package-manager
 check bsdtar libarchive-tools
 check sudo sudo
+check strace strace
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 [ ${#need[@]} -eq 0 ] && exit 0
 command -v apt-get >/dev/null || {

@@ -155,7 +155,7 @@ fn llama_orch_files_check_and_plan_for_every_pool() {
         "{}",
         plan.stdout
     );
-    assert!(plan.stdout.contains("Stage the model hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf (a hf: reference, staged at prepare)."), "{}", plan.stdout);
+    assert!(plan.stdout.contains("Stage the model hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf (a hf: reference, resolved at prepare)."), "{}", plan.stdout);
     assert!(
         plan.stdout
             .contains("(commit resolved at prepare), with its submodules."),
@@ -228,22 +228,34 @@ fn llama_orch_files_check_and_plan_for_every_pool() {
     assert!(args.windows(2).any(|w| w == ["--mount", "type=bind,source=/srv/models/Qwen2.5-0.5B-Instruct,target=/models/Qwen2.5-0.5B-Instruct,readonly"]), "{args:?}");
 }
 
+/// The design card's pool names its model on the Hugging Face Hub: it plans without the
+/// network, and a prepare under `HF_HUB_OFFLINE=1` with nothing staged says so (exit 8) and
+/// contacts nothing. (`tests/e2e_hf.rs` runs such a pool end to end against a loopback hub.)
 #[test]
-fn a_pool_with_a_scheme_not_staged_yet_plans_and_fails_at_prepare_with_exit_8() {
+fn the_design_cards_hub_model_plans_and_needs_staging_when_offline() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let config = write(dir.path(), DESIGN_CARD);
     let config = config.to_str().unwrap();
     let plan = run(&cache, &["engine", "plan", "--config", config]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
-    let prepare = run(&cache, &["engine", "prepare", "--config", config]);
-    assert_eq!(prepare.code, 8, "{}", prepare.stderr);
+    let output = tests::orchctl(&cache)
+        .args(["engine", "prepare", "--config", config])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", dir.path().join("hub"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(8), "{stderr}");
     assert!(
-        prepare
-            .stderr
-            .contains("the hf: scheme is not supported yet"),
-        "{}",
-        prepare.stderr
+        stderr.contains("hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF") && stderr.contains("HF_HUB_OFFLINE"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path()
+            .join("hub")
+            .join("models--Qwen--Qwen2.5-0.5B-Instruct-GGUF/snapshots")
+            .exists()
     );
 }
 

@@ -200,5 +200,8 @@ fn concurrent_ups_of_one_pool_start_exactly_one_engine() {
     );
     let down = orch(&cache, &["engine", "down"], &config, "one");
     assert_eq!(down.code, 0, "{down:?}");
-    assert!(!adapters_host::group_alive(pid), "the one engine was stopped");
+    assert!(
+        !adapters_host::group_alive(pid),
+        "the one engine was stopped"
+    );
 }

@@ -816,4 +816,93 @@ mod tests {
         assert_eq!(display_name(b"a\x1b[31mb"), "a\\u{1b}[31mb");
         assert_eq!(display_name(&[b'a'; 300]).chars().count(), 201);
     }
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Paths as an archive may write them: plain names, `.`, `..`, empty components, and
+        /// leading `/` or `./`.
+        fn path_text() -> impl Strategy<Value = String> {
+            let component = proptest::sample::select(vec![
+                "a", "b", "lib", "..", ".", "", "...", "..a", "a..", " ", "\\",
+            ]);
+            (
+                proptest::sample::select(vec!["", "/", "./", "//", "../"]),
+                proptest::collection::vec(component, 0..6),
+                any::<bool>(),
+            )
+                .prop_map(|(lead, parts, slash)| {
+                    format!("{lead}{}{}", parts.join("/"), if slash { "/" } else { "" })
+                })
+        }
+
+        /// Where `target`, read from the directory `dir` (relative to the destination), lands,
+        /// resolving `..` lexically; `None` when it climbs above the destination or is absolute.
+        fn lands(dir: &Path, target: &Path) -> Option<PathBuf> {
+            let mut at: Vec<_> = dir.components().collect();
+            for component in target.components() {
+                match component {
+                    Component::Prefix(_) | Component::RootDir => return None,
+                    Component::CurDir => {}
+                    Component::ParentDir => {
+                        at.pop()?;
+                    }
+                    Component::Normal(_) => at.push(component),
+                }
+            }
+            Some(at.iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// An accepted entry path is relative, made of plain names only, and stays under
+            /// the destination; one with `..` or a root is refused.
+            #[test]
+            fn accepted_entry_paths_stay_inside(raw in prop_oneof![path_text(), any::<String>()]) {
+                match relative_path(Path::new(&raw)) {
+                    Ok(Some(rel)) => {
+                        prop_assert!(rel.is_relative());
+                        prop_assert!(rel.components().all(|c| matches!(c, Component::Normal(_))));
+                        prop_assert!(lands(Path::new(""), &rel).is_some());
+                    }
+                    Ok(None) => prop_assert!(Path::new(&raw).components().all(|c| c == Component::CurDir)),
+                    Err(rule) => prop_assert!(!rule.is_empty()),
+                }
+                if Path::new(&raw).components().any(|c| matches!(c, Component::ParentDir | Component::RootDir)) {
+                    prop_assert!(relative_path(Path::new(&raw)).is_err());
+                }
+            }
+
+            /// A symbolic link target accepted for an accepted entry path never resolves above
+            /// the destination, and has no `..` after a name (so no other link can take it out).
+            #[test]
+            fn accepted_link_targets_never_escape(
+                raw in path_text(),
+                target in prop_oneof![3 => path_text(), 1 => any::<String>()],
+            ) {
+                let Ok(Some(rel)) = relative_path(Path::new(&raw)) else {
+                    return Ok(());
+                };
+                let target = Path::new(&target);
+                if check_symlink_target(&rel, target).is_ok() {
+                    let dir = rel.parent().unwrap_or(Path::new(""));
+                    prop_assert!(lands(dir, target).is_some(), "{:?} -> {:?}", rel, target);
+                    let mut named = false;
+                    for component in target.components() {
+                        match component {
+                            Component::Normal(_) => named = true,
+                            Component::ParentDir => prop_assert!(!named, "{:?}", target),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -608,6 +608,10 @@ async fn a_copy_is_never_more_readable_than_its_source() {
         .fetch(&request(url, &setup.dest(), Some(sha256(&setup.body))))
         .await
         .unwrap();
-    let mode = std::fs::metadata(setup.dest()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(setup.dest())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "the copy of a 0600 file is 0600, got {mode:o}");
 }

@@ -735,7 +735,11 @@ async fn leftovers_of_a_run_killed_after_its_commit_are_removed_by_the_next_call
     std::fs::write(downloads.join(format!("{key}.tar.gz")), &archive).unwrap();
     std::fs::write(downloads.join(format!("{key}.tar.gz.partial")), b"x").unwrap();
     // Another key's files are not this call's business.
-    std::fs::write(downloads.join("sha256-0000000000000000.tar.gz.partial"), b"y").unwrap();
+    std::fs::write(
+        downloads.join("sha256-0000000000000000.tar.gz.partial"),
+        b"y",
+    )
+    .unwrap();
 
     let again = setup.installer.ensure_installed(&spec).await.unwrap();
     assert!(again.cache_hit);
@@ -744,5 +748,8 @@ async fn leftovers_of_a_run_killed_after_its_commit_are_removed_by_the_next_call
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    assert_eq!(left, vec!["sha256-0000000000000000.tar.gz.partial".to_string()]);
+    assert_eq!(
+        left,
+        vec!["sha256-0000000000000000.tar.gz.partial".to_string()]
+    );
 }

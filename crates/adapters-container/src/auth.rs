@@ -32,10 +32,12 @@
 //! `https://index.docker.io/v1/` for Docker Hub and the registry host for others), a JSON object
 //! `{"ServerURL","Username","Secret"}` on standard output. The command is `sensitive`: what it
 //! prints is never logged, traced, shown as progress or quoted in an error. It runs with an
-//! environment built from an allowlist ([`HELPER_ENV`]): those variables of this process, with
-//! the values of [`crate::ContainerSettings::env`] for the ones it holds (PATH, HOME,
+//! environment built from allowlists: the variables of this process that every program gets
+//! ([`provisioner_core::BASE_ENV`]: PATH, HOME, the locale, the proxies and CA bundle a helper
+//! asking a cloud's token service goes through) and those its protocol needs ([`HELPER_ENV`]),
+//! with the values of [`crate::ContainerSettings::env`] for the ones it holds (PATH, HOME,
 //! XDG_RUNTIME_DIR, DOCKER_CONFIG) set on top — the same PATH the runtime commands get. No other
-//! variable (`LLAMA_ORCH_REGISTRY_PASSWORD`, say) reaches it. A helper that does not answer within
+//! variable (`LLAMA_ORCH_REGISTRY_PASSWORD`, `HF_TOKEN`, say) reaches it. A helper that does not answer within
 //! [`HELPER_TIMEOUT`] is stopped (its process group is killed).
 //!
 //! [`Credentials`] never shows its password: its `Debug` prints `***`, and it has no `Display`.
@@ -94,20 +96,35 @@ const DOCKER_HUB: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docke
 /// The server URL docker uses for Docker Hub in its config and with credential helpers.
 pub const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
 
-/// The variables of this process a credential helper inherits (an entry ending in `*` is a
-/// prefix): what helpers need to find their store — PATH, HOME, XDG_RUNTIME_DIR and
-/// DOCKER_CONFIG for all of them, `AWS_*` for `ecr-login`, `AZURE_*` for `acr-env`,
-/// `GOOGLE_*`/`CLOUDSDK_*` for `gcr`/`gcloud`, DBUS_SESSION_BUS_ADDRESS for `secretservice`,
-/// PASSWORD_STORE_DIR and GNUPGHOME for `pass`. Nothing else reaches a helper.
-pub const HELPER_ENV: [&str; 11] = [
-    "PATH",
-    "HOME",
+/// The variables of this process a credential helper inherits besides the base list
+/// ([`provisioner_core::BASE_ENV`]; an entry ending in `*` is a prefix): what helpers' protocols
+/// need to find their store or their cloud's credentials. Kept apart from the lists of the
+/// other jobs, since it lets cloud credentials through, to the helper that exchanges them for a
+/// registry token and to nothing else:
+///
+/// - XDG_RUNTIME_DIR and DOCKER_CONFIG for all of them (the session's sockets, docker's
+///   config directory);
+/// - `AWS_*` for `ecr-login` (profile, region, keys, web identity, `AWS_ECR_*` cache settings);
+/// - `GOOGLE_*` (`GOOGLE_APPLICATION_CREDENTIALS`), `CLOUDSDK_*` and GCE_METADATA_HOST for
+///   `gcr`/`gcloud`;
+/// - `AZURE_*`, and IDENTITY_ENDPOINT, IDENTITY_HEADER, MSI_ENDPOINT, MSI_SECRET (managed
+///   identity) for `acr-env`;
+/// - DBUS_SESSION_BUS_ADDRESS for `secretservice`;
+/// - PASSWORD_STORE_DIR and GNUPGHOME for `pass`.
+///
+/// Nothing else reaches a helper.
+pub const HELPER_ENV: [&str; 14] = [
     "XDG_RUNTIME_DIR",
     "DOCKER_CONFIG",
     "AWS_*",
-    "AZURE_*",
     "GOOGLE_*",
     "CLOUDSDK_*",
+    "GCE_METADATA_HOST",
+    "AZURE_*",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
     "DBUS_SESSION_BUS_ADDRESS",
     "PASSWORD_STORE_DIR",
     "GNUPGHOME",
@@ -336,8 +353,8 @@ pub struct CredentialSources<'a> {
     pub shell: &'a dyn Shell,
     /// Auth files, in the order they are searched.
     pub auth_files: &'a [PathBuf],
-    /// Host variables ([`crate::ContainerSettings::env`]); those in [`HELPER_ENV`] are set for
-    /// credential helpers on top of what they inherit.
+    /// Host variables ([`crate::ContainerSettings::env`]); those a helper inherits (the base
+    /// list and [`HELPER_ENV`]) are set for credential helpers on top of what they inherit.
     pub env: &'a BTreeMap<String, String>,
     /// `LLAMA_ORCH_REGISTRY_USER` / `LLAMA_ORCH_REGISTRY_PASSWORD`, tried after the auth files.
     pub fallback: Option<&'a Credentials>,
@@ -358,8 +375,14 @@ impl CredentialSources<'_> {
     pub async fn lookup(&self, registry: &str) -> Result<Search> {
         let mut search = Search::default();
         for file in self.auth_files {
-            let Ok(text) = fs::read_to_string(file) else {
-                continue;
+            let text = match adapters_host::read_capped(file, adapters_host::read::MAX_HOST_FILE) {
+                Ok(text) => text,
+                Err(error) => {
+                    if error.kind() != std::io::ErrorKind::NotFound {
+                        tracing::debug!(file = %file.display(), %error, "auth file not read; skipped");
+                    }
+                    continue;
+                }
             };
             let Ok(config) = serde_json::from_str::<serde_json::Value>(&text) else {
                 tracing::debug!(file = %file.display(), "auth file is not valid JSON; skipped");
@@ -419,7 +442,7 @@ impl CredentialSources<'_> {
         let mut command = CommandSpec::new(&program, ["get"])
             .stdin(Secret::new(server_url.clone()))
             .sensitive()
-            .inherit_only(HELPER_ENV);
+            .inherit_also(HELPER_ENV);
         command.env = self
             .env
             .iter()

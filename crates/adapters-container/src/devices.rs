@@ -141,5 +141,7 @@ fn is_nvidia_spec(path: &Path) -> bool {
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml" | "json")
     );
-    spec_file && std::fs::read_to_string(path).is_ok_and(|text| text.contains("nvidia.com/gpu"))
+    spec_file
+        && adapters_host::read_capped(path, adapters_host::read::MAX_HOST_FILE)
+            .is_ok_and(|text| text.contains("nvidia.com/gpu"))
 }

@@ -54,7 +54,7 @@ impl TagIndex {
     }
 
     fn read(&self) -> IndexFile {
-        std::fs::read(&self.path)
+        adapters_host::read_capped_bytes(&self.path, adapters_host::read::MAX_STATE)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()

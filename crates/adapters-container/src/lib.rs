@@ -18,8 +18,11 @@
 //!    fingerprint of the binary, [`ContainerSettings::env`] and the containers.conf files with
 //!    their contents, and reused (no process) while what it found is still there. The choice is
 //!    kept for the adapter's lifetime. Every runtime command carries
-//!    [`ContainerSettings::env`] (PATH, HOME, XDG_RUNTIME_DIR, CONTAINERS_CONF, DOCKER_HOST, …),
-//!    which is also returned as `runtime_env`. All processes go through the Shell port.
+//!    [`ContainerSettings::env`] (the host's values of [`RUNTIME_ENV`], the same list as
+//!    [`provisioner_core::CONTAINER_ENV`]: PATH, HOME, XDG_RUNTIME_DIR, CONTAINERS_CONF,
+//!    DOCKER_HOST, …) as explicit values, which is also returned as `runtime_env`; of the rest of
+//!    this process's environment a runtime command inherits the base list only
+//!    ([`provisioner_core::BASE_ENV`]: locale, proxies). All processes go through the Shell port.
 //! 3. **Warm path.** When the digest is known without the registry — pinned in the spec, or
 //!    recorded for `registry/repo:tag` in `<cache_dir>/images-v1.json` ([`TagIndex`]) — one
 //!    `<runtime> image inspect registry/repo@digest` decides: present with that digest →
@@ -65,7 +68,7 @@
 //!   the pull) — podman `--authfile FILE`, docker `--config DIR`. [`Credentials`] prints its
 //!   password as `***`. What a credential helper prints goes to this crate only (the command is
 //!   `sensitive`: not logged, traced, shown as progress or quoted in errors), and a helper gets
-//!   only the allowlisted variables [`HELPER_ENV`]. Podman and docker still use their own
+//!   only the base variables ([`provisioner_core::BASE_ENV`]) and those [`HELPER_ENV`] lists. Podman and docker still use their own
 //!   logins when this crate passes no auth file (an image the registry serves anonymously).
 //!
 //! ## Errors

@@ -329,16 +329,19 @@ async fn fetch_labels(
     };
     // The client already holds the credentials from the manifest requests.
     let reference: Reference = image.with_digest(digest);
-    let mut bytes: Vec<u8> = Vec::new();
-    client
-        .pull_blob(&reference, &descriptor, &mut bytes)
-        .await
-        .map_err(|e| match e {
-            OciDistributionError::DigestError(inner) => {
-                tampered(image, "config blob", config_digest, &digest_actual(inner))
-            }
-            other => classify(other, image, config_digest, "fetching the config blob"),
-        })?;
+    // The manifest's size is the registry's word: the body is cut at the cap whatever it says.
+    let mut capped = CappedBuffer::default();
+    let pulled = client.pull_blob(&reference, &descriptor, &mut capped).await;
+    if capped.exceeded {
+        return Err(protocol(image, "the config blob is larger than 16 MiB"));
+    }
+    pulled.map_err(|e| match e {
+        OciDistributionError::DigestError(inner) => {
+            tampered(image, "config blob", config_digest, &digest_actual(inner))
+        }
+        other => classify(other, image, config_digest, "fetching the config blob"),
+    })?;
+    let bytes = capped.bytes;
     let actual = sha256_digest(&bytes);
     if actual != config_digest {
         return Err(tampered(image, "config blob", config_digest, &actual));
@@ -346,6 +349,47 @@ async fn fetch_labels(
     let config: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| protocol(image, &format!("the config blob is not valid JSON: {e}")))?;
     Ok(config["config"]["Labels"].clone())
+}
+
+/// A buffer that refuses to grow past [`MAX_DOCUMENT`]: a write beyond it fails (ending the
+/// download) and sets `exceeded`.
+#[derive(Default)]
+struct CappedBuffer {
+    bytes: Vec<u8>,
+    exceeded: bool,
+}
+
+impl tokio::io::AsyncWrite for CappedBuffer {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if (this.bytes.len() + buf.len()) as u64 > MAX_DOCUMENT as u64 {
+            this.exceeded = true;
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "larger than 16 MiB",
+            )));
+        }
+        this.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 const NOT_FOUND_HINT: &str = "check the image name and tag";
@@ -503,4 +547,25 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_document_is_cut_at_the_cap() {
+        let mut capped = CappedBuffer::default();
+        let chunk = vec![b' '; 1024 * 1024];
+        for _ in 0..16 {
+            capped.write_all(&chunk).await.unwrap();
+        }
+        assert!(!capped.exceeded);
+        let error = capped.write_all(b"x").await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
+        assert!(capped.exceeded);
+        assert_eq!(capped.bytes.len() as i64, MAX_DOCUMENT);
+    }
 }

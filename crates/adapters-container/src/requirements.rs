@@ -128,7 +128,7 @@ impl ContainersConf {
             ..ContainersConf::default()
         };
         for path in paths {
-            let text = std::fs::read_to_string(&path).ok();
+            let text = adapters_host::read_capped(&path, adapters_host::read::MAX_HOST_FILE).ok();
             if let Some(text) = &text {
                 conf.apply(&path, text);
             }

@@ -21,8 +21,9 @@ use crate::reference::ImageRef;
 use crate::registry::{self, REVISION_LABEL, VERSION_LABEL};
 use crate::requirements::{self, ContainersConf, PodmanFiles};
 
-/// Host variables passed to every runtime command and returned as `runtime_env`.
-pub const RUNTIME_ENV: [&str; 9] = provisioner_core::CONTAINER_RUNTIME_VARIABLES;
+/// Host variables passed to every runtime command and returned as `runtime_env`
+/// ([`provisioner_core::CONTAINER_ENV`]).
+pub const RUNTIME_ENV: &[&str] = provisioner_core::CONTAINER_RUNTIME_VARIABLES;
 
 /// The install commands shown when neither podman nor docker works.
 pub fn podman_install_hint() -> String {
@@ -47,8 +48,8 @@ pub struct ContainerSettings {
     pub auth_files: Vec<PathBuf>,
     /// Host variables the runtime needs ([`RUNTIME_ENV`]), passed to every runtime command and
     /// returned as [`ImageArtifact::runtime_env`]. Never credentials. Credential helpers get
-    /// those of them in [`crate::auth::HELPER_ENV`] (PATH, HOME, XDG_RUNTIME_DIR, DOCKER_CONFIG)
-    /// on top of the allowlisted variables they inherit.
+    /// those of them they may inherit (PATH, HOME, XDG_RUNTIME_DIR, DOCKER_CONFIG: the base list
+    /// and [`crate::auth::HELPER_ENV`]) on top of the allowlisted variables they inherit.
     pub env: BTreeMap<String, String>,
     /// `LLAMA_ORCH_REGISTRY_USER` / `LLAMA_ORCH_REGISTRY_PASSWORD`, tried after the auth files.
     pub credentials: Option<Credentials>,
@@ -116,7 +117,9 @@ impl ContainerSettings {
         let mut settings = ContainerSettings::from_vars(cache_dir, &vars);
         settings.distro = ["/etc/os-release", "/usr/lib/os-release"]
             .iter()
-            .find_map(|file| std::fs::read_to_string(file).ok())
+            .find_map(|file| {
+                adapters_host::read_capped(Path::new(file), adapters_host::read::MAX_SMALL).ok()
+            })
             .map(|text| Distro::from_os_release(&text))
             .unwrap_or(Distro::Unknown);
         settings
@@ -332,7 +335,9 @@ impl PodmanOrDocker {
         Ok(Some(runtime))
     }
 
-    /// A runtime command carrying the host variables from the settings.
+    /// A runtime command carrying the host variables from the settings as explicit values; of
+    /// this process's environment it inherits the base list only
+    /// ([`provisioner_core::BASE_ENV`]: the proxies a pull goes through, the locale).
     fn command<I, S>(&self, runtime: &Runtime, args: I) -> CommandSpec
     where
         I: IntoIterator<Item = S>,
@@ -568,7 +573,7 @@ impl PodmanOrDocker {
 /// Whether a runtime check recorded at `proof` still holds: written by this version, and every
 /// piece it found still there.
 fn proof_holds(proof: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(proof) else {
+    let Ok(text) = adapters_host::read_capped(proof, adapters_host::read::MAX_STATE) else {
         return false;
     };
     let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) else {

@@ -216,16 +216,14 @@ async fn cred_helpers_name_the_helper_for_the_registry() {
     assert_eq!(host.asked("ecr-login"), ["123.dkr.ecr.example:5000"]);
     assert!(host.asked("desktop").is_empty(), "credsStore comes last");
 
-    // The helper got the allowlisted variables only, with the adapter's PATH and HOME.
+    // The helper got the allowlisted variables only (the base list and HELPER_ENV), with the
+    // adapter's PATH and HOME.
     let env = std::fs::read_to_string(host.path().join("ecr-login.env")).unwrap();
     let allowed = |name: &str| {
-        HELPER_ENV
-            .iter()
-            .any(|entry| match entry.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => *entry == name,
-            })
+        provisioner_core::environment::allows(provisioner_core::BASE_ENV, name)
+            || provisioner_core::environment::allows(&HELPER_ENV, name)
     };
+    assert!(allowed("AWS_PROFILE") && !allowed("LLAMA_ORCH_REGISTRY_PASSWORD"));
     for line in env.lines() {
         let Some((name, value)) = line.split_once('=') else {
             continue;

@@ -114,7 +114,14 @@ impl InstallRoot {
         check_key(key).ok()?;
         let dir = self.final_dir(key);
         let metadata_file = dir.join(METADATA_FILE);
-        let text = std::fs::read(&metadata_file).ok()?;
+        let text = match crate::read::read_capped_bytes(&metadata_file, crate::read::MAX_STATE) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(error) => {
+                tracing::warn!(path = %metadata_file.display(), %error, "ignoring unreadable install metadata");
+                return None;
+            }
+        };
         let metadata = match serde_json::from_slice(&text) {
             Ok(metadata) => metadata,
             Err(error) => {
@@ -161,8 +168,12 @@ impl InstallRoot {
             }
             let path = entry.path();
             match std::fs::remove_dir_all(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "removed the staging directory of a finished install that was interrupted"),
-                Err(error) => tracing::warn!(path = %path.display(), %error, "cannot remove a stale staging directory"),
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed the staging directory of a finished install that was interrupted")
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a stale staging directory")
+                }
             }
         }
     }
@@ -340,7 +351,11 @@ fn is_staging_of(name: &str, key: &str) -> bool {
 }
 
 fn read_group(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    crate::read::read_capped(path, crate::read::MAX_SMALL)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A name part unique within this process and unlikely to repeat across processes.
@@ -476,6 +491,28 @@ mod tests {
         assert!(!is_staging_of("abc.x.ff01", "abc"));
         assert!(!is_staging_of("abc.123", "abc"));
         assert!(!is_staging_of("abc.123.", "abc"));
+    }
+
+    #[test]
+    fn metadata_over_its_cap_or_not_a_file_is_not_an_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress: Arc<dyn Progress> = Arc::new(provisioner_core::RecordingProgress::default());
+        let root = InstallRoot::new(dir.path(), "b", progress);
+        let valid = |_: &Installed<serde_json::Value>| true;
+        std::fs::create_dir_all(root.final_dir("k")).unwrap();
+        let metadata = root.final_dir("k").join(METADATA_FILE);
+        std::fs::write(&metadata, "{}").unwrap();
+        assert!(root.lookup("k", &valid).is_some());
+        // Valid JSON, but more than the cap: never read into memory.
+        let big = format!(
+            "{{\"pad\": \"{}\"}}",
+            "x".repeat(crate::read::MAX_STATE as usize)
+        );
+        std::fs::write(&metadata, big).unwrap();
+        assert!(root.lookup("k", &valid).is_none());
+        std::fs::remove_file(&metadata).unwrap();
+        nix::unistd::mkfifo(&metadata, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(root.lookup("k", &valid).is_none());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   and plain paths and verifies checksums.
 //! - [`version`]: the one "run it once and ask its version" check installers make before they
 //!   commit ([`run_version`]).
+//! - [`read`]: reading the files we parse with a size cap ([`read_capped`]): a configuration,
+//!   install metadata, indexes and catalogs; devices and FIFOs refused at once.
 //! - [`run_files`]: private per-pool files that hold secrets ([`HostRunFiles`], the RunFiles
 //!   port).
 //! - [`sockets`]: which TCP ports a process group listens on (for engines started on a free port).
@@ -28,6 +30,7 @@ pub mod install;
 pub mod lock;
 pub mod models;
 pub mod process;
+pub mod read;
 pub mod run_files;
 pub mod sockets;
 pub mod supervisor;
@@ -38,6 +41,7 @@ pub use install::{InstallRoot, Installed, Staging};
 pub use lock::FileLock;
 pub use models::LocalModels;
 pub use process::{DetachedSpec, HostShell, group_alive, kill_group, spawn_detached};
+pub use read::{read_capped, read_capped_bytes};
 pub use run_files::{HostRunFiles, read_env_file};
 pub use supervisor::{RunState, Status, Supervisor};
 pub use version::{HELP_TIMEOUT, VersionRun, probe_flags, run_version, version_text};

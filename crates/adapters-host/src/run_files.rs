@@ -111,7 +111,8 @@ fn io_reason(error: &std::io::Error) -> String {
 /// Reads an env file of `NAME=value` lines (the format `RunFiles` writes and container runtimes
 /// read with `--env-file`); blank lines and `#` comments are skipped.
 pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let text = crate::read::read_capped(path, crate::read::MAX_STATE)
+        .map_err(|e| Error::io("read", path, e))?;
     let mut variables = BTreeMap::new();
     for line in text.lines() {
         if line.trim().is_empty() || line.starts_with('#') {
@@ -135,7 +136,8 @@ pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
 pub fn read_probe_key(auth: &ProbeAuth) -> Result<Secret> {
     match auth {
         ProbeAuth::KeyFile { path } => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+            let text = crate::read::read_capped(path, crate::read::MAX_STATE)
+                .map_err(|e| Error::io("read", path, e))?;
             text.lines()
                 .map(|line| line.trim_end_matches('\r'))
                 .find(|line| !line.is_empty() && !line.starts_with('#'))

@@ -157,7 +157,7 @@ impl Supervisor {
     pub fn read_state(&self, pool_id: &str) -> Result<Option<RunState>> {
         check_pool(pool_id)?;
         let path = self.state_file(pool_id);
-        let text = match fs::read(&path) {
+        let text = match crate::read::read_capped_bytes(&path, crate::read::MAX_STATE) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(Error::io("read", &path, error)),
@@ -191,7 +191,11 @@ impl Supervisor {
                 state.pid = pid;
                 state.start_ticks = start_ticks(pid);
                 self.write_records(&state)?;
-                tracing::info!(pool = pool_id, pid, "adopted an engine whose start was interrupted");
+                tracing::info!(
+                    pool = pool_id,
+                    pid,
+                    "adopted an engine whose start was interrupted"
+                );
                 Ok(Some(state))
             }
             None => {
@@ -427,7 +431,9 @@ impl Supervisor {
     /// finding the port of an engine started on a free port, and recording it in `state`). Fails
     /// early, with the end of the engine's log, when the process exits first.
     pub async fn wait_ready(&self, state: &mut RunState, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         let key = probe_key(state)?;
         loop {
             let probe = state.readiness.clone();
@@ -745,7 +751,9 @@ fn alive(state: &RunState) -> bool {
         return false;
     }
     match state.start_ticks {
-        Some(ticks) if Path::new("/proc/self/stat").exists() => start_ticks(state.pid) == Some(ticks),
+        Some(ticks) if Path::new("/proc/self/stat").exists() => {
+            start_ticks(state.pid) == Some(ticks)
+        }
         _ => is_running(state.pid, &state.bin),
     }
 }
@@ -832,7 +840,9 @@ fn is_running(pid: u32, bin: &Path) -> bool {
 }
 
 async fn wait_for_group_exit(pgid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now()
+        .checked_add(limit)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     loop {
         if !group_alive(pgid) {
             return true;

@@ -590,7 +590,11 @@ async fn an_engine_that_is_a_wrapper_script_is_known_while_it_runs() {
         ),
     )
     .unwrap();
-    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let port = free_port();
     let mut engine = fake_engine("wrapped", port, dir.path());
     engine.bin = Some(wrapper);
@@ -602,7 +606,12 @@ async fn an_engine_that_is_a_wrapper_script_is_known_while_it_runs() {
         .expect("a wrapper that serves is ready, not dead");
     let status = supervisor.status("wrapped").await.unwrap().unwrap();
     assert!(status.alive && status.ready, "{status:?}");
-    assert!(supervisor.stop("wrapped", Duration::from_secs(5)).await.unwrap());
+    assert!(
+        supervisor
+            .stop("wrapped", Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
     assert!(!group_alive(state.pid));
 }
 
@@ -640,7 +649,12 @@ async fn an_interrupted_start_is_adopted_through_its_launch_nonce() {
     let recorded: serde_json::Value =
         serde_json::from_slice(&fs::read(supervisor.state_file("interrupted")).unwrap()).unwrap();
     assert_eq!(recorded["pid"], pid, "the adoption is written down");
-    assert!(supervisor.stop("interrupted", Duration::from_secs(5)).await.unwrap());
+    assert!(
+        supervisor
+            .stop("interrupted", Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
     assert!(!group_alive(pid));
 
     // An intent whose engine never started is dropped: nothing runs, the pool can start.
@@ -710,10 +724,13 @@ async fn an_answer_from_another_process_on_the_port_is_not_readiness() {
         .wait_ready(&mut state, Duration::from_secs(2))
         .await
         .unwrap_err();
-    assert!(
-        error.to_string().contains("not this engine"),
-        "{error}"
-    );
-    supervisor.stop("impostor", Duration::from_secs(1)).await.unwrap();
-    other.stop("answering", Duration::from_secs(5)).await.unwrap();
+    assert!(error.to_string().contains("not this engine"), "{error}");
+    supervisor
+        .stop("impostor", Duration::from_secs(1))
+        .await
+        .unwrap();
+    other
+        .stop("answering", Duration::from_secs(5))
+        .await
+        .unwrap();
 }

@@ -380,7 +380,7 @@ impl Catalog {
 
     fn read(&self) -> Result<BTreeMap<String, CatalogEntry>> {
         let path = self.path();
-        let text = match std::fs::read(&path) {
+        let text = match adapters_host::read_capped_bytes(&path, adapters_host::read::MAX_CATALOG) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(BTreeMap::new());

@@ -59,7 +59,9 @@ impl RepoCache {
 
     /// The commit recorded for `revision`, when it is a full commit id.
     pub fn read_ref(&self, revision: &str) -> Option<String> {
-        let text = std::fs::read_to_string(self.ref_file(revision)).ok()?;
+        let text =
+            adapters_host::read_capped(&self.ref_file(revision), adapters_host::read::MAX_SMALL)
+                .ok()?;
         let commit = text.trim();
         crate::names::is_commit(commit).then(|| commit.to_ascii_lowercase())
     }

@@ -79,7 +79,8 @@ impl HfSettings {
             .or_else(|| {
                 let file = path("HF_TOKEN_PATH")
                     .or_else(|| hf_home.as_ref().map(|dir| dir.join("token")))?;
-                let text = std::fs::read_to_string(file).ok()?;
+                let text =
+                    adapters_host::read_capped(&file, adapters_host::read::MAX_SMALL).ok()?;
                 text.lines().next().map(|line| line.trim().to_string())
             })
             .filter(|token| !token.is_empty())

@@ -486,7 +486,11 @@ impl Apt {
 fn write_list(list: &Path, lists: &Path, text: &str) -> Result<()> {
     let partial = lists.join("partial");
     std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
-    if std::fs::read_to_string(list).ok().as_deref() != Some(text) {
+    if adapters_host::read_capped(list, adapters_host::read::MAX_HOST_FILE)
+        .ok()
+        .as_deref()
+        != Some(text)
+    {
         write_file(list, text)?;
     }
     Ok(())

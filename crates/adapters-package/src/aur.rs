@@ -74,8 +74,10 @@ impl Aur {
         ManagerLock::exists(self.runner.locks().system("/var/lib/pacman/db.lck"))
     }
 
+    /// A helper's command: a package manager's list, and a build's (makepkg builds the package
+    /// and clones its git sources).
     fn helper_command(&self, args: Vec<String>) -> CommandSpec {
-        parsed(self.helper.program(), args)
+        parsed(self.helper.program(), args).inherit_also(provisioner_core::BUILD_ENV)
     }
 
     async fn install_one(&self, request: &PackageRequest) -> Result<()> {

@@ -92,9 +92,12 @@ pub(crate) fn redact_words(text: &str) -> String {
     redact_urls(text)
 }
 
-/// A command whose output is parsed: messages in the C locale.
+/// A package manager's command whose output is parsed: messages in the C locale, inheriting
+/// the base variables and the package managers' ([`provisioner_core::PACKAGE_ENV`]) only.
 pub(crate) fn parsed(program: &str, args: Vec<String>) -> CommandSpec {
-    CommandSpec::new(program, args).env("LC_ALL", "C")
+    CommandSpec::new(program, args)
+        .inherit_also(provisioner_core::PACKAGE_ENV)
+        .env("LC_ALL", "C")
 }
 
 /// The value of `Key : value` lines (`pacman -Si`, `paru -Si`), in order.

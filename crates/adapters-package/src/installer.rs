@@ -965,7 +965,8 @@ impl PackageEngineInstaller {
         installed
     }
 
-    /// Runs `<executable> <version_args>` once, through the Shell port, with a time limit.
+    /// Runs `<executable> <version_args>` once, through the Shell port, with a time limit. Like
+    /// the flag probes it inherits the base variables only ([`provisioner_core::BASE_ENV`]).
     async fn version_run(
         &self,
         spec: &PackageInstallSpec,

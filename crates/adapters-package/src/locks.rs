@@ -120,7 +120,8 @@ impl ManagerLock {
                 })
             }
             LockKind::PidFile => {
-                let text = std::fs::read_to_string(&self.path).ok()?;
+                let text =
+                    adapters_host::read_capped(&self.path, adapters_host::read::MAX_SMALL).ok()?;
                 let pid: u32 = text.trim().parse().ok()?;
                 Path::new("/proc")
                     .join(pid.to_string())

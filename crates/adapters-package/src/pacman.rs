@@ -374,7 +374,11 @@ impl Pacman {
     /// pacman's lock: `db.lck` in the database directory this instance uses.
     pub fn db_lock(&self) -> ManagerLock {
         let configured = || {
-            let text = std::fs::read_to_string(self.options.config.as_ref()?).ok()?;
+            let text = adapters_host::read_capped(
+                self.options.config.as_ref()?,
+                adapters_host::read::MAX_HOST_FILE,
+            )
+            .ok()?;
             copied_options(&text)
                 .into_iter()
                 .find(|(key, _)| key == "DBPath")
@@ -439,14 +443,19 @@ impl Pacman {
             .join(&blake3::hash(identity.as_bytes()).to_hex()[..8]);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let base = match &self.options.config {
-            Some(path) => {
-                Some(std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?)
-            }
+            Some(path) => Some(
+                adapters_host::read_capped(path, adapters_host::read::MAX_HOST_FILE)
+                    .map_err(|e| Error::io("read", path, e))?,
+            ),
             None => None,
         };
         let text = generated_config_text(base.as_deref(), repo, self.options.root.as_deref());
         let path = dir.join("pacman.conf");
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        if adapters_host::read_capped(&path, adapters_host::read::MAX_HOST_FILE)
+            .ok()
+            .as_deref()
+            != Some(text.as_str())
+        {
             let temporary = dir.join(format!(".pacman.conf.{}.tmp", std::process::id()));
             std::fs::write(&temporary, &text).map_err(|e| Error::io("write", &temporary, e))?;
             std::fs::rename(&temporary, &path).map_err(|e| Error::io("rename", &temporary, e))?;
@@ -460,7 +469,9 @@ impl Pacman {
             .options
             .config
             .as_ref()
-            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|path| {
+                adapters_host::read_capped(path, adapters_host::read::MAX_HOST_FILE).ok()
+            })
             .map(|text| copied_options(&text))
             .unwrap_or_default();
         let mut dirs: Vec<PathBuf> = base

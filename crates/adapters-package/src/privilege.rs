@@ -287,7 +287,9 @@ impl RootRunner {
     /// the first refusal are kept for the user.
     async fn ask_sudo(&self, command: &CommandSpec) -> Result<SudoAnswer> {
         let probe = |args: Vec<String>| {
-            let mut probe = CommandSpec::new("sudo", args).env("LC_ALL", "C");
+            let mut probe = CommandSpec::new("sudo", args)
+                .inherit_also(provisioner_core::PACKAGE_ENV)
+                .env("LC_ALL", "C");
             probe.cwd = command.cwd.clone();
             probe
         };

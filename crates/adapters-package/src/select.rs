@@ -32,7 +32,10 @@ fn aur_helper_hint(as_root: bool) -> String {
 pub fn detect_distro() -> Distro {
     ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
-        .find_map(|path| std::fs::read_to_string(path).ok())
+        .find_map(|path| {
+            adapters_host::read_capped(std::path::Path::new(path), adapters_host::read::MAX_SMALL)
+                .ok()
+        })
         .map_or(Distro::Unknown, |text| Distro::from_os_release(&text))
 }
 

@@ -37,6 +37,31 @@ fn apt(shell: &Arc<ScriptedShell>, state: &Path, privilege: Privilege) -> Apt {
     )
 }
 
+/// Package managers inherit the base variables and theirs (apt's, sudo's), no build's and no
+/// secret.
+fn assert_package_env(calls: &[provisioner_core::CommandSpec]) {
+    for command in calls {
+        for name in [
+            "PATH",
+            "HOME",
+            "https_proxy",
+            "APT_CONFIG",
+            "SUDO_PROMPT",
+            "DNF_VAR_arch",
+        ] {
+            assert!(command.inherits(name), "{name}: {command:?}");
+        }
+        for name in [
+            "AWS_SECRET_ACCESS_KEY",
+            "HF_TOKEN",
+            "GITHUB_TOKEN",
+            "SOME_PASSWORD",
+        ] {
+            assert!(!command.inherits(name), "{name}: {command:?}");
+        }
+    }
+}
+
 fn package_error(error: &Error) -> (&str, &str, &str) {
     match error {
         Error::Package {
@@ -83,6 +108,7 @@ async fn apt_installs_the_exact_pin_noninteractively_and_checks_it() {
         calls[0].env.get("DEBIAN_FRONTEND").map(String::as_str),
         Some("noninteractive")
     );
+    assert_package_env(&calls);
     assert_eq!(calls[1].program, "dpkg-query");
     assert_eq!(
         calls[1].args,
@@ -773,6 +799,8 @@ async fn dnf_pins_with_name_version_and_restricts_the_repository() {
         .unwrap();
     assert_eq!(installed[0].version, "6000-1.fc42");
     let calls = shell.calls();
+    assert_package_env(&calls);
+    assert!(!calls[0].inherits("CC"), "dnf builds nothing");
     assert_eq!(calls[0].program, "dnf");
     assert_eq!(
         calls[0].args,
@@ -944,6 +972,10 @@ async fn aur_helpers_run_as_the_user_and_honour_only_the_current_pkgbuild() {
             install.terminal,
             "the helper's own sudo may need the terminal"
         );
+        // makepkg builds the package and clones its sources: a build's variables too.
+        assert_package_env(&shell.calls());
+        assert!(install.inherits("CC") && install.inherits("MAKEFLAGS"));
+        assert!(install.inherits("PKGDEST") && install.inherits("GIT_SSH_COMMAND"));
         assert!(progress.notes().iter().any(|n| n.contains("sudo")));
 
         let error = aur

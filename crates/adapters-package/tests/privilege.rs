@@ -143,6 +143,11 @@ async fn a_password_with_a_terminal_runs_interactive_sudo_after_a_note() {
         ]
     );
     assert!(calls[2].terminal, "interactive sudo must own the terminal");
+    // sudo's questions get how sudo asks (SUDO_PROMPT, SUDO_ASKPASS), never a secret.
+    for probe in &calls[..2] {
+        assert!(probe.inherits("SUDO_PROMPT") && probe.inherits("SUDO_ASKPASS"));
+        assert!(probe.inherits("TERM") && !probe.inherits("AWS_SECRET_ACCESS_KEY"));
+    }
     let notes = progress.notes();
     let last = notes.last().unwrap();
     assert!(

@@ -248,13 +248,12 @@ fn command_failed(
 /// Appends cmake's own configure logs to our log, since the build tree is about to be removed.
 /// Best effort: the log is for humans.
 fn keep_cmake_logs(build_dir: &Path, log: &Path) {
-    const MAX_BYTES: usize = 1024 * 1024;
     for name in ["CMakeError.log", "CMakeConfigureLog.yaml"] {
         let path = build_dir.join("CMakeFiles").join(name);
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Some(kept) = log_tail(&path) else {
             continue;
         };
-        let kept = &bytes[bytes.len().saturating_sub(MAX_BYTES)..];
+        let kept = kept.as_slice();
         let _ = std::fs::OpenOptions::new()
             .append(true)
             .open(log)
@@ -268,6 +267,23 @@ fn keep_cmake_logs(build_dir: &Path, log: &Path) {
                 file.write_all(b"\n")
             });
     }
+}
+
+/// The last MiB of a regular file, read without loading the rest (a configure log can be tens
+/// of MiB).
+fn log_tail(path: &Path) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAX_BYTES: u64 = 1024 * 1024;
+    let mut file = std::fs::File::open(path).ok()?;
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    file.seek(SeekFrom::Start(metadata.len().saturating_sub(MAX_BYTES)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 impl CmakeSourceBuilder {
@@ -703,6 +719,7 @@ impl CmakeSourceBuilder {
         let probe = spec.flag_probe.as_ref()?;
         let name = spec.artifacts.first().and_then(|a| a.rsplit('/').next())?;
         let bin = out.join("bin");
+        // A probe inherits the base variables only (provisioner_core::BASE_ENV).
         let mut command = CommandSpec::new(
             &bin.join(name).display().to_string(),
             probe.args.iter().cloned(),
@@ -769,6 +786,7 @@ impl CmakeSourceBuilder {
                 plan.toolchain.generator.clone(),
             ],
         )
+        .inherit_also(provisioner_core::BUILD_ENV)
         .log(&log)
         .progress("configure");
         configure.args.extend(flags.iter().cloned());
@@ -799,6 +817,7 @@ impl CmakeSourceBuilder {
             "cmake",
             ["--build".to_string(), build_dir.display().to_string()],
         )
+        .inherit_also(provisioner_core::BUILD_ENV)
         .log(&log)
         .progress(&label);
         for target in &spec.targets {

@@ -568,6 +568,29 @@ async fn shell_metacharacters_reach_cmake_as_one_literal_argument() {
     assert_eq!(configure.progress.as_deref(), Some("configure"));
     assert!(configure.group_file.is_some());
     assert!(configure.log.is_some());
+    // cmake inherits the base variables and a build's (git's included), git git's: never the
+    // caller's secrets, nor a GIT_DIR that would point git at another repository.
+    assert!(configure.inherits("CC") && configure.inherits("CUDA_HOME"));
+    assert!(configure.inherits("PATH") && configure.inherits("GIT_SSH_COMMAND"));
+    let git: Vec<CommandSpec> = host
+        .commands()
+        .into_iter()
+        .filter(|c| c.program == "git")
+        .collect();
+    assert!(!git.is_empty());
+    for command in git.iter().chain([&configure]) {
+        for secret in [
+            "AWS_SECRET_ACCESS_KEY",
+            "HF_TOKEN",
+            "GITHUB_TOKEN",
+            "GIT_DIR",
+        ] {
+            assert!(!command.inherits(secret), "{secret}: {command:?}");
+        }
+    }
+    for command in &git {
+        assert!(command.inherits("SSH_AUTH_SOCK") && !command.inherits("CC"));
+    }
     // Nothing was installed and the staging area is gone.
     let builds = dir.path().join(BUILDS_BUCKET);
     let left: Vec<_> = std::fs::read_dir(&builds)

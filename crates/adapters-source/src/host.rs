@@ -38,9 +38,12 @@ impl HostFacts {
     /// Reads `/etc/os-release` (missing → [`Distro::Unknown`]), `CUDA_HOME`, `CUDA_PATH` and the
     /// available parallelism.
     pub fn detect() -> Self {
-        let distro = std::fs::read_to_string("/etc/os-release")
-            .map(|text| Distro::from_os_release(&text))
-            .unwrap_or(Distro::Unknown);
+        let distro = adapters_host::read_capped(
+            std::path::Path::new("/etc/os-release"),
+            adapters_host::read::MAX_SMALL,
+        )
+        .map(|text| Distro::from_os_release(&text))
+        .unwrap_or(Distro::Unknown);
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         HostFacts {
             distro,

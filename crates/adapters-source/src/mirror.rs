@@ -85,7 +85,8 @@ pub(crate) struct Git<'a> {
 }
 
 impl Git<'_> {
-    /// A git command with the prompt disabled and this run's log and group file.
+    /// A git command with the prompt disabled and this run's log and group file, inheriting
+    /// the base variables and git's ([`provisioner_core::GIT_ENV`]) only.
     pub fn command<I, S>(&self, args: I) -> CommandSpec
     where
         I: IntoIterator<Item = S>,
@@ -94,6 +95,7 @@ impl Git<'_> {
         // No prompt, and no HTTP redirect followed: a redirect to another host would bypass the
         // policy, which saw only the configured URL (git ≥ 2.31 reads GIT_CONFIG_COUNT).
         let mut command = CommandSpec::new("git", args)
+            .inherit_also(provisioner_core::GIT_ENV)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_CONFIG_COUNT", "1")
             .env("GIT_CONFIG_KEY_0", "http.followRedirects")

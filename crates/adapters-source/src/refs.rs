@@ -57,7 +57,7 @@ pub(crate) fn is_full_sha(text: &str) -> bool {
 
 /// Reads the index; a missing or unreadable index is empty (it is only a cache).
 fn load(path: &Path) -> BTreeMap<String, RefEntry> {
-    std::fs::read(path)
+    adapters_host::read_capped_bytes(path, adapters_host::read::MAX_STATE)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()

@@ -48,7 +48,7 @@ pub fn declared(root: &Path) -> BTreeMap<String, Declared> {
             if entry.metadata().map_or(true, |m| m.len() > MAX_FILE_BYTES) {
                 continue;
             }
-            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+            if let Ok(text) = adapters_host::read_capped(&entry.path(), MAX_FILE_BYTES) {
                 scan(&text, &mut found);
             }
         }
@@ -106,7 +106,12 @@ pub fn apply_rules(
                 needle,
                 message,
             } => {
-                let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+                // The tree is not ours: a link to a device or a huge file reads as empty.
+                let text = adapters_host::read_capped(
+                    &root.join(path),
+                    adapters_host::read::MAX_HOST_FILE,
+                )
+                .unwrap_or_default();
                 if text.contains(needle.as_str()) {
                     return Err(provisioner_core::Error::BuildCheck {
                         message: format!("{message} ({path} has `{needle}`)"),

@@ -130,10 +130,19 @@ pub struct DownArgs {
     /// Pool selection.
     #[command(flatten)]
     pub pool: PoolArgs,
-    /// Seconds between TERM and KILL.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds between TERM and KILL, 0 to 3600 (an hour).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_SECONDS),
+    )]
     pub grace: u64,
 }
+
+/// The longest `engine down --grace`: an hour. Every numeric argument has a range that clap
+/// checks, so that nothing computed from one (a deadline) can overflow.
+pub const MAX_GRACE_SECONDS: u64 = 3600;
 
 /// `orchctl config …`
 #[derive(Debug, Subcommand)]
@@ -146,4 +155,146 @@ pub enum ConfigCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory, Parser};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// What a refused command line must look like: a usage error (exit 2) whose text starts
+    /// with `error:`, or help asked for or shown for a missing subcommand; never panic text.
+    fn assert_clean(error: &clap::Error) {
+        let text = error.render().to_string();
+        let help = matches!(
+            error.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert!(
+            help || text.starts_with("error:"),
+            "not a usage error: {text}"
+        );
+        assert!(
+            help || error.exit_code() == 2,
+            "exit {}: {text}",
+            error.exit_code()
+        );
+        assert!(!text.contains("panicked"), "{text}");
+        assert!(!text.contains("overflow"), "{text}");
+    }
+
+    fn down(grace: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([
+            "orchctl", "engine", "down", "-c", "c.yaml", "--grace", grace,
+        ])
+    }
+
+    #[test]
+    fn grace_is_bounded_and_says_its_range() {
+        for ok in ["0", "10", "3600"] {
+            let cli = down(ok).unwrap_or_else(|e| panic!("--grace {ok}: {e}"));
+            let Command::Engine(EngineCommand::Down(args)) = cli.command else {
+                panic!("not down");
+            };
+            assert_eq!(args.grace.to_string(), ok);
+        }
+        for bad in [
+            "3601",
+            "9223372036854775807",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "1.5",
+            "1e3",
+            "",
+            "soon",
+        ] {
+            let error = down(bad).expect_err(bad);
+            assert_clean(&error);
+            let text = error.render().to_string();
+            // `-1` reads as an unknown option, the rest as a bad value of --grace.
+            let expected = if bad == "-1" {
+                ErrorKind::UnknownArgument
+            } else {
+                ErrorKind::ValueValidation
+            };
+            assert_eq!(error.kind(), expected, "{bad}: {text}");
+            assert!(
+                text.contains("--grace") || text.contains(bad),
+                "{bad}: {text}"
+            );
+        }
+        let text = down("18446744073709551615")
+            .unwrap_err()
+            .render()
+            .to_string();
+        assert!(text.contains("0..=3600"), "{text}");
+    }
+
+    /// The words a command line is made of: the real subcommands and options, and arbitrary
+    /// numbers and strings.
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => proptest::sample::select(vec![
+                "engine", "down", "up", "plan", "prepare", "status", "config", "check", "schema",
+                "model", "pull", "ls", "verify", "rm", "--grace", "--grace=", "-c", "--config",
+                "-p", "--pool", "--json", "--refresh", "--cache-dir", "--models-dir",
+                "--offline", "--allowed-hosts", "--allow-http", "-q", "--", "-",
+            ])
+            .prop_map(str::to_string),
+            2 => any::<u64>().prop_map(|n| n.to_string()),
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+            1 => any::<u128>().prop_map(|n| n.to_string()),
+            1 => any::<f64>().prop_map(|n| n.to_string()),
+            2 => any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Any command line parses or is refused with a clean usage error; never a panic.
+        #[test]
+        fn arbitrary_command_lines_never_panic(words in proptest::collection::vec(word(), 0..10)) {
+            let argv = std::iter::once("orchctl".to_string()).chain(words);
+            match Cli::try_parse_from(argv) {
+                Ok(cli) => {
+                    if let Command::Engine(EngineCommand::Down(args)) = cli.command {
+                        prop_assert!(args.grace <= MAX_GRACE_SECONDS);
+                    }
+                }
+                Err(error) => assert_clean(&error),
+            }
+        }
+
+        /// `--grace N` is accepted exactly when N is in 0..=3600, whatever N is.
+        #[test]
+        fn every_grace_number_is_checked(grace in prop_oneof![
+            0u64..=7200,
+            any::<u64>(),
+        ]) {
+            match down(&grace.to_string()) {
+                Ok(_) => prop_assert!(grace <= MAX_GRACE_SECONDS),
+                Err(error) => {
+                    prop_assert!(grace > MAX_GRACE_SECONDS);
+                    prop_assert_eq!(error.kind(), ErrorKind::ValueValidation);
+                    assert_clean(&error);
+                }
+            }
+        }
+    }
 }

@@ -25,13 +25,17 @@ pub struct Target {
     pub json: bool,
 }
 
-/// Reads and parses a configuration file. A missing or unreadable file is
-/// [`Error::ConfigUnreadable`] (exit 3).
+/// Reads and parses a configuration file, at most [`adapters_host::read::MAX_CONFIG`] bytes of
+/// a regular file (a device, a FIFO or a larger file is refused at once). A missing, unreadable
+/// or refused file is [`Error::ConfigUnreadable`] (exit 3).
 pub fn load_config(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigUnreadable {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        adapters_host::read_capped(path, adapters_host::read::MAX_CONFIG).map_err(|source| {
+            Error::ConfigUnreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let name = path.to_string_lossy();
     Config::parse(&text, Format::from_file_name(&name), &name)
 }
@@ -375,9 +379,9 @@ async fn pool_lock(
             .and_then(|text| text.trim().parse::<u32>().ok());
         progress.report(ProgressEvent::Note {
             message: match holder {
-                Some(pid) => format!(
-                    "waiting for pid {pid}, which is starting or stopping pool {pool}"
-                ),
+                Some(pid) => {
+                    format!("waiting for pid {pid}, which is starting or stopping pool {pool}")
+                }
                 None => format!("waiting for another orchctl starting or stopping pool {pool}"),
             },
         });

@@ -92,21 +92,43 @@ fn usage_error(error: clap::Error, json: bool) -> ExitCode {
 
 /// Structured logs on stderr, off unless `LLAMA_ORCH_LOG` sets a filter (`info`, `debug`, …);
 /// `LLAMA_ORCH_LOG_FORMAT=json` makes them one JSON object per line. Colour only when `colour`.
+///
+/// The user's filter is one of two, and an event is printed only when both let it through: the
+/// other cuts the HTTP, TLS and registry clients' targets ([`settings::WIRE_LOG_TARGETS`]) at
+/// [`settings::WIRE_LOG_LEVEL`], since their debug and trace logs dump request headers
+/// (credentials included). Being a separate filter, no directive of the user's, however
+/// specific, and no span directive (which `EnvFilter` lets override its target directives)
+/// turns those dumps back on.
 fn init_logs(env: &Environment, colour: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let Some(logs) = settings::logs(env) else {
         return;
     };
     let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&logs.filter) else {
         return;
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let wire_level: LevelFilter = settings::WIRE_LOG_LEVEL
+        .parse()
+        .unwrap_or(LevelFilter::WARN);
+    let wire = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(
+            settings::WIRE_LOG_TARGETS
+                .iter()
+                .map(|target| (*target, wire_level)),
+        );
+    let subscriber = tracing_subscriber::registry().with(wire).with(filter);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour);
+    // `try_init` also routes the `log` records of dependencies (ureq's) through both filters.
     let _ = if logs.json {
-        builder.json().try_init()
+        subscriber.with(layer.json()).try_init()
     } else {
-        builder.try_init()
+        subscriber.with(layer).try_init()
     };
 }
 

@@ -259,6 +259,30 @@ pub struct LogSettings {
     pub json: bool,
 }
 
+/// Dependencies whose debug and trace logs show what goes over the wire: ureq's request and
+/// response dumps and ureq-proto's hex dump of every byte sent (an `Authorization` header, the
+/// `user:password` of a download URL as base64, a hub token), the TLS and HTTP/2 stacks and the
+/// registry client (oci-client over reqwest and hyper: tokens, headers). Whatever filter
+/// `LLAMA_ORCH_LOG` sets (`trace`, `ureq=trace`, a span directive), their events are cut at
+/// [`WIRE_LOG_LEVEL`]: a target here is a prefix (`ureq` covers `ureq::run` and `ureq_proto`).
+pub const WIRE_LOG_TARGETS: [&str; 11] = [
+    "ureq",
+    "ureq_proto",
+    "rustls",
+    "tokio_rustls",
+    "hyper",
+    "hyper_util",
+    "hyper_rustls",
+    "h2",
+    "reqwest",
+    "oci_client",
+    "oci_spec",
+];
+
+/// The most detailed level of [`WIRE_LOG_TARGETS`] that is ever printed: their warnings and
+/// errors (a refused certificate, a connection reset) stay.
+pub const WIRE_LOG_LEVEL: &str = "warn";
+
 /// Structured logs: `None` unless `LLAMA_ORCH_LOG` is set and not empty.
 pub fn logs(env: &Environment) -> Option<LogSettings> {
     let filter = env.get(LOG)?.to_string_lossy().trim().to_string();

@@ -617,7 +617,7 @@ mod tests {
         let found = find(&[a, b]);
         assert_eq!(
             found[0].error.message,
-            "run file /run/a/env (this pool's env file) lies in /run/a (private run directory of pool \"a\" (pools[0])); give the pools ids that are not another pool's id followed by .json, .pid, .log or .log.1"
+            "run file /run/a/env (this pool's env file) lies in /run/a (private run directory of pool \"a\" (pools[0])); give the pools ids that are not another pool's id followed by .json, .pid, .log, .log.1 or .lock"
         );
         // A sibling whose name merely starts the same is no conflict.
         let mut c = pool(0, "c", &[]);

@@ -302,18 +302,38 @@ fn parallelism(pool: &PoolConfig, options: &mut ServerArgs) -> Result<()> {
     if devices == 0 {
         return Ok(());
     }
-    let others = pipeline.unwrap_or(1) * data.map_or(1, |(_, n)| n);
+    // The degrees come from the flags, so their product may not fit: a product that overflows
+    // is larger than any pool (`None` below).
+    let others = pipeline
+        .unwrap_or(1)
+        .checked_mul(data.map_or(1, |(_, n)| n));
     let explain = |tensor: u64| {
         format!(
             "tensor × pipeline × data parallel = {tensor} × {} × {} = {} GPUs, but the pool has {}; vLLM runs one worker per GPU on exactly the pool's devices: make the product {devices}, or list as many devices",
             pipeline.unwrap_or(1),
             data.map_or(1, |(_, n)| n),
-            tensor * others,
+            others
+                .and_then(|others| tensor.checked_mul(others))
+                .map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
             devices_text(pool)
         )
     };
+    let Some(others) = others else {
+        let option = if pipeline.is_some() {
+            "--pipeline-parallel-size"
+        } else {
+            data.map_or("--data-parallel-size", |(option, _)| option)
+        };
+        return Err(Error::invalid(
+            at(option),
+            format!(
+                "pipeline × data parallel is more than 2^64, far more than the pool's {}; give degrees whose product is {devices}",
+                devices_text(pool)
+            ),
+        ));
+    };
     match tensor {
-        Some(tensor) if tensor * others != devices => Err(Error::invalid(
+        Some(tensor) if tensor.checked_mul(others) != Some(devices) => Err(Error::invalid(
             at("--tensor-parallel-size"),
             explain(tensor),
         )),

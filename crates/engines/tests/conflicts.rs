@@ -197,7 +197,7 @@ fn an_id_that_is_another_ids_run_file_conflicts() {
     assert_eq!(
         problems(&config),
         [
-            "pools[1].id: run file /home/u/.cache/llama-orch/run/x.log (this pool's private run directory) is also the log of pool \"x\" (pools[0]); give the pools ids that are not another pool's id followed by .json, .pid, .log or .log.1"
+            "pools[1].id: run file /home/u/.cache/llama-orch/run/x.log (this pool's private run directory) is also the log of pool \"x\" (pools[0]); give the pools ids that are not another pool's id followed by .json, .pid, .log, .log.1 or .lock"
         ]
     );
 }

@@ -630,6 +630,23 @@ fn parallelism_fits_the_devices() {
         &pool("vllm", "devices: [0, 1]", r#"flags: [-tp, two]"#),
         &["--tensor-parallel-size takes a whole number"],
     );
+    // Degrees whose product overflows are refused, not a panic.
+    expect_error(
+        &pool(
+            "vllm",
+            "devices: [0, 1]",
+            r#"flags: [-pp, "18446744073709551615", -dp, "2"]"#,
+        ),
+        &["provisioning.flags[0]: pipeline × data parallel is more than 2^64"],
+    );
+    expect_error(
+        &pool(
+            "vllm",
+            "devices: [0, 1]",
+            r#"flags: [-tp, "9223372036854775808", -pp, "2"]"#,
+        ),
+        &["tensor × pipeline × data parallel = 9223372036854775808 × 2 × 1 = more than 2^64 GPUs"],
+    );
 
     // TGI: one shard per device.
     let args = server(&pool("tgi", "devices: [0, 1]", ""));

@@ -52,15 +52,16 @@ pub struct PoolConfig {
     /// up as a file name in the models directory.
     #[serde(default)]
     pub model: Option<String>,
-    /// GPU device indices (or GPU/MIG ids) the pool may use.
+    /// GPU device indices (0 to 1023) or GPU/MIG ids the pool may use.
     #[serde(default, deserialize_with = "null_as_default")]
     pub devices: Vec<DeviceId>,
-    /// Context length in tokens; passed to engines that take it.
-    #[serde(default)]
-    #[schemars(range(min = 1))]
+    /// Context length in tokens, 1 to 16777216 (16 Mi); passed to engines that take it.
+    #[serde(default, deserialize_with = "ranged_option::<Ctx, _, _>")]
+    #[schemars(range(min = 1, max = 16_777_216))]
     pub ctx: Option<u32>,
-    /// Proportions of the model per device.
+    /// Proportions of the model per device: each 0, or from 0.000001 to 1000000.
     #[serde(default)]
+    #[schemars(inner(range(min = 0, max = 1_000_000)))]
     pub tensor_split: Option<Vec<f64>>,
     /// Quantisation label (read by other components; accepted as is).
     #[serde(default)]
@@ -131,9 +132,10 @@ pub struct Provisioning {
     /// Where the model comes from.
     #[serde(default)]
     pub model: Option<ModelConfig>,
-    /// Host ports, the HTTP API first; `0` means a free port chosen at launch. Default: the
-    /// engine's own port.
-    #[serde(default, deserialize_with = "null_as_default")]
+    /// Host ports (0 to 65535), the HTTP API first; `0` means a free port chosen at launch.
+    /// Default: the engine's own port.
+    #[serde(default, deserialize_with = "ranged_list::<Port, _, _>")]
+    #[schemars(inner(range(min = 0, max = 65_535)))]
     pub ports: Vec<u16>,
     /// Environment of the engine. Every value is a secret: never shown, and handed to the
     /// engine through a file of mode 0600, never on a command line. A value is a string (or a
@@ -477,8 +479,10 @@ pub struct BinaryConfig {
     /// (`server`, before mid-2024).
     #[serde(default)]
     pub executable: Option<crate::names::ArchiveMember>,
-    /// Exact size in bytes, when known: shown in the plan and enforced on download.
-    #[serde(default)]
+    /// Exact size in bytes (1 to 68719476736, 64 GiB), when known: shown in the plan and
+    /// enforced on download.
+    #[serde(default, deserialize_with = "ranged_option::<BinarySize, _, _>")]
+    #[schemars(range(min = 1, max = 68_719_476_736_u64))]
     pub size: Option<u64>,
 }
 
@@ -509,6 +513,167 @@ pub struct ModelConfig {
     /// "original/**"]`), applied after `include`.
     #[serde(default)]
     pub exclude: Vec<String>,
+}
+
+/// The range of each numeric field, checked when the configuration is read (a value outside it
+/// is a [`FieldError`] naming the field and the range), so that nothing computed from one can
+/// overflow and an engine never gets a number it cannot take.
+pub mod ranges {
+    use std::ops::RangeInclusive;
+
+    /// `provisioning.ports[N]`: a TCP port; 0 is a free port chosen at launch.
+    pub const PORT: RangeInclusive<u64> = 0..=65_535;
+    /// `ctx`: tokens of context (16 Mi; the longest contexts models offer are near 10 M).
+    pub const CTX: RangeInclusive<u64> = 1..=16_777_216;
+    /// `devices[N]` written as an index (as `nvidia-smi -L` numbers GPUs).
+    pub const DEVICE_INDEX: RangeInclusive<u64> = 0..=1023;
+    /// `tensor_split[N]` other than 0 (an engine parses it as a 32-bit float).
+    pub const TENSOR_SPLIT: RangeInclusive<f64> = 0.000_001..=1_000_000.0;
+    /// `provisioning.binary.size`: bytes of the download (64 GiB).
+    pub const BINARY_SIZE: RangeInclusive<u64> = 1..=68_719_476_736;
+}
+
+/// A numeric field's range and how messages name it.
+trait Bound {
+    /// The range.
+    const RANGE: std::ops::RangeInclusive<u64>;
+    /// What the field holds, with its range: `a port from 0 to 65535 (…)`.
+    const WHAT: &'static str;
+}
+
+/// `provisioning.ports[N]`.
+struct Port;
+impl Bound for Port {
+    const RANGE: std::ops::RangeInclusive<u64> = ranges::PORT;
+    const WHAT: &'static str = "a port from 0 to 65535 (0: a free port chosen at launch)";
+}
+
+/// `ctx`.
+struct Ctx;
+impl Bound for Ctx {
+    const RANGE: std::ops::RangeInclusive<u64> = ranges::CTX;
+    const WHAT: &'static str = "a whole number of tokens from 1 to 16777216";
+}
+
+/// `provisioning.binary.size`.
+struct BinarySize;
+impl Bound for BinarySize {
+    const RANGE: std::ops::RangeInclusive<u64> = ranges::BINARY_SIZE;
+    const WHAT: &'static str = "a whole number of bytes from 1 to 68719476736 (64 GiB)";
+}
+
+/// A whole number within `B::RANGE`, read from any number the file holds (an integer of any
+/// size or sign, or a float that is whole), refused with a message that names the range.
+struct Ranged<B>(u64, std::marker::PhantomData<B>);
+
+impl<'de, B: Bound> Deserialize<'de> for Ranged<B> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor<B>(std::marker::PhantomData<B>);
+
+        impl<B: Bound> Visitor<B> {
+            fn out_of_range<E: serde::de::Error>(value: impl std::fmt::Display) -> E {
+                E::custom(format!("must be {}, not {value}", B::WHAT))
+            }
+        }
+
+        impl<'de, B: Bound> serde::de::Visitor<'de> for Visitor<B> {
+            type Value = Ranged<B>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(B::WHAT)
+            }
+
+            fn visit_u64<E: serde::de::Error>(
+                self,
+                value: u64,
+            ) -> std::result::Result<Self::Value, E> {
+                if B::RANGE.contains(&value) {
+                    Ok(Ranged(value, std::marker::PhantomData))
+                } else {
+                    Err(Self::out_of_range(value))
+                }
+            }
+
+            fn visit_i64<E: serde::de::Error>(
+                self,
+                value: i64,
+            ) -> std::result::Result<Self::Value, E> {
+                match u64::try_from(value) {
+                    Ok(value) => self.visit_u64(value),
+                    Err(_) => Err(Self::out_of_range(value)),
+                }
+            }
+
+            fn visit_u128<E: serde::de::Error>(
+                self,
+                value: u128,
+            ) -> std::result::Result<Self::Value, E> {
+                match u64::try_from(value) {
+                    Ok(value) => self.visit_u64(value),
+                    Err(_) => Err(Self::out_of_range(value)),
+                }
+            }
+
+            fn visit_i128<E: serde::de::Error>(
+                self,
+                value: i128,
+            ) -> std::result::Result<Self::Value, E> {
+                match u64::try_from(value) {
+                    Ok(value) => self.visit_u64(value),
+                    Err(_) => Err(Self::out_of_range(value)),
+                }
+            }
+
+            fn visit_f64<E: serde::de::Error>(
+                self,
+                value: f64,
+            ) -> std::result::Result<Self::Value, E> {
+                // Whole and within u64 (2^64 itself is not): the range check does the rest.
+                if value.is_finite()
+                    && value.fract() == 0.0
+                    && (0.0..18_446_744_073_709_551_616.0).contains(&value)
+                {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    return self.visit_u64(value as u64);
+                }
+                Err(Self::out_of_range(value))
+            }
+        }
+
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// An optional ranged number (`null` is unset) as the field's own integer type.
+fn ranged_option<'de, B, T, D>(deserializer: D) -> std::result::Result<Option<T>, D::Error>
+where
+    B: Bound,
+    T: TryFrom<u64>,
+    D: Deserializer<'de>,
+{
+    Option::<Ranged<B>>::deserialize(deserializer)?
+        .map(|Ranged(value, _)| {
+            T::try_from(value)
+                .map_err(|_| serde::de::Error::custom(format!("must be {}, not {value}", B::WHAT)))
+        })
+        .transpose()
+}
+
+/// A list of ranged numbers (`null` is empty), each checked where it stands.
+fn ranged_list<'de, B, T, D>(deserializer: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    B: Bound,
+    T: TryFrom<u64>,
+    D: Deserializer<'de>,
+{
+    Option::<Vec<Ranged<B>>>::deserialize(deserializer)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|Ranged(value, _)| {
+            T::try_from(value)
+                .map_err(|_| serde::de::Error::custom(format!("must be {}, not {value}", B::WHAT)))
+        })
+        .collect()
 }
 
 /// An explicit `null` means "not set": the field's default.
@@ -871,10 +1036,13 @@ fn expected_fields(message: &str) -> Vec<String> {
         .collect()
 }
 
+/// What `devices[N]` holds.
+const DEVICE_WHAT: &str = "must be a GPU index from 0 to 1023 or a device id (GPU-…, MIG-…)";
+
 /// serde's messages, with the untagged enums' opaque wording replaced.
 fn friendly(message: &str) -> String {
     if message.contains("untagged enum DeviceId") {
-        return "must be a GPU index (0, 1, …) or a device id (GPU-…, MIG-…)".to_string();
+        return DEVICE_WHAT.to_string();
     }
     message.to_string()
 }
@@ -978,16 +1146,25 @@ fn validate_pool(pool: &PoolConfig, errors: &mut Vec<FieldError>) {
             );
         }
     }
-    if let Some(split) = &pool.tensor_split
-        && split.iter().any(|v| !v.is_finite() || *v < 0.0)
-    {
-        push(
-            "tensor_split",
-            "must be non-negative numbers (proportions per device)".to_string(),
-        );
+    for (index, device) in pool.devices.iter().enumerate() {
+        if let DeviceId::Index(n) = device
+            && !ranges::DEVICE_INDEX.contains(&u64::from(*n))
+        {
+            push(
+                &format!("devices[{index}]"),
+                format!("{DEVICE_WHAT}, not {n}"),
+            );
+        }
     }
-    if pool.ctx == Some(0) {
-        push("ctx", "must be at least 1 token".to_string());
+    for (index, value) in pool.tensor_split.iter().flatten().enumerate() {
+        if *value != 0.0 && !ranges::TENSOR_SPLIT.contains(value) {
+            push(
+                &format!("tensor_split[{index}]"),
+                format!(
+                    "must be 0 or a proportion from 0.000001 to 1000000 (a share of the model per device), not {value}"
+                ),
+            );
+        }
     }
     match mode {
         Mode::External => {
@@ -1349,6 +1526,106 @@ HF_TOKEN = { from_env = "ORCH_HF" }
             assert!(error.starts_with(expected), "{error}\nexpected: {expected}");
         }
         assert!(!errors.join("\n").contains("sk-in-a-list"), "{errors:?}");
+    }
+
+    #[test]
+    fn numbers_out_of_their_range_name_the_field_and_the_range() {
+        let pool = |fields: &str| {
+            format!("pools:\n  - id: p\n    engine: llamacpp\n    model: m.gguf\n{fields}")
+        };
+        let cases = [
+            (
+                "    ctx: 0\n",
+                "pools[0].ctx: must be a whole number of tokens from 1 to 16777216, not 0",
+            ),
+            (
+                "    ctx: 16777217\n",
+                "pools[0].ctx: must be a whole number of tokens from 1 to 16777216, not 16777217",
+            ),
+            (
+                "    ctx: -1\n",
+                "pools[0].ctx: must be a whole number of tokens from 1 to 16777216, not -1",
+            ),
+            (
+                "    ctx: 4096.5\n",
+                "pools[0].ctx: must be a whole number of tokens from 1 to 16777216, not 4096.5",
+            ),
+            (
+                "    ctx: 18446744073709551615\n",
+                "pools[0].ctx: must be a whole number of tokens from 1 to 16777216, not 18446744073709551615",
+            ),
+            (
+                "    ctx: 99999999999999999999999999\n",
+                "pools[0].ctx: must be a whole number of tokens from 1 to 16777216",
+            ),
+            (
+                "    ctx: many\n",
+                "pools[0].ctx: invalid type: string \"many\", expected a whole number of tokens from 1 to 16777216",
+            ),
+            (
+                "    provisioning: { ports: [8080, 65536] }\n",
+                "pools[0].provisioning.ports[1]: must be a port from 0 to 65535 (0: a free port chosen at launch), not 65536",
+            ),
+            (
+                "    provisioning: { ports: [-1] }\n",
+                "pools[0].provisioning.ports[0]: must be a port from 0 to 65535 (0: a free port chosen at launch), not -1",
+            ),
+            (
+                "    devices: [0, 1024]\n",
+                "pools[0].devices[1]: must be a GPU index from 0 to 1023 or a device id (GPU-…, MIG-…), not 1024",
+            ),
+            (
+                "    devices: [4294967296]\n",
+                "pools[0].devices[0]: must be a GPU index from 0 to 1023 or a device id (GPU-…, MIG-…)",
+            ),
+            (
+                "    devices: [-1]\n",
+                "pools[0].devices[0]: must be a GPU index from 0 to 1023 or a device id (GPU-…, MIG-…)",
+            ),
+            (
+                "    tensor_split: [1, -1]\n",
+                "pools[0].tensor_split[1]: must be 0 or a proportion from 0.000001 to 1000000 (a share of the model per device), not -1",
+            ),
+            (
+                "    tensor_split: [1e300]\n",
+                "pools[0].tensor_split[0]: must be 0 or a proportion from 0.000001 to 1000000",
+            ),
+            (
+                "    tensor_split: [1e-300]\n",
+                "pools[0].tensor_split[0]: must be 0 or a proportion from 0.000001 to 1000000",
+            ),
+            (
+                "    provisioning: { binary: { size: 0 } }\n",
+                "pools[0].provisioning.binary.size: must be a whole number of bytes from 1 to 68719476736 (64 GiB), not 0",
+            ),
+            (
+                "    provisioning: { binary: { size: 68719476737 } }\n",
+                "pools[0].provisioning.binary.size: must be a whole number of bytes from 1 to 68719476736 (64 GiB), not 68719476737",
+            ),
+        ];
+        for (fields, expected) in cases {
+            let errors = errors_of(&pool(fields));
+            assert!(
+                errors.iter().any(|e| e.starts_with(expected)),
+                "{fields}: {errors:#?}\nexpected: {expected}"
+            );
+        }
+        // The ends of each range are accepted.
+        let text = pool(
+            "    ctx: 16777216\n    devices: [0, 1023, GPU-0a]\n    tensor_split: [0, 0.000001, 1000000]\n    provisioning: { ports: [0, 65535], binary: { size: 68719476736 } }\n",
+        );
+        let config = Config::parse(&text, Format::Yaml, "c.yaml").expect("valid");
+        assert_eq!(config.pools[0].ctx, Some(16_777_216));
+        assert_eq!(config.pools[0].provisioning.ports, vec![0, 65535]);
+        // TOML reads the same ranges.
+        let toml = "[[pools]]\nid = \"p\"\nengine = \"llamacpp\"\nmodel = \"m\"\nctx = 9223372036854775807\n";
+        let error = Config::parse(toml, Format::Toml, "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("pools[0].ctx: must be a whole number of tokens from 1 to 16777216"),
+            "{error}"
+        );
     }
 
     #[test]

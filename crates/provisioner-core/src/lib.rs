@@ -10,7 +10,8 @@
 //! system calls; parsing takes strings and hashing takes bytes. Everything that touches the host
 //! is behind a port.
 //!
-//! Modules form layers, each importing only those above it: `vocabulary`, `error` and `text`;
+//! Modules form layers, each importing only those above it: `vocabulary`, `error`, `text` and
+//! `environment` (the allowlists of variables each kind of spawned program inherits);
 //! then the values (`names`, `secret`, `checksum`, `cmake`, `image`, `model_ref`); then the
 //! tables (`packages`, `tools`); then `config`, `layout`, `prepared`, `ports`, `plan` and
 //! `provisioner`. A test checks that no import circle appears.
@@ -18,6 +19,7 @@
 pub mod checksum;
 pub mod cmake;
 pub mod config;
+pub mod environment;
 pub mod error;
 pub mod image;
 pub mod layout;

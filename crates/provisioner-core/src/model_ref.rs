@@ -142,6 +142,14 @@ impl FromStr for HfRef {
     /// Parses what follows `hf:`.
     fn from_str(text: &str) -> Result<Self, String> {
         let how = "write hf:org/repo, hf:org/repo/path/in/repo or hf:org/repo@revision/path";
+        // As in a model reference, which is read trimmed: no blanks around it, no control
+        // characters in it (a path ending in a blank would not read back).
+        if text.trim() != text || text.chars().any(char::is_control) {
+            return Err(format!(
+                "`hf:{}` has blanks around it or control characters in it; {how}",
+                text.escape_debug()
+            ));
+        }
         let mut parts = text.splitn(3, '/');
         let org = parts.next().unwrap_or("");
         let name_and_revision = parts.next().unwrap_or("");
@@ -186,8 +194,21 @@ impl FromStr for HfRef {
 impl fmt::Display for ModelRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // `file:` + a path starting `//` would read as a remote host: `file://` + it.
+            ModelRef::File(path) if path.as_os_str().as_encoded_bytes().starts_with(b"//") => {
+                write!(f, "file://{}", path.display())
+            }
             ModelRef::File(path) => write!(f, "file:{}", path.display()),
-            ModelRef::Relative(path) => write!(f, "{}", path.display()),
+            // Bare when it reads back as itself; `file:` before one that would read as a
+            // scheme (`a:b`) or lose its leading blanks.
+            ModelRef::Relative(path) => {
+                let text = path.display().to_string();
+                if text.parse::<ModelRef>().as_ref() == Ok(self) {
+                    f.write_str(&text)
+                } else {
+                    write!(f, "file:{text}")
+                }
+            }
             ModelRef::HuggingFace(hf) => {
                 write!(f, "hf:{}", hf.repo)?;
                 if let Some(revision) = &hf.revision {
@@ -262,5 +283,25 @@ mod tests {
             "file:sub/tiny.gguf".parse::<ModelRef>(),
             Ok(ModelRef::Relative("sub/tiny.gguf".into()))
         );
+    }
+
+    #[test]
+    fn paths_that_look_like_something_else_show_with_file() {
+        for text in [
+            "file:////srv/m.gguf",
+            "file:a:b.gguf",
+            "file: lead.gguf",
+            "file:hf:x",
+        ] {
+            let reference: ModelRef = text.parse().unwrap();
+            let shown = reference.to_string();
+            assert_eq!(
+                shown.parse::<ModelRef>(),
+                Ok(reference),
+                "{text} shows as {shown}"
+            );
+        }
+        assert_eq!(ModelRef::Relative("m.gguf".into()).to_string(), "m.gguf");
+        assert_eq!(ModelRef::File("/m.gguf".into()).to_string(), "file:/m.gguf");
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::checksum::Checksum;
 use crate::cmake::CacheEntries;
 use crate::config::EnvValue;
+pub use crate::environment::{BASE_ENV, BUILD_ENV, CONTAINER_ENV, GIT_ENV, PACKAGE_ENV};
 use crate::error::Result;
 use crate::image::ImageReference;
 use crate::model_ref::ModelRef;
@@ -36,13 +37,16 @@ pub struct CommandSpec {
     pub args: Vec<String>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
-    /// Variables set on top of the inherited environment (or of the variables
-    /// [`CommandSpec::inherit_env`] lets through).
+    /// Variables set on top of the variables [`CommandSpec::inherit_env`] lets through; a value
+    /// here wins over an inherited one.
     pub env: BTreeMap<String, String>,
-    /// Which variables of this process's environment the child inherits. `None` (the default):
-    /// all of them. `Some(names)`: only these (an entry ending in `*` is a prefix, `AWS_*`);
-    /// [`CommandSpec::env`] is set on top either way. For programs that must not see the rest
-    /// of the environment, such as a credential helper named by a config file.
+    /// Which variables of this process's environment the child inherits; never all of them
+    /// (see [`crate::environment`]). `None` (the default): [`BASE_ENV`] only, what a
+    /// `--version` probe gets. `Some(entries)`: exactly these (an entry ending in `*` is a
+    /// prefix, `AWS_*`; one starting with `!` is never inherited, `!GIT_DIR`), as
+    /// [`CommandSpec::inherit_also`] (the base list plus a job's list) and
+    /// [`CommandSpec::inherit_only`] (a list of its own) set it. [`CommandSpec::env`] is set on
+    /// top either way.
     pub inherit_env: Option<Vec<String>>,
     /// Where to append the combined output, line by line.
     pub log: Option<PathBuf>,
@@ -105,13 +109,40 @@ impl CommandSpec {
     }
 
     /// Lets the child inherit only the named variables of this process's environment (an entry
-    /// ending in `*` is a prefix); [`CommandSpec::env`] is still set on top.
+    /// ending in `*` is a prefix, one starting with `!` an exclusion), not even [`BASE_ENV`];
+    /// [`CommandSpec::env`] is still set on top.
     pub fn inherit_only<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: AsRef<str>,
     {
-        self.inherit_env = Some(names.into_iter().map(Into::into).collect());
+        self.inherit_env = Some(
+            names
+                .into_iter()
+                .map(|name| name.as_ref().to_string())
+                .collect(),
+        );
+        self
+    }
+
+    /// Lets the child inherit the variables of a job's list too ([`GIT_ENV`], [`BUILD_ENV`],
+    /// [`PACKAGE_ENV`], …), on top of [`BASE_ENV`] (or of what an earlier call allowed).
+    pub fn inherit_also<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut entries = self
+            .inherit_env
+            .take()
+            .unwrap_or_else(|| BASE_ENV.iter().map(|name| name.to_string()).collect());
+        for name in names {
+            let name = name.as_ref().to_string();
+            if !entries.contains(&name) {
+                entries.push(name);
+            }
+        }
+        self.inherit_env = Some(entries);
         self
     }
 
@@ -132,11 +163,8 @@ impl CommandSpec {
     /// ([`CommandSpec::inherit_env`]).
     pub fn inherits(&self, name: &str) -> bool {
         match &self.inherit_env {
-            None => true,
-            Some(names) => names.iter().any(|entry| match entry.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => entry == name,
-            }),
+            None => crate::environment::allows(BASE_ENV, name),
+            Some(entries) => crate::environment::allows(entries, name),
         }
     }
 
@@ -153,18 +181,8 @@ impl CommandSpec {
 
 /// Host variables a container runtime needs (its configuration, never credentials): passed to
 /// every runtime command, returned as `ImageArtifact::runtime_env`, and kept by supervisors to
-/// ask the runtime about the container later.
-pub const CONTAINER_RUNTIME_VARIABLES: [&str; 9] = [
-    "PATH",
-    "HOME",
-    "XDG_RUNTIME_DIR",
-    "CONTAINERS_CONF",
-    "CONTAINERS_REGISTRIES_CONF",
-    "CONTAINERS_STORAGE_CONF",
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
-    "REGISTRY_AUTH_FILE",
-];
+/// ask the runtime about the container later. The same list as [`CONTAINER_ENV`].
+pub const CONTAINER_RUNTIME_VARIABLES: &[&str] = CONTAINER_ENV;
 
 /// How a finished process ended and what it printed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
