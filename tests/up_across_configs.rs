@@ -205,3 +205,47 @@ fn concurrent_ups_of_one_pool_start_exactly_one_engine() {
         "the one engine was stopped"
     );
 }
+
+/// While another process holds the pool's `up`/`down` lock, `up --wait 1` gives up after a
+/// second naming the holder; without `--wait` it waits for the holder and then goes on.
+#[test]
+fn up_waits_for_the_pools_lock_and_wait_bounds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let config = write_config(dir.path(), "locked.yaml", "locked", free_port());
+    assert_eq!(
+        orch(&cache, &["engine", "prepare"], &config, "locked").code,
+        0
+    );
+    let run = cache.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let lock_path = run.join("locked.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
+    std::fs::write(&lock_path, format!("{}\n", std::process::id())).unwrap();
+
+    let started = std::time::Instant::now();
+    let bounded = orch(&cache, &["engine", "up", "--wait", "1"], &config, "locked");
+    assert_eq!(bounded.code, 11, "{bounded:?}");
+    assert!(
+        bounded
+            .stderr
+            .contains(&format!("waiting for pid {}", std::process::id()))
+            && bounded
+                .stderr
+                .contains("still starting or stopping this pool after 1 s"),
+        "{}",
+        bounded.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // Unbounded: it waits, and starts once the lock is free.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        lock.unlock().unwrap();
+    });
+    let up = orch(&cache, &["engine", "up"], &config, "locked");
+    releaser.join().unwrap();
+    assert_eq!(up.code, 0, "{up:?}");
+    assert_eq!(orch(&cache, &["engine", "down"], &config, "locked").code, 0);
+}

@@ -103,7 +103,7 @@ pub enum EngineCommand {
     /// Make the engine present (fetch, build, install) and print the PreparedEngine.
     Prepare(PoolArgs),
     /// Prepare, start detached, wait until ready and check the running build.
-    Up(PoolArgs),
+    Up(UpArgs),
     /// Stop a running engine (TERM, then KILL after the grace period).
     Down(DownArgs),
     /// Show pid, liveness, readiness and engine_version.
@@ -138,7 +138,26 @@ pub struct DownArgs {
         value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_SECONDS),
     )]
     pub grace: u64,
+    /// How long to wait, at most, for another `up` or `down` of the pool to finish (0 to
+    /// 86400 seconds); without it, as long as that process lives.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECONDS))]
+    pub wait: Option<u64>,
 }
+
+/// `orchctl engine up`
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Pool selection.
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// How long to wait, at most, for another `up` or `down` of the pool to finish (0 to
+    /// 86400 seconds); without it, as long as that process lives.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECONDS))]
+    pub wait: Option<u64>,
+}
+
+/// The longest `--wait`: a day.
+pub const MAX_WAIT_SECONDS: u64 = 86_400;
 
 /// The longest `engine down --grace`: an hour. Every numeric argument has a range that clap
 /// checks, so that nothing computed from one (a deadline) can overflow.

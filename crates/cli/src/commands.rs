@@ -293,11 +293,16 @@ fn launch_ports(steps: &[Step]) -> Vec<u16> {
 }
 
 /// `orchctl engine up`
-pub async fn up(settings: &Settings, target: &Target, progress: Arc<dyn Progress>) -> Result<()> {
+pub async fn up(
+    settings: &Settings,
+    target: &Target,
+    wait: Option<Duration>,
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
     let pool = load_pool(target, progress.as_ref())?;
     refuse_external(settings, target, &pool, "up")?;
     // One `up` or `down` of a pool at a time; the checks below run once it is ours.
-    let _lock = pool_lock(settings, pool.id.as_str(), progress.as_ref()).await?;
+    let _lock = pool_lock(settings, pool.id.as_str(), wait, progress.as_ref()).await?;
     let supervisor = Supervisor::new(settings.layout().run_dir);
     let provisioner = provisioner(settings, progress.clone());
     // Before a prepare that may build for minutes: what a running engine holds. `start`
@@ -367,13 +372,15 @@ pub async fn up(settings: &Settings, target: &Target, progress: Arc<dyn Progress
 /// Serialises `up` and `down` of one pool across processes: `<run_dir>/<pool>.lock`, holding
 /// the holder's pid. A caller that finds it taken says whose it is and waits (the kernel
 /// releases it when its holder exits, even by SIGKILL), then re-checks what runs.
+/// `wait` bounds the wait: past it the call fails (exit 11) naming the holder.
 async fn pool_lock(
     settings: &Settings,
     pool: &str,
+    wait: Option<Duration>,
     progress: &dyn Progress,
 ) -> Result<adapters_host::FileLock> {
     let path = provisioner_core::RunRecord::Lock.path(&settings.layout().run_dir, pool);
-    let lock = adapters_host::FileLock::acquire(&path, || {
+    let acquire = adapters_host::FileLock::acquire(&path, || {
         let holder = std::fs::read_to_string(&path)
             .ok()
             .and_then(|text| text.trim().parse::<u32>().ok());
@@ -385,8 +392,30 @@ async fn pool_lock(
                 None => format!("waiting for another orchctl starting or stopping pool {pool}"),
             },
         });
-    })
-    .await?;
+    });
+    let lock = match wait {
+        None => acquire.await?,
+        Some(limit) => match tokio::time::timeout(limit, acquire).await {
+            Ok(lock) => lock?,
+            Err(_) => {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u32>().ok())
+                    .map_or_else(|| "another orchctl".to_string(), |pid| format!("pid {pid}"));
+                return Err(Error::Engine {
+                    pool: pool.to_string(),
+                    message: format!(
+                        "{holder} is still starting or stopping this pool after {} s",
+                        limit.as_secs()
+                    ),
+                    hint: Some(
+                        "wait longer (--wait SECONDS, or leave it out to wait as long as that process lives), or stop that process"
+                            .to_string(),
+                    ),
+                });
+            }
+        },
+    };
     // Whose it is, for those who wait (the lock is on the open file, not its content).
     let _ = std::fs::write(&path, format!("{}\n", std::process::id()));
     Ok(lock)
@@ -397,11 +426,12 @@ pub async fn down(
     settings: &Settings,
     target: &Target,
     grace: Duration,
+    wait: Option<Duration>,
     progress: Arc<dyn Progress>,
 ) -> Result<bool> {
     let pool = load_pool(target, progress.as_ref())?;
     refuse_external(settings, target, &pool, "down")?;
-    let _lock = pool_lock(settings, pool.id.as_str(), progress.as_ref()).await?;
+    let _lock = pool_lock(settings, pool.id.as_str(), wait, progress.as_ref()).await?;
     let id = pool.id.to_string();
     let stopped = Supervisor::new(settings.layout().run_dir)
         .stop(&id, grace)

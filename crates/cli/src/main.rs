@@ -190,8 +190,10 @@ fn main() -> ExitCode {
             _ = shutdown_signal() => Err(Error::Cancelled),
         }
     });
-    // Dropping the runtime drops any unfinished work: builds are killed and staging removed.
-    drop(runtime);
+    // Shutting the runtime down drops any unfinished work: builds are killed and staging
+    // removed. A blocking wait that cannot be cancelled (a lock another process holds, after
+    // `--wait` gave up) is abandoned after a moment instead of holding the exit.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -215,12 +217,14 @@ async fn run(
         Command::Engine(EngineCommand::Prepare(p)) => {
             commands::prepare(settings, &target(&p), progress).await?;
         }
-        Command::Engine(EngineCommand::Up(p)) => {
-            commands::up(settings, &target(&p), progress).await?
+        Command::Engine(EngineCommand::Up(u)) => {
+            let wait = u.wait.map(Duration::from_secs);
+            commands::up(settings, &target(&u.pool), wait, progress).await?
         }
         Command::Engine(EngineCommand::Down(d)) => {
             let grace = Duration::from_secs(d.grace);
-            commands::down(settings, &target(&d.pool), grace, progress).await?;
+            let wait = d.wait.map(Duration::from_secs);
+            commands::down(settings, &target(&d.pool), grace, wait, progress).await?;
         }
         Command::Model(ModelCommand::Pull { pool, refresh }) => {
             commands::model_pull(settings, &target(&pool), refresh, progress).await?;

@@ -1,0 +1,349 @@
+//! Kill trials: SIGKILL at random points of `orchctl engine prepare` (binary mode, a cold install
+//! from a `file://` archive) and of `orchctl engine up` (with `fsync` slowed down by strace, so
+//! that the kill often lands between spawning the engine and recording it), then the next call.
+//!
+//! Invariants after every kill: an engine that listens on the pool's port is known to `status`
+//! and stopped by `down` (no orphan); the next `prepare`/`up` succeeds; what it points at exists;
+//! and after it nothing is left in `.staging/` or `downloads/`.
+//!
+//! The quick form (CI) runs `KILL_TRIALS` trials per kind, 6 by default; the long form is
+//! `KILL_TRIALS=50 cargo test -p tests --test kill_trials -- --nocapture`. The engine is
+//! `fake-engine` (adapters-host's stand-in server): nothing leaves temp dirs and loopback.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tests::{free_port, orchctl, orchctl_path, run_orchctl};
+
+fn trials() -> usize {
+    std::env::var("KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+/// A small deterministic generator (xorshift), seeded from the clock and printed, so that a
+/// failing run can be repeated with `KILL_SEED`.
+struct Random(u64);
+
+impl Random {
+    #[allow(clippy::print_stdout)] // the seed is printed so that a failing run can be repeated
+    fn new() -> Random {
+        let seed = std::env::var("KILL_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(7)
+                    | 1
+            });
+        println!("KILL_SEED={seed}");
+        Random(seed)
+    }
+
+    fn below(&mut self, limit: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % limit.max(1)
+    }
+}
+
+/// A tar.gz holding `fake-engine` as `bin/llama-server` and filler, so that a cold install
+/// takes long enough to be killed at many points.
+fn make_archive(dir: &Path) -> (PathBuf, String) {
+    let engine = orchctl_path().with_file_name("fake-engine");
+    assert!(
+        engine.exists(),
+        "build the binaries first: cargo build --bins"
+    );
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::copy(&engine, tree.join("bin/llama-server")).unwrap();
+    let mut filler = std::fs::File::create(tree.join("filler.bin")).unwrap();
+    let mut block = vec![0u8; 1 << 20];
+    for (i, byte) in block.iter_mut().enumerate() {
+        *byte = (i * 7 % 251) as u8;
+    }
+    // Each archive differs (its directory's name first), so each has its own install key.
+    filler.write_all(dir.to_string_lossy().as_bytes()).unwrap();
+    for _ in 0..12 {
+        filler.write_all(&block).unwrap();
+    }
+    let archive = dir.join("engine.tar.gz");
+    #[allow(clippy::disallowed_methods)] // the fixture is made with the system tar
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&tree)
+        .args(["bin", "filler.bin"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sha256 = hex::encode(Sha256::digest(std::fs::read(&archive).unwrap()));
+    (archive, sha256)
+}
+
+fn write_config(dir: &Path, pool: &str, archive: &Path, sha256: &str, port: u16) -> PathBuf {
+    let model = dir.join("tiny.gguf");
+    std::fs::write(&model, b"fake-engine never reads it").unwrap();
+    let config = dir.join(format!("{pool}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "pools:\n  - id: {pool}\n    engine: llamacpp\n    provisioning:\n      mode: binary\n      binary: {{ url: \"file://{}\", checksum: \"sha256:{sha256}\" }}\n      model: {{ ref: \"file:{}\" }}\n      ports: [{port}]\n",
+            archive.display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn orch(cache: &Path, words: &[&str], config: &Path) -> tests::Outcome {
+    let config = config.to_string_lossy();
+    let mut args = words.to_vec();
+    args.extend(["--config", &config]);
+    run_orchctl(cache, &args)
+}
+
+/// Starts `orchctl ARGS --config CONFIG` in a process group of its own (so that a kill of the
+/// group kills strace and orchctl, never the engine, which runs in its own group).
+fn spawn(cache: &Path, args: &[&str], config: &Path, slow_fsync: bool) -> Child {
+    let mut command = if slow_fsync {
+        #[allow(clippy::disallowed_methods)]
+        let mut strace = Command::new("strace");
+        strace
+            .args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=fsync,fdatasync",
+                "-e",
+                "inject=fsync,fdatasync:delay_enter=150000",
+                "--",
+            ])
+            .arg(orchctl_path());
+        for (key, value) in orchctl(cache).get_envs() {
+            match value {
+                Some(value) => strace.env(key, value),
+                None => strace.env_remove(key),
+            };
+        }
+        strace
+    } else {
+        orchctl(cache)
+    };
+    command
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    command.spawn().expect("orchctl starts")
+}
+
+fn kill_group(child: &mut Child) {
+    let pgid = child.id();
+    #[allow(clippy::disallowed_methods)]
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .status();
+    let _ = child.wait();
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn a_prepare_killed_anywhere_leaves_nothing_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, sha256) = make_archive(dir.path());
+    let config = write_config(dir.path(), "killed-prepare", &archive, &sha256, free_port());
+    // How long a cold install takes here: the kills land anywhere inside it.
+    let started = Instant::now();
+    let probe = orch(
+        &dir.path().join("cache-probe"),
+        &["engine", "prepare"],
+        &config,
+    );
+    assert_eq!(probe.code, 0, "{}", probe.stderr);
+    let cold = started.elapsed().as_millis() as u64;
+    let mut random = Random::new();
+    for trial in 0..trials() {
+        let cache = dir.path().join(format!("cache-{trial}"));
+        let mut child = spawn(&cache, &["engine", "prepare"], &config, false);
+        std::thread::sleep(Duration::from_millis(random.below(cold + 50)));
+        kill_group(&mut child);
+
+        let next = orch(&cache, &["engine", "prepare", "--json"], &config);
+        assert_eq!(next.code, 0, "trial {trial}: {}", next.stderr);
+        let prepared: serde_json::Value = serde_json::from_str(&next.stdout).unwrap();
+        let bin = PathBuf::from(prepared["bin"].as_str().unwrap());
+        assert!(bin.exists(), "trial {trial}: {} is missing", bin.display());
+        let root = cache.join("llamacpp/bin");
+        assert_eq!(
+            entries(&root.join(".staging")),
+            Vec::<String>::new(),
+            "trial {trial}: staging left"
+        );
+        assert_eq!(
+            entries(&root.join("downloads")),
+            Vec::<String>::new(),
+            "trial {trial}: downloads left"
+        );
+        let hit = orch(&cache, &["engine", "prepare", "--json"], &config);
+        let again: serde_json::Value = serde_json::from_str(&hit.stdout).unwrap();
+        assert_eq!(again["metadata"]["cache_hit"], true, "trial {trial}");
+        assert_eq!(again["engine_version"], prepared["engine_version"]);
+    }
+}
+
+#[test]
+#[allow(clippy::print_stdout)] // the trials report what they found
+fn an_up_killed_anywhere_leaves_no_engine_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, sha256) = make_archive(dir.path());
+    let port = free_port();
+    let config = write_config(dir.path(), "killed-up", &archive, &sha256, port);
+    let cache = dir.path().join("cache");
+    assert_eq!(orch(&cache, &["engine", "prepare"], &config).code, 0);
+    let have_strace = which("strace");
+    let mut random = Random::new();
+    let mut orphans_found = 0;
+    let mut adopted = 0;
+    for trial in 0..trials() {
+        // Every other trial slows fsync down, widening the window between the spawn and the
+        // record that names the engine.
+        let slow = have_strace && trial % 2 == 0;
+        let window = if slow { 1500 } else { 400 };
+        let mut child = spawn(&cache, &["engine", "up"], &config, slow);
+        std::thread::sleep(Duration::from_millis(random.below(window)));
+        kill_group(&mut child);
+        std::thread::sleep(Duration::from_millis(300));
+
+        if listening(port) {
+            // Something of ours listens: `status` must know it, `down` must stop it.
+            let status = orch(&cache, &["engine", "status", "--json"], &config);
+            let known: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
+            if known["alive"] != true {
+                orphans_found += 1;
+            } else {
+                adopted += 1;
+            }
+        }
+        let down = orch(&cache, &["engine", "down"], &config);
+        assert!(
+            down.code == 0 || down.code == 12,
+            "trial {trial}: down: {}",
+            down.stderr
+        );
+        assert!(
+            !listening(port),
+            "trial {trial}: an engine survived down (orphan)"
+        );
+        let up = orch(&cache, &["engine", "up"], &config);
+        assert_eq!(up.code, 0, "trial {trial}: the next up: {}", up.stderr);
+        let down = orch(&cache, &["engine", "down"], &config);
+        assert_eq!(down.code, 0, "trial {trial}: {}", down.stderr);
+    }
+    println!(
+        "trials: {}, engines found after the kill and known: {adopted}",
+        trials()
+    );
+    assert_eq!(
+        orphans_found, 0,
+        "engines listening that status did not know"
+    );
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Sixteen processes prepare one pool at once: one install (exactly one `cache_hit: false`),
+/// every one succeeds with the same `engine_version`. Installs of different pools are not
+/// serialised: with one pool's install lock held, another pool prepares to the end.
+#[test]
+fn concurrent_prepares_install_once_per_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, sha256) = make_archive(dir.path());
+    let cache = dir.path().join("cache");
+    let config = write_config(dir.path(), "shared", &archive, &sha256, free_port());
+    let outcomes: Vec<tests::Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| scope.spawn(|| orch(&cache, &["engine", "prepare", "--json"], &config)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut versions = std::collections::BTreeSet::new();
+    let mut installs = 0;
+    for outcome in &outcomes {
+        assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+        let prepared: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();
+        versions.insert(prepared["engine_version"].to_string());
+        if prepared["metadata"]["cache_hit"] == false {
+            installs += 1;
+        }
+    }
+    assert_eq!(installs, 1, "one install for sixteen prepares");
+    assert_eq!(versions.len(), 1);
+
+    // Another pool (another archive, so another install key) in the same cache is not held up
+    // by an install in progress: its key's lock is taken (as a running install holds it), and
+    // the other pool prepares meanwhile, while the held one waits.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let (other_archive, other_sha) = make_archive(&other_dir);
+    assert_ne!(other_sha, sha256);
+    let held_dir = dir.path().join("held");
+    std::fs::create_dir_all(&held_dir).unwrap();
+    let (held_archive, held_sha) = make_archive(&held_dir);
+    let fresh = dir.path().join("cache-two");
+    let locks = fresh.join("llamacpp/bin/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock_path = locks.join(format!("sha256-{}.lock", &held_sha[..16]));
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
+    let held_config = write_config(&held_dir, "held", &held_archive, &held_sha, free_port());
+    let other_config = write_config(&other_dir, "other", &other_archive, &other_sha, free_port());
+    let mut waiting = spawn(&fresh, &["engine", "prepare"], &held_config, false);
+    let other = orch(&fresh, &["engine", "prepare", "--json"], &other_config);
+    assert_eq!(other.code, 0, "{}", other.stderr);
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the held pool waits for its lock"
+    );
+    lock.unlock().unwrap();
+    let status = waiting.wait().unwrap();
+    assert!(
+        status.success(),
+        "the held pool prepares once its lock is free"
+    );
+}
