@@ -187,7 +187,7 @@ fn llama_orch_files_check_and_plan_for_every_pool() {
     );
     assert!(
         plan.stdout
-            .contains("Look up the model `sha256:0123abcd` as a file name in"),
+            .contains("Look up the model `sha256:0123abcd` by its digest in the catalog of"),
         "{}",
         plan.stdout
     );

@@ -34,6 +34,11 @@ use crate::url::{Parts, basic_auth, file_path, redact, resolve_redirect, split};
 
 /// How often byte progress is reported at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Buffers in flight between the reading and the writing/hashing thread of a download.
+const PIPELINE_DEPTH: usize = 4;
+/// Size of one of those buffers: larger than the hashing buffer, so that each hop between the
+/// threads carries more (at most `PIPELINE_DEPTH + 2` of them exist: about 1.5 MiB).
+const CHUNK_SIZE: usize = 256 * 1024;
 /// How often a download waiting for another one's lock on the same partial file looks again.
 const LOCK_POLL: Duration = Duration::from_millis(50);
 
@@ -447,15 +452,28 @@ impl Job {
     }
 
     fn report(&self, transfer: &mut Transfer, force: bool) {
-        let due = transfer
-            .last_report
-            .is_none_or(|last| last.elapsed() >= PROGRESS_INTERVAL);
+        self.report_bytes(
+            &mut transfer.last_report,
+            transfer.done,
+            transfer.total,
+            force,
+        );
+    }
+
+    fn report_bytes(
+        &self,
+        last_report: &mut Option<Instant>,
+        done: u64,
+        total: Option<u64>,
+        force: bool,
+    ) {
+        let due = last_report.is_none_or(|last| last.elapsed() >= PROGRESS_INTERVAL);
         if force || due {
-            transfer.last_report = Some(Instant::now());
+            *last_report = Some(Instant::now());
             self.progress.report(ProgressEvent::Bytes {
                 step: self.step.clone(),
-                done: transfer.done,
-                total: transfer.total,
+                done,
+                total,
             });
         }
     }
@@ -473,37 +491,85 @@ impl Job {
         )
     }
 
-    /// Streams `reader` into the partial file through the hasher.
+    /// Streams `reader` into the partial file through the hasher. Reading runs on this thread,
+    /// writing and hashing on a second one, with a few buffers in flight between them: the
+    /// download goes as fast as the slower of the two, not the sum of both (hashing costs about
+    /// as much as a loopback transfer).
     fn pump(
         &self,
         transfer: &mut Transfer,
         reader: &mut dyn Read,
     ) -> std::result::Result<(), PumpError> {
-        loop {
-            if self.cancelled() {
-                return Err(PumpError::Fatal(Error::Cancelled));
-            }
-            let read = match reader.read(&mut transfer.buffer) {
-                Ok(0) => return Ok(()),
-                Ok(read) => read,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(PumpError::Read(error)),
+        enum Stop {
+            Done,
+            Cancelled,
+            TooLarge,
+            Read(std::io::Error),
+        }
+        let Transfer {
+            file,
+            hasher,
+            done,
+            total,
+            last_report,
+            ..
+        } = transfer;
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (stop, written) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || -> std::io::Result<()> {
+                for chunk in full_rx {
+                    file.write_all(&chunk)?;
+                    hasher.update(&chunk);
+                    // The reader may be gone already; the buffer is then simply dropped.
+                    let _ = empty_tx.send(chunk);
+                }
+                Ok(())
+            });
+            let stop = loop {
+                if self.cancelled() {
+                    break Stop::Cancelled;
+                }
+                let mut chunk = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| vec![0u8; CHUNK_SIZE]);
+                chunk.resize(CHUNK_SIZE, 0);
+                let read = match reader.read(&mut chunk) {
+                    Ok(0) => break Stop::Done,
+                    Ok(read) => read,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(error) => break Stop::Read(error),
+                };
+                if self.cancelled() {
+                    break Stop::Cancelled;
+                }
+                if let Some(max) = self.request.max_bytes
+                    && *done + read as u64 > max
+                {
+                    break Stop::TooLarge;
+                }
+                chunk.truncate(read);
+                if full_tx.send(chunk).is_err() {
+                    // The writer failed; its error is reported below.
+                    break Stop::Done;
+                }
+                *done += read as u64;
+                self.report_bytes(last_report, *done, *total, false);
             };
-            if self.cancelled() {
-                return Err(PumpError::Fatal(Error::Cancelled));
-            }
-            if let Some(max) = self.request.max_bytes
-                && transfer.done + read as u64 > max
-            {
-                return Err(PumpError::Fatal(self.too_large(transfer, None)));
-            }
-            transfer
-                .file
-                .write_all(&transfer.buffer[..read])
-                .map_err(|e| PumpError::Fatal(Error::io("write", &transfer.path, e)))?;
-            transfer.hasher.update(&transfer.buffer[..read]);
-            transfer.done += read as u64;
-            self.report(transfer, false);
+            drop(full_tx);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
+            (stop, written)
+        });
+        if let Err(error) = written {
+            return Err(PumpError::Fatal(Error::io("write", &transfer.path, error)));
+        }
+        match stop {
+            Stop::Done => Ok(()),
+            Stop::Cancelled => Err(PumpError::Fatal(Error::Cancelled)),
+            Stop::TooLarge => Err(PumpError::Fatal(self.too_large(transfer, None))),
+            Stop::Read(error) => Err(PumpError::Read(error)),
         }
     }
 
@@ -834,7 +900,7 @@ impl Job {
             drop(file);
             return Err(self.error(
                 format!("checksum mismatch: expected {expected}, got {actual} ({done} bytes)"),
-                Some("the file is not the pinned one: it changed upstream or was altered on the way. The download was deleted; if the new file is legitimate, update provisioning.binary.checksum".to_string()),
+                Some("the file is not the pinned one: it changed upstream or was altered on the way. The download was deleted; if the new file is legitimate, update the pinned checksum (provisioning.binary.checksum, or provisioning.model.checksum for a model)".to_string()),
             ));
         }
         std::fs::rename(&path, destination).map_err(|e| Error::io("rename", &path, e))?;

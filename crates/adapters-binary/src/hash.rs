@@ -4,24 +4,29 @@ use std::io::Read;
 use std::path::Path;
 
 use provisioner_core::{Algorithm, Checksum, Error, Result};
-use sha2::Digest;
 
 /// Size of the fixed buffers used for streaming (downloads, hashing, unpacking).
 pub(crate) const BUFFER_SIZE: usize = 64 * 1024;
 
-/// A running digest of one of the supported algorithms.
+/// A running digest of one of the supported algorithms. SHA-2 is `ring`'s (the assembly of
+/// BoringSSL, with SHA-NI or AVX2 where the CPU has them): about twice the pure-Rust speed on
+/// CPUs without SHA-NI, so that hashing keeps up with a loopback download.
 #[derive(Clone)]
 pub(crate) enum StreamHasher {
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
+    Sha256(ring::digest::Context),
+    Sha512(ring::digest::Context),
     Blake3(Box<blake3::Hasher>),
 }
 
 impl StreamHasher {
     pub fn new(algorithm: Algorithm) -> Self {
         match algorithm {
-            Algorithm::Sha256 => StreamHasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha512 => StreamHasher::Sha512(sha2::Sha512::new()),
+            Algorithm::Sha256 => {
+                StreamHasher::Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+            }
+            Algorithm::Sha512 => {
+                StreamHasher::Sha512(ring::digest::Context::new(&ring::digest::SHA512))
+            }
             Algorithm::Blake3 => StreamHasher::Blake3(Box::new(blake3::Hasher::new())),
         }
     }
@@ -47,8 +52,9 @@ impl StreamHasher {
     pub fn finish(self) -> Checksum {
         let algorithm = self.algorithm();
         let hex = match self {
-            StreamHasher::Sha256(hasher) => hex::encode(hasher.finalize()),
-            StreamHasher::Sha512(hasher) => hex::encode(hasher.finalize()),
+            StreamHasher::Sha256(hasher) | StreamHasher::Sha512(hasher) => {
+                hex::encode(hasher.finish().as_ref())
+            }
             StreamHasher::Blake3(hasher) => hasher.finalize().to_hex().to_string(),
         };
         Checksum { algorithm, hex }

@@ -222,13 +222,38 @@ impl Catalog {
             .strip_prefix("sha256:")
             .or_else(|| key.strip_prefix("SHA256:"))
         {
+            // A digest may be abbreviated (llama-orch's pool ids often are: `sha256:0123abcd`),
+            // as long as it names one entry.
             let hex = hex.to_ascii_lowercase();
-            return Ok(entries.into_values().find(|entry| {
-                entry
-                    .digest
-                    .as_ref()
-                    .is_some_and(|digest| digest.algo == "sha256" && digest.value == hex)
-            }));
+            let matching: Vec<CatalogEntry> = entries
+                .into_values()
+                .filter(|entry| {
+                    entry.digest.as_ref().is_some_and(|digest| {
+                        digest.algo == "sha256" && !hex.is_empty() && digest.value.starts_with(&hex)
+                    })
+                })
+                .collect();
+            // Entries of one content (two revisions of one file) are one answer.
+            let contents: BTreeSet<&str> = matching
+                .iter()
+                .filter_map(|entry| entry.digest.as_ref().map(|d| d.value.as_str()))
+                .collect();
+            return match contents.len() {
+                0 | 1 => Ok(matching.into_iter().next()),
+                _ => Err(model_error(
+                    key,
+                    format!(
+                        "the digest names {} entries: {}",
+                        matching.len(),
+                        matching
+                            .iter()
+                            .map(|e| e.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some("give more of the digest (orchctl model ls --json shows them whole)"),
+                )),
+            };
         }
         Ok(entries.get(key).cloned())
     }
@@ -409,7 +434,10 @@ fn verify_files(entry: &CatalogEntry) -> Result<()> {
             model_error(
                 &entry.id,
                 format!("{} cannot be read: {error}", path.display()),
-                Some("stage it again (orchctl model pull) or remove the entry"),
+                Some(&format!(
+                    "stage it again (orchctl model pull --config <the pool's config>) or remove the entry: orchctl model rm {}",
+                    entry.id
+                )),
             )
         })?;
         if metadata.len() != file.bytes {
@@ -421,9 +449,10 @@ fn verify_files(entry: &CatalogEntry) -> Result<()> {
                     metadata.len(),
                     file.bytes
                 ),
-                Some(
-                    "the file changed or is damaged; stage it again (orchctl model pull --refresh)",
-                ),
+                Some(&format!(
+                    "the file changed or is damaged; remove the entry (orchctl model rm {}) and stage it again (orchctl model pull --config <the pool's config>)",
+                    entry.id
+                )),
             ));
         }
         if let Some(expected) = &file.sha256 {
@@ -435,7 +464,10 @@ fn verify_files(entry: &CatalogEntry) -> Result<()> {
                         "{}: checksum mismatch: the catalog recorded {expected}, the file has {actual}",
                         path.display()
                     ),
-                    Some("the file is damaged; remove it (orchctl model rm ID) and stage it again"),
+                    Some(&format!(
+                        "the file is damaged; remove it (orchctl model rm {}) and stage it again (orchctl model pull --config <the pool's config>)",
+                        entry.id
+                    )),
                 ));
             }
         }

@@ -124,7 +124,7 @@ impl Stager {
                     place.display()
                 ),
                 Some(
-                    "stage it once with network access (unset HF_HUB_OFFLINE and run orchctl model pull), or copy the cache here"
+                    "stage it once with network access (unset HF_HUB_OFFLINE and run orchctl model pull --config <the pool's config>), or copy the cache here"
                         .to_string(),
                 ),
             ));
@@ -757,7 +757,10 @@ fn corrupt(request: &ModelRequest, path: &Path, message: &str) -> Error {
     model_error(
         request,
         format!("{} is corrupt: {message}", path.display()),
-        Some("remove it (orchctl model rm ID) and stage it again; if the hub's file is broken, pick another revision".to_string()),
+        Some(format!(
+            "delete {} and stage it again; if the hub's file is broken, pick another revision (provisioning.model.revision)",
+            path.display()
+        )),
     )
 }
 

@@ -200,11 +200,13 @@ impl ModelProvisioner for Models {
     }
 }
 
-/// `sha256:<64 hex>`, as llama-orch's pool `model` may name a staged model by its digest.
+/// `sha256:<8 to 64 hex>`, as llama-orch's pool `model` may name a staged model by its digest
+/// (abbreviated or whole).
 fn as_digest(path: &Path) -> Option<&str> {
     let text = path.to_str()?;
     let hex = text.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(text)
+    // At least 8 hex digits (llama-orch writes ids such as `sha256:0123abcd`), at most 64.
+    ((8..=64).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(text)
 }
 
 /// The staged model whose catalog digest is `digest` (llama-orch's pool-level

@@ -188,13 +188,17 @@ impl Policy for HubPolicy {
                     allowed_by_config: *allowed_by_config,
                 })
                 .map_err(|error| match error {
-                    Error::PolicyDenied { action, hint } => Error::PolicyDenied {
-                        action: format!(
-                            "downloading {url} from the hub's storage host `{}` ({action})",
-                            url.host().unwrap_or_default()
-                        ),
-                        hint,
-                    },
+                    // The endpoint itself needs no word on storage hosts; a storage host
+                    // (a redirect target) is named as what it is.
+                    Error::PolicyDenied { action, hint } if url.host() != endpoint.host() => {
+                        Error::PolicyDenied {
+                            action: format!(
+                                "{action}, which includes its storage host `{}` ({url})",
+                                url.host().unwrap_or_default()
+                            ),
+                            hint,
+                        }
+                    }
                     other => other,
                 });
         }

@@ -9,7 +9,7 @@ use provisioner_core::{Error, Fetcher, ModelRequest, Policy, Progress};
 use crate::settings::HfSettings;
 
 /// Tells how many bytes are free for the file system holding a path (`None`: unknown, no
-/// check). The default is [`free_space`] (`statvfs`); tests inject a smaller figure.
+/// check). The default is `adapters_model::free_space` (`statvfs`); tests inject a smaller figure.
 pub type FreeSpace = dyn Fn(&Path) -> Option<u64> + Send + Sync;
 
 /// The hint for a gated or private repository (401/403 from the hub).

@@ -127,13 +127,18 @@ impl Stager {
             })
             .collect();
         for file in &files {
-            check_header(&file.local_path).map_err(|message| {
-                model_error(
+            if let Err(message) = check_header(&file.local_path) {
+                // Nothing corrupt stays staged: the next pull downloads again.
+                let _ = std::fs::remove_dir_all(&installed.dir);
+                return Err(model_error(
                     request,
-                    format!("{} is corrupt: {message}", file.local_path.display()),
+                    format!(
+                        "{} is corrupt: {message}; it was removed, nothing is staged",
+                        file.local_path.display()
+                    ),
                     Some("check provisioning.model.ref: the URL must name the model file or an archive of it".to_string()),
-                )
-            })?;
+                ));
+            }
         }
         let host = url.host().unwrap_or_default();
         let short = metadata

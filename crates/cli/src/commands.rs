@@ -642,8 +642,10 @@ pub fn model_ls(settings: &Settings, json: bool) -> Result<()> {
 }
 
 /// `orchctl model verify [ID]`: hashes the files of one entry (or all) again and compares them
-/// with the catalog. Fails (exit 8) when any differs, after checking every one.
-pub async fn model_verify(settings: &Settings, id: Option<&str>, json: bool) -> Result<()> {
+/// with the catalog. Fails (exit 8) when any differs, after checking every one; with `--json`
+/// the one document on stdout says which (and the exit code is 8), nothing else is printed
+/// there.
+pub async fn model_verify(settings: &Settings, id: Option<&str>, json: bool) -> Result<u8> {
     let catalog = catalog(settings);
     let ids: Vec<String> = match id {
         Some(id) => {
@@ -669,6 +671,11 @@ pub async fn model_verify(settings: &Settings, id: Option<&str>, json: bool) -> 
     }
     if json {
         out(&to_json(&json!({ "verified": results })));
+        return Ok(if first_failure.is_some() {
+            provisioner_core::ErrorCode::Model.exit_code() as u8
+        } else {
+            0
+        });
     } else if results.is_empty() {
         out("No models are staged yet: nothing to verify.");
     } else {
@@ -682,7 +689,7 @@ pub async fn model_verify(settings: &Settings, id: Option<&str>, json: bool) -> 
     }
     match first_failure {
         Some(error) => Err(error),
-        None => Ok(()),
+        None => Ok(0),
     }
 }
 

@@ -231,7 +231,10 @@ async fn run(
         }
         Command::Model(ModelCommand::Ls { json }) => commands::model_ls(settings, json)?,
         Command::Model(ModelCommand::Verify { id, json }) => {
-            commands::model_verify(settings, id.as_deref(), json).await?;
+            let code = commands::model_verify(settings, id.as_deref(), json).await?;
+            if code != 0 {
+                return Ok(code);
+            }
         }
         Command::Model(ModelCommand::Rm { id, json }) => {
             commands::model_rm(settings, &id, json).await?;

@@ -177,6 +177,11 @@ fn pull_ls_verify_rm_round_trip() {
     let (code, stdout, stderr) = setup.orchctl(&["model", "verify", &id]);
     assert_eq!(code, 8, "{stdout}{stderr}");
     assert!(stdout.starts_with(&format!("FAILED  {id}")), "{stdout}");
+    // With --json: one document on stdout, whatever failed.
+    let (code, stdout, _) = setup.orchctl(&["model", "verify", "--json"]);
+    assert_eq!(code, 8);
+    let verified: Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(verified["verified"][0]["ok"], false, "{stdout}");
 
     // rm: the entry and its blob go; an unknown id is a clear error.
     let (code, stdout, stderr) = setup.orchctl(&["model", "rm", &id]);

@@ -103,7 +103,7 @@ impl HostPolicy {
         if self.offline {
             return Err(denied(
                 format!("{what} (offline mode)"),
-                "turn offline mode off (unset LLAMA_ORCH_OFFLINE / drop --offline), or point the config at a local mirror (file://…)",
+                "turn offline mode off (unset LLAMA_ORCH_OFFLINE / drop --offline), or use a local mirror: a file:// URL, or for hf: models HF_ENDPOINT on loopback",
             ));
         }
         if let Some(allowed) = &self.allowed_hosts
@@ -111,7 +111,9 @@ impl HostPolicy {
         {
             return Err(denied(
                 format!("{what}: host `{host}` is not in the network allowlist"),
-                &format!("add `{host}` to the allowlist (LLAMA_ORCH_ALLOWED_HOSTS)"),
+                &format!(
+                    "add `{host}` to the allowlist (--allowed-hosts, or LLAMA_ORCH_ALLOWED_HOSTS when the flag is not given)"
+                ),
             ));
         }
         Ok(())

@@ -62,7 +62,7 @@ impl ModelRef {
     }
 }
 
-const HOW: &str = "write file:/absolute/path, a path relative to the models directory, hf:org/repo[/file], https://…, s3://… or oci://…";
+const HOW: &str = "write file:/absolute/path, a path relative to the models directory, hf:org/repo[/file] or https://… (s3:// and oci:// are recognised but not staged yet)";
 
 impl FromStr for ModelRef {
     type Err = String;

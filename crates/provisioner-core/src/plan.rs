@@ -327,6 +327,11 @@ impl fmt::Display for Step {
                         None => write!(f, " (checked at prepare)."),
                     }
                 }
+                ModelStaging::LookUp { name, dir } if name.starts_with("sha256:") => write!(
+                    f,
+                    "Look up the model `{name}` by its digest in the catalog of {} (at prepare).",
+                    dir.display()
+                ),
                 ModelStaging::LookUp { name, dir } => write!(
                     f,
                     "Look up the model `{name}` as a file name in {} (at prepare).",
