@@ -467,3 +467,102 @@ fn local_images_and_the_runtime_check() {
     );
     assert!(stderr.contains("catatonit"), "{stderr}");
 }
+
+/// Container mode kill trials: SIGKILL anywhere in a cold `prepare` (registry resolution, pull,
+/// inspection), then the next prepare succeeds and the image it names is present; nothing of the
+/// killed run (a private auth file) is left under `containers/tmp/`. `KILL_TRIALS` trials, 6 by
+/// default.
+#[test]
+fn a_container_prepare_killed_anywhere_is_redone_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path());
+    let env = Env::new(dir.path(), registry.port);
+    let repository = push_standin_image(&env, dir.path(), registry.port);
+    let model = dir.path().join("tiny.gguf");
+    std::fs::write(&model, b"never read").unwrap();
+    let config = container_config(
+        dir.path(),
+        "killed-pull",
+        "llamacpp",
+        &repository,
+        ", tag: \"1\"",
+        &model,
+        &[free_port()],
+    );
+    let remove_image = || {
+        let _ = command("podman")
+            .envs(env_vars(&env))
+            .args(["rmi", "-f", &format!("{repository}:1")])
+            .output();
+    };
+    remove_image();
+    let cache = dir.path().join("cache-probe");
+    let started = Instant::now();
+    let (code, _, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    let cold = started.elapsed().as_millis() as u64;
+    let trials: u64 = std::env::var("KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let mut seed = (std::process::id() as u64) | 1;
+    for trial in 0..trials {
+        remove_image();
+        let cache = dir.path().join(format!("cache-{trial}"));
+        let mut killed = orchctl(&cache);
+        env.apply(&mut killed);
+        let mut child = killed
+            .args(["engine", "prepare", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % (cold + 50)));
+        let _ = child.kill();
+        let _ = child.wait();
+
+        let (code, prepared, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
+        assert_eq!(code, 0, "trial {trial}: {stderr}");
+        let reference = prepared["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.contains("@sha256:"))
+            .unwrap()
+            .to_string();
+        let exists = command("podman")
+            .envs(env_vars(&env))
+            .args(["image", "exists", &reference])
+            .status()
+            .unwrap();
+        assert!(
+            exists.success(),
+            "trial {trial}: {reference} is not present"
+        );
+        let tmp = cache.join("containers/tmp");
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "trial {trial}: {left:?} left in {}",
+            tmp.display()
+        );
+    }
+    remove_image();
+}
+
+/// The variables `env` sets, for commands built by hand.
+fn env_vars(env: &Env) -> Vec<(String, std::ffi::OsString)> {
+    let mut probe = command("true");
+    env.apply(&mut probe);
+    probe
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_string_lossy().to_string(), v?.to_os_string())))
+        .collect()
+}

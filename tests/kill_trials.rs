@@ -347,3 +347,91 @@ fn concurrent_prepares_install_once_per_pool() {
         "the held pool prepares once its lock is free"
     );
 }
+
+/// A tiny CMake project that builds `bin/llama-server` (a C program that sleeps a little while
+/// compiling, so that kills land in configure, in the build and in the install alike), in a git
+/// repository served by `file://`.
+fn tiny_tree(dir: &Path) -> String {
+    let repo = dir.join("tiny-llama");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        repo.join("CMakeLists.txt"),
+        "cmake_minimum_required(VERSION 3.16)\nproject(tiny C)\nset(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)\nadd_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/slow.c COMMAND sh -c \"sleep 1; echo 'int slow(void) { return 1; }' > ${CMAKE_BINARY_DIR}/slow.c\" VERBATIM)\nadd_executable(llama-server main.c ${CMAKE_BINARY_DIR}/slow.c)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("main.c"),
+        "#include <stdio.h>\nint main(void) { puts(\"version: 1 (tiny)\"); return 0; }\n",
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        #[allow(clippy::disallowed_methods)]
+        let status = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "tiny"]);
+    git(&["tag", "v1"]);
+    format!("file://{}", repo.display())
+}
+
+/// Source mode: SIGKILL anywhere in a cold `prepare` (clone, configure, build, install) of a
+/// tiny tree; the next prepare builds it, nothing is left in `.staging/`, and no build process
+/// of the killed run is still alive.
+#[test]
+fn a_source_build_killed_anywhere_is_redone_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = tiny_tree(dir.path());
+    let model = dir.path().join("tiny.gguf");
+    std::fs::write(&model, b"never read").unwrap();
+    let config = dir.path().join("source.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "pools:\n  - id: built\n    engine: llamacpp\n    provisioning:\n      mode: source\n      source: {{ repo: \"{url}\", ref: v1 }}\n      model: {{ ref: \"file:{}\" }}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let probe = orch(
+        &dir.path().join("cache-probe"),
+        &["engine", "prepare"],
+        &config,
+    );
+    assert_eq!(probe.code, 0, "{}", probe.stderr);
+    let cold = started.elapsed().as_millis() as u64;
+    let mut random = Random::new();
+    for trial in 0..trials() {
+        let cache = dir.path().join(format!("cache-{trial}"));
+        let mut child = spawn(&cache, &["engine", "prepare"], &config, false);
+        std::thread::sleep(Duration::from_millis(random.below(cold + 50)));
+        kill_group(&mut child);
+
+        let next = orch(&cache, &["engine", "prepare", "--json"], &config);
+        assert_eq!(next.code, 0, "trial {trial}: {}", next.stderr);
+        let prepared: serde_json::Value = serde_json::from_str(&next.stdout).unwrap();
+        let bin = PathBuf::from(prepared["bin"].as_str().unwrap());
+        assert!(bin.exists(), "trial {trial}: {} is missing", bin.display());
+        assert_eq!(
+            entries(&cache.join("llamacpp/.staging")),
+            Vec::<String>::new(),
+            "trial {trial}: staging left"
+        );
+    }
+}

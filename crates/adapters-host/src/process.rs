@@ -734,7 +734,7 @@ fn group_has_running_member(pgid: u32) -> Option<bool> {
 /// Whether a live group is working on `dir`: one of its members has its working directory under
 /// `dir` or names `dir` on its command line. This guards against killing an unrelated group that
 /// reused the id recorded in an old group file. Without `/proc` it cannot tell and says yes.
-pub(crate) fn group_works_in(pgid: u32, dir: &Path) -> bool {
+pub fn group_works_in(pgid: u32, dir: &Path) -> bool {
     let Some(members) = running_members(pgid) else {
         return true;
     };

@@ -174,8 +174,13 @@ impl Git<'_> {
         }
         let parent = mirror.dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        // A first clone whose orchctl was killed may still be running (git runs in a process
+        // group of its own) and writing into the temporary directory: stop it before removing
+        // what it left. Its group is recorded next to the directory.
+        let group_file = mirror.tmp.with_extension("tmp.group");
+        stop_orphaned_clone(&group_file, &mirror.tmp);
         remove_all(&mirror.tmp)?;
-        let clone = self.command([
+        let mut clone = self.command([
             "clone".to_string(),
             "--bare".to_string(),
             "--quiet".to_string(),
@@ -183,7 +188,10 @@ impl Git<'_> {
             self.spec.repo.expose().to_string(),
             mirror.tmp.display().to_string(),
         ]);
-        match self.shell.run(&clone).await {
+        clone.group_file = Some(group_file.clone());
+        let outcome = self.shell.run(&clone).await;
+        let _ = std::fs::remove_file(&group_file);
+        match outcome {
             Ok(output) if output.success() => {}
             Ok(output) => {
                 remove_all(&mirror.tmp)?;
@@ -310,6 +318,26 @@ pub(crate) fn remove_all(path: &Path) -> Result<()> {
         }
         Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io("remove", path, e)),
     }
+}
+
+/// Kills the process group recorded in `group_file` when it still works in `dir` (a clone of a
+/// killed run), and waits until it is gone (at most 5 s). A group id that was reused by an
+/// unrelated process is left alone.
+fn stop_orphaned_clone(group_file: &Path, dir: &Path) {
+    let Some(pgid) = std::fs::read_to_string(group_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    if adapters_host::group_alive(pgid) && adapters_host::process::group_works_in(pgid, dir) {
+        adapters_host::kill_group(pgid, adapters_host::process::Signal::SIGKILL);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while adapters_host::group_alive(pgid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_file(group_file);
 }
 
 #[cfg(test)]
