@@ -123,7 +123,14 @@ fn push_large_image(env: &Env, dir: &std::path::Path, small: &str, registry: u16
     .unwrap();
     let repository = format!("127.0.0.1:{registry}/llama-large");
     let tag = format!("{repository}:fixture");
-    env.podman(&["build", "-q", "-t", &tag, &context.to_string_lossy()]);
+    env.podman(&[
+        "build",
+        "-q",
+        "--tls-verify=false",
+        "-t",
+        &tag,
+        &context.to_string_lossy(),
+    ]);
     env.podman(&[
         "push",
         "-q",
