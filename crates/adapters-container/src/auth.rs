@@ -543,6 +543,28 @@ fn helper_failed(command: &CommandSpec, origin: &Origin, registry: &str, status:
     }
 }
 
+/// Removes the auth directories of processes that are gone (a run killed while it pulled): they
+/// hold credentials and nothing will use them again.
+fn sweep_dead(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("auth-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A private auth file holding one registry's credentials, removed when dropped.
 #[derive(Debug)]
 pub struct TempAuthFile {
@@ -558,6 +580,7 @@ impl TempAuthFile {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        sweep_dead(parent);
         let dir = parent.join(format!(
             "auth-{}-{}",
             std::process::id(),

@@ -857,20 +857,21 @@ impl ContainerRuntime for PodmanOrDocker {
         let digest = resolved.digest.clone();
         let reference = image.pinned(&digest);
 
-        let present = match self.inspect(&runtime, &reference, &digest).await? {
-            Some(present) => present,
-            None => {
-                self.pull(
-                    &runtime,
-                    &image,
-                    &digest,
-                    spec.insecure,
-                    resolved.credentials.as_ref(),
-                )
-                .await?;
-                self.inspect(&runtime, &reference, &digest)
-                    .await?
-                    .ok_or_else(|| Error::Source {
+        // Pulled by digest straight away: a store that holds it already answers at once, and
+        // one `image inspect` afterwards both checks the digest and reads what the artefact
+        // needs (a runtime process saved against asking the store first; each costs ~100 ms).
+        self.pull(
+            &runtime,
+            &image,
+            &digest,
+            spec.insecure,
+            resolved.credentials.as_ref(),
+        )
+        .await?;
+        let present = self
+            .inspect(&runtime, &reference, &digest)
+            .await?
+            .ok_or_else(|| Error::Source {
                     repo: image.name(),
                     reference: digest.clone(),
                     message: format!(
@@ -882,9 +883,7 @@ impl ContainerRuntime for PodmanOrDocker {
                         "remove the local image (`{} rmi {reference}`) and prepare again",
                         runtime.kind.as_str()
                     )),
-                })?
-            }
-        };
+            })?;
         if let Some(key) = image.tag_key() {
             self.index
                 .put(
