@@ -370,7 +370,7 @@ fn container_mode_end_to_end() {
         .find(|a| a.starts_with(&format!("{standin}@sha256:")))
         .expect("the run names the image by digest")
         .clone();
-    env.podman(&["rmi", "-f", &image_id(&env, &reference)]);
+    remove_image_retrying(&env, &image_id(&env, &reference));
     let prepared: provisioner_core::PreparedEngine = serde_json::from_value(prepared).unwrap();
     let supervisor = adapters_host::Supervisor::new(dir.path().join("supervised"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -565,4 +565,23 @@ fn env_vars(env: &Env) -> Vec<(String, std::ffi::OsString)> {
         .get_envs()
         .filter_map(|(k, v)| Some((k.to_string_lossy().to_string(), v?.to_os_string())))
         .collect()
+}
+
+/// `podman rmi -f`, tried again for a few seconds: a container of the image that `--rm` is
+/// still removing (after `down`) makes podman refuse for a moment.
+fn remove_image_retrying(env: &Env, image: &str) {
+    let mut last = String::new();
+    for _ in 0..40 {
+        let output = env
+            .apply(&mut command("podman"))
+            .args(["rmi", "-f", image])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            return;
+        }
+        last = String::from_utf8_lossy(&output.stderr).to_string();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("podman rmi -f {image} kept failing: {last}");
 }
