@@ -180,48 +180,53 @@ fn entries(dir: &Path) -> Vec<String> {
     }
 }
 
+/// Kills `orchctl engine prepare` of `config` at a random point of a cold run, once per trial
+/// (each in a cache of its own, `cache-<trial>`), then prepares again: it must succeed, its
+/// server must exist, and each of `left_empty(cache)` must be empty. The kills land anywhere
+/// inside a cold run, timed once first. A prepare after that is a cache hit of the same
+/// `engine_version`.
+fn kill_prepares(dir: &Path, config: &Path, left_empty: impl Fn(&Path) -> Vec<PathBuf>) {
+    let started = Instant::now();
+    let probe = orch(&dir.join("cache-probe"), &["engine", "prepare"], config);
+    assert_eq!(probe.code, 0, "{}", probe.stderr);
+    let cold = started.elapsed().as_millis() as u64;
+    let mut random = Random::new();
+    for trial in 0..trials() {
+        let cache = dir.join(format!("cache-{trial}"));
+        let mut child = spawn(&cache, &["engine", "prepare"], config, false);
+        std::thread::sleep(Duration::from_millis(random.below(cold + 50)));
+        kill_group(&mut child);
+
+        let next = orch(&cache, &["engine", "prepare", "--json"], config);
+        assert_eq!(next.code, 0, "trial {trial}: {}", next.stderr);
+        let prepared: serde_json::Value = serde_json::from_str(&next.stdout).unwrap();
+        let bin = PathBuf::from(prepared["bin"].as_str().unwrap());
+        assert!(bin.exists(), "trial {trial}: {} is missing", bin.display());
+        for place in left_empty(&cache) {
+            assert_eq!(
+                entries(&place),
+                Vec::<String>::new(),
+                "trial {trial}: left in {}",
+                place.display()
+            );
+        }
+        // And what it made is used from then on.
+        let hit = orch(&cache, &["engine", "prepare", "--json"], config);
+        let again: serde_json::Value = serde_json::from_str(&hit.stdout).unwrap();
+        assert_eq!(again["metadata"]["cache_hit"], true, "trial {trial}");
+        assert_eq!(again["engine_version"], prepared["engine_version"]);
+    }
+}
+
 #[test]
 fn a_prepare_killed_anywhere_leaves_nothing_broken() {
     let dir = tempfile::tempdir().unwrap();
     let (archive, sha256) = make_archive(dir.path());
     let config = write_config(dir.path(), "killed-prepare", &archive, &sha256, free_port());
-    // How long a cold install takes here: the kills land anywhere inside it.
-    let started = Instant::now();
-    let probe = orch(
-        &dir.path().join("cache-probe"),
-        &["engine", "prepare"],
-        &config,
-    );
-    assert_eq!(probe.code, 0, "{}", probe.stderr);
-    let cold = started.elapsed().as_millis() as u64;
-    let mut random = Random::new();
-    for trial in 0..trials() {
-        let cache = dir.path().join(format!("cache-{trial}"));
-        let mut child = spawn(&cache, &["engine", "prepare"], &config, false);
-        std::thread::sleep(Duration::from_millis(random.below(cold + 50)));
-        kill_group(&mut child);
-
-        let next = orch(&cache, &["engine", "prepare", "--json"], &config);
-        assert_eq!(next.code, 0, "trial {trial}: {}", next.stderr);
-        let prepared: serde_json::Value = serde_json::from_str(&next.stdout).unwrap();
-        let bin = PathBuf::from(prepared["bin"].as_str().unwrap());
-        assert!(bin.exists(), "trial {trial}: {} is missing", bin.display());
+    kill_prepares(dir.path(), &config, |cache| {
         let root = cache.join("llamacpp/bin");
-        assert_eq!(
-            entries(&root.join(".staging")),
-            Vec::<String>::new(),
-            "trial {trial}: staging left"
-        );
-        assert_eq!(
-            entries(&root.join("downloads")),
-            Vec::<String>::new(),
-            "trial {trial}: downloads left"
-        );
-        let hit = orch(&cache, &["engine", "prepare", "--json"], &config);
-        let again: serde_json::Value = serde_json::from_str(&hit.stdout).unwrap();
-        assert_eq!(again["metadata"]["cache_hit"], true, "trial {trial}");
-        assert_eq!(again["engine_version"], prepared["engine_version"]);
-    }
+        vec![root.join(".staging"), root.join("downloads")]
+    });
 }
 
 #[test]
@@ -408,30 +413,7 @@ fn a_source_build_killed_anywhere_is_redone_cleanly() {
         ),
     )
     .unwrap();
-    let started = Instant::now();
-    let probe = orch(
-        &dir.path().join("cache-probe"),
-        &["engine", "prepare"],
-        &config,
-    );
-    assert_eq!(probe.code, 0, "{}", probe.stderr);
-    let cold = started.elapsed().as_millis() as u64;
-    let mut random = Random::new();
-    for trial in 0..trials() {
-        let cache = dir.path().join(format!("cache-{trial}"));
-        let mut child = spawn(&cache, &["engine", "prepare"], &config, false);
-        std::thread::sleep(Duration::from_millis(random.below(cold + 50)));
-        kill_group(&mut child);
-
-        let next = orch(&cache, &["engine", "prepare", "--json"], &config);
-        assert_eq!(next.code, 0, "trial {trial}: {}", next.stderr);
-        let prepared: serde_json::Value = serde_json::from_str(&next.stdout).unwrap();
-        let bin = PathBuf::from(prepared["bin"].as_str().unwrap());
-        assert!(bin.exists(), "trial {trial}: {} is missing", bin.display());
-        assert_eq!(
-            entries(&cache.join("llamacpp/.staging")),
-            Vec::<String>::new(),
-            "trial {trial}: staging left"
-        );
-    }
+    kill_prepares(dir.path(), &config, |cache| {
+        vec![cache.join("llamacpp/.staging")]
+    });
 }

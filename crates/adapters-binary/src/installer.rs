@@ -577,33 +577,27 @@ impl BinaryArtifactInstaller {
     async fn learn_flags(
         &self,
         spec: &BinaryInstallSpec,
-        mut installed: Installed<BinaryInstallMetadata>,
+        installed: Installed<BinaryInstallMetadata>,
     ) -> Installed<BinaryInstallMetadata> {
-        let (Some(probe), None) = (&spec.flag_probe, &installed.metadata.supported_flags) else {
+        let Some(probe) = &spec.flag_probe else {
             return installed;
         };
         let metadata = &installed.metadata;
-        let server = InstalledServer {
+        let command = InstalledServer {
             executable: &metadata.executable,
             executable_dir: metadata.executable.parent().unwrap_or(Path::new("")),
             library_dirs: &metadata.library_dirs,
-        };
-        let command = server.command_in(&installed.dir, &probe.args);
-        let found = probe_flags(
+        }
+        .command_in(&installed.dir, &probe.args);
+        adapters_host::version::learn_flags_once(
             self.shell.as_ref(),
             self.progress.as_ref(),
-            &command,
+            installed,
+            |m| &mut m.supported_flags,
             probe,
-            HELP_TIMEOUT,
+            &command,
         )
-        .await;
-        installed.metadata.supported_flags = Some(found);
-        if let Err(error) = adapters_host::install::amend_metadata(&installed) {
-            self.report(ProgressEvent::Note {
-                message: format!("could not record the server's options: {error}"),
-            });
-        }
-        installed
+        .await
     }
 
     /// Runs the spec's flag probe (`<executable> --help`) once; never fails.

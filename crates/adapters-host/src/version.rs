@@ -117,6 +117,32 @@ pub async fn probe_flags(
     }
 }
 
+/// Gives an install recorded before flag probes were kept (`*slot(metadata)` is `None`) the
+/// options its server lists now, once: `command` (the installed server with the probe's help
+/// arguments) is run, the answer set, and `metadata.json` amended, so later warm calls run
+/// nothing. A record that has its answer is returned as it is. A failure to amend only costs a
+/// probe next time (said in a progress note).
+pub async fn learn_flags_once<M: serde::Serialize>(
+    shell: &dyn Shell,
+    progress: &dyn Progress,
+    mut installed: crate::install::Installed<M>,
+    slot: fn(&mut M) -> &mut Option<Vec<String>>,
+    probe: &FlagProbe,
+    command: &CommandSpec,
+) -> crate::install::Installed<M> {
+    if slot(&mut installed.metadata).is_some() {
+        return installed;
+    }
+    let found = probe_flags(shell, progress, command, probe, HELP_TIMEOUT).await;
+    *slot(&mut installed.metadata) = Some(found);
+    if let Err(error) = crate::install::amend_metadata(&installed) {
+        progress.report(ProgressEvent::Note {
+            message: format!("could not record the server's options: {error}"),
+        });
+    }
+    installed
+}
+
 /// The first non-empty lines of what a version run printed (standard output, then the combined
 /// output tail, each line once), capped at [`VERSION_LINES`] lines and [`VERSION_MAX_BYTES`].
 pub fn version_text(stdout: &str, tail: &str) -> Option<String> {

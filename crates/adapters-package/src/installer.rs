@@ -938,9 +938,9 @@ impl PackageEngineInstaller {
     async fn learn_flags(
         &self,
         spec: &PackageInstallSpec,
-        mut installed: Installed<PackageInstallMetadata>,
+        installed: Installed<PackageInstallMetadata>,
     ) -> Installed<PackageInstallMetadata> {
-        let (Some(probe), None) = (&spec.flag_probe, &installed.metadata.supported_flags) else {
+        let Some(probe) = &spec.flag_probe else {
             return installed;
         };
         let command = CommandSpec::new(
@@ -948,21 +948,15 @@ impl PackageEngineInstaller {
             probe.args.iter().cloned(),
         )
         .cwd(&installed.dir);
-        let found = probe_flags(
+        adapters_host::version::learn_flags_once(
             self.shell.as_ref(),
             self.progress.as_ref(),
-            &command,
+            installed,
+            |m| &mut m.supported_flags,
             probe,
-            HELP_TIMEOUT,
+            &command,
         )
-        .await;
-        installed.metadata.supported_flags = Some(found);
-        if let Err(error) = adapters_host::install::amend_metadata(&installed) {
-            self.report(ProgressEvent::Note {
-                message: format!("could not record the server's options: {error}"),
-            });
-        }
-        installed
+        .await
     }
 
     /// Runs `<executable> <version_args>` once, through the Shell port, with a time limit. Like

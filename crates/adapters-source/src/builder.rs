@@ -684,32 +684,30 @@ impl CmakeSourceBuilder {
         }
     }
 
-    /// A build recorded before flag probes were kept learns its flags now, once: the probe runs
-    /// on the installed server and the record is amended (a failure to amend only costs a probe
-    /// next time).
+    /// A build recorded before flag probes were kept learns its flags now, once
+    /// ([`adapters_host::version::learn_flags_once`]).
     async fn learn_flags(
         &self,
         spec: &SourceBuildSpec,
-        mut installed: Installed<SourceBuildMetadata>,
+        installed: Installed<SourceBuildMetadata>,
     ) -> Installed<SourceBuildMetadata> {
-        if installed.metadata.supported_flags.is_some() {
-            return installed;
-        }
-        let Some(found) = self.flag_run(spec, &installed.dir, None).await else {
+        let (Some(probe), Some(command)) = (&spec.flag_probe, help_command(spec, &installed.dir))
+        else {
             return installed;
         };
-        installed.metadata.supported_flags = Some(found);
-        if let Err(error) = adapters_host::install::amend_metadata(&installed) {
-            self.report(ProgressEvent::Note {
-                message: format!("could not record the server's options: {error}"),
-            });
-        }
-        installed
+        adapters_host::version::learn_flags_once(
+            self.shell.as_ref(),
+            self.progress.as_ref(),
+            installed,
+            |m| &mut m.supported_flags,
+            probe,
+            &command,
+        )
+        .await
     }
 
-    /// Runs the spec's flag probe once on the server installed under `out` (the first
-    /// artefact, with the libraries installed beside it in `bin/`); never fails. `None` when
-    /// the spec has no probe.
+    /// Runs the spec's flag probe once on the server installed under `out`; never fails.
+    /// `None` when the spec has no probe.
     async fn flag_run(
         &self,
         spec: &SourceBuildSpec,
@@ -717,15 +715,7 @@ impl CmakeSourceBuilder {
         group_file: Option<PathBuf>,
     ) -> Option<Vec<String>> {
         let probe = spec.flag_probe.as_ref()?;
-        let name = spec.artifacts.first().and_then(|a| a.rsplit('/').next())?;
-        let bin = out.join("bin");
-        // A probe inherits the base variables only (provisioner_core::BASE_ENV).
-        let mut command = CommandSpec::new(
-            &bin.join(name).display().to_string(),
-            probe.args.iter().cloned(),
-        )
-        .cwd(&bin)
-        .env("LD_LIBRARY_PATH", bin.display().to_string());
+        let mut command = help_command(spec, out)?;
         command.group_file = group_file;
         Some(
             adapters_host::version::probe_flags(
@@ -1151,6 +1141,23 @@ impl SourceBuilder for CmakeSourceBuilder {
         let cache_hit = !installed.fresh;
         Ok(Self::artifact(installed, cache_hit))
     }
+}
+
+/// The spec's help run on the server installed under `out` (the first artefact, with the
+/// libraries installed beside it in `bin/`); it inherits the base variables only
+/// (`provisioner_core::BASE_ENV`). `None` without a probe or an artefact.
+fn help_command(spec: &SourceBuildSpec, out: &Path) -> Option<CommandSpec> {
+    let probe = spec.flag_probe.as_ref()?;
+    let name = spec.artifacts.first().and_then(|a| a.rsplit('/').next())?;
+    let bin = out.join("bin");
+    Some(
+        CommandSpec::new(
+            &bin.join(name).display().to_string(),
+            probe.args.iter().cloned(),
+        )
+        .cwd(&bin)
+        .env("LD_LIBRARY_PATH", bin.display().to_string()),
+    )
 }
 
 #[cfg(test)]
