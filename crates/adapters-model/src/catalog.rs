@@ -435,7 +435,8 @@ fn verify_files(entry: &CatalogEntry) -> Result<()> {
                 &entry.id,
                 format!("{} cannot be read: {error}", path.display()),
                 Some(&format!(
-                    "stage it again (orchctl model pull --config <the pool's config>) or remove the entry: orchctl model rm {}",
+                    "stage it again ({}) or remove the entry: orchctl model rm {}",
+                    crate::stager::PULL_HINT,
                     entry.id
                 )),
             )
@@ -450,8 +451,9 @@ fn verify_files(entry: &CatalogEntry) -> Result<()> {
                     file.bytes
                 ),
                 Some(&format!(
-                    "the file changed or is damaged; remove the entry (orchctl model rm {}) and stage it again (orchctl model pull --config <the pool's config>)",
-                    entry.id
+                    "the file changed or is damaged; remove the entry (orchctl model rm {}) and stage it again ({})",
+                    entry.id,
+                    crate::stager::PULL_HINT
                 )),
             ));
         }
@@ -465,8 +467,9 @@ fn verify_files(entry: &CatalogEntry) -> Result<()> {
                         path.display()
                     ),
                     Some(&format!(
-                        "the file is damaged; remove it (orchctl model rm {}) and stage it again (orchctl model pull --config <the pool's config>)",
-                        entry.id
+                        "the file is damaged; remove it (orchctl model rm {}) and stage it again ({})",
+                        entry.id,
+                        crate::stager::PULL_HINT
                     )),
                 ));
             }

@@ -123,10 +123,10 @@ impl Stager {
                     "HF_HUB_OFFLINE is set and the model is not staged in {}",
                     place.display()
                 ),
-                Some(
-                    "stage it once with network access (unset HF_HUB_OFFLINE and run orchctl model pull --config <the pool's config>), or copy the cache here"
-                        .to_string(),
-                ),
+                Some(format!(
+                    "stage it once with network access (unset HF_HUB_OFFLINE and run {}), or copy the cache here",
+                    crate::stager::PULL_HINT
+                )),
             ));
         }
         self.hf_cold(request, hf, &cache, revision).await

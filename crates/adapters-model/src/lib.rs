@@ -84,8 +84,8 @@ pub use catalog::{Catalog, CatalogDigest, CatalogEntry, CatalogFile, Lifecycle, 
 pub use fsutil::free_space;
 pub use layout::RepoCache;
 pub use settings::{DEFAULT_ENDPOINT, HUB_STORAGE_DOMAINS, HfSettings, HubPolicy};
-pub use stager::FreeSpace;
 use stager::Stager;
+pub use stager::{FreeSpace, PULL_HINT};
 
 /// The model provisioner: dispatches on the reference's scheme (see the crate documentation).
 pub struct Models {
@@ -222,7 +222,7 @@ fn by_digest(request: &ModelRequest, digest: &str) -> Result<ModelArtifact> {
                 entry.local_path.display()
             ),
             hint: Some(format!(
-                "stage it again (orchctl model pull --config FILE --pool ID) or remove the entry: orchctl model rm {}",
+                "stage it again ({PULL_HINT}) or remove the entry: orchctl model rm {}",
                 entry.id
             )),
         }),

@@ -12,6 +12,10 @@ use crate::settings::HfSettings;
 /// check). The default is `adapters_model::free_space` (`statvfs`); tests inject a smaller figure.
 pub type FreeSpace = dyn Fn(&Path) -> Option<u64> + Send + Sync;
 
+/// How hints name `orchctl model pull` when the adapter does not know the pool's config file;
+/// the CLI puts the exact command (config file, pool, host flags) in its place.
+pub const PULL_HINT: &str = "orchctl model pull --config <the pool's config>";
+
 /// The hint for a gated or private repository (401/403 from the hub).
 pub(crate) const TOKEN_HINT: &str = "the repository is gated or private: set HF_TOKEN (or run `huggingface-cli login`) with a token that has access, and accept the repository's conditions on its hub page";
 

@@ -61,10 +61,7 @@ fn load_pool(target: &Target, progress: &dyn Progress) -> Result<PoolConfig> {
 pub fn orchctl_command(settings: &Settings, target: &Target, pool: &str, words: &[&str]) -> String {
     let config = std::path::absolute(&target.config).unwrap_or_else(|_| target.config.clone());
     let config = config.to_string_lossy().to_string();
-    let mut argv: Vec<String> = vec!["orchctl".to_string()];
-    if let Some(dir) = &settings.cache_dir {
-        argv.extend(["--cache-dir".to_string(), dir.to_string_lossy().to_string()]);
-    }
+    let mut argv = host_argv(settings);
     argv.extend(words.iter().map(|w| w.to_string()));
     argv.extend([
         "--config".to_string(),
@@ -73,6 +70,54 @@ pub fn orchctl_command(settings: &Settings, target: &Target, pool: &str, words: 
         pool.to_string(),
     ]);
     command_line(argv.iter().map(String::as_str))
+}
+
+/// `orchctl` and the directory flags this run was given (`--cache-dir`, `--models-dir`), which
+/// a command printed for pasting must repeat to act on the same caches.
+fn host_argv(settings: &Settings) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["orchctl".to_string()];
+    if let Some(dir) = &settings.cache_dir {
+        argv.extend(["--cache-dir".to_string(), dir.to_string_lossy().to_string()]);
+    }
+    if let Some(dir) = &settings.models_dir {
+        argv.extend([
+            "--models-dir".to_string(),
+            dir.to_string_lossy().to_string(),
+        ]);
+    }
+    argv
+}
+
+/// `orchctl [directory flags] WORDS`, for hints about the models directory.
+fn orchctl_words(settings: &Settings, words: &[&str]) -> String {
+    let mut argv = host_argv(settings);
+    argv.extend(words.iter().map(|w| w.to_string()));
+    command_line(argv.iter().map(String::as_str))
+}
+
+/// A model error whose hint works when pasted: the `orchctl model …` commands the model
+/// adapter names get this run's directory flags, and its placeholder for the pull command
+/// ([`adapters_model::PULL_HINT`]) becomes `pull`, the exact command, when the pool is known.
+fn pasteable(error: Error, settings: &Settings, pull: Option<&str>) -> Error {
+    let Error::Model {
+        reference,
+        message,
+        hint: Some(hint),
+    } = error
+    else {
+        return error;
+    };
+    let prefix = host_argv(settings).join(" ");
+    let mut hint = hint.replace("orchctl model ", &format!("{prefix} model "));
+    if let Some(pull) = pull {
+        let placeholder = adapters_model::PULL_HINT.replacen("orchctl", &prefix, 1);
+        hint = hint.replace(&placeholder, pull);
+    }
+    Error::Model {
+        reference,
+        message,
+        hint: Some(hint),
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -141,7 +186,11 @@ pub async fn prepare(
     progress: Arc<dyn Progress>,
 ) -> Result<PreparedEngine> {
     let pool = load_pool(target, progress.as_ref())?;
-    let prepared = provisioner(settings, progress).prepare(&pool).await?;
+    let pull = orchctl_command(settings, target, pool.id.as_str(), &["model", "pull"]);
+    let prepared = provisioner(settings, progress)
+        .prepare(&pool)
+        .await
+        .map_err(|error| pasteable(error, settings, Some(&pull)))?;
     if target.json {
         out(&to_json(&prepared));
     } else {
@@ -314,7 +363,11 @@ pub async fn up(
     supervisor
         .check_conflicts(pool.id.as_str(), &planned, Some(&target.config))
         .map_err(|error| explain_held(settings, target, error))?;
-    let prepared = provisioner.prepare(&pool).await?;
+    let pull = orchctl_command(settings, target, pool.id.as_str(), &["model", "pull"]);
+    let prepared = provisioner
+        .prepare(&pool)
+        .await
+        .map_err(|error| pasteable(error, settings, Some(&pull)))?;
     let mut state = supervisor
         .start_from(&prepared, Some(&target.config))
         .map_err(|error| explain_held(settings, target, error))?;
@@ -574,9 +627,11 @@ pub async fn model_pull(
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
     let pool = load_pool(target, progress.as_ref())?;
+    let pull = orchctl_command(settings, target, pool.id.as_str(), &["model", "pull"]);
     let artifact = provisioner(settings, progress)
         .pull_model(&pool, refresh)
-        .await?;
+        .await
+        .map_err(|error| pasteable(error, settings, Some(&pull)))?;
     if target.json {
         out(&to_json(&artifact));
         return Ok(());
@@ -593,7 +648,9 @@ pub async fn model_pull(
         field("revision", revision);
     }
     field("size", provisioner_core::human_bytes(artifact.bytes));
-    field("files", artifact.files.len().max(1));
+    if artifact.files.len() > 1 {
+        field("files", artifact.files.len());
+    }
     Ok(())
 }
 
@@ -652,7 +709,10 @@ pub async fn model_verify(settings: &Settings, id: Option<&str>, json: bool) -> 
             let entry = catalog.find(id)?.ok_or_else(|| Error::Model {
                 reference: id.to_string(),
                 message: format!("no such model in the catalog {}", catalog.path().display()),
-                hint: Some("list the staged models with: orchctl model ls".to_string()),
+                hint: Some(format!(
+                    "list the staged models with: {}",
+                    orchctl_words(settings, &["model", "ls"])
+                )),
             })?;
             vec![entry.id]
         }
@@ -664,8 +724,13 @@ pub async fn model_verify(settings: &Settings, id: Option<&str>, json: bool) -> 
         match catalog.verify(&id).await {
             Ok(entry) => results.push(json!({"id": id, "ok": true, "bytes": entry.bytes})),
             Err(error) => {
-                results.push(json!({"id": id, "ok": false, "error": error.to_string()}));
-                first_failure.get_or_insert(error);
+                // The id is in its own field: the error's own text without it.
+                let text = match &error {
+                    Error::Model { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                results.push(json!({"id": id, "ok": false, "error": text}));
+                first_failure.get_or_insert(pasteable(error, settings, None));
             }
         }
     }
@@ -701,7 +766,10 @@ pub async fn model_rm(settings: &Settings, id: &str, json: bool) -> Result<()> {
         return Err(Error::Model {
             reference: id.to_string(),
             message: format!("no such model in the catalog {}", catalog.path().display()),
-            hint: Some("list the staged models with: orchctl model ls".to_string()),
+            hint: Some(format!(
+                "list the staged models with: {}",
+                orchctl_words(settings, &["model", "ls"])
+            )),
         });
     };
     let running = running_engines(settings);
@@ -733,7 +801,8 @@ pub async fn model_rm(settings: &Settings, id: &str, json: bool) -> Result<()> {
         .remove(&entry.id, &|candidate| {
             engine_using(&running, candidate).is_some()
         })
-        .await?;
+        .await
+        .map_err(|error| pasteable(error, settings, None))?;
     if json {
         out(&to_json(&json!({
             "removed": removed.entry.id,
@@ -743,6 +812,10 @@ pub async fn model_rm(settings: &Settings, id: &str, json: bool) -> Result<()> {
         return Ok(());
     }
     out(&format!("Removed {} from the catalog.", removed.entry.id));
+    if removed.entry.is_local() {
+        out("The file is yours: it is left where it is.");
+        return Ok(());
+    }
     field("deleted", removed.deleted.len());
     field("kept", removed.kept.len());
     if !removed.kept.is_empty() {

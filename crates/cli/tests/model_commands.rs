@@ -193,8 +193,14 @@ fn pull_ls_verify_rm_round_trip() {
     assert!(stdout.starts_with("No models are staged yet"), "{stdout}");
     let (code, _, stderr) = setup.orchctl(&["model", "rm", &id]);
     assert_eq!(code, 8);
+    // The hint is the command for this models directory, as pasted.
+    let ls = format!(
+        "orchctl --cache-dir {} --models-dir {} model ls",
+        setup.dir.path().join("cache").display(),
+        setup.models().display()
+    );
     assert!(
-        stderr.contains("no such model") && stderr.contains("orchctl model ls"),
+        stderr.contains("no such model") && stderr.contains(&ls),
         "{stderr}"
     );
 }
@@ -219,4 +225,54 @@ fn a_failed_pull_stages_nothing_and_leaves_the_catalog_alone() {
     let (_, stdout, _) = setup.orchctl(&["model", "ls", "--json"]);
     let listed: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(listed["models"], serde_json::json!([]));
+}
+
+/// The hint of a model that `HF_HUB_OFFLINE` keeps from being staged names the exact pull
+/// command, with this run's directories; pasted (without the variable) it stages the model.
+#[test]
+#[allow(clippy::disallowed_methods)] // the test runs the binary itself
+fn the_offline_hint_pastes_into_a_pull_that_works() {
+    let setup = Setup::new();
+    setup.hub.publish(
+        "tiny/tiny-llama",
+        vec![FakeFile::lfs("tiny.gguf", tiny_gguf())],
+    );
+    let config = setup.hf_config("p", "hf:tiny/tiny-llama/tiny.gguf");
+    let output = Command::new(env!("CARGO_BIN_EXE_orchctl"))
+        .arg("--cache-dir")
+        .arg(setup.dir.path().join("cache"))
+        .arg("--models-dir")
+        .arg(setup.models())
+        .args(["model", "pull", "--config", arg(&config)])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", setup.hub.endpoint())
+        .env("HF_HUB_CACHE", setup.hub_cache())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(8));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let hint = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("hint: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let start = hint.find("orchctl ").unwrap();
+    let end = hint[start..].find(')').map_or(hint.len(), |i| start + i);
+    let words: Vec<&str> = hint[start..end].split(' ').collect();
+    assert_eq!(
+        &words[..5],
+        [
+            "orchctl",
+            "--cache-dir",
+            setup.dir.path().join("cache").to_str().unwrap(),
+            "--models-dir",
+            setup.models().to_str().unwrap()
+        ],
+        "{hint}"
+    );
+    let (code, stdout, stderr) = setup.orchctl(&words[5..]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("The model of pool p is staged at "),
+        "{stdout}"
+    );
 }
