@@ -18,6 +18,16 @@ use tests::{fixtures, free_port, http_get, http_post_json, orchctl};
 const CHAT_TEMPLATE: &str = "{# llama-orch e2e template #}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /// Adds `flags: <yaml>` to a pool written by [`container_config`].
+/// The tests of this file share podman's storage; one at a time, so that one test's `rmi` and
+/// pulls never race another's `run` (podman then exits without a word).
+static PODMAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn podman_turn() -> std::sync::MutexGuard<'static, ()> {
+    PODMAN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn add_flags(config: &Path, flags: &str) {
     let text = std::fs::read_to_string(config).unwrap().replace(
         "      ports: [",
@@ -135,6 +145,7 @@ fn containers_named(env: &Env, name: &str) -> usize {
 
 #[test]
 fn container_mode_end_to_end() {
+    let _turn = podman_turn();
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path());
     let env = Env::new(dir.path(), registry.port);
@@ -398,6 +409,7 @@ fn container_mode_end_to_end() {
 /// ID; what the run needs from the runtime is checked when it is detected.
 #[test]
 fn local_images_and_the_runtime_check() {
+    let _turn = podman_turn();
     let dir = tempfile::tempdir().unwrap();
     let mut env = Env::new(dir.path(), 1);
     let cache = dir.path().join("cache");
@@ -474,6 +486,7 @@ fn local_images_and_the_runtime_check() {
 /// default.
 #[test]
 fn a_container_prepare_killed_anywhere_is_redone_cleanly() {
+    let _turn = podman_turn();
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path());
     let env = Env::new(dir.path(), registry.port);
