@@ -477,6 +477,12 @@ impl CredentialSources<'_> {
             }
             return Err(failed(output.status()));
         }
+        if output.stdout_truncated {
+            return Err(failed(format!(
+                "exit code 0, but it printed more than {}; a credential is a small JSON object",
+                provisioner_core::human_bytes(provisioner_core::MAX_STDOUT as u64)
+            )));
+        }
         match parse_helper_output(&output.stdout) {
             Some(credentials) => Ok(credentials),
             None => Err(failed(

@@ -316,15 +316,16 @@ impl PodmanOrDocker {
         }
         let found = match kind {
             RuntimeKind::Podman => requirements::check_podman(
-                &output.stdout,
+                output.whole_stdout(&command.display())?,
                 &conf,
                 &self.settings.podman_files,
                 &|name: &str| self.shell.locate(name).map(|tool| tool.path),
                 self.settings.distro,
             )?,
-            RuntimeKind::Docker => {
-                requirements::check_docker(&output.stdout, self.settings.distro)?
-            }
+            RuntimeKind::Docker => requirements::check_docker(
+                output.whole_stdout(&command.display())?,
+                self.settings.distro,
+            )?,
         };
         if let Some(parent) = proof.parent()
             && std::fs::create_dir_all(parent).is_ok()
@@ -360,7 +361,10 @@ impl PodmanOrDocker {
         if !output.success() {
             return Ok(None);
         }
-        Ok(parse_inspect(&output.stdout, digest))
+        Ok(parse_inspect(
+            output.whole_stdout(&command.display())?,
+            digest,
+        ))
     }
 
     /// An image the runtime's store holds under `image`'s tag (or pinned digest), named by its
@@ -379,7 +383,8 @@ impl PodmanOrDocker {
         if !output.success() {
             return Ok(None);
         }
-        let Some(stored) = parse_stored(&output.stdout, &image.name()) else {
+        let Some(stored) = parse_stored(output.whole_stdout(&command.display())?, &image.name())
+        else {
             return Ok(None);
         };
         let (reference, digest) = match stored.repo_digest.filter(|_| prefer_repo_digest) {
@@ -471,7 +476,7 @@ impl PodmanOrDocker {
                 hint: Some("check the NVIDIA driver with `nvidia-smi`".to_string()),
             });
         }
-        let gpus = parse_nvidia_smi_list(&output.stdout);
+        let gpus = parse_nvidia_smi_list(output.whole_stdout(&command.display())?);
         let unknown = unknown_devices(&devices, &gpus);
         if !unknown.is_empty() {
             return Err(Error::Engine {

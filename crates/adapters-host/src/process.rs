@@ -27,16 +27,14 @@ use async_trait::async_trait;
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use provisioner_core::{
-    CommandOutput, CommandSpec, Error, Progress, ProgressEvent, Result, Secret, Shell, ToolInfo,
-    redact_urls, shell_quote,
+    CommandOutput, CommandSpec, Error, MAX_STDOUT, Progress, ProgressEvent, Result, Secret, Shell,
+    ToolInfo, redact_urls, shell_quote,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 pub use nix::sys::signal::Signal;
 
-/// Standard output kept in [`CommandOutput::stdout`] at most; the rest is only in the log.
-const STDOUT_CAP: usize = 4 * 1024 * 1024;
 /// Combined output lines kept in [`CommandOutput::tail`].
 const TAIL_LINES: usize = 40;
 /// Lines carrying an error kept at most, and indented lines kept after each (CMake indents
@@ -300,12 +298,13 @@ async fn run_command(spec: &CommandSpec, progress: &dyn Progress) -> Result<Comm
     guard.disarm();
 
     if collector.stdout_truncated {
-        tracing::warn!(command = %spec.display(), "standard output exceeded 4 MiB and was cut");
+        tracing::warn!(command = %spec.display(), "standard output exceeded 4 MiB and was cut; parsers refuse it");
     }
     Ok(CommandOutput {
         code: status.code(),
         signal: status.signal(),
         stdout: collector.stdout,
+        stdout_truncated: collector.stdout_truncated,
         tail: error_first_tail(collector.errors, Vec::from(collector.tail)),
     })
 }
@@ -429,7 +428,7 @@ impl Collector<'_> {
     fn push(&mut self, stream: Stream, raw: &[u8]) {
         let text = String::from_utf8_lossy(raw);
         if stream == Stream::Stdout && !self.stdout_truncated {
-            if self.stdout.len() + text.len() <= STDOUT_CAP {
+            if self.stdout.len() + text.len() <= MAX_STDOUT {
                 self.stdout.push_str(&text);
             } else {
                 self.stdout_truncated = true;
@@ -912,6 +911,32 @@ mod tests {
         let lines: Vec<&str> = logged.lines().collect();
         assert_eq!(lines[0], format!("$ {}", spec.display()));
         assert!(lines.contains(&"out") && lines.contains(&"err"), "{logged}");
+    }
+
+    #[tokio::test]
+    async fn an_output_over_the_cap_is_cut_and_refused_to_parsers() {
+        // 5 MiB of lines, more than MAX_STDOUT: the start is kept, the flag says it was cut.
+        let spec = CommandSpec::new("sh", ["-c", "yes 0123456789abcdef | head -c 5242880"]);
+        let output = shell().run(&spec).await.unwrap();
+        assert!(output.success());
+        assert!(output.stdout_truncated);
+        assert!(output.stdout.len() <= MAX_STDOUT);
+        assert!(output.stdout.starts_with("0123456789abcdef\n"));
+        let refused = output.whole_stdout(&spec.display()).unwrap_err();
+        assert!(
+            refused.to_string().contains("more than 4.0 MiB"),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("yes 0123456789abcdef"),
+            "{refused}"
+        );
+
+        // Exactly at the cap is whole.
+        let spec = CommandSpec::new("sh", ["-c", "yes 0123456789abcdef | head -c 4194304"]);
+        let output = shell().run(&spec).await.unwrap();
+        assert!(!output.stdout_truncated);
+        assert_eq!(output.whole_stdout("at the cap").unwrap().len(), MAX_STDOUT);
     }
 
     #[tokio::test]

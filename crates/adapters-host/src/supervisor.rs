@@ -611,7 +611,9 @@ async fn container_state(state: &RunState) -> Option<String> {
     spec.env = state.runtime_env.clone();
     let shell = crate::process::HostShell::new(std::sync::Arc::new(provisioner_core::NoProgress));
     match provisioner_core::Shell::run(&shell, &spec).await {
-        Ok(output) if output.success() => Some(output.stdout.trim().to_string()),
+        Ok(output) if output.success() && !output.stdout_truncated => {
+            Some(output.stdout.trim().to_string())
+        }
         _ => Some("absent".to_string()),
     }
 }
@@ -667,8 +669,10 @@ async fn container_ports(state: &RunState, inside: &[u16]) -> Vec<u16> {
         let Ok(output) = provisioner_core::Shell::run(&shell, &spec).await else {
             return Vec::new();
         };
-        let bound = output
-            .stdout
+        let Ok(stdout) = output.whole_stdout(&spec.display()) else {
+            return Vec::new();
+        };
+        let bound = stdout
             .lines()
             .find_map(|line| line.trim().rsplit(':').next()?.parse::<u16>().ok());
         match (output.success(), bound) {

@@ -70,6 +70,7 @@ pub async fn run_version(
     progress.report(ProgressEvent::Finished {
         step: run.step.clone(),
     });
+    // Only the first lines are read: a cut output still has them.
     Ok(version_text(&output.stdout, &output.tail))
 }
 
@@ -89,6 +90,10 @@ pub async fn probe_flags(
     timeout: Duration,
 ) -> Vec<String> {
     let outcome = match tokio::time::timeout(timeout, shell.run(command)).await {
+        Ok(Ok(output)) if output.success() && output.stdout_truncated => Err(format!(
+            "its help went over {} and is not read",
+            provisioner_core::human_bytes(provisioner_core::MAX_STDOUT as u64)
+        )),
         Ok(Ok(output)) if output.success() => Ok(output),
         Ok(Ok(output)) => Err(output.status()),
         Ok(Err(error)) => Err(error.to_string()),

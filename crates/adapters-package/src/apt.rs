@@ -558,10 +558,12 @@ impl PackageManager for Apt {
             ));
         }
         Ok(
-            parse_status(&output.stdout).map(|version| InstalledPackage {
-                name: name.to_string(),
-                version,
-                repository: None,
+            parse_status(output.whole_stdout(&command.display())?).map(|version| {
+                InstalledPackage {
+                    name: name.to_string(),
+                    version,
+                    repository: None,
+                }
             }),
         )
     }
@@ -584,7 +586,10 @@ impl PackageManager for Apt {
                 None,
             ));
         }
-        Ok(parse_madison(&output.stdout, request.name.as_str()))
+        Ok(parse_madison(
+            output.whole_stdout(&command.display())?,
+            request.name.as_str(),
+        ))
     }
 
     async fn install(&self, requests: &[PackageRequest]) -> Result<Vec<InstalledPackage>> {
@@ -607,7 +612,7 @@ impl PackageManager for Apt {
                 None,
             ));
         }
-        Ok(absolute_lines(&output.stdout))
+        Ok(absolute_lines(output.whole_stdout(&command.display())?))
     }
 
     async fn remove(&self, name: &PackageName) -> Result<()> {

@@ -190,7 +190,7 @@ impl PackageManager for Aur {
             ));
         }
         let mut versions = Vec::new();
-        for version in field_values(&output.stdout, "Version") {
+        for version in field_values(output.whole_stdout(&command.display())?, "Version") {
             push_unique(&mut versions, version);
         }
         Ok(versions)

@@ -269,10 +269,12 @@ impl PackageManager for Dnf {
             ));
         }
         Ok(
-            parse_rpm_query(&output.stdout).map(|version| InstalledPackage {
-                name: name.to_string(),
-                version,
-                repository: None,
+            parse_rpm_query(output.whole_stdout(&command.display())?).map(|version| {
+                InstalledPackage {
+                    name: name.to_string(),
+                    version,
+                    repository: None,
+                }
             }),
         )
     }
@@ -304,7 +306,10 @@ impl PackageManager for Dnf {
                 None,
             ));
         }
-        Ok(parse_dnf_list(&output.stdout, request.name.as_str()))
+        Ok(parse_dnf_list(
+            output.whole_stdout(&command.display())?,
+            request.name.as_str(),
+        ))
     }
 
     async fn install(&self, requests: &[PackageRequest]) -> Result<Vec<InstalledPackage>> {
@@ -328,7 +333,7 @@ impl PackageManager for Dnf {
                 hint: None,
             });
         }
-        Ok(absolute_lines(&output.stdout))
+        Ok(absolute_lines(output.whole_stdout(&command.display())?))
     }
 
     async fn remove(&self, name: &PackageName) -> Result<()> {

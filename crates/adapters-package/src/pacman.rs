@@ -297,7 +297,8 @@ pub(crate) async fn query_installed(
             None,
         ));
     }
-    Ok(output.stdout.lines().find_map(|line| {
+    let stdout = output.whole_stdout(&command.display())?;
+    Ok(stdout.lines().find_map(|line| {
         let (found, version) = line.trim().split_once(' ')?;
         (found == name).then(|| InstalledPackage {
             name: name.to_string(),
@@ -328,7 +329,7 @@ pub(crate) async fn list_files(
         });
     }
     Ok(output
-        .stdout
+        .whole_stdout(&command.display())?
         .lines()
         .filter_map(|line| {
             let (owner, path) = line.split_once(' ')?;
@@ -525,10 +526,9 @@ impl Pacman {
                 None,
             ));
         }
-        let repository = field_values(&output.stdout, "Repository")
-            .into_iter()
-            .next();
-        let version = field_values(&output.stdout, "Version").into_iter().next();
+        let stdout = output.whole_stdout(&command.display())?;
+        let repository = field_values(stdout, "Repository").into_iter().next();
+        let version = field_values(stdout, "Version").into_iter().next();
         Ok(version.map(|version| (repository.unwrap_or_default(), version)))
     }
 

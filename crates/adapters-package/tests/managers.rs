@@ -10,7 +10,7 @@ use adapters_package::{
     Apt, AptOptions, Aur, Dnf, HostManagers, LockSettings, Pacman, PacmanOptions, Privilege,
 };
 use provisioner_core::Distro;
-use provisioner_core::{Engine, Error, ManagerKind, PackageManager, PackageRequest};
+use provisioner_core::{CommandOutput, Engine, Error, ManagerKind, PackageManager, PackageRequest};
 use support::{Recorder, ScriptedShell, fail, hint, ok};
 
 fn pinned(name: &str, version: &str, repository: Option<&str>) -> PackageRequest {
@@ -359,6 +359,30 @@ async fn apt_query_installed_only_at_ii() {
     let (_, _, message) = package_error(&error);
     assert!(message.contains("database is locked"), "{message}");
     assert_eq!(error.code().exit_code(), 13);
+}
+
+/// A file list cut at the Shell's output cap is refused, never read as a package without its
+/// server; the same for a cut version list.
+#[tokio::test]
+async fn a_cut_output_is_an_error_not_a_short_list() {
+    let cut = |stdout: &str| CommandOutput {
+        stdout_truncated: true,
+        ..ok(stdout)
+    };
+    let shell = ScriptedShell::new();
+    shell
+        .always("dpkg-query -L", cut("/.\n/usr\n/usr/share/doc\n"))
+        .always("apt-cache madison", cut(" x | 1.0 | file:/r ./ Packages\n"));
+    let state = tempfile::tempdir().unwrap();
+    let apt = apt(&shell, state.path(), Privilege::root());
+    let error = apt.files(&"x".parse().unwrap()).await.unwrap_err();
+    assert!(
+        error.to_string().contains("dpkg-query -L x")
+            && error.to_string().contains("the cut output is not used"),
+        "{error}"
+    );
+    let error = apt.available(&pinned("x", "1.0", None)).await.unwrap_err();
+    assert!(error.to_string().contains("apt-cache madison"), "{error}");
 }
 
 #[tokio::test]

@@ -1018,7 +1018,9 @@ impl CmakeSourceBuilder {
                     ],
                 )
                 .await?;
-            let found = crate::submodules::parse(&listed.stdout);
+            let found = crate::submodules::parse(
+                listed.whole_stdout("git config -f .gitmodules --get-regexp 'submodule.*'")?,
+            );
             let mut resolved = Vec::with_capacity(found.len());
             for submodule in &found {
                 let url = crate::submodules::resolve(&superproject, &submodule.url).map_err(

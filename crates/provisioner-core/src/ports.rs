@@ -16,13 +16,13 @@ use crate::checksum::Checksum;
 use crate::cmake::CacheEntries;
 use crate::config::EnvValue;
 pub use crate::environment::{BASE_ENV, BUILD_ENV, CONTAINER_ENV, GIT_ENV, PACKAGE_ENV};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image::ImageReference;
 use crate::model_ref::ModelRef;
 use crate::names::{Digest, Generator, GitRef, ImageTag, PackageName, PackageVersion, PoolId};
 use crate::prepared::{BackendFinding, FoundBackend, GpuAsk};
 use crate::secret::{GitRemote, PackageRepo, SafeUrl, Secret};
-use crate::text::command_line;
+use crate::text::{command_line, human_bytes};
 use crate::vocabulary::{Backend, DeviceId, Distro, Engine, ManagerKind, RuntimeKind};
 
 // ---------------------------------------------------------------------------------------------
@@ -191,16 +191,43 @@ pub struct CommandOutput {
     pub code: Option<i32>,
     /// Signal number, when it was killed.
     pub signal: Option<i32>,
-    /// Standard output (capped at a few MiB).
+    /// Standard output, at most [`MAX_STDOUT`] bytes of it. Parsers read it through
+    /// [`CommandOutput::whole_stdout`], which refuses a cut output.
     pub stdout: String,
+    /// Whether standard output went over [`MAX_STDOUT`] and `stdout` holds only its start.
+    pub stdout_truncated: bool,
     /// The last lines of combined output, for error messages.
     pub tail: String,
 }
+
+/// The most of a command's standard output a [`Shell`] keeps: 4 MiB. The largest outputs we
+/// parse (a package's file list, `podman image inspect` of an image with many layers, a
+/// server's `--help`) are well under 1 MiB.
+pub const MAX_STDOUT: usize = 4 * 1024 * 1024;
 
 impl CommandOutput {
     /// Whether the process exited with code 0.
     pub fn success(&self) -> bool {
         self.code == Some(0)
+    }
+
+    /// Standard output for a parser: all of it, or, when it went over [`MAX_STDOUT`] and was
+    /// cut, [`Error::CommandFailed`] naming `command` (as [`CommandSpec::display`] shows it), so
+    /// that nothing is concluded from the start of a list or a document.
+    pub fn whole_stdout(&self, command: &str) -> Result<&str> {
+        if self.stdout_truncated {
+            return Err(Error::CommandFailed {
+                command: command.to_string(),
+                status: format!(
+                    "it printed more than {} on standard output, the most that is read; the cut output is not used",
+                    human_bytes(MAX_STDOUT as u64)
+                ),
+                tail: String::new(),
+                log: None,
+                hint: Some(format!("run `{command}` yourself to see what it prints")),
+            });
+        }
+        Ok(&self.stdout)
     }
 
     /// The exit status for humans.

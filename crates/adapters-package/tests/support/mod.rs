@@ -21,6 +21,7 @@ pub fn ok(stdout: &str) -> CommandOutput {
         code: Some(0),
         signal: None,
         stdout: stdout.to_string(),
+        stdout_truncated: false,
         tail: stdout.to_string(),
     }
 }
@@ -31,6 +32,7 @@ pub fn fail(code: i32, tail: &str) -> CommandOutput {
         code: Some(code),
         signal: None,
         stdout: String::new(),
+        stdout_truncated: false,
         tail: tail.to_string(),
     }
 }
