@@ -76,7 +76,7 @@ impl Credentials {
     }
 
     /// `base64(user:password)`, the `auth` field of auth files.
-    fn encoded(&self) -> String {
+    pub(crate) fn encoded(&self) -> String {
         STANDARD.encode(format!("{}:{}", self.username, self.password))
     }
 }

@@ -37,7 +37,8 @@
 //! 5. **Policy.** `Action::PullImage` before any registry request, so offline mode and the host
 //!    allowlist refuse non-loopback registries; refused, a tag the store already holds is used
 //!    (by the manifest digest recorded for that repository, else its image ID), with a note.
-//! 6. **Registry** (oci-client, rustls with ring). Anonymous first; on 401 the credentials for the
+//! 6. **Registry** (module `distribution`: reqwest with rustls and ring, every answer read under a
+//!    cap; manifests typed by oci-client). Anonymous first; on 401 the credentials for the
 //!    registry host ([`CredentialSources`], see [`auth`]): from each auth file in turn
 //!    ([`ContainerSettings::auth_files`], podman's order), its `credHelpers` entry for the host,
 //!    then an `auths.<host>` entry that carries credentials (`auth` as base64 `user:pass`, or
@@ -45,8 +46,9 @@
 //!    helper run as `docker-credential-<name> get` through the Shell port (server URL on stdin,
 //!    `{"ServerURL","Username","Secret"}` on stdout, a `sensitive` command whose output is never
 //!    logged or quoted); else `LLAMA_ORCH_REGISTRY_USER` /
-//!    `LLAMA_ORCH_REGISTRY_PASSWORD`. The tag is resolved to a digest; the manifest is fetched by
-//!    digest; for an index, this platform's manifest is fetched too; then the config blob, whose
+//!    `LLAMA_ORCH_REGISTRY_PASSWORD`. The manifest the tag names is fetched once and its digest
+//!    is the hash of its bytes (the registry's `Docker-Content-Digest`, when sent, must agree);
+//!    for an index, this platform's manifest is fetched too; then the config blob, whose
 //!    `org.opencontainers.image.revision` / `.version` labels are reported. `insecure` switches to
 //!    plain HTTP for that registry only.
 //! 7. **Pull by digest.** `<runtime> pull [--tls-verify=false] registry/repo@sha256:…` with a
@@ -60,8 +62,11 @@
 //! ## What is verified
 //!
 //! - A pinned digest that differs from the registry's digest for the tag is refused, naming both.
-//! - Manifest bytes hash to the digest they were fetched by (oci-client checks it and so does this
-//!   crate); the config blob hashes to the digest in the manifest.
+//! - Manifest bytes hash to the digest they were fetched by, or that the registry claims for
+//!   them; the config blob hashes to the digest in the manifest.
+//! - Every registry answer (manifest, config blob, tag list, token) is read under a cap (16 MiB;
+//!   1 MiB for a token): a longer body, or a `Content-Length` saying so, is an error, never a
+//!   memory exhaustion.
 //! - The local image the runtime holds reports the digest (after a pull, and on the warm path).
 //! - Credentials never reach argv, logs, progress, errors or metadata: the runtime gets them in a
 //!   temporary auth file (mode 0600, in a 0700 directory under `<cache_dir>/tmp`, removed after
@@ -103,6 +108,7 @@
 
 pub mod auth;
 pub mod devices;
+mod distribution;
 pub mod index;
 pub mod layers;
 pub mod reference;

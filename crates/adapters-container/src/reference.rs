@@ -2,7 +2,6 @@
 //! [`ImageReference`] (parsed and normalised once, when the config was read: no registry →
 //! `docker.io`, one-component names on Docker Hub → `library/…`).
 
-use oci_client::Reference;
 use provisioner_core::ImageReference;
 
 /// A parsed image reference.
@@ -50,24 +49,6 @@ impl ImageRef {
             .clone()
             .or_else(|| self.digest.clone())
             .unwrap_or_else(|| "latest".to_string())
-    }
-
-    /// The registry client's reference for a tag.
-    pub(crate) fn with_tag(&self, tag: &str) -> Reference {
-        Reference::with_tag(
-            self.registry.clone(),
-            self.repository.clone(),
-            tag.to_string(),
-        )
-    }
-
-    /// The registry client's reference for a digest.
-    pub(crate) fn with_digest(&self, digest: &str) -> Reference {
-        Reference::with_digest(
-            self.registry.clone(),
-            self.repository.clone(),
-            digest.to_string(),
-        )
     }
 }
 

@@ -1,23 +1,20 @@
-//! Talking to the registry (oci-client): tag → digest, the manifest by digest (hash verified), the
-//! config blob (hash verified) and its labels. Anonymous first; on 401 with credentials from the
+//! Talking to the registry (through `distribution`, the manifests typed by oci-client): the
+//! manifest a tag or digest names (its digest the hash of its bytes, checked against the pin and
+//! the registry's `Docker-Content-Digest`), this platform's manifest from an index, the config
+//! blob (hash verified) and its labels. Anonymous first; on 401 with credentials from the
 //! auth files, the credential helpers they name, or the `LLAMA_ORCH_REGISTRY_*` variables
 //! ([`CredentialSources`]).
 
 use std::path::PathBuf;
-use std::sync::Once;
-use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE, OciDescriptor,
+    OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageIndex, OciManifest,
 };
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use provisioner_core::{Error, Result};
 
 use crate::auth::{CredentialSources, Credentials, Search};
+use crate::distribution::{Problem, Session};
 use crate::reference::{ImageRef, sha256_digest};
 
 /// Labels read from the image config.
@@ -25,8 +22,9 @@ pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
 /// Labels read from the image config.
 pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
 
-/// Manifests and config blobs larger than this are refused (they are small JSON documents).
-const MAX_DOCUMENT: i64 = 16 * 1024 * 1024;
+/// Manifests, config blobs and tag lists larger than this are refused (they are small JSON
+/// documents): 16 MiB.
+const MAX_DOCUMENT: u64 = 16 * 1024 * 1024;
 
 const MANIFEST_TYPES: [&str; 4] = [
     OCI_IMAGE_MEDIA_TYPE,
@@ -46,40 +44,15 @@ pub(crate) struct Resolved {
     pub credentials: Option<Credentials>,
 }
 
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Err means another provider is already installed, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-fn client(registry: &str, insecure: bool) -> Client {
-    install_crypto_provider();
-    Client::new(ClientConfig {
-        protocol: if insecure {
-            ClientProtocol::HttpsExcept(vec![registry.to_string()])
-        } else {
-            ClientProtocol::Https
-        },
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(60)),
-        ..ClientConfig::default()
-    })
-}
-
 /// Resolves `image` (tag and/or pinned digest) against its registry.
 pub(crate) async fn resolve(
     image: &ImageRef,
     insecure: bool,
     sources: &CredentialSources<'_>,
 ) -> Result<Resolved> {
-    let anonymous = resolve_with(image, insecure, &RegistryAuth::Anonymous).await;
+    let anonymous = resolve_with(image, insecure, None).await;
     match anonymous {
-        Ok(mut resolved) => {
-            resolved.credentials = None;
-            Ok(resolved)
-        }
+        Ok(resolved) => Ok(resolved),
         Err(Failure::Unauthorized) => {
             let search = sources.lookup(&image.registry).await?;
             let Some(found) = search.found else {
@@ -93,11 +66,7 @@ pub(crate) async fn resolve(
                 ));
             };
             let credentials = found.credentials;
-            let auth = RegistryAuth::Basic(
-                credentials.username.clone(),
-                credentials.password().to_string(),
-            );
-            match resolve_with(image, insecure, &auth).await {
+            match resolve_with(image, insecure, Some(credentials.clone())).await {
                 Ok(mut resolved) => {
                     resolved.credentials = Some(credentials);
                     Ok(resolved)
@@ -173,48 +142,59 @@ impl From<Error> for Failure {
 async fn resolve_with(
     image: &ImageRef,
     insecure: bool,
-    auth: &RegistryAuth,
+    credentials: Option<Credentials>,
 ) -> std::result::Result<Resolved, Failure> {
-    let client = client(&image.registry, insecure);
-    let digest = match &image.tag {
-        Some(tag) => {
-            let reference = image.with_tag(tag);
-            let digest = match client.fetch_manifest_digest(&reference, auth).await {
-                Ok(digest) => digest,
-                Err(error) => {
-                    let failure = classify(error, image, tag, "resolving the tag");
-                    return Err(match failure {
-                        Failure::Other(Error::Source { hint, .. }) if is_not_found(&hint) => {
-                            Failure::Other(unknown_tag(&client, image, tag, auth).await)
-                        }
-                        other => other,
-                    });
+    let mut session = Session::new(&image.registry, &image.repository, insecure, credentials);
+    // One request gives the manifest and its digest: the hash of the bytes served for the tag
+    // (the `Docker-Content-Digest` header, when sent, must agree).
+    let (digest, manifest) = match (&image.tag, &image.digest) {
+        (Some(tag), pinned) => {
+            let fetched = match fetch_manifest(&mut session, image, tag, None).await {
+                Err(Failure::Other(Error::Source { hint, .. })) if is_not_found(&hint) => {
+                    return Err(Failure::Other(unknown_tag(&mut session, image, tag).await));
                 }
+                other => other?,
             };
-            if let Some(pinned) = &image.digest
-                && *pinned != digest
+            if let Some(pinned) = pinned
+                && *pinned != fetched.0
             {
                 return Err(Failure::Other(Error::Source {
                     repo: image.name(),
                     reference: tag.clone(),
                     message: format!(
-                        "the pinned digest {pinned} differs from the digest the registry has for tag `{tag}`: {digest}"
+                        "the pinned digest {pinned} differs from the digest the registry has for tag `{tag}`: {}",
+                        fetched.0
                     ),
                     hint: Some(format!(
-                        "if the tag was moved on purpose, pin the new digest ({digest}); otherwise the registry serves a different image than the one pinned"
+                        "if the tag was moved on purpose, pin the new digest ({}); otherwise the registry serves a different image than the one pinned",
+                        fetched.0
                     )),
                 }));
             }
-            digest
+            fetched
         }
-        None => image.digest.clone().unwrap_or_default(),
+        (None, Some(digest)) => fetch_manifest(&mut session, image, digest, Some(digest)).await?,
+        (None, None) => fetch_manifest(&mut session, image, "latest", None).await?,
     };
-    let manifest = fetch_manifest(&client, image, &digest, auth).await?;
-    let manifest = match select_platform(&manifest)? {
-        Some(child) => fetch_manifest(&client, image, &child, auth).await?,
-        None => manifest,
+    let manifest = match manifest {
+        OciManifest::Image(manifest) => manifest,
+        OciManifest::ImageIndex(index) => {
+            let child = select_platform(image, &index)?;
+            match fetch_manifest(&mut session, image, &child, Some(&child))
+                .await?
+                .1
+            {
+                OciManifest::Image(manifest) => manifest,
+                OciManifest::ImageIndex(_) => {
+                    return Err(protocol(
+                        image,
+                        &format!("the index entry {child} for this platform is another index"),
+                    ));
+                }
+            }
+        }
     };
-    let labels = fetch_labels(&client, image, &digest, &manifest).await?;
+    let labels = fetch_labels(&mut session, image, &manifest.config).await?;
     Ok(Resolved {
         digest,
         revision: label(&labels, REVISION_LABEL),
@@ -242,40 +222,37 @@ fn tampered(image: &ImageRef, what: &str, expected: &str, actual: &str) -> Failu
     })
 }
 
-/// Fetches a manifest by digest and checks that its bytes hash to the digest.
+/// Fetches the manifest `reference` names (a tag or a digest) and returns its digest (the
+/// hash of its bytes) and its JSON. The bytes must hash to `expected` when given, and to the
+/// `Docker-Content-Digest` the registry sent, when it sent one.
 async fn fetch_manifest(
-    client: &Client,
+    session: &mut Session,
     image: &ImageRef,
-    digest: &str,
-    auth: &RegistryAuth,
-) -> std::result::Result<serde_json::Value, Failure> {
-    let reference = image.with_digest(digest);
-    let (bytes, _) = client
-        .pull_manifest_raw(&reference, auth, &MANIFEST_TYPES)
+    reference: &str,
+    expected: Option<&str>,
+) -> std::result::Result<(String, OciManifest), Failure> {
+    let document = session
+        .get(
+            &format!("manifests/{reference}"),
+            &MANIFEST_TYPES.join(", "),
+            MAX_DOCUMENT,
+        )
         .await
-        .map_err(|e| match e {
-            OciDistributionError::DigestError(inner) => {
-                tampered(image, "manifest", digest, &digest_actual(inner))
-            }
-            other => classify(other, image, digest, "fetching the manifest"),
-        })?;
-    let actual = sha256_digest(&bytes);
-    if actual != digest {
-        return Err(tampered(image, "manifest", digest, &actual));
+        .map_err(|problem| classify(problem, image, reference, "fetching the manifest"))?;
+    let actual = sha256_digest(&document.body);
+    let claimed = document
+        .headers
+        .get("docker-content-digest")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| value.starts_with("sha256:"));
+    for expected in [expected, claimed].into_iter().flatten() {
+        if expected != actual {
+            return Err(tampered(image, "manifest", expected, &actual));
+        }
     }
-    if bytes.len() as i64 > MAX_DOCUMENT {
-        return Err(protocol(image, "the manifest is larger than 16 MiB"));
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| protocol(image, &format!("the manifest is not valid JSON: {e}")))
-}
-
-/// The computed digest of a verification error, else the error text.
-fn digest_actual(error: oci_client::errors::DigestError) -> String {
-    match error {
-        oci_client::errors::DigestError::VerificationError { actual, .. } => actual,
-        other => other.to_string(),
-    }
+    let manifest = serde_json::from_slice(&document.body)
+        .map_err(|e| protocol(image, &format!("the manifest is not valid JSON: {e}")))?;
+    Ok((actual, manifest))
 }
 
 fn protocol(image: &ImageRef, message: &str) -> Failure {
@@ -287,109 +264,83 @@ fn protocol(image: &ImageRef, message: &str) -> Failure {
     })
 }
 
-/// For an index: the digest of the manifest for this host's platform.
-fn select_platform(manifest: &serde_json::Value) -> std::result::Result<Option<String>, Failure> {
-    let Some(entries) = manifest.get("manifests").and_then(|m| m.as_array()) else {
-        return Ok(None);
-    };
+/// For an index: the digest of the manifest for this host's platform (`linux` and the Go name
+/// of this architecture, as the OCI image index names platforms).
+fn select_platform(
+    image: &ImageRef,
+    index: &OciImageIndex,
+) -> std::result::Result<String, Failure> {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
     };
-    let found = entries.iter().find(|entry| {
-        let platform = &entry["platform"];
-        platform["os"] == "linux" && platform["architecture"] == arch
-    });
-    Ok(found
-        .and_then(|entry| entry["digest"].as_str())
-        .map(str::to_string))
+    let platforms = || {
+        index
+            .manifests
+            .iter()
+            .filter_map(|entry| entry.platform.as_ref())
+            .map(|platform| format!("{}/{}", platform.os, platform.architecture))
+    };
+    index
+        .manifests
+        .iter()
+        .find(|entry| {
+            entry.platform.as_ref().is_some_and(|platform| {
+                platform.os.to_string() == "linux" && platform.architecture.to_string() == arch
+            })
+        })
+        .map(|entry| entry.digest.clone())
+        .ok_or_else(|| {
+            protocol(
+                image,
+                &format!(
+                    "the image index has no manifest for linux/{arch} (it has: {})",
+                    platforms().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
 }
 
 /// Fetches the config blob named by the manifest, checks its digest and returns its labels.
 async fn fetch_labels(
-    client: &Client,
+    session: &mut Session,
     image: &ImageRef,
-    digest: &str,
-    manifest: &serde_json::Value,
+    config: &OciDescriptor,
 ) -> std::result::Result<serde_json::Value, Failure> {
-    let config = &manifest["config"];
-    let Some(config_digest) = config["digest"].as_str() else {
-        return Err(protocol(image, "the manifest names no config blob"));
-    };
-    let size = config["size"].as_i64().unwrap_or(0);
-    if size > MAX_DOCUMENT {
-        return Err(protocol(image, "the config blob is larger than 16 MiB"));
-    }
-    let descriptor = OciDescriptor {
-        media_type: config["mediaType"].as_str().unwrap_or_default().to_string(),
-        digest: config_digest.to_string(),
-        size,
-        ..OciDescriptor::default()
-    };
-    // The client already holds the credentials from the manifest requests.
-    let reference: Reference = image.with_digest(digest);
+    let config_digest = config.digest.as_str();
     // The manifest's size is the registry's word: the body is cut at the cap whatever it says.
-    let mut capped = CappedBuffer::default();
-    let pulled = client.pull_blob(&reference, &descriptor, &mut capped).await;
-    if capped.exceeded {
-        return Err(protocol(image, "the config blob is larger than 16 MiB"));
+    if u64::try_from(config.size).unwrap_or(0) > MAX_DOCUMENT {
+        return Err(too_large(image, "config blob"));
     }
-    pulled.map_err(|e| match e {
-        OciDistributionError::DigestError(inner) => {
-            tampered(image, "config blob", config_digest, &digest_actual(inner))
-        }
-        other => classify(other, image, config_digest, "fetching the config blob"),
-    })?;
-    let bytes = capped.bytes;
-    let actual = sha256_digest(&bytes);
+    let document = session
+        .get(
+            &format!("blobs/{config_digest}"),
+            &config.media_type,
+            MAX_DOCUMENT,
+        )
+        .await
+        .map_err(|problem| match problem {
+            Problem::TooLarge => too_large(image, "config blob"),
+            other => classify(other, image, config_digest, "fetching the config blob"),
+        })?;
+    let actual = sha256_digest(&document.body);
     if actual != config_digest {
         return Err(tampered(image, "config blob", config_digest, &actual));
     }
-    let config: serde_json::Value = serde_json::from_slice(&bytes)
+    let config: serde_json::Value = serde_json::from_slice(&document.body)
         .map_err(|e| protocol(image, &format!("the config blob is not valid JSON: {e}")))?;
     Ok(config["config"]["Labels"].clone())
 }
 
-/// A buffer that refuses to grow past [`MAX_DOCUMENT`]: a write beyond it fails (ending the
-/// download) and sets `exceeded`.
-#[derive(Default)]
-struct CappedBuffer {
-    bytes: Vec<u8>,
-    exceeded: bool,
-}
-
-impl tokio::io::AsyncWrite for CappedBuffer {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if (this.bytes.len() + buf.len()) as u64 > MAX_DOCUMENT as u64 {
-            this.exceeded = true;
-            return std::task::Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::FileTooLarge,
-                "larger than 16 MiB",
-            )));
-        }
-        this.bytes.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
+fn too_large(image: &ImageRef, what: &str) -> Failure {
+    protocol(
+        image,
+        &format!(
+            "the {what} is larger than {}, the most that is read (manifests and configs are small JSON documents)",
+            provisioner_core::human_bytes(MAX_DOCUMENT)
+        ),
+    )
 }
 
 const NOT_FOUND_HINT: &str = "check the image name and tag";
@@ -401,24 +352,39 @@ fn is_not_found(hint: &Option<String>) -> bool {
 
 /// A tag the registry does not know: tells an unknown repository from an unknown tag by listing
 /// the repository's tags (and shows a few of them).
-async fn unknown_tag(client: &Client, image: &ImageRef, tag: &str, auth: &RegistryAuth) -> Error {
-    let reference = image.with_tag(tag);
-    let (message, hint) = match client.list_tags(&reference, auth, Some(20), None).await {
-        Ok(tags) if !tags.tags.is_empty() => (
+async fn unknown_tag(session: &mut Session, image: &ImageRef, tag: &str) -> Error {
+    let listed = session
+        .get("tags/list?n=20", "application/json", MAX_DOCUMENT)
+        .await
+        .ok()
+        .and_then(|document| serde_json::from_slice::<serde_json::Value>(&document.body).ok())
+        .map(|list| {
+            list["tags"]
+                .as_array()
+                .map(|tags| {
+                    tags.iter()
+                        .filter_map(|tag| tag.as_str().map(str::to_string))
+                        .take(20)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        });
+    let (message, hint) = match listed {
+        Some(tags) if !tags.is_empty() => (
             format!(
                 "repository `{}` on registry {} has no tag `{tag}`",
                 image.repository, image.registry
             ),
-            format!("tags it has: {}", tags.tags.join(", ")),
+            format!("tags it has: {}", tags.join(", ")),
         ),
-        Ok(_) => (
+        Some(_) => (
             format!(
                 "repository `{}` on registry {} has no tag `{tag}` (it has no tags at all)",
                 image.repository, image.registry
             ),
             format!("push {}:{tag} first, or check the name", image.name()),
         ),
-        Err(_) => (
+        None => (
             format!(
                 "registry {} has no repository `{}` (or it is not visible with these credentials)",
                 image.registry, image.repository
@@ -434,8 +400,8 @@ async fn unknown_tag(client: &Client, image: &ImageRef, tag: &str, auth: &Regist
     }
 }
 
-/// Turns a client error into 401 (retry with credentials) or a clear error.
-fn classify(error: OciDistributionError, image: &ImageRef, asked: &str, doing: &str) -> Failure {
+/// Turns a failed request into 401 (retry with credentials) or a clear error.
+fn classify(problem: Problem, image: &ImageRef, asked: &str, doing: &str) -> Failure {
     let not_found = |what: String| {
         Failure::Other(Error::Source {
             repo: image.name(),
@@ -447,52 +413,59 @@ fn classify(error: OciDistributionError, image: &ImageRef, asked: &str, doing: &
             )),
         })
     };
-    match error {
-        OciDistributionError::UnauthorizedError { .. } => Failure::Unauthorized,
-        OciDistributionError::AuthenticationFailure(_) => Failure::Unauthorized,
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
+    match problem {
+        Problem::Unauthorized => Failure::Unauthorized,
+        Problem::TooLarge => too_large(image, "manifest"),
+        Problem::Status { status, errors } => {
+            let has = |codes: &[&str]| {
+                errors
+                    .iter()
+                    .any(|(code, _)| codes.contains(&code.as_str()))
+            };
+            if has(&["UNAUTHORIZED", "DENIED"]) {
                 Failure::Unauthorized
-            } else if codes.contains(&&OciErrorCode::NameUnknown) {
+            } else if has(&["NAME_UNKNOWN"]) {
                 not_found(format!(
                     "registry {} has no repository `{}`",
                     image.registry, image.repository
                 ))
-            } else if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NotFound))
-            {
+            } else if has(&["MANIFEST_UNKNOWN", "NOT_FOUND", "BLOB_UNKNOWN"]) {
                 not_found(format!(
                     "repository `{}` on registry {} has no manifest `{asked}`",
                     image.repository, image.registry
                 ))
+            } else if status == 404 {
+                not_found(format!(
+                    "registry {} has no `{asked}` in repository `{}` (or no such repository)",
+                    image.registry, image.repository
+                ))
             } else {
+                let said: Vec<String> = errors
+                    .iter()
+                    .map(|(code, message)| format!("{code}: {message}"))
+                    .collect();
                 Failure::Other(Error::Source {
                     repo: image.name(),
                     reference: asked.to_string(),
-                    message: format!("registry {} refused {doing}: {envelope}", image.registry),
+                    message: format!(
+                        "registry {} refused {doing}: HTTP {status}{}",
+                        image.registry,
+                        if said.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", said.join("; "))
+                        }
+                    ),
                     hint: None,
                 })
             }
         }
-        OciDistributionError::ServerError { code: 401, .. } => Failure::Unauthorized,
-        OciDistributionError::ServerError { code: 404, .. } => not_found(format!(
-            "registry {} has no `{asked}` in repository `{}` (or no such repository)",
-            image.registry, image.repository
-        )),
-        other => {
-            let chain = error_chain(&other);
-            Failure::Other(Error::Source {
-                repo: image.name(),
-                reference: asked.to_string(),
-                message: format!("{doing} from registry {} failed: {chain}", image.registry),
-                hint: Some(unreachable_hint(&image.registry, &chain)),
-            })
-        }
+        Problem::Transport(chain) => Failure::Other(Error::Source {
+            repo: image.name(),
+            reference: asked.to_string(),
+            message: format!("{doing} from registry {} failed: {chain}", image.registry),
+            hint: Some(unreachable_hint(&image.registry, &chain)),
+        }),
     }
 }
 
@@ -532,40 +505,5 @@ pub(crate) fn unreachable_hint(registry: &str, chain: &str) -> String {
         format!("{registry} did not answer in time: check the network path (proxy, firewall)")
     } else {
         format!("check that {registry} is reachable from this host")
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::io::AsyncWriteExt;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_document_is_cut_at_the_cap() {
-        let mut capped = CappedBuffer::default();
-        let chunk = vec![b' '; 1024 * 1024];
-        for _ in 0..16 {
-            capped.write_all(&chunk).await.unwrap();
-        }
-        assert!(!capped.exceeded);
-        let error = capped.write_all(b"x").await.unwrap_err();
-        assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
-        assert!(capped.exceeded);
-        assert_eq!(capped.bytes.len() as i64, MAX_DOCUMENT);
     }
 }

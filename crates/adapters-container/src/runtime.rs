@@ -134,7 +134,7 @@ struct Runtime {
 }
 
 /// The [`ContainerRuntime`] adapter: podman (preferred) or docker (fallback) for local images,
-/// oci-client for the registry. See the crate documentation for the steps and what is verified.
+/// the registry's HTTP API (module `distribution`). See the crate documentation for the steps and what is verified.
 pub struct PodmanOrDocker {
     shell: Arc<dyn Shell>,
     policy: Arc<dyn Policy>,
