@@ -3,7 +3,8 @@
 //! small llama image (fixed overhead in ms) and the same image with a 320 MiB layer on top (an
 //! image of realistic size; ratio).
 //!
-//! Run with `scripts/bench.sh` (release build, real fixtures, podman and docker-registry).
+//! Run with `scripts/bench.sh` (release build, real fixtures, podman and docker-registry);
+//! `BENCH_SMALL_ONLY=1 target/release/bench-container` measures the small image alone.
 
 use std::time::{Duration, Instant};
 
@@ -174,6 +175,9 @@ fn main() -> anyhow::Result<()> {
         cold.as_secs_f64() / pull.as_secs_f64(),
         (cold.as_secs_f64() - pull.as_secs_f64()) * 1e3
     );
+    if std::env::var_os("BENCH_SMALL_ONLY").is_some() {
+        return Ok(());
+    }
     let large = push_large_image(&env, dir.path(), &small, registry.port);
     let (cold, pull, reference, _) = cold_against_pull(&env, dir.path(), &large, 3)?;
     println!("large image (+320 MiB layer): {reference}");

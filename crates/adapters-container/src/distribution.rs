@@ -33,6 +33,19 @@ fn install_crypto_provider() {
     });
 }
 
+/// An HTTP client for the registry requests of one resolution: its sessions share its
+/// connections (the retry with credentials after an anonymous attempt reuses the connection)
+/// and its TLS setup is built once.
+pub(crate) fn client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(60))
+        .user_agent(concat!("engine-provisioner/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
 /// Why a request did not give a document.
 #[derive(Debug)]
 pub(crate) enum Problem {
@@ -74,23 +87,17 @@ impl Session {
     /// A session with `registry` (host and port as in the image reference; Docker Hub's
     /// `docker.io` is served by `index.docker.io`) for `repository`.
     pub fn new(
+        http: reqwest::Client,
         registry: &str,
         repository: &str,
         insecure: bool,
         credentials: Option<Credentials>,
     ) -> Session {
-        install_crypto_provider();
         let host = if registry == "docker.io" {
             "index.docker.io"
         } else {
             registry
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(60))
-            .user_agent(concat!("engine-provisioner/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
         Session {
             http,
             base: format!("{}://{host}", if insecure { "http" } else { "https" }),
@@ -109,8 +116,15 @@ impl Session {
             if let Some(authorization) = &self.authorization {
                 request = request.header(AUTHORIZATION, authorization);
             }
+            let sent = std::time::Instant::now();
             let response = request.send().await.map_err(transport)?;
             let status = response.status();
+            tracing::debug!(
+                path,
+                status = status.as_u16(),
+                elapsed_ms = sent.elapsed().as_secs_f64() * 1e3,
+                "registry answered"
+            );
             if status == StatusCode::UNAUTHORIZED && !answered_challenge {
                 answered_challenge = true;
                 let challenge = response
@@ -340,7 +354,7 @@ mod tests {
     async fn a_bearer_challenge_is_answered_with_a_token_for_the_credentials() {
         let registry = token_registry().await;
         let credentials = Some(Credentials::new("user", "pass"));
-        let mut session = Session::new(&registry, "x/y", true, credentials);
+        let mut session = Session::new(client(), &registry, "x/y", true, credentials);
         let document = session
             .get("manifests/v1", "application/json", 1024)
             .await
@@ -349,7 +363,7 @@ mod tests {
         assert_eq!(session.authorization.as_deref(), Some("Bearer t0k"));
 
         for credentials in [None, Some(Credentials::new("user", "wrong"))] {
-            let mut session = Session::new(&registry, "x/y", true, credentials);
+            let mut session = Session::new(client(), &registry, "x/y", true, credentials);
             let refused = session.get("manifests/v1", "application/json", 1024).await;
             assert!(matches!(refused, Err(Problem::Unauthorized)), "{refused:?}");
         }
@@ -394,7 +408,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
         )
         .await;
-        let mut session = Session::new(&registry, "x/y", true, None);
+        let mut session = Session::new(client(), &registry, "x/y", true, None);
         let limit = 4 * 1024 * 1024;
         let refused = session.get("manifests/v1", "application/json", limit).await;
         assert!(
@@ -414,7 +428,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n",
         )
         .await;
-        let mut session = Session::new(&registry, "x/y", true, None);
+        let mut session = Session::new(client(), &registry, "x/y", true, None);
         let refused = session.get("manifests/v1", "application/json", 1024).await;
         assert!(
             matches!(refused, Err(Problem::TooLarge)),

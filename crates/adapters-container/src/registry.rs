@@ -14,7 +14,7 @@ use oci_client::manifest::{
 use provisioner_core::{Error, Result};
 
 use crate::auth::{CredentialSources, Credentials, Search};
-use crate::distribution::{Problem, Session};
+use crate::distribution::{Problem, Session, client};
 use crate::reference::{ImageRef, sha256_digest};
 
 /// Labels read from the image config.
@@ -50,7 +50,8 @@ pub(crate) async fn resolve(
     insecure: bool,
     sources: &CredentialSources<'_>,
 ) -> Result<Resolved> {
-    let anonymous = resolve_with(image, insecure, None).await;
+    let http = client();
+    let anonymous = resolve_with(&http, image, insecure, None).await;
     match anonymous {
         Ok(resolved) => Ok(resolved),
         Err(Failure::Unauthorized) => {
@@ -66,7 +67,7 @@ pub(crate) async fn resolve(
                 ));
             };
             let credentials = found.credentials;
-            match resolve_with(image, insecure, Some(credentials.clone())).await {
+            match resolve_with(&http, image, insecure, Some(credentials.clone())).await {
                 Ok(mut resolved) => {
                     resolved.credentials = Some(credentials);
                     Ok(resolved)
@@ -140,11 +141,18 @@ impl From<Error> for Failure {
 }
 
 async fn resolve_with(
+    http: &reqwest::Client,
     image: &ImageRef,
     insecure: bool,
     credentials: Option<Credentials>,
 ) -> std::result::Result<Resolved, Failure> {
-    let mut session = Session::new(&image.registry, &image.repository, insecure, credentials);
+    let mut session = Session::new(
+        http.clone(),
+        &image.registry,
+        &image.repository,
+        insecure,
+        credentials,
+    );
     // One request gives the manifest and its digest: the hash of the bytes served for the tag
     // (the `Docker-Content-Digest` header, when sent, must agree).
     let (digest, manifest) = match (&image.tag, &image.digest) {

@@ -857,7 +857,13 @@ impl ContainerRuntime for PodmanOrDocker {
             step: step.clone(),
             detail: None,
         });
+        let started = std::time::Instant::now();
         let resolved = registry::resolve(&image, spec.insecure, &self.credential_sources()).await?;
+        tracing::debug!(
+            digest = %resolved.digest,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "resolved against the registry"
+        );
         self.progress.report(ProgressEvent::Finished { step });
         let digest = resolved.digest.clone();
         let reference = image.pinned(&digest);
