@@ -1,5 +1,6 @@
 //! Kill trials: SIGKILL at random points of `orchctl engine prepare` (binary mode, a cold install
-//! from a `file://` archive) and of `orchctl engine up` (with `fsync` slowed down by strace, so
+//! from a `file://` archive; source mode, a tiny CMake tree; package mode, a pinned install
+//! through a stand-in apt) and of `orchctl engine up` (with `fsync` slowed down by strace, so
 //! that the kill often lands between spawning the engine and recording it), then the next call.
 //!
 //! Invariants after every kill: an engine that listens on the pool's port is known to `status`
@@ -18,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tests::{free_port, orchctl, orchctl_path, run_orchctl};
+use tests::{free_port, orchctl, orchctl_path};
 
 fn trials() -> usize {
     std::env::var("KILL_TRIALS")
@@ -108,11 +109,49 @@ fn write_config(dir: &Path, pool: &str, archive: &Path, sha256: &str, port: u16)
     config
 }
 
+std::thread_local! {
+    /// The PATH for the orchctl runs of this test (each test runs on a thread of its own), when
+    /// it puts stand-in programs first.
+    static TEST_PATH: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets this test's [`TEST_PATH`] until dropped.
+struct PathGuard;
+
+impl PathGuard {
+    fn set(path: &str) -> PathGuard {
+        TEST_PATH.with(|cell| *cell.borrow_mut() = Some(path.to_string()));
+        PathGuard
+    }
+}
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        TEST_PATH.with(|cell| *cell.borrow_mut() = None);
+    }
+}
+
+/// `orchctl` for `cache`, with this test's PATH.
+fn orchctl_for(cache: &Path) -> Command {
+    let mut command = orchctl(cache);
+    if let Some(path) = TEST_PATH.with(|cell| cell.borrow().clone()) {
+        command.env("PATH", path);
+    }
+    command
+}
+
 fn orch(cache: &Path, words: &[&str], config: &Path) -> tests::Outcome {
-    let config = config.to_string_lossy();
-    let mut args = words.to_vec();
-    args.extend(["--config", &config]);
-    run_orchctl(cache, &args)
+    let output = orchctl_for(cache)
+        .args(words)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("orchctl runs");
+    tests::Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
+    }
 }
 
 /// Starts `orchctl ARGS --config CONFIG` in a process group of its own (so that a kill of the
@@ -134,7 +173,7 @@ fn spawn(cache: &Path, args: &[&str], config: &Path, slow_fsync: bool) -> Child 
                 "--",
             ])
             .arg(orchctl_path());
-        for (key, value) in orchctl(cache).get_envs() {
+        for (key, value) in orchctl_for(cache).get_envs() {
             match value {
                 Some(value) => strace.env(key, value),
                 None => strace.env_remove(key),
@@ -142,7 +181,7 @@ fn spawn(cache: &Path, args: &[&str], config: &Path, slow_fsync: bool) -> Child 
         }
         strace
     } else {
-        orchctl(cache)
+        orchctl_for(cache)
     };
     command
         .args(args)
@@ -186,12 +225,25 @@ fn entries(dir: &Path) -> Vec<String> {
 /// inside a cold run, timed once first. A prepare after that is a cache hit of the same
 /// `engine_version`.
 fn kill_prepares(dir: &Path, config: &Path, left_empty: impl Fn(&Path) -> Vec<PathBuf>) {
+    kill_prepares_from(dir, config, || {}, left_empty);
+}
+
+/// [`kill_prepares`], with `reset` run before the timing run and before each trial (to put back
+/// state outside the cache, such as a package database).
+fn kill_prepares_from(
+    dir: &Path,
+    config: &Path,
+    reset: impl Fn(),
+    left_empty: impl Fn(&Path) -> Vec<PathBuf>,
+) {
+    reset();
     let started = Instant::now();
     let probe = orch(&dir.join("cache-probe"), &["engine", "prepare"], config);
     assert_eq!(probe.code, 0, "{}", probe.stderr);
     let cold = started.elapsed().as_millis() as u64;
     let mut random = Random::new();
     for trial in 0..trials() {
+        reset();
         let cache = dir.join(format!("cache-{trial}"));
         let mut child = spawn(&cache, &["engine", "prepare"], config, false);
         std::thread::sleep(Duration::from_millis(random.below(cold + 50)));
@@ -416,4 +468,155 @@ fn a_source_build_killed_anywhere_is_redone_cleanly() {
     kill_prepares(dir.path(), &config, |cache| {
         vec![cache.join("llamacpp/.staging")]
     });
+}
+
+/// A stand-in for apt, dpkg-query and sudo: shell scripts with their paths written in (the
+/// provisioner gives the programs it runs an allowlisted environment, so nothing can reach them
+/// through variables). "Installing" `ep-standin-server=1.0.0` copies `fake-engine` to
+/// `<root>/usr/bin/llama-server` the way dpkg unpacks (a `.dpkg-new` file renamed into place)
+/// and then records the version, holding a lock as dpkg does; a killed orchctl leaves it running
+/// to the end in its own process group, as it would leave the real apt. Nothing outside the
+/// test's directory changes.
+struct StandInApt {
+    bin: PathBuf,
+    root: PathBuf,
+    database: PathBuf,
+}
+
+impl StandInApt {
+    fn new(dir: &Path) -> StandInApt {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("stand-in-bin");
+        let root = dir.join("stand-in-root");
+        let database = dir.join("stand-in-db");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&database).unwrap();
+        let server = orchctl_path().with_file_name("fake-engine");
+        let (root_text, db, server) = (
+            root.display().to_string(),
+            database.display().to_string(),
+            server.display().to_string(),
+        );
+        let scripts = [
+            (
+                "apt-get",
+                format!(
+                    r#"#!/bin/sh
+case " $* " in
+  *" update "*) exit 0 ;;
+  *" install "*)
+    exec 9>"{db}/lock"; flock 9
+    for arg in "$@"; do
+      case "$arg" in *::*) continue ;; *=*) ;; *) continue ;; esac
+      name=${{arg%%=*}}; version=${{arg#*=}}
+      if [ "$name" != ep-standin-server ] || [ "$version" != 1.0.0 ]; then
+        echo "E: Version '$version' for '$name' was not found" >&2; exit 100
+      fi
+      echo "Unpacking $name ($version) ..."
+      mkdir -p "{root_text}/usr/bin"
+      cp "{server}" "{root_text}/usr/bin/llama-server.dpkg-new"
+      sleep 0.15
+      mv "{root_text}/usr/bin/llama-server.dpkg-new" "{root_text}/usr/bin/llama-server"
+      echo "Setting up $name ($version) ..."
+      sleep 0.1
+      echo "$version" > "{db}/$name.tmp" && mv "{db}/$name.tmp" "{db}/$name"
+    done ;;
+  *" remove "*)
+    exec 9>"{db}/lock"; flock 9
+    for name; do [ "$name" = ep-standin-server ] && rm -f "{db}/$name" "{root_text}/usr/bin/llama-server"; done ;;
+  *) echo "stand-in apt-get: unexpected $*" >&2; exit 100 ;;
+esac
+"#
+                ),
+            ),
+            (
+                "apt-cache",
+                "#!/bin/sh\necho ' ep-standin-server |      1.0.0 | file:/stand-in ./ Packages'\n"
+                    .to_string(),
+            ),
+            (
+                "dpkg-query",
+                format!(
+                    r#"#!/bin/sh
+for name; do :; done
+if [ ! -f "{db}/$name" ]; then echo "dpkg-query: no packages found matching $name" >&2; exit 1; fi
+case "$1" in
+  -W) echo "ii |$(cat "{db}/$name")" ;;
+  -L) printf '/.\n{root_text}\n{root_text}/usr\n{root_text}/usr/bin\n{root_text}/usr/bin/llama-server\n' ;;
+esac
+"#
+                ),
+            ),
+            (
+                "sudo",
+                "#!/bin/sh\n[ \"$1\" = -n ] && shift\n[ \"$1\" = -l ] && exit 0\nexec \"$@\"\n"
+                    .to_string(),
+            ),
+        ];
+        for (name, text) in scripts {
+            let path = bin.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        StandInApt {
+            bin,
+            root,
+            database,
+        }
+    }
+
+    /// Uninstalls, after any install still running (from a killed prepare) has finished.
+    fn reset(&self) {
+        #[allow(clippy::disallowed_methods)] // the test's own process, waiting on the lock
+        let status = Command::new("flock")
+            .arg(self.database.join("lock"))
+            .args(["rm", "-rf"])
+            .arg(&self.root)
+            .arg(self.database.join("ep-standin-server"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn installed(&self) -> Option<String> {
+        std::fs::read_to_string(self.database.join("ep-standin-server"))
+            .ok()
+            .map(|v| v.trim().to_string())
+    }
+}
+
+/// Package mode: SIGKILL anywhere in a cold `prepare` that installs a pinned package through a
+/// stand-in apt; the next prepare succeeds with the package at the pin, its server in place,
+/// nothing in `.staging/`, and the one after it is a cache hit of the same `engine_version`.
+#[test]
+fn a_package_install_killed_anywhere_is_finished_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let apt = StandInApt::new(dir.path());
+    let model = dir.path().join("tiny.gguf");
+    std::fs::write(&model, b"never read").unwrap();
+    let config = dir.path().join("package.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "pools:\n  - id: packaged\n    engine: llamacpp\n    provisioning:\n      mode: package\n      allow_package_installs: true\n      package: {{ name: ep-standin-server, version: \"1.0.0\", manager: apt }}\n      model: {{ ref: \"file:{}\" }}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    // The stand-ins come first on the PATH orchctl (and so everything it runs) sees.
+    let path = format!(
+        "{}:{}",
+        apt.bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let _path = PathGuard::set(&path);
+    kill_prepares_from(
+        dir.path(),
+        &config,
+        || apt.reset(),
+        |cache| vec![cache.join("llamacpp/packages-v1/.staging")],
+    );
+    assert_eq!(apt.installed().as_deref(), Some("1.0.0"));
+    assert!(apt.root.join("usr/bin/llama-server").is_file());
+    assert!(!apt.root.join("usr/bin/llama-server.dpkg-new").exists());
 }
