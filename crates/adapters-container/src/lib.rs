@@ -52,10 +52,14 @@
 //!    `org.opencontainers.image.revision` / `.version` labels are reported. `insecure` switches to
 //!    plain HTTP for that registry only.
 //! 7. **Pull by digest.** `<runtime> pull [--tls-verify=false] registry/repo@sha256:…` with a
-//!    progress label, unless the image is already present; then `image inspect` must report that
-//!    digest (`Digest` or `RepoDigests`). The tag index is updated atomically.
-//! 8. **Backend.** The same `image inspect` names the image's overlay layer directories on the
-//!    host; [`layers`] reads the `libggml-*.so*` files of the merged image from them without
+//!    progress label; then the stored image must carry that digest. podman prints the ID it
+//!    stored the image under, the hex of its config digest: when that is the verified config
+//!    and podman's store files (overlay driver, the store `podman info` named) record the image
+//!    under the manifest digest, the store gives the layer directories without another runtime
+//!    process (module `store`); otherwise `image inspect` must report the digest (`Digest` or
+//!    `RepoDigests`). The tag index is updated atomically.
+//! 8. **Backend.** The store files (or the same `image inspect`) name the image's overlay layer
+//!    directories on the host; [`layers`] reads the `libggml-*.so*` files of the merged image from them without
 //!    running it ([`provisioner_core::ImageArtifact::backend`]); other storage drivers, or
 //!    storage this user cannot read, give `unknown`. No extra process runs.
 //!
@@ -115,6 +119,7 @@ pub mod reference;
 mod registry;
 pub mod requirements;
 pub mod runtime;
+mod store;
 
 pub use auth::{
     CredentialSources, Credentials, DOCKER_HUB_SERVER, Found, HELPER_ENV, HELPER_TIMEOUT, Origin,

@@ -40,6 +40,10 @@ pub(crate) struct Resolved {
     pub digest: String,
     pub revision: Option<String>,
     pub version: Option<String>,
+    /// The digest of the image's config blob (verified; podman's image ID is its hex).
+    pub config_digest: String,
+    /// The config's `WorkingDir`, when set.
+    pub working_dir: Option<String>,
     /// Credentials that were needed, to hand to the runtime's pull.
     pub credentials: Option<Credentials>,
 }
@@ -202,11 +206,17 @@ async fn resolve_with(
             }
         }
     };
-    let labels = fetch_labels(&mut session, image, &manifest.config).await?;
+    let config = fetch_config(&mut session, image, &manifest.config).await?;
+    let labels = &config["Labels"];
     Ok(Resolved {
         digest,
-        revision: label(&labels, REVISION_LABEL),
-        version: label(&labels, VERSION_LABEL),
+        revision: label(labels, REVISION_LABEL),
+        version: label(labels, VERSION_LABEL),
+        config_digest: manifest.config.digest.clone(),
+        working_dir: config["WorkingDir"]
+            .as_str()
+            .filter(|dir| dir.starts_with('/'))
+            .map(str::to_string),
         credentials: None,
     })
 }
@@ -310,8 +320,9 @@ fn select_platform(
         })
 }
 
-/// Fetches the config blob named by the manifest, checks its digest and returns its labels.
-async fn fetch_labels(
+/// Fetches the config blob named by the manifest, checks its digest and returns its `config`
+/// object (labels, working directory).
+async fn fetch_config(
     session: &mut Session,
     image: &ImageRef,
     config: &OciDescriptor,
@@ -338,7 +349,7 @@ async fn fetch_labels(
     }
     let config: serde_json::Value = serde_json::from_slice(&document.body)
         .map_err(|e| protocol(image, &format!("the config blob is not valid JSON: {e}")))?;
-    Ok(config["config"]["Labels"].clone())
+    Ok(config["config"].clone())
 }
 
 fn too_large(image: &ImageRef, what: &str) -> Failure {

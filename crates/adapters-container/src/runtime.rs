@@ -20,6 +20,7 @@ use crate::layers::ImageLayers;
 use crate::reference::ImageRef;
 use crate::registry::{self, REVISION_LABEL, VERSION_LABEL};
 use crate::requirements::{self, ContainersConf, PodmanFiles};
+use crate::store::Store;
 
 /// Host variables passed to every runtime command and returned as `runtime_env`
 /// ([`provisioner_core::CONTAINER_ENV`]).
@@ -131,6 +132,8 @@ impl ContainerSettings {
 struct Runtime {
     kind: RuntimeKind,
     program: PathBuf,
+    /// podman's image store, as `podman info` named it when the runtime was checked.
+    store: Option<Store>,
 }
 
 /// The [`ContainerRuntime`] adapter: podman (preferred) or docker (fallback) for local images,
@@ -253,9 +256,10 @@ impl PodmanOrDocker {
         let Some(tool) = self.shell.locate(kind.as_str()) else {
             return Ok(None);
         };
-        let runtime = Runtime {
+        let mut runtime = Runtime {
             kind,
             program: tool.path,
+            store: None,
         };
         let conf = match kind {
             RuntimeKind::Podman => ContainersConf::read(
@@ -285,7 +289,8 @@ impl PodmanOrDocker {
             )
             .to_hex()[..16]
         ));
-        if proof_holds(&proof) {
+        if let Some(record) = proof_holds(&proof) {
+            runtime.store = stored_store(&record);
             return Ok(Some(runtime));
         }
         let command = self.command(&runtime, ["info", "--format", "json"]);
@@ -314,6 +319,11 @@ impl PodmanOrDocker {
                 },
             ));
         }
+        if kind == RuntimeKind::Podman {
+            runtime.store = serde_json::from_str(&output.stdout)
+                .ok()
+                .and_then(|info| Store::from_info(&info));
+        }
         let found = match kind {
             RuntimeKind::Podman => requirements::check_podman(
                 output.whole_stdout(&command.display())?,
@@ -330,7 +340,11 @@ impl PodmanOrDocker {
         if let Some(parent) = proof.parent()
             && std::fs::create_dir_all(parent).is_ok()
         {
-            let record = serde_json::json!({ "checked": found });
+            let store = runtime
+                .store
+                .as_ref()
+                .map(|store| serde_json::json!({ "root": store.root, "driver": store.driver }));
+            let record = serde_json::json!({ "checked": found, "store": store });
             let _ = std::fs::write(&proof, record.to_string());
         }
         Ok(Some(runtime))
@@ -519,7 +533,7 @@ impl PodmanOrDocker {
         digest: &str,
         insecure: bool,
         credentials: Option<&Credentials>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let reference = image.pinned(digest);
         let auth = match credentials {
             Some(credentials) => Some(TempAuthFile::write(
@@ -571,23 +585,35 @@ impl PodmanOrDocker {
             return Err(failed(&command, &output, &hint));
         }
         self.progress.report(ProgressEvent::Finished { step });
-        Ok(())
+        Ok(crate::store::pulled_id(&output.stdout).map(str::to_string))
     }
 }
 
-/// Whether a runtime check recorded at `proof` still holds: written by this version, and every
-/// piece it found still there.
-fn proof_holds(proof: &Path) -> bool {
-    let Ok(text) = adapters_host::read_capped(proof, adapters_host::read::MAX_STATE) else {
-        return false;
-    };
-    let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return false;
-    };
-    record["checked"].as_array().is_some_and(|paths| {
-        paths
-            .iter()
-            .all(|path| path.as_str().is_some_and(|path| Path::new(path).exists()))
+/// The runtime check recorded at `proof`, when it still holds: written by this version, and
+/// every piece it found still there.
+fn proof_holds(proof: &Path) -> Option<serde_json::Value> {
+    let text = adapters_host::read_capped(proof, adapters_host::read::MAX_STATE).ok()?;
+    let record = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+    record["checked"]
+        .as_array()
+        .is_some_and(|paths| {
+            paths
+                .iter()
+                .all(|path| path.as_str().is_some_and(|path| Path::new(path).exists()))
+        })
+        .then_some(record)
+}
+
+/// The image store a runtime check recorded (`None` for docker, or a record without one).
+fn stored_store(record: &serde_json::Value) -> Option<Store> {
+    let store = &record["store"];
+    Some(Store {
+        root: PathBuf::from(
+            store["root"]
+                .as_str()
+                .filter(|root| root.starts_with('/'))?,
+        ),
+        driver: store["driver"].as_str()?.to_string(),
     })
 }
 
@@ -871,30 +897,51 @@ impl ContainerRuntime for PodmanOrDocker {
         // Pulled by digest straight away: a store that holds it already answers at once, and
         // one `image inspect` afterwards both checks the digest and reads what the artefact
         // needs (a runtime process saved against asking the store first; each costs ~100 ms).
-        self.pull(
-            &runtime,
-            &image,
-            &digest,
-            spec.insecure,
-            resolved.credentials.as_ref(),
-        )
-        .await?;
-        let present = self
-            .inspect(&runtime, &reference, &digest)
-            .await?
-            .ok_or_else(|| Error::Source {
-                    repo: image.name(),
-                    reference: digest.clone(),
-                    message: format!(
-                        "after `{} pull {reference}`, `{} image inspect` does not report digest {digest}",
-                        runtime.kind.as_str(),
-                        runtime.kind.as_str()
-                    ),
-                    hint: Some(format!(
-                        "remove the local image (`{} rmi {reference}`) and prepare again",
-                        runtime.kind.as_str()
-                    )),
-            })?;
+        let pulled = self
+            .pull(
+                &runtime,
+                &image,
+                &digest,
+                spec.insecure,
+                resolved.credentials.as_ref(),
+            )
+            .await?;
+        // podman names the image it stored by its ID, the hex of the config digest: when that
+        // is the verified config, its store gives the layers and confirms the digest without
+        // another runtime process; anything else is asked of the runtime.
+        let from_store = runtime
+            .store
+            .as_ref()
+            .zip(pulled.as_deref())
+            .filter(|(_, id)| Some(*id) == resolved.config_digest.strip_prefix("sha256:"))
+            .and_then(|(store, id)| store.overlay_layers(id, &digest))
+            .map(|layers| Inspected {
+                labels: Labels::default(),
+                layers: ImageLayers::Overlay {
+                    layers,
+                    working_dir: resolved.working_dir.clone(),
+                },
+            });
+        if from_store.is_some() {
+            tracing::debug!(image = %reference, "pulled image found in the store");
+        }
+        let present = match from_store {
+            Some(found) => Some(found),
+            None => self.inspect(&runtime, &reference, &digest).await?,
+        };
+        let present = present.ok_or_else(|| Error::Source {
+            repo: image.name(),
+            reference: digest.clone(),
+            message: format!(
+                "after `{} pull {reference}`, `{} image inspect` does not report digest {digest}",
+                runtime.kind.as_str(),
+                runtime.kind.as_str()
+            ),
+            hint: Some(format!(
+                "remove the local image (`{} rmi {reference}`) and prepare again",
+                runtime.kind.as_str()
+            )),
+        })?;
         if let Some(key) = image.tag_key() {
             self.index
                 .put(

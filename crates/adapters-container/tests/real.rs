@@ -795,6 +795,69 @@ async fn the_backend_is_read_from_the_image_layers_of_overlay_storage() {
             );
         }
     }
+
+    // A cold pull from the registry into overlay storage: the layers come from podman's store
+    // files (no `image inspect` after the pull), and show what `image inspect` shows.
+    let (_registry_process, registry) = world.registry().await;
+    let pushed = format!("{registry}/ggml/deleted:v1");
+    let creds = format!("{USER}:{PASSWORD}");
+    world
+        .run(
+            &world.podman,
+            &["tag", "localhost/ggml:deleted", &pushed],
+            &env,
+        )
+        .await;
+    world
+        .run(
+            &world.podman,
+            &["push", "--tls-verify=false", "--creds", &creds, &pushed],
+            &env,
+        )
+        .await;
+    for name in ["localhost/ggml:deleted", pushed.as_str()] {
+        world.run(&world.podman, &["rmi", name], &env).await;
+    }
+    let shell = recording();
+    let adapter = world.adapter(
+        shell.clone(),
+        ContainerSettings {
+            env: env.clone(),
+            ..world.settings(vec![world.auth_file(&registry)])
+        },
+    );
+    let image = format!("{registry}/ggml/deleted");
+    let cold = adapter
+        .ensure_image(&spec(image.clone(), Some("v1"), None))
+        .await
+        .unwrap();
+    assert!(!cold.cache_hit);
+    let after_pull: Vec<String> = shell
+        .commands()
+        .iter()
+        .skip_while(|c| c.args.first().map(String::as_str) != Some("pull"))
+        .skip(1)
+        .map(|c| c.args.join(" "))
+        .collect();
+    assert!(
+        after_pull
+            .iter()
+            .all(|args| !args.starts_with("image inspect")),
+        "{after_pull:?}"
+    );
+    assert_eq!(
+        cold.backend.backend,
+        FoundBackend::Cpu,
+        "{:?}",
+        cold.backend
+    );
+    // The warm path asks `image inspect`: the same layers, the same finding.
+    let warm = adapter
+        .ensure_image(&spec(image, Some("v1"), None))
+        .await
+        .unwrap();
+    assert!(warm.cache_hit);
+    assert_eq!(warm.backend, cold.backend);
 }
 
 /// Builds a busybox image into the adapter's own (run) storage as `name`, labelled with
