@@ -570,6 +570,98 @@ fn a_container_prepare_killed_anywhere_is_redone_cleanly() {
     remove_image();
 }
 
+/// Container mode `up` kill trials: SIGKILL of `orchctl engine up` anywhere (before, during and
+/// after the runtime's `run`); a container left running is known to `status` (adopted through
+/// the launch record) and removed by `down`, and the next `up` starts exactly one container.
+/// `KILL_TRIALS` trials, 6 by default.
+#[test]
+#[allow(clippy::print_stdout)] // the trials report what they found
+fn a_container_up_killed_anywhere_leaves_no_container_unknown() {
+    let _turn = podman_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path());
+    let env = Env::new(dir.path(), registry.port);
+    let repository = push_standin_image(&env, dir.path(), registry.port);
+    let model = dir.path().join("tiny.gguf");
+    std::fs::write(&model, b"never read").unwrap();
+    let pool = "killed-up";
+    let config = container_config(
+        dir.path(),
+        pool,
+        "llamacpp",
+        &repository,
+        ", tag: \"1\"",
+        &model,
+        &[free_port()],
+    );
+    let cache = dir.path().join("cache");
+    let (code, _, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    let started = Instant::now();
+    let (code, _, stderr) = orch(&env, &cache, &["engine", "up"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    let window = started.elapsed().as_millis() as u64 + 200;
+    let (code, _, stderr) = orch(&env, &cache, &["engine", "down"], &config);
+    assert_eq!(code, 0, "{stderr}");
+    let name = format!("llama-orch-{pool}");
+    let gone = |trial: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while containers_named(&env, &name) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "trial {trial}: a container survived down"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    gone(0);
+    let trials: u64 = std::env::var("KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let mut seed = (std::process::id() as u64) | 1;
+    let (mut adopted, mut orphans) = (0, 0);
+    for trial in 0..trials {
+        let mut killed = orchctl(&cache);
+        env.apply(&mut killed);
+        let mut child = killed
+            .args(["engine", "up", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % window));
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(300));
+
+        if containers_named(&env, &name) > 0 {
+            let (_, status, _) = orch(&env, &cache, &["engine", "status"], &config);
+            if status["alive"] == true {
+                adopted += 1;
+            } else {
+                orphans += 1;
+            }
+        }
+        let (code, _, stderr) = orch(&env, &cache, &["engine", "down"], &config);
+        assert!(code == 0 || code == 12, "trial {trial}: down: {stderr}");
+        gone(trial);
+        let (code, _, stderr) = orch(&env, &cache, &["engine", "up"], &config);
+        assert_eq!(code, 0, "trial {trial}: the next up: {stderr}");
+        assert_eq!(containers_named(&env, &name), 1, "trial {trial}");
+        let (code, _, stderr) = orch(&env, &cache, &["engine", "down"], &config);
+        assert_eq!(code, 0, "trial {trial}: {stderr}");
+        gone(trial);
+    }
+    println!("trials: {trials}, containers found after the kill and known: {adopted}");
+    assert_eq!(orphans, 0, "containers running that status did not know");
+    remove_image_retrying(&env, &format!("{repository}:1"));
+}
+
 /// The variables `env` sets, for commands built by hand.
 fn env_vars(env: &Env) -> Vec<(String, std::ffi::OsString)> {
     let mut probe = command("true");

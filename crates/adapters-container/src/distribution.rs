@@ -14,7 +14,10 @@
 //! every request. Without credentials, or when the registry refuses them, the answer is
 //! [`Problem::Unauthorized`], and the caller looks for credentials and tries again.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use provisioner_core::{Action, Error, Policy, SafeUrl};
 
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, WWW_AUTHENTICATE};
@@ -33,17 +36,73 @@ fn install_crypto_provider() {
     });
 }
 
-/// An HTTP client for the registry requests of one resolution: its sessions share its
+/// The HTTP client for the registry requests of one resolution: its sessions share its
 /// connections (the retry with credentials after an anonymous attempt reuses the connection)
-/// and its TLS setup is built once.
-pub(crate) fn client() -> reqwest::Client {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(60))
-        .user_agent(concat!("engine-provisioner/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
+/// and its TLS setup is built once. Every host beyond the registry itself (a redirect, a token
+/// realm) is asked of the policy first, as a download of that URL would be.
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    policy: Arc<dyn Policy>,
+    /// The policy's refusal of a redirect, which reqwest reports only as a failed request.
+    refused: Arc<Mutex<Option<Error>>>,
+}
+
+impl Http {
+    pub fn new(policy: Arc<dyn Policy>) -> Http {
+        install_crypto_provider();
+        let refused: Arc<Mutex<Option<Error>>> = Arc::default();
+        let (hop_policy, hop_refused) = (policy.clone(), refused.clone());
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 10 {
+                return attempt.error("more than 10 redirects");
+            }
+            match check_hop(hop_policy.as_ref(), attempt.url().as_str()) {
+                Ok(()) => attempt.follow(),
+                Err(error) => {
+                    let text = error.to_string();
+                    if let Ok(mut slot) = hop_refused.lock() {
+                        *slot = Some(error);
+                    }
+                    attempt.error(text)
+                }
+            }
+        });
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(60))
+            .redirect(redirects)
+            .user_agent(concat!("engine-provisioner/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Http {
+            client,
+            policy,
+            refused,
+        }
+    }
+
+    /// What a failed request becomes: the policy's refusal of a redirect, else the transport
+    /// error.
+    fn failed(&self, error: reqwest::Error) -> Problem {
+        match self.refused.lock().ok().and_then(|mut slot| slot.take()) {
+            Some(refusal) => Problem::Refused(refusal),
+            None => transport(error),
+        }
+    }
+}
+
+/// Asks `policy` whether `url` (a redirect target or a token realm) may be fetched.
+fn check_hop(policy: &dyn Policy, url: &str) -> provisioner_core::Result<()> {
+    let url = SafeUrl::parse(url).map_err(|message| Error::Download {
+        url: url.to_string(),
+        message,
+        hint: None,
+    })?;
+    policy.check(&Action::Download {
+        url,
+        allowed_by_config: None,
+    })
 }
 
 /// Why a request did not give a document.
@@ -51,6 +110,8 @@ pub(crate) fn client() -> reqwest::Client {
 pub(crate) enum Problem {
     /// `401`/`403`, after the registry's challenge was answered with what there was.
     Unauthorized,
+    /// The policy refused a host beyond the registry (a redirect or a token realm).
+    Refused(Error),
     /// The body passed the cap it was read under (or said it would).
     TooLarge,
     /// Any other status, with the registry's error codes (`NAME_UNKNOWN`, `MANIFEST_UNKNOWN`, …)
@@ -75,7 +136,7 @@ pub(crate) struct Document {
 /// Requests to one repository of one registry, keeping the authorization the first challenge
 /// gave for the ones after it.
 pub(crate) struct Session {
-    http: reqwest::Client,
+    http: Http,
     /// `https://host[:port]` (`http://` for a registry marked insecure).
     base: String,
     repository: String,
@@ -87,7 +148,7 @@ impl Session {
     /// A session with `registry` (host and port as in the image reference; Docker Hub's
     /// `docker.io` is served by `index.docker.io`) for `repository`.
     pub fn new(
-        http: reqwest::Client,
+        http: Http,
         registry: &str,
         repository: &str,
         insecure: bool,
@@ -112,12 +173,15 @@ impl Session {
         let url = format!("{}/v2/{}/{path}", self.base, self.repository);
         let mut answered_challenge = false;
         loop {
-            let mut request = self.http.get(&url).header(ACCEPT, accept);
+            let mut request = self.http.client.get(&url).header(ACCEPT, accept);
             if let Some(authorization) = &self.authorization {
                 request = request.header(AUTHORIZATION, authorization);
             }
             let sent = std::time::Instant::now();
-            let response = request.send().await.map_err(transport)?;
+            let response = request
+                .send()
+                .await
+                .map_err(|error| self.http.failed(error))?;
             let status = response.status();
             tracing::debug!(
                 path,
@@ -185,11 +249,15 @@ impl Session {
         if let Some(service) = find("service") {
             query.push(("service", service));
         }
-        let mut request = self.http.get(realm).query(&query);
+        check_hop(self.http.policy.as_ref(), realm).map_err(Problem::Refused)?;
+        let mut request = self.http.client.get(realm).query(&query);
         if let Some(credentials) = &self.credentials {
             request = request.header(AUTHORIZATION, format!("Basic {}", credentials.encoded()));
         }
-        let response = request.send().await.map_err(transport)?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| self.http.failed(error))?;
         if !response.status().is_success() {
             return Err(Problem::Unauthorized);
         }
@@ -296,6 +364,10 @@ mod tests {
 
     use super::*;
 
+    fn open() -> Http {
+        Http::new(Arc::new(policy::HostPolicy::default()))
+    }
+
     /// A registry on loopback whose `x/y` repository needs a bearer token from its own `/token`
     /// endpoint, which wants `user:pass`.
     async fn token_registry() -> String {
@@ -354,7 +426,7 @@ mod tests {
     async fn a_bearer_challenge_is_answered_with_a_token_for_the_credentials() {
         let registry = token_registry().await;
         let credentials = Some(Credentials::new("user", "pass"));
-        let mut session = Session::new(client(), &registry, "x/y", true, credentials);
+        let mut session = Session::new(open(), &registry, "x/y", true, credentials);
         let document = session
             .get("manifests/v1", "application/json", 1024)
             .await
@@ -363,10 +435,78 @@ mod tests {
         assert_eq!(session.authorization.as_deref(), Some("Bearer t0k"));
 
         for credentials in [None, Some(Credentials::new("user", "wrong"))] {
-            let mut session = Session::new(client(), &registry, "x/y", true, credentials);
+            let mut session = Session::new(open(), &registry, "x/y", true, credentials);
             let refused = session.get("manifests/v1", "application/json", 1024).await;
             assert!(matches!(refused, Err(Problem::Unauthorized)), "{refused:?}");
         }
+    }
+
+    /// A registry whose token realm is on another host: the policy is asked before anything
+    /// is sent there, and its refusal is the answer.
+    #[tokio::test]
+    async fn a_token_realm_on_another_host_is_asked_of_the_policy() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let registry = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new().fallback(|| async {
+            axum::http::Response::builder()
+                .status(Status::UNAUTHORIZED)
+                .header(
+                    "www-authenticate",
+                    r#"Bearer realm="https://auth.example.invalid/token",service="x""#,
+                )
+                .body(axum::body::Body::empty())
+                .unwrap()
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let offline = Http::new(Arc::new(policy::HostPolicy {
+            offline: true,
+            ..policy::HostPolicy::default()
+        }));
+        let credentials = Some(Credentials::new("user", "pass"));
+        let mut session = Session::new(offline, &registry, "x/y", true, credentials);
+        let refused = session
+            .get("manifests/v1", "application/json", 1024)
+            .await
+            .unwrap_err();
+        let Problem::Refused(error) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(
+            error.to_string().contains("auth.example.invalid"),
+            "{error}"
+        );
+    }
+
+    /// A redirect to another host (registries send blobs to their storage that way) is asked
+    /// of the policy before it is followed.
+    #[tokio::test]
+    async fn a_redirect_to_another_host_is_asked_of_the_policy() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let registry = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new().fallback(|| async {
+            axum::http::Response::builder()
+                .status(Status::TEMPORARY_REDIRECT)
+                .header("location", "https://storage.example.invalid/blob")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let allowlist = Http::new(Arc::new(policy::HostPolicy {
+            allowed_hosts: Some(vec!["127.0.0.1".to_string()]),
+            ..policy::HostPolicy::default()
+        }));
+        let mut session = Session::new(allowlist, &registry, "x/y", true, None);
+        let refused = session
+            .get("blobs/sha256:0", "application/json", 1024)
+            .await
+            .unwrap_err();
+        let Problem::Refused(error) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(
+            error.to_string().contains("storage.example.invalid"),
+            "{error}"
+        );
     }
 
     /// A server that answers every request with `head` and then 1 MiB chunks of a chunked body
@@ -408,7 +548,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
         )
         .await;
-        let mut session = Session::new(client(), &registry, "x/y", true, None);
+        let mut session = Session::new(open(), &registry, "x/y", true, None);
         let limit = 4 * 1024 * 1024;
         let refused = session.get("manifests/v1", "application/json", limit).await;
         assert!(
@@ -428,7 +568,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n",
         )
         .await;
-        let mut session = Session::new(client(), &registry, "x/y", true, None);
+        let mut session = Session::new(open(), &registry, "x/y", true, None);
         let refused = session.get("manifests/v1", "application/json", 1024).await;
         assert!(
             matches!(refused, Err(Problem::TooLarge)),

@@ -71,6 +71,8 @@
 //! - Every registry answer (manifest, config blob, tag list, token) is read under a cap (16 MiB;
 //!   1 MiB for a token): a longer body, or a `Content-Length` saying so, is an error, never a
 //!   memory exhaustion.
+//! - A host beyond the registry (a redirect to its storage, the realm of its token challenge)
+//!   is asked of the policy before anything is sent there, as a download of that URL would be.
 //! - The local image the runtime holds reports the digest (after a pull, and on the warm path).
 //! - Credentials never reach argv, logs, progress, errors or metadata: the runtime gets them in a
 //!   temporary auth file (mode 0600, in a 0700 directory under `<cache_dir>/tmp`, removed after

@@ -6,15 +6,16 @@
 //! ([`CredentialSources`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageIndex, OciManifest,
 };
-use provisioner_core::{Error, Result};
+use provisioner_core::{Error, Policy, Result};
 
 use crate::auth::{CredentialSources, Credentials, Search};
-use crate::distribution::{Problem, Session, client};
+use crate::distribution::{Http, Problem, Session};
 use crate::reference::{ImageRef, sha256_digest};
 
 /// Labels read from the image config.
@@ -53,8 +54,9 @@ pub(crate) async fn resolve(
     image: &ImageRef,
     insecure: bool,
     sources: &CredentialSources<'_>,
+    policy: Arc<dyn Policy>,
 ) -> Result<Resolved> {
-    let http = client();
+    let http = Http::new(policy);
     let anonymous = resolve_with(&http, image, insecure, None).await;
     match anonymous {
         Ok(resolved) => Ok(resolved),
@@ -145,7 +147,7 @@ impl From<Error> for Failure {
 }
 
 async fn resolve_with(
-    http: &reqwest::Client,
+    http: &Http,
     image: &ImageRef,
     insecure: bool,
     credentials: Option<Credentials>,
@@ -434,6 +436,7 @@ fn classify(problem: Problem, image: &ImageRef, asked: &str, doing: &str) -> Fai
     };
     match problem {
         Problem::Unauthorized => Failure::Unauthorized,
+        Problem::Refused(error) => Failure::Other(error),
         Problem::TooLarge => too_large(image, "manifest"),
         Problem::Status { status, errors } => {
             let has = |codes: &[&str]| {

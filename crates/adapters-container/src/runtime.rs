@@ -884,7 +884,13 @@ impl ContainerRuntime for PodmanOrDocker {
             detail: None,
         });
         let started = std::time::Instant::now();
-        let resolved = registry::resolve(&image, spec.insecure, &self.credential_sources()).await?;
+        let resolved = registry::resolve(
+            &image,
+            spec.insecure,
+            &self.credential_sources(),
+            self.policy.clone(),
+        )
+        .await?;
         tracing::debug!(
             digest = %resolved.digest,
             elapsed_ms = started.elapsed().as_millis() as u64,
