@@ -770,6 +770,12 @@ impl Config {
         let mut pools = Vec::new();
         match top.get("pools") {
             None => errors.push(FieldError::new("pools", "required: the list of pools")),
+            Some(serde_json::Value::Array(items)) if items.is_empty() => errors.push(
+                FieldError::new(
+                    "pools",
+                    "empty: there is nothing to prepare; add a pool with at least `id`, `engine` and a model (`orchctl config schema` lists every key)",
+                ),
+            ),
             Some(serde_json::Value::Array(items)) => {
                 for (index, item) in items.iter().enumerate() {
                     let mut parsed = parse_pool(item.clone(), index);
@@ -1044,6 +1050,24 @@ fn friendly(message: &str) -> String {
     if message.contains("untagged enum DeviceId") {
         return DEVICE_WHAT.to_string();
     }
+    // YAML's plain scalars that are not text: `no`, `on`, `y` become booleans and `1.10`
+    // becomes the number 1.1 before any field sees them.
+    let wants_text = message
+        .split_once(", expected ")
+        .is_some_and(|(_, expected)| expected.contains("string"));
+    if wants_text && message.starts_with("invalid type: boolean") {
+        return format!(
+            "{message}; YAML reads unquoted yes/no/on/off/y/n/true/false as booleans: quote the value (\"no\")"
+        );
+    }
+    if wants_text
+        && (message.starts_with("invalid type: floating point")
+            || message.starts_with("invalid type: integer"))
+    {
+        return format!(
+            "{message}; YAML reads an unquoted number as a number (1.10 becomes 1.1): quote the value (\"1.10\")"
+        );
+    }
     message.to_string()
 }
 
@@ -1298,6 +1322,42 @@ pools:
         assert_eq!(source.build.cmake_flags.len(), 4);
         assert_eq!(pool.devices, vec![DeviceId::Index(0)]);
         assert_eq!(pool.provisioning.flags[3], "1");
+    }
+
+    #[test]
+    fn an_empty_pool_list_is_an_error_that_says_what_to_add() {
+        let errors = errors_of("pools: []\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("pools: empty"), "{errors:?}");
+        assert!(errors[0].contains("orchctl config schema"), "{errors:?}");
+    }
+
+    #[test]
+    fn yaml_words_and_numbers_where_text_is_wanted_get_the_quoting_hint() {
+        let errors = errors_of(
+            "pools:\n  - id: no\n    engine: llamacpp\n    provisioning:\n      mode: package\n      package: { name: x, version: 1.10 }\n      model: { ref: \"file:/m.gguf\" }\n",
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("pools[0].id: invalid type: boolean")
+                    && e.contains("quote the value (\"no\")")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("pools[0].provisioning.package.version")
+                    && e.contains("1.10 becomes 1.1")),
+            "{errors:?}"
+        );
+        // A boolean where a boolean is wanted is fine; a string where a number is wanted gets
+        // no quoting hint.
+        let errors = errors_of(
+            "pools:\n  - id: p\n    engine: llamacpp\n    ctx: many\n    provisioning:\n      allow_package_installs: no\n      model: { ref: \"file:/m.gguf\" }\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(!errors[0].contains("quote"), "{errors:?}");
     }
 
     #[test]
