@@ -113,6 +113,44 @@ fn json_errors_are_machine_readable() {
     assert_eq!(value["error"]["code"], "config");
 }
 
+/// `config check --json`: the pools when the file is good, every problem at its path when not
+/// (the same `fields` every command's JSON error carries for an invalid configuration).
+#[test]
+fn config_check_speaks_json() {
+    let (out, _dir) = with_config(GOOD, &["config", "check", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect(&out.stdout);
+    assert_eq!(
+        value,
+        serde_json::json!({"ok": true, "pools": [{"id": "p", "engine": "llamacpp", "mode": "source"}]})
+    );
+    let bad = GOOD
+        .replace("id: p", "id: no")
+        .replace("ref: b1", "ref: b1, depth: 1");
+    let (out, _dir) = with_config(&bad, &["config", "check", "--json"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let value: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect(&out.stdout);
+    let fields = value["error"]["fields"].as_array().expect("fields");
+    let paths: Vec<&str> = fields.iter().filter_map(|f| f["path"].as_str()).collect();
+    assert_eq!(
+        paths,
+        ["pools[0].id", "pools[0].provisioning.source.depth"],
+        "{value}"
+    );
+    assert!(
+        fields[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quote the value"),
+        "{value}"
+    );
+    // An empty pool list is a problem too.
+    let (out, _dir) = with_config("pools: []\n", &["config", "check", "--json"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let value: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect(&out.stdout);
+    assert_eq!(value["error"]["fields"][0]["path"], "pools", "{value}");
+}
+
 #[test]
 fn a_missing_model_fails_before_fetching_anything() {
     let (out, dir) = with_config(GOOD, &["engine", "prepare"]);

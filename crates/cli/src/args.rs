@@ -173,6 +173,9 @@ pub enum ConfigCommand {
         /// Configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Machine-readable JSON on stdout: `{"ok": true, "pools": [{"id", "engine", "mode"}]}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 

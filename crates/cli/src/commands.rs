@@ -131,10 +131,30 @@ pub fn schema() {
 
 /// `orchctl config check`: every validation that needs no host, for every pool, all problems at
 /// once.
-pub fn check(settings: &Settings, path: &Path, progress: Arc<dyn Progress>) -> Result<()> {
+pub fn check(
+    settings: &Settings,
+    path: &Path,
+    json: bool,
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
     let config = load_config(path)?;
     note_unread_sections(&config, progress.as_ref());
     provisioner(settings, progress).check(&config)?;
+    if json {
+        let pools: Vec<serde_json::Value> = config
+            .pools
+            .iter()
+            .map(|pool| {
+                serde_json::json!({
+                    "id": pool.id.as_str(),
+                    "engine": pool.engine,
+                    "mode": pool.mode(),
+                })
+            })
+            .collect();
+        out(&to_json(&serde_json::json!({ "ok": true, "pools": pools })));
+        return Ok(());
+    }
     let ids: Vec<String> = config.pools.iter().map(|p| p.id.to_string()).collect();
     let noun = if ids.len() == 1 { "pool" } else { "pools" };
     out(&format!("ok: {} {noun}: {}", ids.len(), ids.join(", ")));

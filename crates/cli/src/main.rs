@@ -210,8 +210,8 @@ async fn run(
 ) -> Result<u8, Error> {
     match command {
         Command::Config(ConfigCommand::Schema) => commands::schema(),
-        Command::Config(ConfigCommand::Check { config }) => {
-            commands::check(settings, &config, progress)?
+        Command::Config(ConfigCommand::Check { config, json }) => {
+            commands::check(settings, &config, json, progress)?
         }
         Command::Engine(EngineCommand::Plan(p)) => commands::plan(settings, &target(&p), progress)?,
         Command::Engine(EngineCommand::Prepare(p)) => {

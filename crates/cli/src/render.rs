@@ -192,7 +192,8 @@ pub fn out(text: &str) {
 }
 
 /// A failure as `orchctl` reports it: `error:` and `hint:` lines on stderr and, with `--json`,
-/// `{"error": {"code", "message", "hint"}}` on stdout. Every error class of the library maps to
+/// `{"error": {"code", "message", "hint", "fields"}}` on stdout (`fields`: one
+/// `{"path", "message"}` per problem of an invalid configuration, else empty). Every error class of the library maps to
 /// one ([`Failure::from`]); the CLI adds its own (usage errors, an unknown cache directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -205,6 +206,8 @@ pub struct Failure {
     pub hint: Option<String>,
     /// The process exit code (the README's table).
     pub exit: u8,
+    /// The problems of an invalid configuration, each at its field path.
+    pub fields: Vec<provisioner_core::FieldError>,
 }
 
 impl Failure {
@@ -215,6 +218,7 @@ impl Failure {
             message,
             hint,
             exit: provisioner_core::ErrorCode::Config.exit_code() as u8,
+            fields: Vec::new(),
         }
     }
 
@@ -225,6 +229,7 @@ impl Failure {
             message,
             hint,
             exit: crate::exit::USAGE,
+            fields: Vec::new(),
         }
     }
 
@@ -235,6 +240,10 @@ impl Failure {
                 "code": self.code,
                 "message": self.message,
                 "hint": self.hint,
+                "fields": self.fields.iter().map(|field| serde_json::json!({
+                    "path": field.path,
+                    "message": field.message,
+                })).collect::<Vec<_>>(),
             }
         })
     }
@@ -251,6 +260,10 @@ impl From<&Error> for Failure {
             message: error.to_string(),
             hint: error.hint().map(str::to_string),
             exit: u8::try_from(error.code().exit_code()).unwrap_or(crate::exit::UNEXPECTED),
+            fields: match error {
+                Error::ConfigInvalid { errors } => errors.clone(),
+                _ => Vec::new(),
+            },
         }
     }
 }
