@@ -186,7 +186,7 @@ impl Models {
 #[async_trait]
 impl ModelProvisioner for Models {
     async fn ensure_present(&self, request: &ModelRequest) -> Result<ModelArtifact> {
-        match &request.reference {
+        let staged = match &request.reference {
             ModelRef::Relative(path)
                 if as_digest(path).is_some() && !request.models_dir.join(path).exists() =>
             {
@@ -196,7 +196,15 @@ impl ModelProvisioner for Models {
             ModelRef::HuggingFace(hf) => self.stager.ensure_hf(request, hf).await,
             ModelRef::Url(url) => self.stager.ensure_url(request, url).await,
             ModelRef::S3(_) | ModelRef::Oci(_) => Err(not_yet(request)),
-        }
+        };
+        // A refusal names the host it refused; the user also needs to know which model wanted it.
+        staged.map_err(|error| match error {
+            Error::PolicyDenied { action, hint } => Error::PolicyDenied {
+                action: format!("{action}, needed for model {}", request.reference),
+                hint,
+            },
+            other => other,
+        })
     }
 }
 

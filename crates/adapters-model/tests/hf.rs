@@ -666,6 +666,13 @@ async fn a_refused_redirect_names_its_host() {
         .unwrap_err();
     assert!(matches!(error, Error::PolicyDenied { .. }), "{error:?}");
     assert!(setup.hub.requests().is_empty());
+    // The refusal says which model wanted the host.
+    assert!(
+        error
+            .to_string()
+            .ends_with("needed for model hf:tiny/tiny-llama/tiny.gguf"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
