@@ -707,10 +707,30 @@ impl PoolInputs {
         }
     }
 
+    /// Reads every value of the env file (`from_env`, `from_file`) without writing anything:
+    /// each mode calls it first, so that a value that cannot be read fails before a download or
+    /// a build rather than after it. Errors as [`PoolInputs::write_env_file`].
+    pub async fn check_env_values(&self, ports: &provisioner_core::Ports) -> Result<()> {
+        self.env_contents(ports).await.map(drop)
+    }
+
     /// Writes the env file through the RunFiles port, when the pool has one, with every value
     /// read now (`from_env`, `from_file`); a value that cannot be read, or that an env file
     /// cannot carry, is an error naming its key (never the value).
     pub async fn write_env_file(&self, ports: &provisioner_core::Ports) -> Result<Option<PathBuf>> {
+        let Some(contents) = self.env_contents(ports).await? else {
+            return Ok(None);
+        };
+        let path = ports
+            .run_files
+            .write_private(&self.pool.id, ENV_FILE, &contents)
+            .await?;
+        Ok(Some(path))
+    }
+
+    /// The env file's contents (`NAME=value` lines), every value read now; `None` when the
+    /// pool has no env file.
+    async fn env_contents(&self, ports: &provisioner_core::Ports) -> Result<Option<Secret>> {
         let Some(file) = &self.env_file else {
             return Ok(None);
         };
@@ -736,11 +756,7 @@ impl PoolInputs {
             contents.push_str(secret.expose());
             contents.push('\n');
         }
-        let path = ports
-            .run_files
-            .write_private(&self.pool.id, ENV_FILE, &Secret::new(contents))
-            .await?;
-        Ok(Some(path))
+        Ok(Some(Secret::new(contents)))
     }
 
     /// Writes the key file through the RunFiles port, when the engine gets one.

@@ -354,6 +354,27 @@ async fn a_reference_that_cannot_be_read_names_the_pool_key() {
         "- pools[0].provisioning.env.HF_TOKEN: from_env: ORCH_MISSING is missing"
     );
 
+    // It fails before the model is staged or anything is built (a cold build takes minutes).
+    let mut models = MockModelProvisioner::new();
+    models.expect_ensure_present().never();
+    let mut builder = MockSourceBuilder::new();
+    builder.expect_ensure_built().never();
+    let early = Provisioner::new(
+        Ports {
+            models: Arc::new(models),
+            source_builder: Some(Arc::new(builder)),
+            binaries: None,
+            packages: None,
+            containers: None,
+            run_files: Arc::<MemoryRunFiles>::default(),
+            known: Arc::new(NothingKnown),
+            progress: Arc::new(NoProgress),
+        },
+        Layout::under_home(Path::new("/home/user")),
+    );
+    let error = early.prepare(&pool).await.unwrap_err();
+    assert!(error.to_string().contains("ORCH_MISSING"), "{error}");
+
     // A value read from elsewhere that an env file cannot carry is refused without showing it.
     let pool = source_pool("      env: { HF_TOKEN: { from_file: /run/secrets/two-lines } }\n");
     let files = Arc::new(MemoryRunFiles {

@@ -114,6 +114,7 @@ pub async fn prepare(
     ports: &provisioner_core::Ports,
     plan_digest: String,
 ) -> Result<PreparedEngine> {
+    common.check_env_values(ports).await?;
     let native = native_facts(recipe)?;
     let installer = wired(
         &ports.binaries,

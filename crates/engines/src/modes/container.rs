@@ -427,6 +427,7 @@ pub async fn prepare(
     ports: &provisioner_core::Ports,
     plan_digest: String,
 ) -> Result<PreparedEngine> {
+    common.check_env_values(ports).await?;
     let facts = recipe.container();
     let runtime = wired(
         &ports.containers,

@@ -152,6 +152,7 @@ pub async fn prepare(
     ports: &provisioner_core::Ports,
     plan_digest: String,
 ) -> Result<PreparedEngine> {
+    common.check_env_values(ports).await?;
     let spec = &inputs.spec;
     let native = native_facts(recipe)?;
     let builder = wired(
