@@ -202,7 +202,7 @@ fn schema_is_json_schema() {
 fn offline_mode_refuses_a_remote_repository_with_exit_9() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.gguf");
-    std::fs::write(&model, b"GGUF").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let text = GOOD
         .replace(
             "file:///nonexistent",
@@ -237,9 +237,39 @@ fn offline_mode_refuses_a_remote_repository_with_exit_9() {
     );
 }
 
+/// A local model that is not a usable GGUF file (not one at all, or of a version no reader
+/// loads) is refused at prepare, naming the file, before anything is fetched or built.
+#[test]
+fn a_corrupt_local_model_is_refused_at_prepare_before_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mine.gguf");
+    let mut version_9 = tests::STUB_GGUF.to_vec();
+    version_9[4] = 9;
+    for (bytes, said) in [
+        (b"garbage-not-gguf".to_vec(), "magic `GGUF`"),
+        (version_9, "version 9"),
+        (tests::STUB_GGUF[..12].to_vec(), "GGUF"),
+    ] {
+        std::fs::write(&model, &bytes).unwrap();
+        let text = GOOD.replace(
+            "file:/nonexistent.gguf",
+            &format!("file:{}", model.display()),
+        );
+        let (out, _dir) = with_config(&text, &["engine", "prepare"]);
+        assert_eq!(out.code, 8, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{} is not a usable model", model.display())),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(said), "{said}: {}", out.stderr);
+        assert!(out.stderr.contains("hint: replace"), "{}", out.stderr);
+    }
+}
+
 fn binary_config(dir: &Path, binary: &str, extra: &str) -> std::path::PathBuf {
     let model = dir.join("m.gguf");
-    std::fs::write(&model, b"GGUF").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let text = format!(
         "pools:\n  - id: b\n    engine: llamacpp\n    provisioning:\n      mode: binary\n{extra}      binary: {binary}\n      model: {{ ref: \"file:{}\" }}\n",
         model.display()

@@ -146,7 +146,7 @@ fn every_other_failure_with_json_prints_the_error_object_too() {
 /// A binary-mode pool downloading from a remote host that does not exist.
 fn remote_binary_pool(dir: &Path) -> String {
     let model = dir.join("m.gguf");
-    std::fs::write(&model, b"GGUF").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     write(
         dir,
         "remote.yaml",

@@ -269,7 +269,7 @@ fn binary_mode_and_up_leave_the_documented_layout() {
     let engine = fake_engine();
     let checksum = hex::encode(Sha256::digest(std::fs::read(&engine).unwrap()));
     let model = dir.path().join("tiny.gguf");
-    std::fs::write(&model, b"not a model: fake-engine never reads it").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let config = dir.path().join("pool.yaml");
     std::fs::write(
         &config,
@@ -373,7 +373,7 @@ fn package_mode_leaves_the_documented_layout() {
         run(CommandSpec::new("dpkg-scanpackages", ["--multiversion", ".", "/dev/null"]).cwd(&repo));
     std::fs::write(repo.join("Packages"), index).unwrap();
     let model = dir.path().join("tiny.gguf");
-    std::fs::write(&model, b"not a model").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let config = dir.path().join("pool.yaml");
     std::fs::write(
         &config,

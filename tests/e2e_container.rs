@@ -414,7 +414,7 @@ fn local_images_and_the_runtime_check() {
     let mut env = Env::new(dir.path(), 1);
     let cache = dir.path().join("cache");
     let model = dir.path().join("model.gguf");
-    std::fs::write(&model, "not read by the stand-in").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let name = format!("localhost/llama-orch-e2e/standin-{}", std::process::id());
     let port = free_port();
     let config = container_config(
@@ -492,7 +492,7 @@ fn a_container_prepare_killed_anywhere_is_redone_cleanly() {
     let env = Env::new(dir.path(), registry.port);
     let repository = push_standin_image(&env, dir.path(), registry.port);
     let model = dir.path().join("tiny.gguf");
-    std::fs::write(&model, b"never read").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let config = container_config(
         dir.path(),
         "killed-pull",
@@ -583,7 +583,7 @@ fn a_container_up_killed_anywhere_leaves_no_container_unknown() {
     let env = Env::new(dir.path(), registry.port);
     let repository = push_standin_image(&env, dir.path(), registry.port);
     let model = dir.path().join("tiny.gguf");
-    std::fs::write(&model, b"never read").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let pool = "killed-up";
     let config = container_config(
         dir.path(),

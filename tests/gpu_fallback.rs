@@ -25,7 +25,7 @@ fn write_config(dir: &Path, flags: &str, extra: &str) -> PathBuf {
     let engine = fake_engine();
     let checksum = hex::encode(Sha256::digest(std::fs::read(&engine).unwrap()));
     let model = dir.join("tiny.gguf");
-    std::fs::write(&model, b"not a model").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let config = dir.join("pools.yaml");
     std::fs::write(
         &config,

@@ -95,7 +95,7 @@ fn make_archive(dir: &Path) -> (PathBuf, String) {
 
 fn write_config(dir: &Path, pool: &str, archive: &Path, sha256: &str, port: u16) -> PathBuf {
     let model = dir.join("tiny.gguf");
-    std::fs::write(&model, b"fake-engine never reads it").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let config = dir.join(format!("{pool}.yaml"));
     std::fs::write(
         &config,
@@ -455,7 +455,7 @@ fn a_source_build_killed_anywhere_is_redone_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let url = tiny_tree(dir.path());
     let model = dir.path().join("tiny.gguf");
-    std::fs::write(&model, b"never read").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let config = dir.path().join("source.yaml");
     std::fs::write(
         &config,
@@ -593,7 +593,7 @@ fn a_package_install_killed_anywhere_is_finished_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let apt = StandInApt::new(dir.path());
     let model = dir.path().join("tiny.gguf");
-    std::fs::write(&model, b"never read").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let config = dir.path().join("package.yaml");
     std::fs::write(
         &config,

@@ -19,7 +19,7 @@ const SECRET_VARIABLE: &str = "PLANTED_SECRET_VARIABLE";
 fn config(dir: &Path) -> String {
     let sum = "ab".repeat(32);
     let model = dir.join("tiny.gguf");
-    std::fs::write(&model, b"GGUF").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let model = model.display();
     let secret_file = dir.join("hf-token");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();

@@ -26,7 +26,7 @@ fn write_config(dir: &Path, file: &str, pool: &str, port: u16) -> PathBuf {
     let engine = fake_engine();
     let checksum = hex::encode(Sha256::digest(std::fs::read(&engine).unwrap()));
     let model = dir.join("tiny.gguf");
-    std::fs::write(&model, b"not a model: fake-engine never reads it").unwrap();
+    std::fs::write(&model, tests::STUB_GGUF).unwrap();
     let config = dir.join(file);
     std::fs::write(
         &config,

@@ -247,6 +247,23 @@ impl Stager {
     pub(crate) async fn ensure_local(&self, request: &ModelRequest) -> Result<ModelArtifact> {
         use provisioner_core::ModelProvisioner as _;
         let artifact = self.local.ensure_present(request).await?;
+        // The header, before any engine sees the file (a file that is a directory's model, or
+        // of another kind, passes unread).
+        if artifact.path.is_file()
+            && let Err(message) = check_header(&artifact.path)
+        {
+            return Err(model_error(
+                request,
+                format!(
+                    "{} is not a usable model: {message}",
+                    artifact.path.display()
+                ),
+                Some(format!(
+                    "replace {} with the complete model file (a copy or download may have been cut short), or point provisioning.model.ref at the right file",
+                    artifact.path.display()
+                )),
+            ));
+        }
         let sha256 = request
             .checksum
             .as_ref()
