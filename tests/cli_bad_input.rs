@@ -258,7 +258,8 @@ fn a_corrupt_local_model_is_refused_at_prepare_before_the_build() {
         let (out, _dir) = with_config(&text, &["engine", "prepare"]);
         assert_eq!(out.code, 8, "{}", out.stderr);
         assert!(
-            out.stderr.contains(&format!("{} is not a usable model", model.display())),
+            out.stderr
+                .contains(&format!("{} is not a usable model", model.display())),
             "{}",
             out.stderr
         );

@@ -264,11 +264,19 @@ impl Stager {
                 )),
             ));
         }
-        let sha256 = request
+        let id = format!("file:{}", artifact.path.display());
+        let catalog = Catalog::open(&request.models_dir);
+        let sha256 = match request
             .checksum
             .as_ref()
             .filter(|checksum| checksum.algorithm == Algorithm::Sha256)
-            .map(Checksum::to_string);
+        {
+            Some(pinned) => Some(pinned.to_string()),
+            None if artifact.path.is_file() => {
+                Some(self.local_sha256(&catalog, &id, &artifact).await?)
+            }
+            None => None,
+        };
         let files = if artifact.path.is_file() {
             vec![CatalogFile {
                 path: artifact
@@ -285,7 +293,7 @@ impl Stager {
             Vec::new()
         };
         let entry = CatalogEntry {
-            id: format!("file:{}", artifact.path.display()),
+            id,
             local_path: artifact.path.clone(),
             lifecycle: Lifecycle::Active,
             digest: entry_digest(&files),
@@ -296,7 +304,6 @@ impl Stager {
             files,
             cache_root: None,
         };
-        let catalog = Catalog::open(&request.models_dir);
         let recorded = match catalog.get(&entry.id) {
             Ok(Some(existing)) if same_content(&existing, &entry) => existing,
             Ok(_) => {
@@ -316,6 +323,49 @@ impl Stager {
         artifact.files = recorded.artifact().files;
         artifact.id = Some(recorded.id);
         Ok(artifact)
+    }
+}
+
+impl Stager {
+    /// The sha256 of a local model file for the catalog (so that `model verify` can hash it
+    /// again and a pool can name it by digest): the one recorded for this path and size, else
+    /// the file hashed now, once (a note says so for a large file).
+    async fn local_sha256(
+        &self,
+        catalog: &Catalog,
+        id: &str,
+        artifact: &ModelArtifact,
+    ) -> Result<String> {
+        let recorded = catalog.get(id).ok().flatten().and_then(|entry| {
+            entry
+                .files
+                .into_iter()
+                .find(|file| file.local_path == artifact.path && file.bytes == artifact.bytes)
+                .and_then(|file| file.sha256)
+        });
+        if let Some(sha256) = recorded {
+            return Ok(sha256);
+        }
+        if artifact.bytes >= 256 * 1024 * 1024 {
+            self.progress.report(provisioner_core::ProgressEvent::Note {
+                message: format!(
+                    "hashing {} ({}) once for the model catalog",
+                    artifact.path.display(),
+                    provisioner_core::human_bytes(artifact.bytes)
+                ),
+            });
+        }
+        let path = artifact.path.clone();
+        let (checksum, _) = tokio::task::spawn_blocking(move || {
+            adapters_binary::hash_file(&path, Algorithm::Sha256)
+        })
+        .await
+        .map_err(|error| Error::Io {
+            operation: "hash".to_string(),
+            path: artifact.path.clone(),
+            source: std::io::Error::other(error.to_string()),
+        })??;
+        Ok(checksum.to_string())
     }
 }
 

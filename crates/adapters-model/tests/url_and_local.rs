@@ -193,3 +193,32 @@ async fn local_files_are_used_in_place_and_recorded() {
     assert!(described(&error).contains("does not exist"), "{error}");
     assert!(setup.hub.requests().is_empty());
 }
+
+/// A local file without `model.checksum` is hashed once for the catalog: its digest names it,
+/// the next prepare reuses the recorded hash, and `verify` catches a changed byte.
+#[tokio::test]
+async fn a_local_file_is_hashed_once_and_verify_catches_a_changed_byte() {
+    let setup = Setup::new().await;
+    let models_dir = setup.models_dir();
+    std::fs::create_dir_all(&models_dir).unwrap();
+    let file = models_dir.join("tiny.gguf");
+    std::fs::write(&file, tiny_gguf()).unwrap();
+    let models = setup.models(setup.settings());
+    let request = setup.request("tiny.gguf");
+    let artifact = models.ensure_present(&request).await.unwrap();
+    let id = artifact.id.clone().unwrap();
+    let entry = setup.catalog().get(&id).unwrap().unwrap();
+    assert_eq!(entry.digest.unwrap().value, sha256_hex(&tiny_gguf()));
+    assert!(entry.last_verified_ms.is_none(), "nothing was pinned");
+    setup.catalog().verify(&id).await.unwrap();
+
+    // One byte changed, the size the same: the warm path keeps the recorded hash, `verify`
+    // hashes again and says so.
+    let mut changed = tiny_gguf();
+    let last = changed.len() - 1;
+    changed[last] ^= 0xff;
+    std::fs::write(&file, &changed).unwrap();
+    models.ensure_present(&request).await.unwrap();
+    let error = setup.catalog().verify(&id).await.unwrap_err();
+    assert!(described(&error).contains("checksum mismatch"), "{error}");
+}
