@@ -237,6 +237,55 @@ fn offline_mode_refuses_a_remote_repository_with_exit_9() {
     );
 }
 
+/// One pool that cannot be read does not hide another pool's problems; a mode the engine does
+/// not offer is the problem named, not what that mode would have required; a key refused for
+/// its value is not reported missing too.
+#[test]
+fn every_pool_is_checked_and_the_first_thing_to_fix_is_named() {
+    let text = r#"pools:
+  - id: a
+    engine: vllm
+    provisioning:
+      mode: source
+      model: { ref: "file:/m.gguf" }
+  - id: b
+    engine: ollama
+    model: x.gguf
+  - id: c
+    engine: tgi
+    provisioning:
+      mode: binary
+      model: { ref: "file:/m.gguf" }
+"#;
+    for command in [
+        &["config", "check"][..],
+        &["engine", "plan", "--pool", "c"][..],
+    ] {
+        let (out, _dir) = with_config(text, command);
+        assert_eq!(out.code, 3, "{}", out.stderr);
+        let stderr = &out.stderr;
+        // `config check` plans every pool that reads well; `plan` of one pool reports the
+        // problems reading the file found.
+        assert_eq!(
+            stderr.contains(
+                "pools[0].provisioning.mode: engine `vllm` does not support provisioning mode `source`"
+            ),
+            command[0] == "config",
+            "{command:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("pools[1].engine: unknown variant `ollama`"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("missing field `engine`"), "{stderr}");
+        assert!(
+            stderr.contains("pools[2].provisioning.mode: engine `tgi` does not support provisioning mode `binary`"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("binary.url"), "{stderr}");
+    }
+}
+
 /// A local model that is not a usable GGUF file (not one at all, or of a version no reader
 /// loads) is refused at prepare, naming the file, before anything is fetched or built.
 #[test]

@@ -29,6 +29,17 @@ pub struct Target {
 /// a regular file (a device, a FIFO or a larger file is refused at once). A missing, unreadable
 /// or refused file is [`Error::ConfigUnreadable`] (exit 3).
 pub fn load_config(path: &Path) -> Result<Config> {
+    let (config, found) = load_config_all(path)?;
+    if found.is_empty() {
+        return Ok(config);
+    }
+    Err(Error::ConfigInvalid {
+        errors: engines::with_mode_problems(&engines::recipes(), &config, found),
+    })
+}
+
+/// The configuration with every problem the parser found, for checkers that go on from there.
+fn load_config_all(path: &Path) -> Result<(Config, Vec<provisioner_core::FieldError>)> {
     let text =
         adapters_host::read_capped(path, adapters_host::read::MAX_CONFIG).map_err(|source| {
             Error::ConfigUnreadable {
@@ -37,7 +48,7 @@ pub fn load_config(path: &Path) -> Result<Config> {
             }
         })?;
     let name = path.to_string_lossy();
-    Config::parse(&text, Format::from_file_name(&name), &name)
+    Config::parse_all(&text, Format::from_file_name(&name), &name)
 }
 
 fn note_unread_sections(config: &Config, progress: &dyn Progress) {
@@ -137,9 +148,9 @@ pub fn check(
     json: bool,
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
-    let config = load_config(path)?;
+    let (config, found) = load_config_all(path)?;
     note_unread_sections(&config, progress.as_ref());
-    provisioner(settings, progress).check(&config)?;
+    provisioner(settings, progress).check_all(&config, found)?;
     if json {
         let pools: Vec<serde_json::Value> = config
             .pools

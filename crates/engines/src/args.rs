@@ -516,7 +516,7 @@ fn json_paths(text: &str, key: &str) -> Vec<String> {
 
 /// Refuses the options that would make the engine download something itself, behind the
 /// host policy's back (`--offline`, the allowed hosts): an error at `field[i]` saying to stage
-/// the thing and pass a local path.
+/// the thing and pass a local path, for every such option at once.
 pub fn refuse_fetching(
     options: &ServerArgs,
     flags: &[String],
@@ -524,6 +524,7 @@ pub fn refuse_fetching(
     field: &str,
     fetching: &[Fetching],
 ) -> Result<()> {
+    let mut problems = Problems::default();
     for rule in fetching {
         if options.get(rule.option).is_none() {
             continue;
@@ -532,7 +533,7 @@ pub fn refuse_fetching(
             continue;
         }
         let (at, text) = written(flags, table, field, rule.option);
-        return Err(Error::invalid(
+        problems.push(FieldError::new(
             at,
             format!(
                 "`{text}` makes the engine download {} itself, which bypasses the provisioner's policy (--offline, the allowed hosts); stage it and pass a local path instead (the model itself comes from provisioning.model.ref)",
@@ -540,7 +541,49 @@ pub fn refuse_fetching(
             ),
         ));
     }
-    Ok(())
+    problems.finish()
+}
+
+/// Problems with a pool's flags, gathered so that every one is reported at once (ordered by
+/// the flag they are at) instead of one per `config check`.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldError>);
+
+impl Problems {
+    /// Adds one problem.
+    pub fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+
+    /// Keeps the field problems of a check's result; any other error is returned at once.
+    pub fn gather<T>(&mut self, result: Result<T>) -> Result<Option<T>> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(Error::ConfigInvalid { errors }) => {
+                self.0.extend(errors);
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// `Ok` when nothing was found, else [`Error::ConfigInvalid`] with every problem, ordered
+    /// by the index of the flag each is at (`…flags[3]` before `…flags[12]`).
+    pub fn finish(mut self) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let index = |error: &FieldError| {
+            error
+                .path
+                .rsplit_once('[')
+                .and_then(|(_, rest)| rest.strip_suffix(']')?.parse::<usize>().ok())
+                .unwrap_or(usize::MAX)
+        };
+        self.0.sort_by_key(index);
+        self.0.dedup();
+        Err(Error::ConfigInvalid { errors: self.0 })
+    }
 }
 
 /// A pool key and the option it becomes: set from the key when the flags leave the option

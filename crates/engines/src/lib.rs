@@ -180,30 +180,47 @@ impl Provisioner {
     /// two pools would both use ([`Provisioner::conflicts`]). All are reported at once as one
     /// [`Error::ConfigInvalid`], in pool order.
     pub fn check(&self, config: &Config) -> Result<()> {
-        let mut errors: Vec<(usize, FieldError)> = Vec::new();
-        for pool in &config.pools {
-            let mut push = |error: FieldError| errors.push((pool.index, error));
+        self.check_all(config, Vec::new())
+    }
+
+    /// [`Provisioner::check`] going on from what [`Config::parse_all`] found: `found` are the
+    /// parser's problems, `config` every pool it could read. A pool with a problem already is
+    /// not planned (its other problems would be knock-on ones), but whether its engine offers
+    /// its mode is still asked: when not, that is its problem, in place of what the mode
+    /// would have required (`binary.url` of a mode the engine does not have). The pools
+    /// without a problem are checked in full. Every problem comes back at once, by pool.
+    pub fn check_all(&self, config: &Config, found: Vec<FieldError>) -> Result<()> {
+        let found = with_mode_problems(&self.recipes, config, found);
+        let clean: Vec<PoolConfig> = config
+            .pools
+            .iter()
+            .filter(|pool| !found.iter().any(|error| is_of(pool, error)))
+            .cloned()
+            .collect();
+        let mut errors: Vec<(usize, FieldError)> = found
+            .into_iter()
+            .map(|error| (provisioner_core::config::pool_position(&error.path), error))
+            .collect();
+        for pool in &clean {
+            let mut push = |error: FieldError| errors.push((pool.index + 1, error));
             match self.plan(pool) {
                 Ok(_) => {}
                 Err(Error::ConfigInvalid { errors: found }) => found.into_iter().for_each(push),
-                Err(error @ Error::UnsupportedMode { .. }) => {
-                    let mut message = error.to_string();
-                    if let Some(hint) = error.hint() {
-                        message.push_str("; ");
-                        message.push_str(hint);
-                    }
-                    push(FieldError::new(pool.field("provisioning.mode"), message));
-                }
+                Err(error @ Error::UnsupportedMode { .. }) => push(mode_problem(pool, &error)),
                 Err(other) => push(FieldError::new(
                     format!("pools[{}]", pool.index),
                     other.to_string(),
                 )),
             }
         }
+        let clean = Config {
+            pools: clean,
+            catalog: config.catalog.clone(),
+        };
         errors.extend(
-            self.conflicts(config)
+            self.conflicts(&clean)
                 .into_iter()
-                .map(|conflict| (conflict.pools[0], conflict.error)),
+                .map(|conflict| (conflict.pools[0] + 1, conflict.error)),
         );
         errors.sort_by_key(|(index, _)| *index);
         if errors.is_empty() {
@@ -263,6 +280,46 @@ impl Provisioner {
         }
         Ok(claims)
     }
+}
+
+/// The parser's problems ([`Config::parse_all`]) with, for each pool that has one and whose
+/// engine does not offer its mode, that in place of what the mode would have required: the
+/// first thing to fix is the engine or the mode, not `binary.url` of a mode the engine does not
+/// have. Ordered by pool.
+pub fn with_mode_problems(
+    recipes: &[Box<dyn Recipe>],
+    config: &Config,
+    found: Vec<FieldError>,
+) -> Vec<FieldError> {
+    let mut errors = found;
+    for pool in &config.pools {
+        if !errors.iter().any(|error| is_of(pool, error)) {
+            continue;
+        }
+        if let Err(error @ Error::UnsupportedMode { .. }) = select(recipes, pool) {
+            let section = pool.field(&format!("provisioning.{}", pool.mode()));
+            errors.retain(|e| !(e.path == section || e.path.starts_with(&format!("{section}."))));
+            errors.push(mode_problem(pool, &error));
+        }
+    }
+    errors.sort_by_key(|error| provisioner_core::config::pool_position(&error.path));
+    errors
+}
+
+/// Whether `error` is at a field of `pool`.
+fn is_of(pool: &PoolConfig, error: &FieldError) -> bool {
+    let prefix = format!("pools[{}]", pool.index);
+    error.path == prefix || error.path.starts_with(&format!("{prefix}."))
+}
+
+/// An engine that does not offer a pool's mode, as a problem at `provisioning.mode`.
+fn mode_problem(pool: &PoolConfig, error: &Error) -> FieldError {
+    let mut message = error.to_string();
+    if let Some(hint) = error.hint() {
+        message.push_str("; ");
+        message.push_str(hint);
+    }
+    FieldError::new(pool.field("provisioning.mode"), message)
 }
 
 /// Picks the recipe for the pool's engine and checks that it offers the pool's mode.

@@ -9,12 +9,12 @@
 //! is `llama-server` (docs/docker.md).
 
 use provisioner_core::{
-    Backend, BuildFetch, CacheEntries, CacheEntry, Engine, Error, FoundBackend, HeaderRequirement,
-    IdentityCheck, Mode, OptionRename, PoolConfig, Result, SafeUrl, TreeRule,
+    Backend, BuildFetch, CacheEntries, CacheEntry, Engine, Error, FieldError, FoundBackend,
+    HeaderRequirement, IdentityCheck, Mode, OptionRename, PoolConfig, Result, SafeUrl, TreeRule,
 };
 
 use crate::args::{
-    Fetches, Fetching, HOST_IS_OWNED, OptionTable, Owned, ServerArgs, parse_options,
+    Fetches, Fetching, HOST_IS_OWNED, OptionTable, Owned, Problems, ServerArgs, parse_options,
     refuse_fetching, take_owned,
 };
 use crate::common::{
@@ -559,25 +559,27 @@ impl Recipe for LlamaCpp {
             let index = ServerArgs::position_in(flags, &OPTIONS, option).unwrap_or(0);
             format!("{field}[{index}]")
         };
+        let mut problems = Problems::default();
         if options.get("--model").is_some() {
-            return Err(Error::invalid(
+            problems.push(FieldError::new(
                 at("--model"),
                 "the model is set by the provisioner; use provisioning.model.ref",
             ));
+            options.remove("--model");
         }
         let host = match pool.mode() {
             Mode::Container => "0.0.0.0",
             _ => "127.0.0.1",
         };
-        take_owned(
+        problems.gather(take_owned(
             &mut options,
             flags,
             &OPTIONS,
             field,
             OWNED,
             &[("--host", host.to_string())],
-        )?;
-        refuse_fetching(&options, flags, &OPTIONS, field, FETCHING)?;
+        ))?;
+        problems.gather(refuse_fetching(&options, flags, &OPTIONS, field, FETCHING))?;
         let port = pool
             .provisioning
             .ports
@@ -587,10 +589,15 @@ impl Recipe for LlamaCpp {
         if let Some(Some(value)) = options.remove("--port")
             && value != port.to_string()
         {
-            return Err(Error::invalid(
+            let configured = if pool.provisioning.ports.is_empty() {
+                format!("the default port {port} (provisioning.ports is not set)")
+            } else {
+                format!("provisioning.ports[0] = {port}")
+            };
+            problems.push(FieldError::new(
                 at("--port"),
                 format!(
-                    "--port {value} disagrees with provisioning.ports[0] = {port}; set the port only in ports"
+                    "--port {value} disagrees with {configured}; set the port only in provisioning.ports"
                 ),
             ));
         }
@@ -614,17 +621,16 @@ impl Recipe for LlamaCpp {
             match options.get(option) {
                 None => options.set(option, Some(value)),
                 Some(Some(given)) if same_setting(option, given, &value) => {}
-                Some(given) => {
-                    return Err(Error::invalid(
-                        at(option),
-                        format!(
-                            "{option} {} disagrees with the pool's {key}: {value}; give it in one place",
-                            given.as_deref().unwrap_or("(no value)")
-                        ),
-                    ));
-                }
+                Some(given) => problems.push(FieldError::new(
+                    at(option),
+                    format!(
+                        "{option} {} disagrees with the pool's {key}: {value}; give it in one place",
+                        given.as_deref().unwrap_or("(no value)")
+                    ),
+                )),
             }
         }
+        problems.finish()?;
         Ok(options)
     }
 

@@ -16,7 +16,8 @@ use provisioner_core::{Engine, Error, FoundBackend, Mode, PoolConfig, Result};
 
 use crate::args::{
     CONTAINER_PORT_IS_OWNED, Fetches, Fetching, HOST_IS_OWNED, MODEL_IS_STAGED, OptionTable, Owned,
-    ServerArgs, count, parse_options, pool_setting, refuse_fetching, same_count, take_owned,
+    Problems, ServerArgs, count, parse_options, pool_setting, refuse_fetching, same_count,
+    take_owned,
 };
 use crate::common::{
     ApiKeyFacts, ContainerFacts, EnvOption, Listen, Recipe, SharedMemory, backend_in_tag,
@@ -268,7 +269,8 @@ impl Recipe for Tgi {
         check_pool_env(pool, ENV_OPTIONS)?;
         let flags = &pool.provisioning.flags;
         let mut options = parse_options(flags, &OPTIONS, FIELD)?;
-        take_owned(
+        let mut problems = Problems::default();
+        problems.gather(take_owned(
             &mut options,
             flags,
             &OPTIONS,
@@ -278,11 +280,12 @@ impl Recipe for Tgi {
                 ("--port", CONTAINER.ports[0].to_string()),
                 ("--hostname", "0.0.0.0".to_string()),
             ],
-        )?;
-        refuse_fetching(&options, flags, &OPTIONS, FIELD, FETCHING)?;
-        context(pool, &mut options)?;
-        even_split_only(pool, Engine::Tgi.label())?;
-        shards(pool, &mut options)?;
+        ))?;
+        problems.gather(refuse_fetching(&options, flags, &OPTIONS, FIELD, FETCHING))?;
+        problems.gather(context(pool, &mut options))?;
+        problems.gather(even_split_only(pool, Engine::Tgi.label()))?;
+        problems.gather(shards(pool, &mut options))?;
+        problems.finish()?;
         Ok(options)
     }
 

@@ -21,7 +21,7 @@ use provisioner_core::{Engine, Error, FoundBackend, Mode, PoolConfig, Result, Ta
 
 use crate::args::{
     CONTAINER_PORT_IS_OWNED, Fetches, Fetching, HOST_IS_OWNED, MODEL_IS_STAGED, OptionTable, Owned,
-    ServerArgs, parse_options, pool_setting, refuse_fetching, same_count, take_owned,
+    Problems, ServerArgs, parse_options, pool_setting, refuse_fetching, same_count, take_owned,
 };
 use crate::common::{
     ApiKeyFacts, ContainerFacts, Listen, Recipe, SharedMemory, backend_in_tag, check_pool_env,
@@ -391,17 +391,18 @@ impl Recipe for Vllm {
         let flags = &pool.provisioning.flags;
         let mut options = parse_options(flags, &OPTIONS, FIELD)?;
         let port = CONTAINER.ports[0].to_string();
-        take_owned(
+        let mut problems = Problems::default();
+        problems.gather(take_owned(
             &mut options,
             flags,
             &OPTIONS,
             FIELD,
             OWNED,
             &[("--port", port), ("--host", "0.0.0.0".to_string())],
-        )?;
-        refuse_fetching(&options, flags, &OPTIONS, FIELD, FETCHING)?;
+        ))?;
+        problems.gather(refuse_fetching(&options, flags, &OPTIONS, FIELD, FETCHING))?;
         if let Some(ctx) = pool.ctx {
-            pool_setting(
+            problems.gather(pool_setting(
                 &mut options,
                 flags,
                 &OPTIONS,
@@ -410,10 +411,11 @@ impl Recipe for Vllm {
                 "--max-model-len",
                 &ctx.to_string(),
                 same_count,
-            )?;
+            ))?;
         }
-        even_split_only(pool, Engine::Vllm.label())?;
-        parallelism(pool, &mut options)?;
+        problems.gather(even_split_only(pool, Engine::Vllm.label()))?;
+        problems.gather(parallelism(pool, &mut options))?;
+        problems.finish()?;
         Ok(options)
     }
 

@@ -106,6 +106,37 @@ fn expect_error(pool: &PoolConfig, expected: &[&str]) {
     }
 }
 
+/// Every problem with the flags is reported at once, in the order of the flags, not one per
+/// `config check`.
+#[test]
+fn every_flag_problem_is_reported_at_once_in_flag_order() {
+    let llama = pool(
+        "llamacpp",
+        "ctx: 4096",
+        r#"flags: [--port, "9999", -hf, org/repo, --host, 0.0.0.0, --ctx-size, "2048"]"#,
+    );
+    let first = error(&llama);
+    let lines: Vec<&str> = first.lines().skip(1).map(str::trim).collect();
+    let at: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("- pools[0].provisioning.flags["))
+        .filter_map(|rest| rest.split(']').next())
+        .collect();
+    assert_eq!(at, ["0", "2", "4", "6"], "{first}");
+    assert!(first.contains("the default port 8080"), "{first}");
+
+    let vllm = pool(
+        "vllm",
+        "",
+        r#"mode: container, flags: [--host, 1.2.3.4, --revision, main]"#,
+    );
+    let refused = error(&vllm);
+    assert!(
+        refused.contains("flags[0]") && refused.contains("flags[2]"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn options_the_recipe_renders_are_refused_for_every_engine() {
     let cases: &[(&str, &str, &[&str])] = &[

@@ -742,6 +742,25 @@ impl Config {
     /// Errors: [`Error::ConfigSyntax`] when the text is not YAML/TOML at all,
     /// [`Error::ConfigInvalid`] with every field problem otherwise.
     pub fn parse(text: &str, format: Format, origin: &str) -> Result<Config> {
+        let (config, errors) = Config::parse_all(text, format, origin)?;
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::ConfigInvalid { errors })
+        }
+    }
+
+    /// As [`Config::parse`], but a field problem does not stop it: the pools that could be read
+    /// (problems or not) and every problem found, ordered by pool. A checker that knows more
+    /// (the engines: which modes an engine offers, its flags) goes on from there with the pools
+    /// that have no problem yet.
+    ///
+    /// Errors: [`Error::ConfigSyntax`] when the text is not YAML/TOML at all.
+    pub fn parse_all(
+        text: &str,
+        format: Format,
+        origin: &str,
+    ) -> Result<(Config, Vec<FieldError>)> {
         let syntax = |message: String| Error::ConfigSyntax {
             origin: origin.to_string(),
             message,
@@ -802,14 +821,14 @@ impl Config {
                 ));
             }
         }
-        if !errors.is_empty() {
-            errors.sort_by_key(|e| pool_position(&e.path));
-            return Err(Error::ConfigInvalid { errors });
-        }
-        Ok(Config {
-            pools,
-            catalog: top.get("catalog").cloned(),
-        })
+        errors.sort_by_key(|e| pool_position(&e.path));
+        Ok((
+            Config {
+                pools,
+                catalog: top.get("catalog").cloned(),
+            },
+            errors,
+        ))
     }
 
     /// Picks a pool by id, or the only pool when `id` is `None`.
@@ -842,7 +861,8 @@ impl Config {
 }
 
 /// Sorts errors by pool, keeping document order within one.
-fn pool_position(path: &str) -> usize {
+/// Where a problem at `path` sorts: problems of the file first, then each pool's in order.
+pub fn pool_position(path: &str) -> usize {
     path.strip_prefix("pools[")
         .and_then(|rest| rest.split(']').next())
         .and_then(|n| n.parse::<usize>().ok())
@@ -987,9 +1007,16 @@ fn parse_pool(mut tree: serde_json::Value, index: usize) -> ParsedPool {
             parsed.removed.push(path);
             continue;
         }
-        parsed
-            .errors
-            .push(FieldError::new(path.clone(), friendly(&message)));
+        // A required key whose value was refused above is missing only because of that.
+        let knock_on = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .is_some_and(|field| parsed.removed.contains(&format!("{path}.{field}")));
+        if !knock_on {
+            parsed
+                .errors
+                .push(FieldError::new(path.clone(), friendly(&message)));
+        }
         if segments.is_empty() {
             // The pool itself (a required key missing, or not a mapping): nothing to retry.
             return parsed;
