@@ -766,7 +766,8 @@ impl Config {
             message,
         };
         let tree: serde_json::Value = match format {
-            Format::Yaml => serde_saphyr::from_str(text).map_err(|e| syntax(e.to_string()))?,
+            Format::Yaml => serde_saphyr::from_str(text)
+                .map_err(|e| syntax(yaml_message(&e.to_string(), origin)))?,
             Format::Toml => toml::from_str(text).map_err(|e| syntax(e.to_string()))?,
         };
         let serde_json::Value::Object(top) = tree else {
@@ -861,6 +862,20 @@ impl Config {
 }
 
 /// Sorts errors by pool, keeping document order within one.
+/// The YAML reader's message in our words: without its own `error: ` prefix, its snippet
+/// labelled with the file's name instead of `<input>`, and a duplicate key explained instead of
+/// the reader's advice to its programmers.
+fn yaml_message(message: &str, origin: &str) -> String {
+    message
+        .strip_prefix("error: ")
+        .unwrap_or(message)
+        .replace("--> <input>:", &format!("--> {origin}:"))
+        .replace(
+            ", set DuplicateKeyPolicy in Options if acceptable",
+            " (given twice in one mapping; keep one)",
+        )
+}
+
 /// Where a problem at `path` sorts: problems of the file first, then each pool's in order.
 pub fn pool_position(path: &str) -> usize {
     path.strip_prefix("pools[")
@@ -1349,6 +1364,27 @@ pools:
         assert_eq!(source.build.cmake_flags.len(), 4);
         assert_eq!(pool.devices, vec![DeviceId::Index(0)]);
         assert_eq!(pool.provisioning.flags[3], "1");
+    }
+
+    #[test]
+    fn yaml_errors_name_the_file_and_explain_a_duplicate_key() {
+        let error = Config::parse(
+            "pools:\n  - id: a\n    engine: llamacpp\n    engine: vllm\n",
+            Format::Yaml,
+            "dup.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("cannot read configuration dup.yaml: line 4"),
+            "{error}"
+        );
+        assert!(error.contains("--> dup.yaml:4:5"), "{error}");
+        assert!(error.contains("given twice in one mapping"), "{error}");
+        assert!(
+            !error.contains("DuplicateKeyPolicy") && !error.contains("<input>"),
+            "{error}"
+        );
     }
 
     #[test]
