@@ -202,14 +202,41 @@ fn flag_or_var(flag: bool, env: &Environment, name: &str) -> Result<bool, UsageE
 }
 
 /// A comma-separated host list with empty items dropped; `None` when nothing is left.
-fn host_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<Vec<String>> {
-    let hosts: Vec<String> = items
-        .into_iter()
-        .map(str::trim)
-        .filter(|host| !host.is_empty())
-        .map(str::to_string)
-        .collect();
-    (!hosts.is_empty()).then_some(hosts)
+/// An allowlist from its comma-separated items: `None` for an empty value (no allowlist);
+/// empty items between commas are dropped. A value that names no host at all (`,,,`) or an
+/// item that is a URL or a path rather than a host name (`https://a.example`, `a.example/x`)
+/// is a usage error: it would otherwise leave every host allowed, or allow nothing it seems
+/// to.
+fn host_list<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+    given_as: &str,
+) -> Result<Option<Vec<String>>, UsageError> {
+    let items: Vec<&str> = items.into_iter().map(str::trim).collect();
+    if items.iter().all(|item| item.is_empty()) {
+        if items.len() <= 1 {
+            return Ok(None);
+        }
+        return Err(UsageError {
+            message: format!(
+                "{given_as} names no host, only commas; give host names (a.example, *.b.example), or leave it empty for no allowlist"
+            ),
+        });
+    }
+    let mut hosts = Vec::new();
+    for item in items.into_iter().filter(|item| !item.is_empty()) {
+        // One colon is a port (hosts are matched without one); IPv6 addresses have several.
+        let port = item.matches(':').count() == 1;
+        if item.contains("://") || item.contains('/') || item.contains(char::is_whitespace) || port
+        {
+            return Err(UsageError {
+                message: format!(
+                    "{given_as}: `{item}` is not a host name; give the host alone (a.example, *.b.example, 10.0.0.5), not a URL, a path or a port"
+                ),
+            });
+        }
+        hosts.push(item.to_string());
+    }
+    Ok(Some(hosts))
 }
 
 fn non_empty(path: Option<&PathBuf>) -> Option<PathBuf> {
@@ -219,14 +246,15 @@ fn non_empty(path: Option<&PathBuf>) -> Option<PathBuf> {
 /// Host settings from the flags and the environment (see the module documentation).
 pub fn resolve(flags: &HostFlags, env: &Environment) -> Result<Settings, UsageError> {
     let allowed_hosts = match &flags.allowed_hosts {
-        Some(given) => host_list(given.iter().map(String::as_str)),
+        Some(given) => host_list(given.iter().map(String::as_str), "--allowed-hosts")?,
         None => None,
     };
     let allowed_hosts = match allowed_hosts {
         Some(hosts) => Some(hosts),
-        None => env
-            .text(ALLOWED_HOSTS)?
-            .and_then(|value| host_list(value.split(','))),
+        None => match env.text(ALLOWED_HOSTS)? {
+            Some(value) => host_list(value.split(','), ALLOWED_HOSTS)?,
+            None => None,
+        },
     };
     let home = env.absolute_dir("HOME");
     let hf = adapters_model::HfSettings::from_env(
@@ -443,6 +471,51 @@ mod tests {
                 .unwrap()
                 .allowed_hosts,
             None
+        );
+    }
+
+    #[test]
+    fn host_lists_that_name_no_host_or_a_url_are_refused() {
+        for value in [",,,", " , "] {
+            let error = resolve(&HostFlags::default(), &env(&[(ALLOWED_HOSTS, value)]))
+                .unwrap_err()
+                .message;
+            assert!(error.contains("names no host"), "{value}: {error}");
+        }
+        for value in [
+            "https://a.example",
+            "a.example/models",
+            "a .example",
+            "a.example:5000",
+        ] {
+            let error = resolve(&HostFlags::default(), &env(&[(ALLOWED_HOSTS, value)]))
+                .unwrap_err()
+                .message;
+            assert!(error.contains("is not a host name"), "{value}: {error}");
+        }
+        let flags = HostFlags {
+            allowed_hosts: Some(vec![String::new(), String::new()]),
+            ..HostFlags::default()
+        };
+        let error = resolve(&flags, &Environment::default())
+            .unwrap_err()
+            .message;
+        assert!(
+            error.starts_with("--allowed-hosts names no host"),
+            "{error}"
+        );
+        let settings = resolve(
+            &HostFlags::default(),
+            &env(&[(ALLOWED_HOSTS, "10.0.0.5,*.b.example,fd00::1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.allowed_hosts,
+            Some(vec![
+                "10.0.0.5".to_string(),
+                "*.b.example".to_string(),
+                "fd00::1".to_string()
+            ])
         );
     }
 
