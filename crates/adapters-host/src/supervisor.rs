@@ -746,20 +746,32 @@ fn check_pool(pool_id: &str) -> Result<()> {
     }
 }
 
-/// Whether `pid` runs the program `bin` (a reused pid runs something else; a zombie nothing).
 /// Whether the recorded engine still runs: the process with its pid has the recorded start
-/// time (any program: a wrapper script counts), or, for records without one, runs the recorded
-/// binary. An intent record (pid 0) is not running.
+/// time (any program: a wrapper script counts) and is not a zombie (exited, not yet reaped by
+/// its parent), or, for records without a start time, runs the recorded binary. An intent
+/// record (pid 0) is not running.
 fn alive(state: &RunState) -> bool {
     if state.pid == 0 {
         return false;
     }
     match state.start_ticks {
         Some(ticks) if Path::new("/proc/self/stat").exists() => {
-            start_ticks(state.pid) == Some(ticks)
+            start_ticks(state.pid) == Some(ticks) && !is_zombie(state.pid)
         }
         _ => is_running(state.pid, &state.bin),
     }
+}
+
+/// Whether `pid` has exited and waits to be reaped (state `Z`, or `X` while it goes away; field
+/// 3 of `/proc/<pid>/stat`, proc(5)). A process that does not exist is not a zombie.
+pub fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|text| {
+            let (_, after) = text.rsplit_once(')')?;
+            after.split_whitespace().next().map(str::to_string)
+        })
+        .is_some_and(|state| state == "Z" || state == "X")
 }
 
 /// Whether the process answering on `port` is the engine: for a native engine, a member of its

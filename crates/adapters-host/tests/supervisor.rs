@@ -692,6 +692,42 @@ fn a_record_whose_start_time_differs_is_not_running() {
     adapters_host::kill_group(pid, adapters_host::process::Signal::SIGKILL);
 }
 
+/// An engine that exited but was not reaped yet (a zombie: its parent, often pid 1 in a
+/// container, has not waited for it) is not running: `status` says so and `up` may start anew.
+#[test]
+fn a_zombie_engine_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(dir.path());
+    let engine = fake_engine("zombie", free_port(), dir.path());
+    let mut state = supervisor.start(&engine).unwrap();
+    adapters_host::kill_group(state.pid, adapters_host::process::Signal::SIGKILL);
+    // A child of this test that exits and is not waited for stays a zombie.
+    #[allow(clippy::disallowed_methods)] // the test makes a zombie of its own
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !adapters_host::supervisor::is_zombie(pid) {
+        assert!(std::time::Instant::now() < deadline, "no zombie");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    state.pid = pid;
+    state.start_ticks = adapters_host::supervisor::start_ticks(pid);
+    assert!(state.start_ticks.is_some());
+    fs::write(
+        supervisor.state_file("zombie"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime
+        .block_on(supervisor.status("zombie"))
+        .unwrap()
+        .unwrap();
+    assert!(!status.alive, "a zombie is not running");
+    child.wait().unwrap();
+    assert!(!adapters_host::supervisor::is_zombie(pid));
+}
+
 /// Readiness proves the answer comes from the engine we spawned: another process answering on
 /// the port (a second `up` whose own engine died on `bind`) does not make it ready.
 #[tokio::test]
