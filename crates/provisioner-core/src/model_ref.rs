@@ -81,14 +81,27 @@ impl FromStr for ModelRef {
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
         });
+        // A relative path is looked up in the models directory; `..` would leave it.
+        let relative = |path: PathBuf| {
+            if path
+                .components()
+                .any(|part| part == std::path::Component::ParentDir)
+            {
+                Err(format!(
+                    "`{text}` climbs out of the models directory (a relative path is looked up in it); give the absolute path instead (file:/path/to/the/model)"
+                ))
+            } else {
+                Ok(ModelRef::Relative(path))
+            }
+        };
         match scheme.map(str::to_ascii_lowercase).as_deref() {
             None => {
                 let path = PathBuf::from(text);
-                Ok(if path.is_absolute() {
-                    ModelRef::File(path)
+                if path.is_absolute() {
+                    Ok(ModelRef::File(path))
                 } else {
-                    ModelRef::Relative(path)
-                })
+                    relative(path)
+                }
             }
             Some("file") => {
                 let rest = &text["file:".len()..];
@@ -106,11 +119,11 @@ impl FromStr for ModelRef {
                     return Err(format!("`{text}` names no file; {HOW}"));
                 }
                 let path = PathBuf::from(path);
-                Ok(if path.is_absolute() {
-                    ModelRef::File(path)
+                if path.is_absolute() {
+                    Ok(ModelRef::File(path))
                 } else {
-                    ModelRef::Relative(path)
-                })
+                    relative(path)
+                }
             }
             Some("hf") => text["hf:".len()..].parse().map(ModelRef::HuggingFace),
             Some("https" | "http") => SafeUrl::parse(text).map(ModelRef::Url),
@@ -302,6 +315,14 @@ mod tests {
             );
         }
         assert_eq!(ModelRef::Relative("m.gguf".into()).to_string(), "m.gguf");
+        for escaping in ["../../etc/passwd", "file:../m.gguf", "sub/../../m.gguf"] {
+            let error = escaping.parse::<ModelRef>().unwrap_err();
+            assert!(
+                error.contains("climbs out of the models directory"),
+                "{error}"
+            );
+        }
+        assert!("sub/./m.gguf".parse::<ModelRef>().is_ok());
         assert_eq!(ModelRef::File("/m.gguf".into()).to_string(), "file:/m.gguf");
     }
 }
