@@ -116,6 +116,23 @@ fn up_refuses_a_pool_id_or_a_port_held_by_an_engine_of_another_config_file() {
             "{hint}"
         );
 
+        // `status` from another file says which file the running engine came from; from its
+        // own file it does not (and the JSON names it either way).
+        let other = orch(&cache, &["engine", "status"], &second, "shared");
+        assert!(
+            other.stdout.contains(&format!(
+                "started from:   {} (not the file given now)",
+                first_path.display()
+            )),
+            "{}",
+            other.stdout
+        );
+        let own = orch(&cache, &["engine", "status"], &first, "shared");
+        assert!(!own.stdout.contains("started from"), "{}", own.stdout);
+        let json = orch(&cache, &["engine", "status", "--json"], &second, "shared");
+        let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert_eq!(json["config"], first_path.display().to_string());
+
         // The same pool id from another file: which file runs it, and how to stop it there.
         let refused = orch(&cache, &["engine", "up"], &second, "shared");
         assert_eq!(refused.code, 14, "{}", refused.stderr);

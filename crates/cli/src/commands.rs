@@ -572,6 +572,13 @@ pub async fn status(
         .status(&id)
         .await?;
     let alive = status.as_ref().is_some_and(|s| s.alive);
+    // The engine may have been started from another file (a copy with other ports, say): the
+    // record names the one it was, and a human is told when it is not the one given now.
+    let given = std::fs::canonicalize(&target.config).unwrap_or_else(|_| target.config.clone());
+    let other_file = status
+        .as_ref()
+        .and_then(|s| s.state.config.clone())
+        .filter(|recorded| *recorded != given);
     if target.json {
         let value = match &status {
             Some(s) => json!({
@@ -584,6 +591,7 @@ pub async fn status(
                 "container": s.container,
                 "ports": s.state.ports,
                 "log_file": s.state.log_file,
+                "config": s.state.config,
             }),
             None => json!({ "pool_id": id, "running": false }),
         };
@@ -602,6 +610,12 @@ pub async fn status(
                     field("container", container);
                 }
                 field("log", s.state.log_file.display());
+                if let Some(recorded) = &other_file {
+                    field(
+                        "started from",
+                        format!("{} (not the file given now)", recorded.display()),
+                    );
+                }
             }
             None => out(&format!("{id} is not running")),
         }
