@@ -336,6 +336,39 @@ fn prepare(cache: &Path, config: &Path) -> Outcome {
     )
 }
 
+/// A host file a native engine's flags name (`--chat-template-file`) that does not exist, or
+/// is a directory, fails prepare at its flag before anything is downloaded; the engine would
+/// otherwise fail at its start.
+#[test]
+fn a_missing_host_file_in_the_flags_fails_prepare_at_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere/chat.jinja");
+    for (path, said) in [
+        (missing.clone(), "does not exist on this host"),
+        (dir.path().to_path_buf(), "is a directory"),
+    ] {
+        let config = binary_config(
+            dir.path(),
+            r#"{ url: "https://example.org/llama.tar.gz", checksum: "sha256:0000000000000000000000000000000000000000000000000000000000000000" }"#,
+            &format!(
+                "      flags: [--jinja, --chat-template-file, \"{}\"]\n",
+                path.display()
+            ),
+        );
+        let cache = dir.path().join("cache");
+        let out = prepare(&cache, &config);
+        assert_eq!(out.code, 3, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("pools[0].provisioning.flags[2]")
+                && out.stderr.contains(said)
+                && out.stderr.contains("the engine reads it when it starts"),
+            "{}",
+            out.stderr
+        );
+        assert!(!cache.join("llamacpp/bin").exists(), "it downloaded first");
+    }
+}
+
 #[test]
 fn an_unknown_checksum_format_is_exit_3_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use provisioner_core::{
-    Action, CommandOutput, CommandSpec, ContainerRuntime, Digest, Distro, Error, HostInputKind,
-    ImageArtifact, ImageSpec, ImageTag, Policy, Progress, ProgressEvent, Result, RuntimeKind,
-    Shell, sudo_prefix,
+    Action, CommandOutput, CommandSpec, ContainerRuntime, Digest, Distro, Error, ImageArtifact,
+    ImageSpec, ImageTag, Policy, Progress, ProgressEvent, Result, RuntimeKind, Shell, sudo_prefix,
 };
 use tokio::sync::OnceCell;
 
@@ -710,53 +709,10 @@ fn labels_of(image: &serde_json::Value) -> Labels {
 /// Checks the host files the run bind-mounts (named in the engine's flags): each must exist as
 /// the kind its option takes, and be readable.
 fn check_inputs(spec: &ImageSpec) -> Result<()> {
-    for input in &spec.inputs {
-        let problem = match std::fs::metadata(&input.path) {
-            Ok(metadata) => {
-                let fits = match input.kind {
-                    HostInputKind::File => metadata.is_file(),
-                    HostInputKind::Directory => metadata.is_dir(),
-                    HostInputKind::Either => metadata.is_file() || metadata.is_dir(),
-                };
-                if !fits {
-                    Some(format!(
-                        "is {}, but {} takes {}",
-                        if metadata.is_dir() {
-                            "a directory"
-                        } else {
-                            "not a regular file or directory"
-                        },
-                        input.option,
-                        input.kind.described()
-                    ))
-                } else if metadata.is_file() {
-                    std::fs::File::open(&input.path)
-                        .err()
-                        .map(|error| format!("cannot be read: {error}"))
-                } else {
-                    std::fs::read_dir(&input.path)
-                        .err()
-                        .map(|error| format!("cannot be read: {error}"))
-                }
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Some("does not exist on this host".to_string())
-            }
-            Err(error) => Some(format!("cannot be read: {error}")),
-        };
-        if let Some(problem) = problem {
-            return Err(Error::invalid(
-                &input.field,
-                format!(
-                    "{} {}: {problem} (container mode bind-mounts a host path named in flags read-only under /inputs/, so it must be {} here; a relative path names a file inside the image)",
-                    input.option,
-                    input.path.display(),
-                    input.kind.described()
-                ),
-            ));
-        }
-    }
-    Ok(())
+    adapters_host::run_files::check_host_inputs(
+        &spec.inputs,
+        "container mode bind-mounts a host path named in flags read-only under /inputs/; a relative path names a file inside the image",
+    )
 }
 
 /// An image as the store holds it.

@@ -6,9 +6,64 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use provisioner_core::{EnvValue, Error, PoolId, ProbeAuth, Result, RunFiles, Secret};
+use provisioner_core::{
+    EnvValue, Error, HostInput, HostInputKind, PoolId, ProbeAuth, Result, RunFiles, Secret,
+};
 
 use crate::install::write_private;
+
+/// Checks that each host path an engine's flags name exists as what its option takes (a file,
+/// a directory, either) and can be read. The first that does not is [`Error::ConfigInvalid`]
+/// at its flag, saying what is wrong and `why` it must be there (each mode in its words).
+pub fn check_host_inputs(inputs: &[HostInput], why: &str) -> Result<()> {
+    for input in inputs {
+        let problem = match std::fs::metadata(&input.path) {
+            Ok(metadata) => {
+                let fits = match input.kind {
+                    HostInputKind::File => metadata.is_file(),
+                    HostInputKind::Directory => metadata.is_dir(),
+                    HostInputKind::Either => metadata.is_file() || metadata.is_dir(),
+                };
+                if !fits {
+                    Some(format!(
+                        "is {}, but {} takes {}",
+                        if metadata.is_dir() {
+                            "a directory"
+                        } else {
+                            "not a regular file or directory"
+                        },
+                        input.option,
+                        input.kind.described()
+                    ))
+                } else if metadata.is_file() {
+                    std::fs::File::open(&input.path)
+                        .err()
+                        .map(|error| format!("cannot be read: {error}"))
+                } else {
+                    std::fs::read_dir(&input.path)
+                        .err()
+                        .map(|error| format!("cannot be read: {error}"))
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Some("does not exist on this host".to_string())
+            }
+            Err(error) => Some(format!("cannot be read: {error}")),
+        };
+        if let Some(problem) = problem {
+            return Err(Error::invalid(
+                &input.field,
+                format!(
+                    "{} {}: {problem} ({why}, so it must be {} here)",
+                    input.option,
+                    input.path.display(),
+                    input.kind.described()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Private per-pool files under a run dir.
 #[derive(Debug, Clone)]
@@ -44,6 +99,10 @@ impl RunFiles for HostRunFiles {
             .map_err(|e| Error::io("chmod", &dir, e))?;
         write_private(&path, contents.expose().as_bytes())?;
         Ok(path)
+    }
+
+    async fn check_inputs(&self, inputs: &[HostInput]) -> Result<()> {
+        check_host_inputs(inputs, "the engine reads it when it starts on this host")
     }
 
     async fn resolve(&self, value: &EnvValue) -> std::result::Result<Secret, String> {

@@ -707,6 +707,31 @@ impl PoolInputs {
         }
     }
 
+    /// Checks, through the RunFiles port, that the host files the pool's flags name by
+    /// absolute path (the recipe's path options: a chat template, a grammar, LoRA adapters)
+    /// exist as their options take them: a native engine would otherwise fail at its start.
+    /// A relative path is the engine's business (its working directory).
+    pub async fn check_host_inputs(
+        &self,
+        recipe: &dyn Recipe,
+        ports: &provisioner_core::Ports,
+    ) -> Result<()> {
+        let Ok(found) = crate::host_files::rewrite(
+            recipe.path_options(),
+            &self.options.to_argv(),
+            &self.pool.provisioning.flags,
+        ) else {
+            // What cannot be mounted is a container's problem; a native engine reads the path
+            // as written, and its own start says what is wrong with it.
+            return Ok(());
+        };
+        ports
+            .run_files
+            .check_inputs(&found.inputs_to_check(None))
+            .await
+            .map_err(|error| error.within(&format!("pools[{}]", self.pool.index)))
+    }
+
     /// Reads every value of the env file (`from_env`, `from_file`) without writing anything:
     /// each mode calls it first, so that a value that cannot be read fails before a download or
     /// a build rather than after it. Errors as [`PoolInputs::write_env_file`].

@@ -1148,6 +1148,15 @@ pub trait RunFiles: Send + Sync {
     /// Writes `contents` to that file atomically, mode 0600, and returns its path.
     async fn write_private(&self, pool: &PoolId, name: &str, contents: &Secret) -> Result<PathBuf>;
 
+    /// Checks that the host paths a native engine's flags name (`--chat-template-file`, …)
+    /// exist as what their options take and can be read, so that a missing one fails prepare
+    /// rather than the engine's start. Errors: [`crate::Error::ConfigInvalid`] at the flag.
+    /// Default: no check (a host with no files to look at).
+    async fn check_inputs(&self, inputs: &[HostInput]) -> Result<()> {
+        let _ = inputs;
+        Ok(())
+    }
+
     /// The value of an env entry: a plain value as given; a reference read from this process's
     /// environment or from its file. The error says what is missing or unreadable, never a
     /// value; the caller names the pool key. Default: plain values only (a host that reads no

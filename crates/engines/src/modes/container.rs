@@ -435,7 +435,11 @@ pub async fn prepare(
         "wire adapters-container into Ports::containers",
     )?;
     let model = ports.models.ensure_present(common.model_request()?).await?;
-    let image = runtime.ensure_image(&inputs.spec).await?;
+    // A host path in the flags that is missing is named at its flag of this pool.
+    let image = runtime
+        .ensure_image(&inputs.spec)
+        .await
+        .map_err(|error| error.within(&format!("pools[{}]", common.pool.index)))?;
     let (ask, found) = backend_of_image(recipe, common, inputs, &image);
     let warnings = check_backend(
         common,

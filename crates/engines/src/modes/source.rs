@@ -153,6 +153,7 @@ pub async fn prepare(
     plan_digest: String,
 ) -> Result<PreparedEngine> {
     common.check_env_values(ports).await?;
+    common.check_host_inputs(recipe, ports).await?;
     let spec = &inputs.spec;
     let native = native_facts(recipe)?;
     let builder = wired(
