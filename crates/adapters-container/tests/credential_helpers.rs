@@ -678,6 +678,8 @@ impl tracing::Subscriber for Traced {
 async fn ensure_image_uses_the_creds_store_and_shows_the_secret_nowhere() {
     let traced = Traced::default();
     let _tracing = tracing::subscriber::set_default(traced.clone());
+    // Events first met on another test's thread, with no subscriber there, are asked again.
+    tracing::callsite::rebuild_interest_cache();
     let (registry, authorized, _server) = basic_auth_registry().await;
     let host = Host::new();
     let digest = sha256_digest(&manifest());
@@ -729,6 +731,8 @@ async fn ensure_image_uses_the_creds_store_and_shows_the_secret_nowhere() {
 async fn ensure_image_names_the_helper_when_its_credentials_are_refused_or_absent() {
     let traced = Traced::default();
     let _tracing = tracing::subscriber::set_default(traced.clone());
+    // Events first met on another test's thread, with no subscriber there, are asked again.
+    tracing::callsite::rebuild_interest_cache();
     let (registry, authorized, _server) = basic_auth_registry().await;
     let host = Host::new();
     fake_podman(&host, &sha256_digest(&manifest()));

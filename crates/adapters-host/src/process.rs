@@ -1183,6 +1183,9 @@ mod tests {
     async fn sensitive_output_reaches_the_caller_only() {
         let traced = Traced::default();
         let _tracing = tracing::subscriber::set_default(traced.clone());
+        // Another test's thread may have met the `spawned` event first, with no subscriber of
+        // its own, and cached that nobody wants it: ask every event again.
+        tracing::callsite::rebuild_interest_cache();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("helper.log");
         let recorder = Arc::new(Recorder::default());
