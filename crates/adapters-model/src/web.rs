@@ -247,10 +247,10 @@ impl Stager {
     pub(crate) async fn ensure_local(&self, request: &ModelRequest) -> Result<ModelArtifact> {
         use provisioner_core::ModelProvisioner as _;
         let artifact = self.local.ensure_present(request).await?;
+        let is_file = artifact.path.is_file();
         // The header, before any engine sees the file (a file that is a directory's model, or
         // of another kind, passes unread).
-        if artifact.path.is_file()
-            && let Err(message) = check_header(&artifact.path)
+        if is_file && let Err(message) = check_header(&artifact.path)
         {
             return Err(model_error(
                 request,
@@ -266,18 +266,21 @@ impl Stager {
         }
         let id = format!("file:{}", artifact.path.display());
         let catalog = Catalog::open(&request.models_dir);
+        // The catalog is read once: for the recorded hash and to see whether anything changed.
+        let existing = catalog.get(&id);
         let sha256 = match request
             .checksum
             .as_ref()
             .filter(|checksum| checksum.algorithm == Algorithm::Sha256)
         {
             Some(pinned) => Some(pinned.to_string()),
-            None if artifact.path.is_file() => {
-                Some(self.local_sha256(&catalog, &id, &artifact).await?)
-            }
+            None if is_file => Some(
+                self.local_sha256(existing.as_ref().ok().and_then(Option::as_ref), &artifact)
+                    .await?,
+            ),
             None => None,
         };
-        let files = if artifact.path.is_file() {
+        let files = if is_file {
             vec![CatalogFile {
                 path: artifact
                     .path
@@ -304,7 +307,7 @@ impl Stager {
             files,
             cache_root: None,
         };
-        let recorded = match catalog.get(&entry.id) {
+        let recorded = match existing {
             Ok(Some(existing)) if same_content(&existing, &entry) => existing,
             Ok(_) => {
                 let mut entry = entry;
@@ -332,16 +335,15 @@ impl Stager {
     /// the file hashed now, once (a note says so for a large file).
     async fn local_sha256(
         &self,
-        catalog: &Catalog,
-        id: &str,
+        existing: Option<&CatalogEntry>,
         artifact: &ModelArtifact,
     ) -> Result<String> {
-        let recorded = catalog.get(id).ok().flatten().and_then(|entry| {
+        let recorded = existing.and_then(|entry| {
             entry
                 .files
-                .into_iter()
+                .iter()
                 .find(|file| file.local_path == artifact.path && file.bytes == artifact.bytes)
-                .and_then(|file| file.sha256)
+                .and_then(|file| file.sha256.clone())
         });
         if let Some(sha256) = recorded {
             return Ok(sha256);
