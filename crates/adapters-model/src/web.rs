@@ -250,8 +250,7 @@ impl Stager {
         let is_file = artifact.path.is_file();
         // The header, before any engine sees the file (a file that is a directory's model, or
         // of another kind, passes unread).
-        if is_file && let Err(message) = check_header(&artifact.path)
-        {
+        if is_file && let Err(message) = check_header(&artifact.path) {
             return Err(model_error(
                 request,
                 format!(

@@ -435,6 +435,11 @@ pub enum ModelInput {
     Label(Option<String>),
 }
 
+/// The env file's contents, read at the start of a prepare and written at its end (`None`
+/// inside when the pool has no env file).
+#[derive(Debug)]
+pub struct EnvValues(Option<Secret>);
+
 /// Everything a pool's plan and prepare derive from its configuration, computed once.
 #[derive(Debug, Clone)]
 pub struct PoolInputs {
@@ -732,18 +737,23 @@ impl PoolInputs {
             .map_err(|error| error.within(&format!("pools[{}]", self.pool.index)))
     }
 
-    /// Reads every value of the env file (`from_env`, `from_file`) without writing anything:
-    /// each mode calls it first, so that a value that cannot be read fails before a download or
-    /// a build rather than after it. Errors as [`PoolInputs::write_env_file`].
-    pub async fn check_env_values(&self, ports: &provisioner_core::Ports) -> Result<()> {
-        self.env_contents(ports).await.map(drop)
+    /// Reads every value of the env file (`from_env`, `from_file`) now, without writing
+    /// anything: each mode reads them first, so that a value that cannot be read fails before a
+    /// download or a build rather than after it, and writes what it read at the end
+    /// ([`PoolInputs::write_env_file`]). A value that cannot be read, or that an env file cannot
+    /// carry, is an error naming its key (never the value).
+    pub async fn read_env_values(&self, ports: &provisioner_core::Ports) -> Result<EnvValues> {
+        self.env_contents(ports).await.map(EnvValues)
     }
 
-    /// Writes the env file through the RunFiles port, when the pool has one, with every value
-    /// read now (`from_env`, `from_file`); a value that cannot be read, or that an env file
-    /// cannot carry, is an error naming its key (never the value).
-    pub async fn write_env_file(&self, ports: &provisioner_core::Ports) -> Result<Option<PathBuf>> {
-        let Some(contents) = self.env_contents(ports).await? else {
+    /// Writes the env file with the values read by [`PoolInputs::read_env_values`] through the
+    /// RunFiles port, when the pool has one.
+    pub async fn write_env_file(
+        &self,
+        ports: &provisioner_core::Ports,
+        values: EnvValues,
+    ) -> Result<Option<PathBuf>> {
+        let Some(contents) = values.0 else {
             return Ok(None);
         };
         let path = ports

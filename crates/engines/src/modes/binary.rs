@@ -114,7 +114,7 @@ pub async fn prepare(
     ports: &provisioner_core::Ports,
     plan_digest: String,
 ) -> Result<PreparedEngine> {
-    common.check_env_values(ports).await?;
+    let env_values = common.read_env_values(ports).await?;
     common.check_host_inputs(recipe, ports).await?;
     let native = native_facts(recipe)?;
     let installer = wired(
@@ -164,7 +164,7 @@ pub async fn prepare(
             hint: Some(refused_hint(common.gpu.as_ref())),
         },
     )?;
-    let env_file = common.write_env_file(ports).await?;
+    let env_file = common.write_env_file(ports, env_values).await?;
     common.write_key_file(ports).await?;
     let version = inputs
         .version

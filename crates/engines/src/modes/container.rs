@@ -427,7 +427,7 @@ pub async fn prepare(
     ports: &provisioner_core::Ports,
     plan_digest: String,
 ) -> Result<PreparedEngine> {
-    common.check_env_values(ports).await?;
+    let env_values = common.read_env_values(ports).await?;
     let facts = recipe.container();
     let runtime = wired(
         &ports.containers,
@@ -458,7 +458,7 @@ pub async fn prepare(
             )),
         },
     )?;
-    let env_file = common.write_env_file(ports).await?;
+    let env_file = common.write_env_file(ports, env_values).await?;
     let engine_version = container_engine_version(recipe.engine(), &image);
     let args = run_args(
         recipe,

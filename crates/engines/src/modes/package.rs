@@ -126,7 +126,7 @@ pub async fn prepare(
     ports: &provisioner_core::Ports,
     plan_digest: String,
 ) -> Result<PreparedEngine> {
-    common.check_env_values(ports).await?;
+    let env_values = common.read_env_values(ports).await?;
     common.check_host_inputs(recipe, ports).await?;
     let native = native_facts(recipe)?;
     let installer = wired(
@@ -153,7 +153,7 @@ pub async fn prepare(
             )),
         },
     )?;
-    let env_file = common.write_env_file(ports).await?;
+    let env_file = common.write_env_file(ports, env_values).await?;
     common.write_key_file(ports).await?;
     let output = artifact.version_output.as_deref().unwrap_or("");
     let reported = recipe.reported_version(output);

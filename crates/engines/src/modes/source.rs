@@ -152,7 +152,7 @@ pub async fn prepare(
     ports: &provisioner_core::Ports,
     plan_digest: String,
 ) -> Result<PreparedEngine> {
-    common.check_env_values(ports).await?;
+    let env_values = common.read_env_values(ports).await?;
     common.check_host_inputs(recipe, ports).await?;
     let spec = &inputs.spec;
     let native = native_facts(recipe)?;
@@ -171,7 +171,7 @@ pub async fn prepare(
             });
     }
     let artifact = builder.ensure_built(spec).await?;
-    let env_file = common.write_env_file(ports).await?;
+    let env_file = common.write_env_file(ports, env_values).await?;
     common.write_key_file(ports).await?;
     let mut env = common.device_env();
     if spec.cmake_flags.is_on("BUILD_SHARED_LIBS") {
