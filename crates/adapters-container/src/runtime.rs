@@ -289,7 +289,9 @@ impl PodmanOrDocker {
             .to_hex()[..16]
         ));
         if let Some(record) = proof_holds(&proof) {
-            runtime.store = stored_store(&record);
+            // The store `podman info` named when the check ran (none for docker or an older
+            // record): a record that does not read as one is no store.
+            runtime.store = serde_json::from_value(record["store"].clone()).ok();
             return Ok(Some(runtime));
         }
         let command = self.command(&runtime, ["info", "--format", "json"]);
@@ -339,11 +341,7 @@ impl PodmanOrDocker {
         if let Some(parent) = proof.parent()
             && std::fs::create_dir_all(parent).is_ok()
         {
-            let store = runtime
-                .store
-                .as_ref()
-                .map(|store| serde_json::json!({ "root": store.root, "driver": store.driver }));
-            let record = serde_json::json!({ "checked": found, "store": store });
+            let record = serde_json::json!({ "checked": found, "store": runtime.store });
             let _ = std::fs::write(&proof, record.to_string());
         }
         Ok(Some(runtime))
@@ -601,19 +599,6 @@ fn proof_holds(proof: &Path) -> Option<serde_json::Value> {
                 .all(|path| path.as_str().is_some_and(|path| Path::new(path).exists()))
         })
         .then_some(record)
-}
-
-/// The image store a runtime check recorded (`None` for docker, or a record without one).
-fn stored_store(record: &serde_json::Value) -> Option<Store> {
-    let store = &record["store"];
-    Some(Store {
-        root: PathBuf::from(
-            store["root"]
-                .as_str()
-                .filter(|root| root.starts_with('/'))?,
-        ),
-        driver: store["driver"].as_str()?.to_string(),
-    })
 }
 
 fn missing(kind: Option<RuntimeKind>) -> Error {

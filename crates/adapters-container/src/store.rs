@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a podman store keeps its images (from `podman info`: `store.graphRoot`,
 /// `store.graphDriverName`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Store {
     pub root: PathBuf,
     pub driver: String,
