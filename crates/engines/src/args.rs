@@ -556,14 +556,13 @@ impl Problems {
     }
 
     /// Keeps the field problems of a check's result; any other error is returned at once.
-    pub fn gather<T>(&mut self, result: Result<T>) -> Result<Option<T>> {
+    pub fn gather(&mut self, result: Result<()>) -> Result<()> {
         match result {
-            Ok(value) => Ok(Some(value)),
             Err(Error::ConfigInvalid { errors }) => {
                 self.0.extend(errors);
-                Ok(None)
+                Ok(())
             }
-            Err(other) => Err(other),
+            other => other,
         }
     }
 

@@ -551,7 +551,8 @@ impl Recipe for LlamaCpp {
     }
 
     fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
-        check_pool_env(pool, ENV_OPTIONS)?;
+        let mut problems = Problems::default();
+        problems.gather(check_pool_env(pool, ENV_OPTIONS))?;
         let flags = &pool.provisioning.flags;
         let field = "provisioning.flags";
         let mut options = parse_options(flags, &OPTIONS, field)?;
@@ -559,7 +560,6 @@ impl Recipe for LlamaCpp {
             let index = ServerArgs::position_in(flags, &OPTIONS, option).unwrap_or(0);
             format!("{field}[{index}]")
         };
-        let mut problems = Problems::default();
         if options.get("--model").is_some() {
             problems.push(FieldError::new(
                 at("--model"),

@@ -266,10 +266,10 @@ impl Recipe for Tgi {
     /// (and `--max-input-tokens` below it); one shard per device; `tensor_split` only as an
     /// even split.
     fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
-        check_pool_env(pool, ENV_OPTIONS)?;
+        let mut problems = Problems::default();
+        problems.gather(check_pool_env(pool, ENV_OPTIONS))?;
         let flags = &pool.provisioning.flags;
         let mut options = parse_options(flags, &OPTIONS, FIELD)?;
-        let mut problems = Problems::default();
         problems.gather(take_owned(
             &mut options,
             flags,

@@ -18,11 +18,11 @@
 //! (its world size) and runs one MPI rank per GPU (launched through `mpirun`), so `ctx` and
 //! several `devices` are facts of the built engine, not options of this server.
 
-use provisioner_core::{Engine, Error, FoundBackend, Mode, PoolConfig, Result};
+use provisioner_core::{Engine, FieldError, FoundBackend, Mode, PoolConfig, Result};
 
 use crate::args::{
-    CONTAINER_PORT_IS_OWNED, HOST_IS_OWNED, OptionTable, Owned, ServerArgs, parse_options,
-    take_owned,
+    CONTAINER_PORT_IS_OWNED, HOST_IS_OWNED, OptionTable, Owned, Problems, ServerArgs,
+    parse_options, take_owned,
 };
 use crate::common::{
     ContainerFacts, Listen, Recipe, SharedMemory, backend_in_tag, check_pool_env, container_only,
@@ -177,9 +177,10 @@ impl Recipe for Triton {
     /// and HTTP switch refused; `ctx`, `tensor_split` and more than one device refused with
     /// the reason (a later launcher may run multi-GPU engines through MPI).
     fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
-        check_pool_env(pool, &[])?;
+        let mut problems = Problems::default();
+        problems.gather(check_pool_env(pool, &[]))?;
         if let Some(ctx) = pool.ctx {
-            return Err(Error::invalid(
+            problems.push(FieldError::new(
                 "ctx",
                 format!(
                     "Triton takes no context length ({ctx}): {ENGINE_IS_BUILT}; build the engine with the length you want (trtllm-build --max_seq_len) and remove ctx"
@@ -187,13 +188,13 @@ impl Recipe for Triton {
             ));
         }
         if pool.tensor_split.is_some() {
-            return Err(Error::invalid(
+            problems.push(FieldError::new(
                 "tensor_split",
                 format!("Triton takes no tensor split: {ENGINE_IS_BUILT}; remove tensor_split"),
             ));
         }
         if pool.devices.len() > 1 {
-            return Err(Error::invalid(
+            problems.push(FieldError::new(
                 "devices",
                 format!(
                     "Triton runs here on one device, but the pool lists {}: {ENGINE_IS_BUILT}, and this recipe has no MPI launcher yet; list one device",
@@ -214,7 +215,15 @@ impl Recipe for Triton {
                 ("--allow-http", "true".to_string()),
             ])
             .collect();
-        take_owned(&mut options, flags, &OPTIONS, FIELD, OWNED, &rendered)?;
+        problems.gather(take_owned(
+            &mut options,
+            flags,
+            &OPTIONS,
+            FIELD,
+            OWNED,
+            &rendered,
+        ))?;
+        problems.finish()?;
         Ok(options)
     }
 

@@ -387,11 +387,11 @@ impl Recipe for Vllm {
     /// parallelism checked against `devices` (tensor-parallel over every device by default);
     /// `tensor_split` only as an even split.
     fn options(&self, pool: &PoolConfig) -> Result<ServerArgs> {
-        check_pool_env(pool, &[])?;
+        let mut problems = Problems::default();
+        problems.gather(check_pool_env(pool, &[]))?;
         let flags = &pool.provisioning.flags;
         let mut options = parse_options(flags, &OPTIONS, FIELD)?;
         let port = CONTAINER.ports[0].to_string();
-        let mut problems = Problems::default();
         problems.gather(take_owned(
             &mut options,
             flags,

@@ -135,6 +135,22 @@ fn every_flag_problem_is_reported_at_once_in_flag_order() {
         refused.contains("flags[0]") && refused.contains("flags[2]"),
         "{refused}"
     );
+
+    // Pool keys an engine cannot take come with the flag problems, not one per run.
+    let triton = pool(
+        "triton",
+        "ctx: 4096; tensor_split: [1, 1]; devices: [0, 1]",
+        r#"mode: container, flags: [--http-port, "9000"]"#,
+    );
+    let refused = error(&triton);
+    for field in [
+        "pools[0].ctx",
+        "pools[0].tensor_split",
+        "pools[0].devices",
+        "flags[0]",
+    ] {
+        assert!(refused.contains(field), "{field}: {refused}");
+    }
 }
 
 #[test]
