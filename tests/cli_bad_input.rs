@@ -338,7 +338,8 @@ fn prepare(cache: &Path, config: &Path) -> Outcome {
 
 /// A host file a native engine's flags name (`--chat-template-file`) that does not exist, or
 /// is a directory, fails prepare at its flag before anything is downloaded; the engine would
-/// otherwise fail at its start.
+/// otherwise fail at its start. A path the engine writes (`--log-file`, which a container would
+/// refuse) does not stop the check.
 #[test]
 fn a_missing_host_file_in_the_flags_fails_prepare_at_its_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -351,7 +352,8 @@ fn a_missing_host_file_in_the_flags_fails_prepare_at_its_flag() {
             dir.path(),
             r#"{ url: "https://example.org/llama.tar.gz", checksum: "sha256:0000000000000000000000000000000000000000000000000000000000000000" }"#,
             &format!(
-                "      flags: [--jinja, --chat-template-file, \"{}\"]\n",
+                "      flags: [--jinja, --log-file, \"{}\", --chat-template-file, \"{}\"]\n",
+                dir.path().join("engine.log").display(),
                 path.display()
             ),
         );
@@ -359,7 +361,7 @@ fn a_missing_host_file_in_the_flags_fails_prepare_at_its_flag() {
         let out = prepare(&cache, &config);
         assert_eq!(out.code, 3, "{}", out.stderr);
         assert!(
-            out.stderr.contains("pools[0].provisioning.flags[2]")
+            out.stderr.contains("pools[0].provisioning.flags[4]")
                 && out.stderr.contains(said)
                 && out.stderr.contains("the engine reads it when it starts"),
             "{}",

@@ -102,7 +102,7 @@ impl RunFiles for HostRunFiles {
     }
 
     async fn check_inputs(&self, inputs: &[HostInput]) -> Result<()> {
-        check_host_inputs(inputs, "the engine reads it when it starts on this host")
+        check_host_inputs(inputs, "the engine reads it when it starts")
     }
 
     async fn resolve(&self, value: &EnvValue) -> std::result::Result<Secret, String> {

@@ -721,18 +721,14 @@ impl PoolInputs {
         recipe: &dyn Recipe,
         ports: &provisioner_core::Ports,
     ) -> Result<()> {
-        let Ok(found) = crate::host_files::rewrite(
+        let inputs = crate::host_files::native_inputs(
             recipe.path_options(),
             &self.options.to_argv(),
             &self.pool.provisioning.flags,
-        ) else {
-            // What cannot be mounted is a container's problem; a native engine reads the path
-            // as written, and its own start says what is wrong with it.
-            return Ok(());
-        };
+        );
         ports
             .run_files
-            .check_inputs(&found.inputs_to_check(None))
+            .check_inputs(&inputs)
             .await
             .map_err(|error| error.within(&format!("pools[{}]", self.pool.index)))
     }

@@ -155,6 +155,9 @@ fn safe_name(path: &Path) -> String {
 struct Scan<'a> {
     flags: &'a [String],
     out: Rewritten,
+    /// Only finding the files a native engine reads: nothing is mounted, so what a container
+    /// refuses (a path it writes, a line break, an escape in JSON) is passed over.
+    native: bool,
 }
 
 impl Scan<'_> {
@@ -180,6 +183,7 @@ impl Scan<'_> {
     fn path(&mut self, spec: &PathOption, option: &str, path: &str) -> Result<String> {
         let kind = match spec.usage {
             PathUse::Read(kind) => kind,
+            PathUse::Write if self.native => return Ok(path.to_string()),
             PathUse::Write => {
                 return Err(Error::invalid(
                     self.field(option, path),
@@ -189,7 +193,7 @@ impl Scan<'_> {
                 ));
             }
         };
-        if path.contains(['\n', '\r']) {
+        if path.contains(['\n', '\r']) && !self.native {
             return Err(Error::invalid(
                 self.field(option, path),
                 format!("{option}: a path holding a line break cannot be mounted into a container"),
@@ -296,6 +300,9 @@ impl Scan<'_> {
         };
         let path = &item[start..start + length];
         if path.contains('\\') {
+            if self.native {
+                return Ok(item.to_string());
+            }
             return Err(Error::invalid(
                 self.field(option, item),
                 format!(
@@ -316,9 +323,28 @@ impl Scan<'_> {
 /// `table`, and rewrites them to their mount points under [`INPUTS_DIR`]. `flags` (the pool's
 /// own, as configured) only locate errors and mounts as `provisioning.flags[i]`.
 pub fn rewrite(table: &[PathOption], args: &[String], flags: &[String]) -> Result<Rewritten> {
+    scan(table, args, flags, false)
+}
+
+/// The host files and directories a native engine reads, named by absolute path in `args` by
+/// the options of `table` (what [`rewrite`] would mount; the paths it writes are not among
+/// them). `flags` locate each as `provisioning.flags[i]`.
+pub fn native_inputs(table: &[PathOption], args: &[String], flags: &[String]) -> Vec<HostInput> {
+    scan(table, args, flags, true)
+        .map(|found| found.inputs_to_check(None))
+        .unwrap_or_default()
+}
+
+fn scan(
+    table: &[PathOption],
+    args: &[String],
+    flags: &[String],
+    native: bool,
+) -> Result<Rewritten> {
     let mut scan = Scan {
         flags,
         out: Rewritten::default(),
+        native,
     };
     let find = |name: &str| table.iter().find(|spec| spec.names.contains(&name));
     let mut index = 0;
