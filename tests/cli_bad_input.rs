@@ -286,6 +286,25 @@ fn every_pool_is_checked_and_the_first_thing_to_fix_is_named() {
     }
 }
 
+/// A model named by a relative path may not climb out of the models directory, whether it is
+/// written as `model.ref` or as the pool's `model` label.
+#[test]
+fn a_relative_model_path_may_not_leave_the_models_directory() {
+    let text = "pools:\n  - id: a\n    engine: llamacpp\n    model: ../../etc/passwd\n  - id: b\n    engine: llamacpp\n    provisioning:\n      model: { ref: \"sub/../../x.gguf\" }\n";
+    let (out, _dir) = with_config(text, &["config", "check"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    for field in [
+        "pools[0].model: `../../etc/passwd`",
+        "pools[1].provisioning.model.ref",
+    ] {
+        assert!(
+            out.stderr.contains(field) && out.stderr.contains("climbs out of the models directory"),
+            "{field}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// A local model that is not a usable GGUF file (not one at all, or of a version no reader
 /// loads) is refused at prepare, naming the file, before anything is fetched or built.
 #[test]

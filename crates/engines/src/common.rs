@@ -485,7 +485,8 @@ impl PoolInputs {
                     (Some(reference), _) => reference,
                     // llama-orch's pool model id is a label: looked up as a file name, never
                     // parsed as a scheme or a checksum.
-                    (None, Some(name)) => ModelRef::Relative(PathBuf::from(name)),
+                    (None, Some(name)) => ModelRef::relative(PathBuf::from(name))
+                        .map_err(|message| Error::invalid("model", message))?,
                     (None, None) => {
                         return Err(Error::invalid(
                             "provisioning.model.ref",

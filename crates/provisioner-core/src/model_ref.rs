@@ -40,6 +40,21 @@ pub struct HfRef {
 }
 
 impl ModelRef {
+    /// A path looked up in the models directory (a relative reference, or llama-orch's pool
+    /// `model` label). Errors: a `..` component, which would leave the directory.
+    pub fn relative(path: PathBuf) -> Result<ModelRef, String> {
+        if path
+            .components()
+            .any(|part| part == std::path::Component::ParentDir)
+        {
+            return Err(format!(
+                "`{}` climbs out of the models directory (a relative path is looked up in it); give the absolute path instead (file:/path/to/the/model)",
+                path.display()
+            ));
+        }
+        Ok(ModelRef::Relative(path))
+    }
+
     /// The scheme's name, for messages (`file`, `hf`, `https`, `s3`, `oci`).
     pub fn scheme(&self) -> String {
         match self {
@@ -81,19 +96,7 @@ impl FromStr for ModelRef {
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
         });
-        // A relative path is looked up in the models directory; `..` would leave it.
-        let relative = |path: PathBuf| {
-            if path
-                .components()
-                .any(|part| part == std::path::Component::ParentDir)
-            {
-                Err(format!(
-                    "`{text}` climbs out of the models directory (a relative path is looked up in it); give the absolute path instead (file:/path/to/the/model)"
-                ))
-            } else {
-                Ok(ModelRef::Relative(path))
-            }
-        };
+        let relative = ModelRef::relative;
         match scheme.map(str::to_ascii_lowercase).as_deref() {
             None => {
                 let path = PathBuf::from(text);
