@@ -318,7 +318,6 @@ impl Drop for LoopbackServer {
     }
 }
 
-/// A stand-in model for pools whose engine never reads it: the 24-byte header of an empty GGUF
-/// version 3 file (magic, version, tensor count 0, metadata count 0), which passes the header
-/// check every local model gets, and a note.
-pub const STUB_GGUF: &[u8] = b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00 a stand-in: no engine reads it";
+/// A stand-in model for pools whose engine never reads it: the header of an empty GGUF file,
+/// which passes the header check every local model gets.
+pub const STUB_GGUF: &[u8] = &adapters_model::check::EMPTY_GGUF;

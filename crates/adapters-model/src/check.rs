@@ -14,6 +14,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+/// The header of an empty GGUF version 3 file (magic, version, no tensors, no metadata): the
+/// least that passes [`check_header`]. Tests stage it where no engine reads the model.
+pub const EMPTY_GGUF: [u8; 24] = *b"GGUF\x03\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
 /// GGUF versions accepted.
 pub const GGUF_VERSIONS: [u32; 2] = [2, 3];
 /// The largest safetensors header the format allows (100 MB, as the reference reader).
@@ -121,6 +125,7 @@ mod tests {
     fn gguf_headers() {
         let dir = tempfile::tempdir().unwrap();
         assert!(check_header(&write(dir.path(), "a.gguf", &gguf(3))).is_ok());
+        assert_eq!(EMPTY_GGUF.to_vec(), gguf(3));
         assert!(check_header(&write(dir.path(), "b.GGUF", &gguf(2))).is_ok());
         let error = check_header(&write(dir.path(), "c.gguf", &gguf(1))).unwrap_err();
         assert!(error.contains("version 1"), "{error}");

@@ -50,7 +50,7 @@ fn planted_secrets_never_reach_the_installed_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = stand_in(dir.path());
     let model = dir.path().join("tiny.gguf");
-    std::fs::write(&model, STUB_GGUF).unwrap();
+    std::fs::write(&model, adapters_model::check::EMPTY_GGUF).unwrap();
     let config = dir.path().join("pools.yaml");
     std::fs::write(
         &config,
@@ -114,8 +114,3 @@ fn planted_secrets_never_reach_the_installed_server() {
         }
     }
 }
-
-/// The 24-byte header of an empty GGUF file: passes the header check local models get; the
-/// stand-in engine never reads it.
-const STUB_GGUF: &[u8] =
-    b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";

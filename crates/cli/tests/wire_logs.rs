@@ -50,7 +50,7 @@ fn serve() -> (u16, Arc<Mutex<Vec<String>>>) {
 
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let model = dir.join("tiny.gguf");
-    std::fs::write(&model, STUB_GGUF).unwrap();
+    std::fs::write(&model, adapters_model::check::EMPTY_GGUF).unwrap();
     let config = dir.join("pools.yaml");
     std::fs::write(
         &config,
@@ -170,8 +170,3 @@ fn no_log_filter_prints_the_credentials_of_a_request() {
         "{heads:?}"
     );
 }
-
-/// The 24-byte header of an empty GGUF file: passes the header check local models get; the
-/// stand-in engine never reads it.
-const STUB_GGUF: &[u8] =
-    b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
