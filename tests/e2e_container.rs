@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tests::containers::{Env, PASSWORD, Registry, USER, command, push_llama_image};
+use tests::kill::{Random, trials};
 use tests::{fixtures, free_port, http_get, http_post_json, orchctl};
 
 /// A chat template llama-server accepts, with a mark to find it by.
@@ -514,29 +515,18 @@ fn a_container_prepare_killed_anywhere_is_redone_cleanly() {
     let (code, _, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
     assert_eq!(code, 0, "{stderr}");
     let cold = started.elapsed().as_millis() as u64;
-    let trials: u64 = std::env::var("KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
-    let mut seed = (std::process::id() as u64) | 1;
-    for trial in 0..trials {
+    let mut random = Random::new();
+    for trial in 0..trials() {
         remove_image();
         let cache = dir.path().join(format!("cache-{trial}"));
-        let mut killed = orchctl(&cache);
-        env.apply(&mut killed);
-        let mut child = killed
-            .args(["engine", "prepare", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(seed % (cold + 50)));
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_within(
+            &env,
+            &cache,
+            &["engine", "prepare"],
+            &config,
+            cold + 50,
+            &mut random,
+        );
 
         let (code, prepared, stderr) = orch(&env, &cache, &["engine", "prepare"], &config);
         assert_eq!(code, 0, "trial {trial}: {stderr}");
@@ -604,7 +594,7 @@ fn a_container_up_killed_anywhere_leaves_no_container_unknown() {
     let (code, _, stderr) = orch(&env, &cache, &["engine", "down"], &config);
     assert_eq!(code, 0, "{stderr}");
     let name = format!("llama-orch-{pool}");
-    let gone = |trial: u64| {
+    let gone = |trial: usize| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while containers_named(&env, &name) > 0 {
             assert!(
@@ -615,28 +605,17 @@ fn a_container_up_killed_anywhere_leaves_no_container_unknown() {
         }
     };
     gone(0);
-    let trials: u64 = std::env::var("KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
-    let mut seed = (std::process::id() as u64) | 1;
+    let mut random = Random::new();
     let (mut adopted, mut orphans) = (0, 0);
-    for trial in 0..trials {
-        let mut killed = orchctl(&cache);
-        env.apply(&mut killed);
-        let mut child = killed
-            .args(["engine", "up", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(seed % window));
-        let _ = child.kill();
-        let _ = child.wait();
+    for trial in 0..trials() {
+        kill_within(
+            &env,
+            &cache,
+            &["engine", "up"],
+            &config,
+            window,
+            &mut random,
+        );
         std::thread::sleep(Duration::from_millis(300));
 
         if containers_named(&env, &name) > 0 {
@@ -657,9 +636,37 @@ fn a_container_up_killed_anywhere_leaves_no_container_unknown() {
         assert_eq!(code, 0, "trial {trial}: {stderr}");
         gone(trial);
     }
-    println!("trials: {trials}, containers found after the kill and known: {adopted}");
+    println!(
+        "trials: {}, containers found after the kill and known: {adopted}",
+        trials()
+    );
     assert_eq!(orphans, 0, "containers running that status did not know");
     remove_image_retrying(&env, &format!("{repository}:1"));
+}
+
+/// Starts `orchctl <words> --config CONFIG` with `env`, SIGKILLs it after a moment below
+/// `window` ms, and reaps it.
+fn kill_within(
+    env: &Env,
+    cache: &Path,
+    words: &[&str],
+    config: &Path,
+    window: u64,
+    random: &mut Random,
+) {
+    let mut killed = orchctl(cache);
+    env.apply(&mut killed);
+    let mut child = killed
+        .args(words)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(random.below(window)));
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The variables `env` sets, for commands built by hand.

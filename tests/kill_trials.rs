@@ -19,43 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tests::kill::{Random, trials};
 use tests::{free_port, orchctl, orchctl_path};
-
-fn trials() -> usize {
-    std::env::var("KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6)
-}
-
-/// A small deterministic generator (xorshift), seeded from the clock and printed, so that a
-/// failing run can be repeated with `KILL_SEED`.
-struct Random(u64);
-
-impl Random {
-    #[allow(clippy::print_stdout)] // the seed is printed so that a failing run can be repeated
-    fn new() -> Random {
-        let seed = std::env::var("KILL_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(7)
-                    | 1
-            });
-        println!("KILL_SEED={seed}");
-        Random(seed)
-    }
-
-    fn below(&mut self, limit: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % limit.max(1)
-    }
-}
 
 /// A tar.gz holding `fake-engine` as `bin/llama-server` and filler, so that a cold install
 /// takes long enough to be killed at many points.

@@ -321,3 +321,53 @@ impl Drop for LoopbackServer {
 /// A stand-in model for pools whose engine never reads it: the header of an empty GGUF file,
 /// which passes the header check every local model gets.
 pub const STUB_GGUF: &[u8] = &adapters_model::check::EMPTY_GGUF;
+
+/// What the kill trials share (`tests/kill_trials.rs`, and the container ones in
+/// `tests/e2e_container.rs`): how many, and where in a run the kill lands.
+pub mod kill {
+    /// Trials per kind: `KILL_TRIALS`, 6 by default (the quick form CI runs; the long form is
+    /// `KILL_TRIALS=50`).
+    pub fn trials() -> usize {
+        std::env::var("KILL_TRIALS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(6)
+    }
+
+    /// A small deterministic generator (xorshift), seeded from the clock and printed, so that a
+    /// failing run can be repeated with `KILL_SEED`.
+    pub struct Random(u64);
+
+    impl Random {
+        /// Seeded from `KILL_SEED`, else the clock; the seed is printed.
+        #[allow(clippy::print_stdout)] // the seed is printed so that a failing run can be repeated
+        pub fn new() -> Random {
+            let seed = std::env::var("KILL_SEED")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(7)
+                        | 1
+                });
+            println!("KILL_SEED={seed}");
+            Random(seed)
+        }
+
+        /// A number in `0..limit` (0 when `limit` is 0).
+        pub fn below(&mut self, limit: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % limit.max(1)
+        }
+    }
+
+    impl Default for Random {
+        fn default() -> Random {
+            Random::new()
+        }
+    }
+}
