@@ -441,23 +441,32 @@ mod tests {
         }
     }
 
-    /// A registry whose token realm is on another host: the policy is asked before anything
-    /// is sent there, and its refusal is the answer.
-    #[tokio::test]
-    async fn a_token_realm_on_another_host_is_asked_of_the_policy() {
+    /// A server on loopback that answers every request with `status` and one header; returns
+    /// its address.
+    async fn answering(status: Status, header: &'static str, value: &'static str) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let registry = listener.local_addr().unwrap().to_string();
-        let app = axum::Router::new().fallback(|| async {
+        let address = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new().fallback(move || async move {
             axum::http::Response::builder()
-                .status(Status::UNAUTHORIZED)
-                .header(
-                    "www-authenticate",
-                    r#"Bearer realm="https://auth.example.invalid/token",service="x""#,
-                )
+                .status(status)
+                .header(header, value)
                 .body(axum::body::Body::empty())
                 .unwrap()
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
+        address
+    }
+
+    /// A registry whose token realm is on another host: the policy is asked before anything
+    /// is sent there, and its refusal is the answer.
+    #[tokio::test]
+    async fn a_token_realm_on_another_host_is_asked_of_the_policy() {
+        let registry = answering(
+            Status::UNAUTHORIZED,
+            "www-authenticate",
+            r#"Bearer realm="https://auth.example.invalid/token",service="x""#,
+        )
+        .await;
         let offline = Http::new(Arc::new(policy::HostPolicy {
             offline: true,
             ..policy::HostPolicy::default()
@@ -481,16 +490,12 @@ mod tests {
     /// of the policy before it is followed.
     #[tokio::test]
     async fn a_redirect_to_another_host_is_asked_of_the_policy() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let registry = listener.local_addr().unwrap().to_string();
-        let app = axum::Router::new().fallback(|| async {
-            axum::http::Response::builder()
-                .status(Status::TEMPORARY_REDIRECT)
-                .header("location", "https://storage.example.invalid/blob")
-                .body(axum::body::Body::empty())
-                .unwrap()
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let registry = answering(
+            Status::TEMPORARY_REDIRECT,
+            "location",
+            "https://storage.example.invalid/blob",
+        )
+        .await;
         let allowlist = Http::new(Arc::new(policy::HostPolicy {
             allowed_hosts: Some(vec!["127.0.0.1".to_string()]),
             ..policy::HostPolicy::default()
