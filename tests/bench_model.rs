@@ -287,16 +287,7 @@ fn orchctl_measured(
         .arg("--")
         .arg(tests::orchctl_path())
         .args(args);
-    for name in [
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-        "HF_TOKEN_PATH",
-        "HF_HUB_OFFLINE",
-        "TRANSFORMERS_OFFLINE",
-        "HUGGINGFACE_HUB_CACHE",
-        "LLAMA_ORCH_OFFLINE",
-        "LLAMA_ORCH_ALLOWED_HOSTS",
-    ] {
+    for name in tests::CALLER_VARIABLES {
         command.env_remove(name);
     }
     for (name, value) in env {

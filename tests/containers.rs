@@ -197,3 +197,18 @@ pub fn push_llama_image(env: &Env, dir: &Path, registry: u16) -> String {
     env.podman(&["rmi", "-f", &tag]);
     repository
 }
+
+/// Builds `tag`: an image of busybox alone whose entrypoint runs `script` with `sh` (the
+/// stand-in engines of the container tests), in a context under `dir`.
+pub fn build_busybox_image(env: &Env, dir: &Path, tag: &str, script: &str) {
+    let context = dir.join("standin");
+    std::fs::create_dir_all(context.join("rootfs/bin")).unwrap();
+    std::fs::copy("/bin/busybox", context.join("rootfs/bin/busybox")).unwrap();
+    std::fs::write(context.join("rootfs/standin.sh"), script).unwrap();
+    std::fs::write(
+        context.join("Containerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"/standin.sh\"]\n",
+    )
+    .unwrap();
+    env.podman(&["build", "-q", "-t", tag, &context.to_string_lossy()]);
+}

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tests::containers::{Env, PASSWORD, Registry, USER, command, push_llama_image};
+use tests::containers::{
+    Env, PASSWORD, Registry, USER, build_busybox_image, command, push_llama_image,
+};
 use tests::kill::{Random, trials};
 use tests::{fixtures, free_port, http_get, http_post_json, orchctl};
 
@@ -47,12 +49,10 @@ fn image_id(env: &Env, reference: &str) -> String {
 /// (arguments, an environment variable, the mounted model directories, the files mounted under
 /// /inputs and their contents) to /standin.txt; built as `tag`.
 fn build_standin_image(env: &Env, dir: &Path, tag: &str) {
-    let context = dir.join("standin");
-    std::fs::create_dir_all(context.join("rootfs/bin")).unwrap();
-    std::fs::copy("/bin/busybox", context.join("rootfs/bin/busybox")).unwrap();
-    std::fs::write(
-        context.join("rootfs/standin.sh"),
-        r#"port=8000
+    build_busybox_image(env, dir, tag, STANDIN_SCRIPT);
+}
+
+const STANDIN_SCRIPT: &str = r#"port=8000
 prev=""
 for a in "$@"; do [ "$prev" = "--port" ] && port=$a; prev=$a; done
 /bin/busybox mkdir -p /www/v1 /www/v2/health /tmp
@@ -61,16 +61,7 @@ echo ok > /www/health
 echo ok > /www/v2/health/ready
 { echo "args: $*"; echo "env: STANDIN_MARK=$STANDIN_MARK"; /bin/busybox ls -R /models 2>/dev/null; for f in /inputs/*; do [ -f "$f" ] && echo "input $f: $(/bin/busybox cat "$f")"; done; } > /www/standin.txt
 exec /bin/busybox httpd -f -p "$port" -h /www
-"#,
-    )
-    .unwrap();
-    std::fs::write(
-        context.join("Containerfile"),
-        "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"/standin.sh\"]\n",
-    )
-    .unwrap();
-    env.podman(&["build", "-q", "-t", tag, &context.to_string_lossy()]);
-}
+"#;
 
 /// The stand-in image, pushed to the registry as `standin:1`; returns the repository.
 fn push_standin_image(env: &Env, dir: &Path, registry: u16) -> String {

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use adapters_model::fake_hub::{FakeFile, FakeHub, sha256_hex, tiny_safetensors};
 use serde_json::{Value, json};
-use tests::containers::Env;
+use tests::containers::{Env, build_busybox_image};
 use tests::{
     TEST_CMAKE_FLAGS, fixtures, free_port, http_get, http_post_json, orchctl, shared_cache,
     source_build, write_source_config,
@@ -92,18 +92,8 @@ impl HfPlace {
     /// `orchctl` with the shared engine cache, this place's hub cache and models directory,
     /// `HF_ENDPOINT` (unset when `None`) and no Hugging Face variable of the caller.
     fn orchctl(&self, endpoint: Option<&str>) -> Command {
+        // `orchctl` already leaves out the caller's Hugging Face variables.
         let mut command = orchctl(&shared_cache());
-        for name in [
-            "HF_ENDPOINT",
-            "HF_TOKEN",
-            "HUGGING_FACE_HUB_TOKEN",
-            "HF_TOKEN_PATH",
-            "HF_HUB_OFFLINE",
-            "TRANSFORMERS_OFFLINE",
-            "HUGGINGFACE_HUB_CACHE",
-        ] {
-            command.env_remove(name);
-        }
         command
             .env("HF_HOME", self.path().join("hf-home"))
             .env("HF_HUB_CACHE", self.hub_cache())
@@ -387,12 +377,10 @@ fn an_hf_gguf_pool_comes_up_decodes_and_prepares_offline_afterwards() {
 /// /standin.txt: its arguments, the offline variables, and for an argument that is a directory
 /// under /models, each file in it with its size (read through the snapshot's symlinks).
 fn build_standin_image(env: &Env, dir: &Path, tag: &str) {
-    let context = dir.join("standin");
-    std::fs::create_dir_all(context.join("rootfs/bin")).unwrap();
-    std::fs::copy("/bin/busybox", context.join("rootfs/bin/busybox")).unwrap();
-    std::fs::write(
-        context.join("rootfs/standin.sh"),
-        r#"port=8000
+    build_busybox_image(env, dir, tag, STANDIN_SCRIPT);
+}
+
+const STANDIN_SCRIPT: &str = r#"port=8000
 prev=""
 for a in "$@"; do [ "$prev" = "--port" ] && port=$a; prev=$a; done
 /bin/busybox mkdir -p /www/v1 /tmp
@@ -409,16 +397,7 @@ echo ok > /www/health
   /bin/busybox touch /models/hf/models--tiny--tiny-repo/written 2>/dev/null && echo "writable: yes" || echo "writable: no"
 } > /www/standin.txt
 exec /bin/busybox httpd -f -p "$port" -h /www
-"#,
-    )
-    .unwrap();
-    std::fs::write(
-        context.join("Containerfile"),
-        "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"/standin.sh\"]\n",
-    )
-    .unwrap();
-    env.podman(&["build", "-q", "-t", tag, &context.to_string_lossy()]);
-}
+"#;
 
 /// A container pool whose model is a whole repository (`hf:tiny/tiny-repo`): its cache
 /// directory is mounted read-only at `/models/hf/models--tiny--tiny-repo`, the engine is

@@ -112,11 +112,26 @@ pub fn orchctl(cache: &Path) -> Command {
     let mut command = Command::new(orchctl_path());
     command
         .env("LLAMA_ORCH_CACHE_DIR", cache)
-        .env("LLAMA_ORCH_MODELS_DIR", cache.join("models"))
-        .env_remove("LLAMA_ORCH_OFFLINE")
-        .env_remove("LLAMA_ORCH_ALLOWED_HOSTS");
+        .env("LLAMA_ORCH_MODELS_DIR", cache.join("models"));
+    for name in CALLER_VARIABLES {
+        command.env_remove(name);
+    }
     command
 }
+
+/// Variables of whoever runs the tests that would change what an `orchctl` under test does (the
+/// policy switches, the Hugging Face endpoint, token and offline switches): never inherited.
+pub const CALLER_VARIABLES: &[&str] = &[
+    "LLAMA_ORCH_OFFLINE",
+    "LLAMA_ORCH_ALLOWED_HOSTS",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HUGGINGFACE_HUB_CACHE",
+];
 
 /// How an `orchctl` run ended and what it printed.
 #[derive(Debug)]
